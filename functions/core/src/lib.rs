@@ -1,0 +1,33 @@
+//! The pure core of replwatch.
+//!
+//! Everything here decides; nothing here calls AWS. The modules, from the outside in:
+//! - [`events`]: the EventBridge events replwatch consumes, parsed and validated;
+//! - [`rules`]: a registry's replication configuration and which destinations it selects;
+//! - [`model`]: the validated identities (digest, account, Region, repository, destination);
+//! - [`tracking`]: the per-(image, destination) state machine and its alert decisions;
+//! - [`store`]: the port through which expectations are kept, with an in-memory version;
+//! - [`tracker`]: the read–transition–conditional-write loop every handler shares;
+//! - [`clock`]: time as a dependency.
+
+pub mod clock;
+pub mod events;
+pub mod model;
+pub mod rules;
+pub mod store;
+pub mod tracker;
+pub mod tracking;
+
+#[cfg(test)]
+mod test_events;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use events::{EcrEvent, EventError, ParsedEvent, parse_event};
+pub use model::{
+    AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
+};
+pub use rules::{ConfigurationError, ReplicationConfiguration};
+pub use store::{ExpectationStore, InMemoryStore, StoreError};
+pub use tracker::{Applied, Creation, Tracker, TrackerError};
+pub use tracking::{
+    AlertKind, ExpectationState, Observation, ReplicationExpectation, TrackingPolicy, Transition,
+};

@@ -1,0 +1,320 @@
+//! Domain identities: what an image is, where it must go, and how one tracking item is named.
+//!
+//! Every value here is validated on construction so the rest of the core can trust it: a
+//! [`Digest`] is always `sha256:` followed by 64 lowercase hex characters, an account id is
+//! always twelve digits. Those checks are the first line of defence against malformed events,
+//! which must be rejected with a clear error rather than written to the tracking table.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a value taken from outside (an event, a configuration, a table row) was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidValue {
+    #[error("digest {0:?} is not `sha256:` followed by 64 lowercase hex characters")]
+    Digest(String),
+    #[error("account id {0:?} is not 12 digits")]
+    AccountId(String),
+    #[error("region {0:?} is not an AWS Region name")]
+    Region(String),
+    #[error("repository name {0:?} is not a valid ECR repository name")]
+    RepositoryName(String),
+}
+
+/// A content digest of an image manifest or blob, as ECR reports it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Digest(String);
+
+impl Digest {
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        let hex = value
+            .strip_prefix("sha256:")
+            .ok_or_else(|| InvalidValue::Digest(value.to_owned()))?;
+        let valid = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if valid {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(InvalidValue::Digest(value.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Digest {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Digest> for String {
+    fn from(value: Digest) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A twelve-digit AWS account id; in ECR it is also the registry id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AccountId(String);
+
+impl AccountId {
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        if value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(InvalidValue::AccountId(value.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for AccountId {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<AccountId> for String {
+    fn from(value: AccountId) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An AWS Region name such as `us-west-2` or `us-gov-east-1`.
+///
+/// Only the shape is checked (lowercase words and a trailing number), so new Regions work
+/// without a release of this tool.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Region(String);
+
+impl Region {
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        let parts: Vec<&str> = value.split('-').collect();
+        let shaped = parts.len() >= 3
+            && parts.iter().all(|p| !p.is_empty())
+            && parts[..parts.len() - 1]
+                .iter()
+                .all(|p| p.bytes().all(|b| b.is_ascii_lowercase()))
+            && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit());
+        if shaped {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(InvalidValue::Region(value.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Region {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Region> for String {
+    fn from(value: Region) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An ECR repository name (`team-a/web`): 2–256 characters of lowercase letters, digits and
+/// the separators `.`, `_`, `-`, `/`, as the ECR API allows.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RepositoryName(String);
+
+impl RepositoryName {
+    pub fn parse(value: &str) -> Result<Self, InvalidValue> {
+        let charset = value
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'/'));
+        let edges = value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+            && value
+                .bytes()
+                .last()
+                .is_some_and(|b| b.is_ascii_alphanumeric());
+        if (2..=256).contains(&value.len()) && charset && edges {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(InvalidValue::RepositoryName(value.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RepositoryName {
+    type Error = InvalidValue;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<RepositoryName> for String {
+    fn from(value: RepositoryName) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for RepositoryName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A registry in one Region: where images are pushed from, or where they must arrive.
+///
+/// ECR replication destinations are exactly this pair (`region`, `registryId`), so the field
+/// names follow the ECR API.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Destination {
+    pub region: Region,
+    pub registry_id: AccountId,
+}
+
+impl Destination {
+    pub fn new(region: Region, registry_id: AccountId) -> Self {
+        Self {
+            region,
+            registry_id,
+        }
+    }
+
+    /// Whether this destination is in another account than `account` (reads then go through
+    /// the destination account's read-only role).
+    pub fn is_cross_account(&self, account: &AccountId) -> bool {
+        &self.registry_id != account
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.region, self.registry_id)
+    }
+}
+
+/// One pushed image in its source registry, named by content.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SourceImage {
+    pub registry: Destination,
+    pub repository: RepositoryName,
+    pub digest: Digest,
+}
+
+impl fmt::Display for SourceImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.dkr.ecr.{}/{}@{}",
+            self.registry.registry_id, self.registry.region, self.repository, self.digest
+        )
+    }
+}
+
+/// The name of one tracking item: this image, pushed with this tag (or untagged), must arrive
+/// in this destination.
+///
+/// The tag is part of the name because ECR replicates per push: pushing a second tag onto an
+/// existing digest replicates again and emits its own events, and each tag can be lost on its
+/// own (immutable tag conflicts).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ExpectationKey {
+    pub image: SourceImage,
+    pub tag: Option<String>,
+    pub destination: Destination,
+}
+
+impl fmt::Display for ExpectationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.tag {
+            Some(tag) => write!(f, "{} (tag {tag}) -> {}", self.image, self.destination),
+            None => write!(f, "{} (untagged) -> {}", self.image, self.destination),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_accepts_only_sha256_with_64_lowercase_hex() {
+        let good = format!("sha256:{}", "a1".repeat(32));
+        assert!(Digest::parse(&good).is_ok());
+        assert!(Digest::parse(&good.to_uppercase()).is_err());
+        assert!(Digest::parse("md5:../../etc/passwd").is_err());
+        assert!(Digest::parse(&format!("sha256:{}", "a".repeat(63))).is_err());
+        assert!(Digest::parse(&format!("sha256:{}", "g".repeat(64))).is_err());
+        assert!(Digest::parse(&format!("sha512:{}", "a".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn account_ids_are_twelve_digits() {
+        assert!(AccountId::parse("111111111111").is_ok());
+        assert!(AccountId::parse("11111111111").is_err());
+        assert!(AccountId::parse("11111111111a").is_err());
+    }
+
+    #[test]
+    fn regions_have_the_aws_shape() {
+        for ok in [
+            "us-west-2",
+            "ap-southeast-2",
+            "us-gov-east-1",
+            "eu-central-1",
+        ] {
+            assert!(Region::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "us", "us-west", "US-WEST-2", "us-west-x", "us--2"] {
+            assert!(Region::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn repository_names_follow_ecr_rules() {
+        assert!(RepositoryName::parse("team-a/web").is_ok());
+        assert!(RepositoryName::parse("a").is_err());
+        assert!(RepositoryName::parse("Team/web").is_err());
+        assert!(RepositoryName::parse("/web").is_err());
+        assert!(RepositoryName::parse("web/").is_err());
+    }
+}

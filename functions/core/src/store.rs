@@ -1,0 +1,374 @@
+//! Where expectations live between events: the [`ExpectationStore`] port, an in-memory
+//! implementation for unit tests of the core, and the contract every implementation must pass
+//! (the DynamoDB store in `replwatch-aws` runs the same suite against the local AWS).
+//!
+//! Writes are conditional on the version read, because many copies of each function run at
+//! once and two of them may hold the same record: the loser of a race gets
+//! [`StoreError::Conflict`], reloads and applies its observation again.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use crate::model::{ExpectationKey, SourceImage};
+use crate::tracking::ReplicationExpectation;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The record changed (or appeared) since it was read.
+    #[error("{key}: changed by someone else since it was read")]
+    Conflict { key: Box<ExpectationKey> },
+    /// A stored record this version cannot read.
+    #[error("stored record {id} is unreadable: {message}")]
+    Corrupt { id: String, message: String },
+    /// The backend failed (network, throttling after retries, permissions).
+    #[error("state store {operation} failed: {message}")]
+    Backend {
+        operation: &'static str,
+        message: String,
+    },
+}
+
+/// The port the core uses to keep [`ReplicationExpectation`]s.
+pub trait ExpectationStore: Send + Sync {
+    /// Reads one record, strongly consistent.
+    fn get(
+        &self,
+        key: &ExpectationKey,
+    ) -> impl Future<Output = Result<Option<ReplicationExpectation>, StoreError>> + Send;
+
+    /// Writes `item` if the stored version still equals `item.version` (0: the record must
+    /// not exist yet). Returns the version now stored.
+    fn save(
+        &self,
+        item: &ReplicationExpectation,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Every record of one source image: all its tags and destinations.
+    fn for_image(
+        &self,
+        image: &SourceImage,
+    ) -> impl Future<Output = Result<Vec<ReplicationExpectation>, StoreError>> + Send;
+
+    /// Up to `limit` open records whose `next_check_at` is at or before `now`, earliest
+    /// first. Closed records are never returned.
+    fn due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ReplicationExpectation>, StoreError>> + Send;
+}
+
+/// An [`ExpectationStore`] in a map, for unit tests of the core.
+#[derive(Debug, Default)]
+pub struct InMemoryStore {
+    records: Mutex<BTreeMap<ExpectationKey, ReplicationExpectation>>,
+}
+
+impl InMemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn all(&self) -> Vec<ReplicationExpectation> {
+        self.lock().values().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ExpectationKey, ReplicationExpectation>> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ExpectationStore for InMemoryStore {
+    async fn get(
+        &self,
+        key: &ExpectationKey,
+    ) -> Result<Option<ReplicationExpectation>, StoreError> {
+        Ok(self.lock().get(key).cloned())
+    }
+
+    async fn save(&self, item: &ReplicationExpectation) -> Result<u64, StoreError> {
+        let mut records = self.lock();
+        let stored = records.get(&item.key).map_or(0, |r| r.version);
+        if stored != item.version {
+            return Err(StoreError::Conflict {
+                key: Box::new(item.key.clone()),
+            });
+        }
+        let mut next = item.clone();
+        next.version = item.version + 1;
+        records.insert(item.key.clone(), next);
+        Ok(item.version + 1)
+    }
+
+    async fn for_image(
+        &self,
+        image: &SourceImage,
+    ) -> Result<Vec<ReplicationExpectation>, StoreError> {
+        Ok(self
+            .lock()
+            .values()
+            .filter(|r| &r.key.image == image)
+            .cloned()
+            .collect())
+    }
+
+    async fn due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ReplicationExpectation>, StoreError> {
+        let mut due: Vec<ReplicationExpectation> = self
+            .lock()
+            .values()
+            .filter(|r| r.next_check_at.is_some_and(|at| at <= now))
+            .cloned()
+            .collect();
+        due.sort_by(|a, b| {
+            a.next_check_at
+                .cmp(&b.next_check_at)
+                .then(a.key.cmp(&b.key))
+        });
+        due.truncate(limit);
+        Ok(due)
+    }
+}
+
+/// The behaviour every [`ExpectationStore`] must show. Each function takes a fresh, empty
+/// store; [`crate::expectation_store_contract!`] turns them into one `#[tokio::test]` each.
+#[cfg(any(test, feature = "contract-tests"))]
+pub mod contract {
+    use chrono::{TimeDelta, TimeZone, Utc};
+
+    use super::{ExpectationStore, StoreError};
+    use crate::model::{
+        AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
+    };
+    use crate::tracking::{AlertKind, Observation, ReplicationExpectation, TrackingPolicy};
+
+    fn at(minutes: i64) -> chrono::DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
+            .single()
+            .expect("valid time")
+            + TimeDelta::minutes(minutes)
+    }
+
+    fn image(n: u8) -> SourceImage {
+        SourceImage {
+            registry: Destination::new(
+                Region::parse("us-west-2").expect("region"),
+                AccountId::parse("111111111111").expect("account"),
+            ),
+            repository: RepositoryName::parse("team-a/web").expect("repository"),
+            digest: Digest::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32)))
+                .expect("digest"),
+        }
+    }
+
+    fn key(n: u8, tag: Option<&str>, region: &str, account: &str) -> ExpectationKey {
+        ExpectationKey {
+            image: image(n),
+            tag: tag.map(str::to_owned),
+            destination: Destination::new(
+                Region::parse(region).expect("region"),
+                AccountId::parse(account).expect("account"),
+            ),
+        }
+    }
+
+    fn pushed(key: ExpectationKey, minutes: i64) -> ReplicationExpectation {
+        let mut e = ReplicationExpectation::new(key);
+        e.apply(
+            &Observation::Pushed { at: at(minutes) },
+            &TrackingPolicy::default(),
+        );
+        e
+    }
+
+    pub async fn saved_record_reads_back_identically<S: ExpectationStore>(store: S) {
+        let mut e = pushed(key(1, Some("v1.4.2"), "us-east-1", "111111111111"), 0);
+        e.apply(
+            &Observation::StillInProgress { at: at(31) },
+            &TrackingPolicy::default(),
+        );
+        e.apply(
+            &Observation::ReplicationFailed {
+                at: at(33),
+                failure_code: Some("ROLE_NOT_FOUND".into()),
+            },
+            &TrackingPolicy::default(),
+        );
+        assert_eq!(e.alerts.len(), 2);
+        let version = store.save(&e).await.expect("save");
+        assert_eq!(version, 1);
+        let read = store.get(&e.key).await.expect("get").expect("present");
+        let mut expected = e.clone();
+        expected.version = 1;
+        assert_eq!(read, expected);
+        assert!(read.alerts.contains(&AlertKind::Failed));
+    }
+
+    pub async fn untagged_and_tagged_records_are_distinct<S: ExpectationStore>(store: S) {
+        let untagged = pushed(key(2, None, "us-east-1", "111111111111"), 0);
+        let tagged = pushed(key(2, Some("latest"), "us-east-1", "111111111111"), 1);
+        store.save(&untagged).await.expect("save untagged");
+        store.save(&tagged).await.expect("save tagged");
+        let read = store
+            .get(&untagged.key)
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(read.key.tag, None);
+        assert_eq!(read.pushed_at, Some(at(0)));
+        let read = store.get(&tagged.key).await.expect("get").expect("present");
+        assert_eq!(read.key.tag.as_deref(), Some("latest"));
+    }
+
+    pub async fn missing_record_reads_as_none<S: ExpectationStore>(store: S) {
+        let k = key(3, Some("v1"), "us-east-1", "111111111111");
+        assert!(store.get(&k).await.expect("get").is_none());
+    }
+
+    pub async fn stale_version_is_a_conflict_and_changes_nothing<S: ExpectationStore>(store: S) {
+        let e = pushed(key(4, Some("v1"), "us-east-1", "111111111111"), 0);
+        store.save(&e).await.expect("first save");
+        // A second writer that also read "absent" loses.
+        let mut racer = e.clone();
+        racer.failure_code = Some("RACER".into());
+        assert!(matches!(
+            store.save(&racer).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let mut current = store.get(&e.key).await.expect("get").expect("present");
+        assert_eq!(current.failure_code, None);
+        // The winner's next write, from the version it read, goes through.
+        current.failure_code = Some("X".into());
+        assert_eq!(store.save(&current).await.expect("update"), 2);
+        // And the stale copy at version 1 now conflicts.
+        assert!(matches!(
+            store.save(&current).await,
+            Err(StoreError::Conflict { .. })
+        ));
+    }
+
+    pub async fn for_image_returns_every_destination_and_tag_of_that_image_only<
+        S: ExpectationStore,
+    >(
+        store: S,
+    ) {
+        let mine = [
+            key(5, Some("v1"), "us-east-1", "111111111111"),
+            key(5, Some("v1"), "eu-west-1", "222222222222"),
+            key(5, None, "us-east-1", "111111111111"),
+        ];
+        for k in &mine {
+            store.save(&pushed(k.clone(), 0)).await.expect("save");
+        }
+        store
+            .save(&pushed(key(6, Some("v1"), "us-east-1", "111111111111"), 0))
+            .await
+            .expect("save other image");
+        let mut found: Vec<ExpectationKey> = store
+            .for_image(&image(5))
+            .await
+            .expect("for_image")
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        found.sort();
+        let mut expected = mine.to_vec();
+        expected.sort();
+        assert_eq!(found, expected);
+    }
+
+    pub async fn due_returns_only_open_records_past_their_check_time_earliest_first<
+        S: ExpectationStore,
+    >(
+        store: S,
+    ) {
+        let policy = TrackingPolicy::default();
+        // Deadlines at 30, 35 and 40 minutes.
+        let first = pushed(key(7, Some("a"), "us-east-1", "111111111111"), 0);
+        let second = pushed(key(7, Some("b"), "us-east-1", "111111111111"), 5);
+        let later = pushed(key(7, Some("c"), "us-east-1", "111111111111"), 10);
+        let mut closed = pushed(key(7, Some("d"), "us-east-1", "111111111111"), 0);
+        closed.apply(
+            &Observation::Arrived {
+                arrived_at: Some(at(1)),
+                observed_at: at(1),
+                tag_present: true,
+            },
+            &policy,
+        );
+        for e in [&later, &closed, &second, &first] {
+            store.save(e).await.expect("save");
+        }
+        let due = store.due(at(36), 100).await.expect("due");
+        let tags: Vec<Option<String>> = due.iter().map(|r| r.key.tag.clone()).collect();
+        assert_eq!(tags, vec![Some("a".to_owned()), Some("b".to_owned())]);
+        assert!(store.due(at(29), 100).await.expect("due").is_empty());
+        assert_eq!(store.due(at(60), 1).await.expect("due").len(), 1);
+
+        // Closing a due record takes it out of the index.
+        let mut now_closed = store.get(&first.key).await.expect("get").expect("present");
+        now_closed.apply(
+            &Observation::Arrived {
+                arrived_at: Some(at(32)),
+                observed_at: at(32),
+                tag_present: true,
+            },
+            &policy,
+        );
+        store.save(&now_closed).await.expect("close");
+        let due = store.due(at(60), 100).await.expect("due");
+        let tags: Vec<Option<String>> = due.iter().map(|r| r.key.tag.clone()).collect();
+        assert_eq!(tags, vec![Some("b".to_owned()), Some("c".to_owned())]);
+    }
+
+    pub async fn overdue_records_come_back_after_the_recheck_interval<S: ExpectationStore>(
+        store: S,
+    ) {
+        let policy = TrackingPolicy::default();
+        let mut e = pushed(key(8, Some("v1"), "eu-west-1", "222222222222"), 0);
+        e.apply(&Observation::StillInProgress { at: at(31) }, &policy);
+        store.save(&e).await.expect("save");
+        assert!(store.due(at(40), 10).await.expect("due").is_empty());
+        let due = store.due(at(46), 10).await.expect("due");
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].state, crate::tracking::ExpectationState::Overdue);
+    }
+
+    /// Generates one `#[tokio::test]` per contract case; `$make` is an expression evaluating
+    /// to a future that yields a fresh, empty store.
+    #[macro_export]
+    macro_rules! expectation_store_contract {
+        ($make:expr) => {
+            $crate::expectation_store_contract!(@cases $make;
+                saved_record_reads_back_identically,
+                untagged_and_tagged_records_are_distinct,
+                missing_record_reads_as_none,
+                stale_version_is_a_conflict_and_changes_nothing,
+                for_image_returns_every_destination_and_tag_of_that_image_only,
+                due_returns_only_open_records_past_their_check_time_earliest_first,
+                overdue_records_come_back_after_the_recheck_interval,
+            );
+        };
+        (@cases $make:expr; $($case:ident),* $(,)?) => {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    $crate::store::contract::$case($make.await).await;
+                }
+            )*
+        };
+    }
+}
+
+#[cfg(test)]
+mod in_memory_contract {
+    use super::InMemoryStore;
+
+    crate::expectation_store_contract!(async { InMemoryStore::new() });
+}

@@ -1,0 +1,534 @@
+//! The per-(image, destination) replication state machine.
+//!
+//! One [`ReplicationExpectation`] says "this image, pushed with this tag, must arrive in this
+//! destination". Observations move it forward and never back:
+//!
+//! ```text
+//! PENDING ──deadline passed, API says IN_PROGRESS──► OVERDUE
+//!    │                                                  │
+//!    └──────────────┬───────────────────────────────────┘
+//!                   ▼
+//!   FAILED < TAG_LOST < REPLICATED < DELETED      (closed states, ranked)
+//! ```
+//!
+//! Events are best effort: duplicated, late, out of order or lost. So a transition is the
+//! maximum of the current state and what the observation implies, in the rank order of
+//! [`ExpectationState`]; facts (push time, arrival time) keep their earliest value. That makes
+//! applying observations idempotent and insensitive to order: a replication event that comes
+//! before its push creates the item already closed, and the push then only fills in the
+//! latency; a success after an overdue alert closes the item and marks it late. The single
+//! time-dependent step, PENDING → OVERDUE, is taken only on an API confirmation that the image
+//! is still in progress past its deadline, never on the absence of an event.
+//!
+//! Each problem (overdue, failed, tag lost) raises its alert at most once per item: the kinds
+//! already raised are part of the item and are written in the same conditional write as the
+//! state change, so two concurrent handlers cannot both raise it.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::ExpectationKey;
+
+/// How long an image may take, and how long records are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackingPolicy {
+    /// Time from push after which a missing image is overdue (ECR: most images arrive within
+    /// 30 minutes).
+    pub sla: TimeDelta,
+    /// How often an overdue image is checked again, so a late arrival whose event was lost
+    /// is still noticed.
+    pub recheck_interval: TimeDelta,
+    /// How long a record stays in the table after it closes (or after its deadline, if it
+    /// never does) before DynamoDB's TTL removes it.
+    pub retention: TimeDelta,
+}
+
+impl Default for TrackingPolicy {
+    fn default() -> Self {
+        Self {
+            sla: TimeDelta::minutes(30),
+            recheck_interval: TimeDelta::minutes(15),
+            retention: TimeDelta::days(14),
+        }
+    }
+}
+
+/// Where an expectation stands. The declaration order is the rank: a transition never moves
+/// to a lower state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ExpectationState {
+    /// Pushed; not yet seen in the destination; deadline not passed (or not yet checked).
+    Pending,
+    /// The API confirmed the image was still not in the destination after the deadline.
+    Overdue,
+    /// ECR reported the replication failed.
+    Failed,
+    /// The image arrived, but without the tag that was pushed (immutable tag conflict).
+    TagLost,
+    /// The image arrived with its tag.
+    Replicated,
+    /// The source image (or the pushed tag) was deleted: there is nothing left to track,
+    /// whatever happened before. Ranked last so a delete is final in any event order;
+    /// `arrived_at` still tells whether it had arrived.
+    Deleted,
+}
+
+impl ExpectationState {
+    pub fn is_closed(self) -> bool {
+        !matches!(self, ExpectationState::Pending | ExpectationState::Overdue)
+    }
+
+    /// The alert this state stands for, if it is a problem.
+    pub fn alert(self) -> Option<AlertKind> {
+        match self {
+            ExpectationState::Overdue => Some(AlertKind::Overdue),
+            ExpectationState::Failed => Some(AlertKind::Failed),
+            ExpectationState::TagLost => Some(AlertKind::TagLost),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpectationState::Pending => "PENDING",
+            ExpectationState::Overdue => "OVERDUE",
+            ExpectationState::Failed => "FAILED",
+            ExpectationState::TagLost => "TAG_LOST",
+            ExpectationState::Deleted => "DELETED",
+            ExpectationState::Replicated => "REPLICATED",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            ExpectationState::Pending,
+            ExpectationState::Overdue,
+            ExpectationState::Failed,
+            ExpectationState::TagLost,
+            ExpectationState::Replicated,
+            ExpectationState::Deleted,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == value)
+    }
+}
+
+/// A problem worth telling a human about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AlertKind {
+    Overdue,
+    Failed,
+    TagLost,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Overdue => "OVERDUE",
+            AlertKind::Failed => "FAILED",
+            AlertKind::TagLost => "TAG_LOST",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [AlertKind::Overdue, AlertKind::Failed, AlertKind::TagLost]
+            .into_iter()
+            .find(|k| k.as_str() == value)
+    }
+}
+
+/// Something learned about one expectation, from an event or from the ECR API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// The image was pushed with the expectation's tag (`ECR Image Action` PUSH).
+    Pushed { at: DateTime<Utc> },
+    /// The source image was deleted (`ECR Image Action` DELETE).
+    SourceDeleted { at: DateTime<Utc> },
+    /// The image is in the destination. `arrived_at` is known from a replication event and
+    /// unknown when the API reports COMPLETE for an image whose event was lost.
+    /// `tag_present` says whether the destination holds the pushed tag on this digest
+    /// (always true for an untagged push).
+    Arrived {
+        arrived_at: Option<DateTime<Utc>>,
+        observed_at: DateTime<Utc>,
+        tag_present: bool,
+    },
+    /// ECR reports the replication FAILED (confirmed with `DescribeImageReplicationStatus`
+    /// when possible).
+    ReplicationFailed {
+        at: DateTime<Utc>,
+        failure_code: Option<String>,
+    },
+    /// `DescribeImageReplicationStatus` said IN_PROGRESS at `at`.
+    StillInProgress { at: DateTime<Utc> },
+}
+
+/// What one observation did to an expectation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: ExpectationState,
+    pub to: ExpectationState,
+    /// Whether the record differs and must be written.
+    pub changed: bool,
+    /// Alerts to send, each raised for the first time on this item.
+    pub raised: Vec<AlertKind>,
+}
+
+/// The tracking record of one (image, tag, destination).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationExpectation {
+    pub key: ExpectationKey,
+    pub state: ExpectationState,
+    pub pushed_at: Option<DateTime<Utc>>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub arrived_at: Option<DateTime<Utc>>,
+    pub failure_code: Option<String>,
+    /// When the record closed (observation time), for retention and reporting.
+    pub closed_at: Option<DateTime<Utc>>,
+    pub overdue_since: Option<DateTime<Utc>>,
+    pub last_checked_at: Option<DateTime<Utc>>,
+    /// When the sweep must look at this record next; `None` once closed. Only records with a
+    /// value are in the table's sparse due index.
+    pub next_check_at: Option<DateTime<Utc>>,
+    /// When the record may be removed (DynamoDB TTL).
+    pub expires_at: Option<DateTime<Utc>>,
+    pub alerts: BTreeSet<AlertKind>,
+    /// Optimistic-concurrency version: 0 for a record never stored.
+    pub version: u64,
+}
+
+impl ReplicationExpectation {
+    /// A record not yet stored, with nothing known.
+    pub fn new(key: ExpectationKey) -> Self {
+        Self {
+            key,
+            state: ExpectationState::Pending,
+            pushed_at: None,
+            deadline: None,
+            arrived_at: None,
+            failure_code: None,
+            closed_at: None,
+            overdue_since: None,
+            last_checked_at: None,
+            next_check_at: None,
+            expires_at: None,
+            alerts: BTreeSet::new(),
+            version: 0,
+        }
+    }
+
+    /// Time from push to arrival, when both are known.
+    pub fn latency(&self) -> Option<TimeDelta> {
+        match (self.pushed_at, self.arrived_at) {
+            (Some(p), Some(a)) => Some((a - p).max(TimeDelta::zero())),
+            _ => None,
+        }
+    }
+
+    /// Whether the image arrived after its deadline (or was flagged overdue first).
+    pub fn arrived_late(&self) -> bool {
+        matches!(
+            self.state,
+            ExpectationState::Replicated | ExpectationState::TagLost
+        ) && (self.overdue_since.is_some()
+            || matches!((self.arrived_at, self.deadline), (Some(a), Some(d)) if a > d))
+    }
+
+    /// Whether the record is worth storing: something is known beyond its name.
+    pub fn is_known(&self) -> bool {
+        self.pushed_at.is_some() || self.state.is_closed()
+    }
+
+    /// Applies one observation; see the module documentation for the rules.
+    pub fn apply(&mut self, observation: &Observation, policy: &TrackingPolicy) -> Transition {
+        let before = self.clone();
+        match observation {
+            Observation::Pushed { at } => {
+                let pushed = earliest(self.pushed_at, *at);
+                self.pushed_at = Some(pushed);
+                self.deadline = Some(pushed + policy.sla);
+            }
+            Observation::SourceDeleted { at } => self.close(ExpectationState::Deleted, *at),
+            Observation::Arrived {
+                arrived_at,
+                observed_at,
+                tag_present,
+            } => {
+                if let Some(at) = arrived_at {
+                    self.arrived_at = Some(earliest(self.arrived_at, *at));
+                }
+                let state = if *tag_present {
+                    ExpectationState::Replicated
+                } else {
+                    ExpectationState::TagLost
+                };
+                self.close(state, *observed_at);
+            }
+            Observation::ReplicationFailed { at, failure_code } => {
+                self.close(ExpectationState::Failed, *at);
+                if self.state == ExpectationState::Failed && self.failure_code.is_none() {
+                    self.failure_code.clone_from(failure_code);
+                }
+            }
+            Observation::StillInProgress { at } => match self.state {
+                ExpectationState::Pending if self.deadline.is_some_and(|d| *at >= d) => {
+                    self.state = ExpectationState::Overdue;
+                    self.overdue_since = Some(*at);
+                    self.last_checked_at = Some(*at);
+                }
+                ExpectationState::Pending | ExpectationState::Overdue => {
+                    self.last_checked_at = Some(self.last_checked_at.map_or(*at, |c| c.max(*at)));
+                }
+                _ => {}
+            },
+        }
+        self.refresh_schedule(policy);
+
+        let mut raised = Vec::new();
+        if let Some(kind) = self.state.alert()
+            && self.state != before.state
+            && self.alerts.insert(kind)
+        {
+            raised.push(kind);
+        }
+        Transition {
+            from: before.state,
+            to: self.state,
+            changed: *self != before,
+            raised,
+        }
+    }
+
+    fn close(&mut self, state: ExpectationState, at: DateTime<Utc>) {
+        if state > self.state {
+            self.state = state;
+            self.closed_at = Some(at);
+        }
+    }
+
+    /// Keeps `next_check_at` and `expires_at` consistent with the state.
+    fn refresh_schedule(&mut self, policy: &TrackingPolicy) {
+        self.next_check_at = match self.state {
+            ExpectationState::Pending => match (self.deadline, self.last_checked_at) {
+                (Some(d), Some(c)) if c >= d => Some(c + policy.recheck_interval),
+                (Some(d), _) => Some(d),
+                (None, _) => None,
+            },
+            ExpectationState::Overdue => self
+                .last_checked_at
+                .or(self.overdue_since)
+                .map(|c| c + policy.recheck_interval),
+            _ => None,
+        };
+        self.expires_at = if self.state.is_closed() {
+            self.closed_at.map(|c| c + policy.retention)
+        } else {
+            self.deadline.map(|d| d + policy.retention)
+        };
+    }
+}
+
+fn earliest(current: Option<DateTime<Utc>>, candidate: DateTime<Utc>) -> DateTime<Utc> {
+    current.map_or(candidate, |c| c.min(candidate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AccountId, Destination, Digest, Region, RepositoryName, SourceImage};
+    use chrono::TimeZone;
+
+    fn t(minutes: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
+            .single()
+            .expect("valid time")
+            + TimeDelta::minutes(minutes)
+    }
+
+    fn key(tag: Option<&str>) -> ExpectationKey {
+        ExpectationKey {
+            image: SourceImage {
+                registry: Destination::new(
+                    Region::parse("us-west-2").expect("region"),
+                    AccountId::parse("111111111111").expect("account"),
+                ),
+                repository: RepositoryName::parse("team-a/web").expect("repo"),
+                digest: Digest::parse(&format!("sha256:{}", "ab".repeat(32))).expect("digest"),
+            },
+            tag: tag.map(str::to_owned),
+            destination: Destination::new(
+                Region::parse("us-east-1").expect("region"),
+                AccountId::parse("111111111111").expect("account"),
+            ),
+        }
+    }
+
+    fn arrived(minutes: i64, tag_present: bool) -> Observation {
+        Observation::Arrived {
+            arrived_at: Some(t(minutes)),
+            observed_at: t(minutes),
+            tag_present,
+        }
+    }
+
+    #[test]
+    fn push_then_arrival_records_latency_without_alert() {
+        let policy = TrackingPolicy::default();
+        let mut e = ReplicationExpectation::new(key(Some("v1")));
+        let tr = e.apply(&Observation::Pushed { at: t(0) }, &policy);
+        assert!(tr.changed && tr.raised.is_empty());
+        assert_eq!(e.deadline, Some(t(30)));
+        assert_eq!(e.next_check_at, Some(t(30)));
+        let tr = e.apply(&arrived(3, true), &policy);
+        assert_eq!(tr.to, ExpectationState::Replicated);
+        assert!(tr.raised.is_empty());
+        assert_eq!(e.latency(), Some(TimeDelta::minutes(3)));
+        assert_eq!(e.next_check_at, None, "closed items leave the due index");
+        assert_eq!(e.expires_at, Some(t(3) + TimeDelta::days(14)));
+        assert!(!e.arrived_late());
+    }
+
+    #[test]
+    fn replication_before_push_creates_a_closed_item_and_the_push_fills_latency() {
+        let policy = TrackingPolicy::default();
+        let mut e = ReplicationExpectation::new(key(Some("v1")));
+        e.apply(&arrived(4, true), &policy);
+        assert_eq!(e.state, ExpectationState::Replicated);
+        assert_eq!(e.latency(), None);
+        let tr = e.apply(&Observation::Pushed { at: t(1) }, &policy);
+        assert!(tr.changed && tr.raised.is_empty());
+        assert_eq!(e.state, ExpectationState::Replicated);
+        assert_eq!(e.latency(), Some(TimeDelta::minutes(3)));
+        assert_eq!(e.next_check_at, None);
+    }
+
+    #[test]
+    fn duplicates_change_nothing() {
+        let policy = TrackingPolicy::default();
+        let mut e = ReplicationExpectation::new(key(None));
+        e.apply(&Observation::Pushed { at: t(0) }, &policy);
+        e.apply(&arrived(2, true), &policy);
+        let snapshot = e.clone();
+        for obs in [Observation::Pushed { at: t(0) }, arrived(2, true)] {
+            let tr = e.apply(&obs, &policy);
+            assert!(!tr.changed && tr.raised.is_empty(), "{obs:?}");
+        }
+        assert_eq!(e, snapshot);
+    }
+
+    #[test]
+    fn overdue_needs_the_deadline_to_have_passed_and_alerts_once() {
+        let policy = TrackingPolicy::default();
+        let mut e = ReplicationExpectation::new(key(Some("v1")));
+        e.apply(&Observation::Pushed { at: t(0) }, &policy);
+        let early = e.apply(&Observation::StillInProgress { at: t(29) }, &policy);
+        assert_eq!(early.to, ExpectationState::Pending);
+        assert!(early.raised.is_empty());
+        let late = e.apply(&Observation::StillInProgress { at: t(31) }, &policy);
+        assert_eq!(late.to, ExpectationState::Overdue);
+        assert_eq!(late.raised, vec![AlertKind::Overdue]);
+        assert_eq!(e.next_check_at, Some(t(46)), "rechecked after the interval");
+        let again = e.apply(&Observation::StillInProgress { at: t(46) }, &policy);
+        assert!(again.raised.is_empty());
+        assert_eq!(e.next_check_at, Some(t(61)));
+    }
+
+    #[test]
+    fn a_late_success_closes_an_overdue_item_and_says_it_was_late() {
+        let policy = TrackingPolicy::default();
+        let mut e = ReplicationExpectation::new(key(Some("v1")));
+        e.apply(&Observation::Pushed { at: t(0) }, &policy);
+        e.apply(&Observation::StillInProgress { at: t(31) }, &policy);
+        let tr = e.apply(&arrived(40, true), &policy);
+        assert_eq!(
+            (tr.from, tr.to),
+            (ExpectationState::Overdue, ExpectationState::Replicated)
+        );
+        assert!(tr.raised.is_empty());
+        assert_eq!(e.latency(), Some(TimeDelta::minutes(40)));
+        assert!(e.arrived_late());
+        assert_eq!(e.next_check_at, None);
+    }
+
+    #[test]
+    fn failure_alerts_with_its_code_and_a_stale_failure_never_reopens_a_success() {
+        let policy = TrackingPolicy::default();
+        let mut e = ReplicationExpectation::new(key(Some("v1")));
+        e.apply(&Observation::Pushed { at: t(0) }, &policy);
+        let failed = Observation::ReplicationFailed {
+            at: t(5),
+            failure_code: Some("REPLICATION_FAILED".into()),
+        };
+        let tr = e.apply(&failed, &policy);
+        assert_eq!(tr.raised, vec![AlertKind::Failed]);
+        assert_eq!(e.failure_code.as_deref(), Some("REPLICATION_FAILED"));
+        assert!(e.apply(&failed, &policy).raised.is_empty());
+
+        let mut ok = ReplicationExpectation::new(key(Some("v1")));
+        ok.apply(&Observation::Pushed { at: t(0) }, &policy);
+        ok.apply(&arrived(2, true), &policy);
+        let tr = ok.apply(&failed, &policy);
+        assert_eq!(tr.to, ExpectationState::Replicated);
+        assert!(!tr.changed && tr.raised.is_empty());
+    }
+
+    #[test]
+    fn arrival_without_the_pushed_tag_is_tag_lost() {
+        let policy = TrackingPolicy::default();
+        let mut e = ReplicationExpectation::new(key(Some("v1")));
+        e.apply(&Observation::Pushed { at: t(0) }, &policy);
+        let tr = e.apply(&arrived(2, false), &policy);
+        assert_eq!(tr.to, ExpectationState::TagLost);
+        assert_eq!(tr.raised, vec![AlertKind::TagLost]);
+    }
+
+    #[test]
+    fn deleting_the_source_closes_a_pending_item_silently() {
+        let policy = TrackingPolicy::default();
+        let mut e = ReplicationExpectation::new(key(Some("v1")));
+        e.apply(&Observation::Pushed { at: t(0) }, &policy);
+        let tr = e.apply(&Observation::SourceDeleted { at: t(10) }, &policy);
+        assert_eq!(tr.to, ExpectationState::Deleted);
+        assert!(tr.raised.is_empty());
+        assert_eq!(e.next_check_at, None);
+        let tr = e.apply(&Observation::StillInProgress { at: t(40) }, &policy);
+        assert!(
+            !tr.changed && tr.raised.is_empty(),
+            "a deleted image is never overdue"
+        );
+    }
+
+    #[test]
+    fn sla_is_configurable() {
+        let policy = TrackingPolicy {
+            sla: TimeDelta::minutes(5),
+            ..TrackingPolicy::default()
+        };
+        let mut e = ReplicationExpectation::new(key(None));
+        e.apply(&Observation::Pushed { at: t(0) }, &policy);
+        let tr = e.apply(&Observation::StillInProgress { at: t(6) }, &policy);
+        assert_eq!(tr.to, ExpectationState::Overdue);
+    }
+
+    #[test]
+    fn states_and_alerts_round_trip_their_names() {
+        for s in [
+            ExpectationState::Pending,
+            ExpectationState::Overdue,
+            ExpectationState::Failed,
+            ExpectationState::TagLost,
+            ExpectationState::Deleted,
+            ExpectationState::Replicated,
+        ] {
+            assert_eq!(ExpectationState::parse(s.as_str()), Some(s));
+        }
+        for k in [AlertKind::Overdue, AlertKind::Failed, AlertKind::TagLost] {
+            assert_eq!(AlertKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(ExpectationState::parse("BOGUS"), None);
+    }
+}
