@@ -1,1 +1,10 @@
-pub fn y() {}
+//! AWS adapters of replwatch: the implementations of the core's ports on AWS services.
+//!
+//! - [`dynamodb`]: the expectation store on DynamoDB (conditional writes, sparse due index,
+//!   TTL).
+//! - [`local`]: client configuration for the local AWS test bed (`infra/local-aws/`).
+
+pub mod dynamodb;
+pub mod local;
+
+pub use dynamodb::DynamoExpectationStore;

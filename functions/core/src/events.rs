@@ -114,6 +114,8 @@ pub struct SkippedEvent {
     pub reason: String,
 }
 
+// One value per event, moved once into its handler: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParsedEvent {
     Handled(EcrEvent),

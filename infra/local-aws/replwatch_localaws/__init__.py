@@ -1,0 +1,44 @@
+"""replwatch's local AWS: moto 5.2.5 server plus the ECR behaviour moto lacks.
+
+moto (https://github.com/getmoto/moto) already gives us ECR, STS, EventBridge,
+SQS, SNS, DynamoDB, CloudWatch per account and per Region. What replwatch needs
+on top, and moto 5.2.5 does not do, is added by the modules of this package,
+each of which documents the AWS behaviour it reproduces:
+
+- ``accounts``:    a 12-digit access key id selects that account (convenience).
+- ``eventbridge``: events keep their ``account`` field when delivered to SQS,
+                   disabled rules stop matching, bus-to-bus forwarding keeps the
+                   original envelope; ``emit()`` for service events.
+- ``ecr``:         PutImage checks, real digests, layer bytes kept,
+                   GetDownloadUrlForLayer, DescribeImageReplicationStatus,
+                   multi-rule replication configurations, ECR events.
+- ``replication``: the replication engine (rules, delays, failures, pausing,
+                   event loss/duplication) driven by ``/_localaws/replication``.
+- ``control``:     the WSGI front: ``/_localaws/*`` endpoints, moto for the rest.
+
+``install()`` applies every patch once; ``python -m replwatch_localaws`` runs
+the server.
+"""
+
+from __future__ import annotations
+
+import threading
+
+_installed = False
+_install_lock = threading.Lock()
+
+
+def install() -> None:
+    """Apply all patches to moto (idempotent)."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        from . import accounts, ecr, eventbridge, replication, store
+
+        store.install_reset_hook()
+        accounts.install()
+        eventbridge.install()
+        ecr.install()
+        replication.install()
+        _installed = True

@@ -1,0 +1,96 @@
+"""The HTTP front: our ``/_localaws/*`` endpoints, moto for everything else.
+
+Endpoints (JSON in and out):
+
+- ``GET  /_localaws/health``               -> ``{"status": "ok", "moto": "5.2.5"}``
+- ``GET  /_localaws/replication``          -> settings + pending jobs
+- ``POST /_localaws/replication``          -> merge settings (see ``replication.update_settings``)
+- ``DELETE /_localaws/replication``        -> back to defaults (pending jobs are kept)
+- ``POST /_localaws/replication/flush``    -> run every pending job now: ``{"completed": N}``
+- ``GET|HEAD /_localaws/blobs/<account>/<region>/<repository>/<digest>``
+      -> the blob bytes; this is what GetDownloadUrlForLayer's ``downloadUrl``
+         points at (on AWS, a pre-signed S3 URL). Streamed in 1 MiB chunks.
+
+``POST /moto-api/reset`` (moto's own) also resets our state: see ``store``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from . import replication, store
+
+PREFIX = "/_localaws/"
+CHUNK = 1024 * 1024
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(json.dumps(body, indent=1) + "\n", status=status, mimetype="application/json")
+
+
+def _chunks(data: bytes) -> Iterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), CHUNK):
+        yield bytes(view[start:start + CHUNK])
+
+
+def _blob(request: Request, rest: str) -> Response:
+    # rest = <account>/<region>/<repository with slashes>/<digest>
+    parts = rest.split("/")
+    if len(parts) < 4:
+        return _json(404, {"message": "expected /_localaws/blobs/<account>/<region>/<repository>/<digest>"})
+    account, region, digest = parts[0], parts[1], parts[-1]
+    repository = "/".join(parts[2:-1])
+    data = store.get_blob(account, region, repository, digest)
+    if data is None:
+        return _json(404, {"message": f"no blob {digest} in {account}/{region}/{repository}"})
+    headers = {"Content-Length": str(len(data)), "Docker-Content-Digest": digest}
+    if request.method == "HEAD":
+        return Response(b"", status=200, headers=headers, mimetype="application/octet-stream")
+    return Response(_chunks(data), status=200, headers=headers, mimetype="application/octet-stream",
+                    direct_passthrough=True)
+
+
+def _handle(request: Request) -> Response:
+    from moto import __version__ as moto_version
+
+    path = request.path[len(PREFIX):].rstrip("/")
+    method = request.method
+    if path == "health" and method in ("GET", "HEAD"):
+        return _json(200, {"status": "ok", "moto": moto_version})
+    if path == "replication":
+        if method == "GET":
+            return _json(200, replication.get_settings())
+        if method == "POST":
+            try:
+                body = json.loads(request.get_data() or b"{}")
+                return _json(200, replication.update_settings(body))
+            except (ValueError, replication.SettingsError) as err:
+                return _json(400, {"message": str(err)})
+        if method == "DELETE":
+            replication.reset_settings()
+            return _json(200, replication.get_settings())
+        return _json(405, {"message": "use GET, POST or DELETE"})
+    if path == "replication/flush":
+        if method != "POST":
+            return _json(405, {"message": "use POST"})
+        return _json(200, {"completed": replication.flush()})
+    if path.startswith("blobs/") and method in ("GET", "HEAD"):
+        return _blob(request, path[len("blobs/"):])
+    return _json(404, {"message": f"unknown endpoint {request.path}"})
+
+
+class LocalAwsApp:
+    """WSGI app: ``/_localaws/*`` here, the rest to moto's dispatcher."""
+
+    def __init__(self, moto_app: Any) -> None:
+        self.moto_app = moto_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "").startswith(PREFIX):
+            return _handle(Request(environ))(environ, start_response)
+        return self.moto_app(environ, start_response)

@@ -1,0 +1,438 @@
+"""ECR behaviour that moto 5.2.5 lacks or gets wrong.
+
+Each patch reproduces a fact of the Amazon ECR API Reference / User Guide:
+
+PutImage (``ECRResponse.put_image``)
+- The image digest is the sha256 of the manifest bytes (moto invents one from
+  the layer digests when ``imageDigest`` is not given); an ``imageDigest`` that
+  differs from it fails with ``ImageDigestDoesNotMatchException``.
+- "LayersNotFoundException: The specified layers could not be found": every
+  blob an image manifest references (config and layers, Docker v2 / OCI; the
+  ``fsLayers`` of schema 1) must have been uploaded to that repository. moto
+  accepts anything, so a copy that skips blobs would pass here and fail on AWS.
+- "ReferencedImagesNotFoundException: The manifest list is referencing an
+  image that does not exist": the children of an image index / manifest list
+  must already be images of the repository.
+- A missing repository is ``RepositoryNotFoundException`` (HTTP 400, modeled);
+  moto raised a bare ``Exception`` (HTTP 500). ``registryId`` is honoured.
+- After success: the ``ECR Image Action`` PUSH event in the source account and
+  Region (User Guide, "Amazon ECR events and EventBridge": ``image-tag`` only
+  for tagged pushes) and the replication hand-off (see ``replication``).
+- Tags: "ImageAlreadyExistsException: The specified image has already been
+  pushed, and there were no changes to the manifest or image tag" (also for an
+  untagged re-push, which moto turned into dropping the image's tag);
+  "ImageTagAlreadyExistsException: ... tag that already exists. The repository
+  is configured for tag immutability" (moto answered ImageAlreadyExists); in a
+  mutable repository a tag moves and the image that had it stays, untagged
+  (moto deleted that image).
+
+CompleteLayerUpload (``ECRBackend.complete_layer_upload``)
+- The bytes are kept (moto keeps only the size) so GetDownloadUrlForLayer and
+  replication can serve them.
+- ``InvalidLayerException`` when ``layerDigests`` does not name the digest ECR
+  computed; ``EmptyUploadException`` for an upload without parts;
+  ``LayerAlreadyExistsException`` when the repository already has that layer
+  (clients are expected to ask BatchCheckLayerAvailability first).
+
+GetDownloadUrlForLayer (moto: 500 NotImplemented)
+- Returns ``downloadUrl`` + ``layerDigest``; the URL is an http URL on this
+  server (``/_localaws/blobs/<account>/<region>/<repository>/<digest>``) whose
+  GET streams the exact blob (on AWS: a pre-signed S3 URL).
+  ``LayersNotFoundException`` / ``RepositoryNotFoundException`` otherwise.
+
+DescribeImageReplicationStatus (moto: 500 NotImplemented)
+- ``repositoryName``, ``imageId`` {``imageDigest``, ``imageTag`` when asked by
+  tag}, ``replicationStatuses`` [{``region``, ``registryId``, ``status``
+  IN_PROGRESS|COMPLETE|FAILED, ``failureCode`` when FAILED}] for each
+  destination selected when the image was pushed (none for images pushed
+  before the configuration, or for replicas). ``ImageNotFoundException`` /
+  ``RepositoryNotFoundException``.
+
+PutReplicationConfiguration (``ECRBackend.put_replication_configuration``)
+- moto refuses more than one rule ("This feature is disabled"); ECR allows up
+  to 10 rules, 25 unique destinations, 100 ``PREFIX_MATCH`` filters per rule,
+  never the source registry itself as a destination.
+- Emits the ``AWS API Call via CloudTrail`` event for it (shape of
+  shared/events/cloudtrail-put-replication-configuration.json).
+
+BatchDeleteImage
+- ``ECR Image Action`` DELETE event per deleted image id (deletes are not
+  replicated).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+from typing import Any
+
+from moto.core.exceptions import ServiceException
+from moto.core.responses import ActionResult
+
+from . import store
+from .eventbridge import emit
+
+INDEX_MEDIA_TYPES = {
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+}
+SCHEMA1_MEDIA_TYPES = {
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+}
+
+
+class LayersNotFoundException(ServiceException):
+    code = "LayersNotFoundException"
+
+
+class ReferencedImagesNotFoundException(ServiceException):
+    code = "ReferencedImagesNotFoundException"
+
+
+class ImageDigestDoesNotMatchException(ServiceException):
+    code = "ImageDigestDoesNotMatchException"
+
+
+class InvalidLayerException(ServiceException):
+    code = "InvalidLayerException"
+
+
+class EmptyUploadException(ServiceException):
+    code = "EmptyUploadException"
+
+
+class LayerAlreadyExistsException(ServiceException):
+    code = "LayerAlreadyExistsException"
+
+
+class ImageTagAlreadyExistsException(ServiceException):
+    code = "ImageTagAlreadyExistsException"
+
+
+def tag_is_immutable(repo: Any, tag: str) -> bool:
+    """IMMUTABLE, or *_WITH_EXCLUSION with the tag (not) matching a wildcard filter."""
+    mutability = str(getattr(repo.image_tag_mutability, "value", repo.image_tag_mutability))
+    filters = [f.get("filter", "") for f in repo.image_tag_mutability_exclusion_filters or []]
+    excluded = any(fnmatch.fnmatchcase(tag, f) for f in filters)
+    if mutability == "IMMUTABLE":
+        return True
+    if mutability == "IMMUTABLE_WITH_EXCLUSION":
+        return not excluded
+    if mutability == "MUTABLE_WITH_EXCLUSION":
+        return excluded
+    return False
+
+
+def untag(image: Any, tag: str) -> None:
+    """Take ``tag`` off ``image``; an image left without tags stays, untagged."""
+    image.image_tags.remove(tag)
+    image.image_tag = image.image_tags[-1] if image.image_tags else None
+
+
+def manifest_digest(manifest: str) -> str:
+    return "sha256:" + hashlib.sha256(manifest.encode("utf-8")).hexdigest()
+
+
+def media_type_of(manifest: dict[str, Any], given: str | None) -> str | None:
+    return given or manifest.get("mediaType")
+
+
+def referenced_blobs(manifest: dict[str, Any], media_type: str | None) -> list[str]:
+    """Digests of the blobs an image manifest needs (config + layers)."""
+    if media_type in INDEX_MEDIA_TYPES or "manifests" in manifest:
+        return []
+    if media_type in SCHEMA1_MEDIA_TYPES or "fsLayers" in manifest:
+        return list(dict.fromkeys(l["blobSum"] for l in manifest.get("fsLayers", [])))
+    digests = []
+    config = manifest.get("config")
+    if isinstance(config, dict) and config.get("digest"):
+        digests.append(config["digest"])
+    for layer in manifest.get("layers", []):
+        # Foreign (non-distributable) layers live elsewhere and are never uploaded.
+        if layer.get("urls") or "foreign" in layer.get("mediaType", ""):
+            continue
+        digests.append(layer["digest"])
+    return list(dict.fromkeys(digests))
+
+
+def referenced_manifests(manifest: dict[str, Any], media_type: str | None) -> list[str]:
+    """Digests of the child manifests of an image index / manifest list."""
+    if media_type in INDEX_MEDIA_TYPES or "manifests" in manifest:
+        return list(dict.fromkeys(m["digest"] for m in manifest.get("manifests", [])))
+    return []
+
+
+def _find_image(repo: Any, digest: str) -> Any:
+    return next((i for i in repo.images if i.image_digest == digest), None)
+
+
+def _check_references(repo: Any, registry_id: str, parsed: dict[str, Any], media_type: str | None) -> None:
+    missing = [d for d in referenced_blobs(parsed, media_type) if d not in repo.layers]
+    if missing:
+        raise LayersNotFoundException(
+            f"Layers with digests '{missing}' required for pushing image into "
+            f"repository with name '{repo.name}' in the registry with id "
+            f"'{registry_id}' do not exist"
+        )
+    missing = [d for d in referenced_manifests(parsed, media_type) if _find_image(repo, d) is None]
+    if missing:
+        raise ReferencedImagesNotFoundException(
+            f"Manifests with digests '{missing}' referenced by the manifest list "
+            f"do not exist in the repository with name '{repo.name}' in the "
+            f"registry with id '{registry_id}'"
+        )
+
+
+def _push_event_detail(repo_name: str, digest: str, tag: str | None, media_type: str | None,
+                       parsed: dict[str, Any]) -> dict[str, Any]:
+    detail: dict[str, Any] = {
+        "result": "SUCCESS",
+        "repository-name": repo_name,
+        "image-digest": digest,
+        "action-type": "PUSH",
+    }
+    if tag:
+        detail["image-tag"] = tag
+    if media_type:
+        detail["manifest-media-type"] = media_type
+    config = parsed.get("config")
+    if isinstance(config, dict) and config.get("mediaType"):
+        detail["artifact-media-type"] = config["mediaType"]
+    return detail
+
+
+def put_image(self: Any) -> ActionResult:
+    from moto.ecr.exceptions import ImageAlreadyExistsException, InvalidParameterException
+
+    from . import replication
+
+    repository_name = self._get_param("repositoryName")
+    registry_id = self._get_param("registryId")
+    manifest = self._get_param("imageManifest")
+    tag = self._get_param("imageTag")
+    given_media_type = self._get_param("imageManifestMediaType")
+    given_digest = self._get_param("imageDigest")
+    account, region = self.current_account, self.region
+
+    with store.LOCK:
+        backend = self.ecr_backend
+        repo = backend._get_repository(repository_name, registry_id)
+        try:
+            parsed = json.loads(manifest)
+        except (TypeError, ValueError):
+            raise InvalidParameterException(
+                "Invalid parameter at 'ImageManifest' failed to satisfy constraint: 'Invalid JSON syntax'"
+            )
+        if not isinstance(parsed, dict):
+            raise InvalidParameterException(
+                "Invalid parameter at 'ImageManifest' failed to satisfy constraint: 'Invalid JSON syntax'"
+            )
+        digest = manifest_digest(manifest)
+        if given_digest and given_digest != digest:
+            raise ImageDigestDoesNotMatchException(
+                f"Invalid parameter at 'imageDigest' failed to satisfy constraint: "
+                f"'The specified image digest {given_digest} does not match the "
+                f"digest {digest} calculated for the image manifest'"
+            )
+        media_type = media_type_of(parsed, given_media_type)
+        _check_references(repo, repo.registry_id, parsed, media_type)
+
+        existing = _find_image(repo, digest)
+        if existing is not None and (not tag or tag in existing.image_tags):
+            raise ImageAlreadyExistsException(
+                repository_name=repository_name, registry_id=repo.registry_id,
+                digest=digest, image_tag=tag or "null",
+            )
+        holder = next((i for i in repo.images if tag and tag in i.image_tags and i is not existing), None)
+        if holder is not None:
+            if tag_is_immutable(repo, tag):
+                raise ImageTagAlreadyExistsException(
+                    f"The image tag '{tag}' already exists in the '{repository_name}' repository "
+                    f"and cannot be overwritten because the repository is immutable."
+                )
+            untag(holder, tag)
+        image = backend.put_image(repository_name, manifest, tag, given_media_type, digest)
+        emit(account, region, "ECR Image Action",
+             _push_event_detail(repository_name, digest, tag, image.image_manifest_media_type, parsed))
+        replication.on_push(account, region, repository_name, image, tag)
+    return ActionResult({"image": image})
+
+
+def complete_layer_upload_factory(original: Any) -> Any:
+    def complete_layer_upload(self: Any, repository_name: str, upload_id: str,
+                              layer_digests: list[str], registry_id: str | None = None) -> dict[str, Any]:
+        with store.LOCK:
+            repo = self._get_repository(repository_name, registry_id)
+            upload = repo.uploads.get(upload_id)
+            if upload is None:
+                return original(self, repository_name, upload_id, layer_digests, registry_id=registry_id)
+            data = bytes(upload.layer_parts)
+            if not data:
+                raise EmptyUploadException(
+                    f"No parts were uploaded for upload with id '{upload_id}' in the "
+                    f"repository with name '{repository_name}' in the registry with id "
+                    f"'{repo.registry_id}'"
+                )
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            if layer_digests and digest not in layer_digests:
+                raise InvalidLayerException(
+                    f"The layer digest calculated for upload with id '{upload_id}' "
+                    f"({digest}) does not match the specified digests {layer_digests}"
+                )
+            if digest in repo.layers:
+                del repo.uploads[upload_id]
+                raise LayerAlreadyExistsException(
+                    f"Layer with digest '{digest}' already exists in the repository with "
+                    f"name '{repository_name}' in the registry with id '{repo.registry_id}'"
+                )
+            result = original(self, repository_name, upload_id, layer_digests, registry_id=registry_id)
+            store.put_blob(self.account_id, self.region_name, repository_name, digest, data)
+            return result
+
+    return complete_layer_upload
+
+
+def get_download_url_for_layer(self: Any) -> ActionResult:
+    repository_name = self._get_param("repositoryName")
+    registry_id = self._get_param("registryId")
+    layer_digest = self._get_param("layerDigest")
+    account, region = self.current_account, self.region
+    with store.LOCK:
+        repo = self.ecr_backend._get_repository(repository_name, registry_id)
+        if layer_digest not in repo.layers or store.get_blob(account, region, repository_name, layer_digest) is None:
+            raise LayersNotFoundException(
+                f"Layer with digest '{layer_digest}' does not exist in the repository "
+                f"with name '{repository_name}' in the registry with id '{repo.registry_id}'"
+            )
+    host = self.headers.get("Host") or f"127.0.0.1:{os.environ.get('MOTO_PORT', '4566')}"
+    url = f"http://{host}/_localaws/blobs/{account}/{region}/{repository_name}/{layer_digest}"
+    return ActionResult({"downloadUrl": url, "layerDigest": layer_digest})
+
+
+def describe_image_replication_status(self: Any) -> ActionResult:
+    repository_name = self._get_param("repositoryName")
+    registry_id = self._get_param("registryId")
+    image_id = self._get_param("imageId") or {}
+    with store.LOCK:
+        repo = self.ecr_backend._get_repository(repository_name, registry_id)
+        image = repo._get_image(image_id.get("imageTag"), image_id.get("imageDigest"))
+        digest = image.image_digest
+        statuses = store.get_statuses((self.current_account, self.region, repository_name, digest))
+    out_id = {"imageDigest": digest}
+    if image_id.get("imageTag"):
+        out_id["imageTag"] = image_id["imageTag"]
+    return ActionResult({
+        "repositoryName": repository_name,
+        "imageId": out_id,
+        "replicationStatuses": statuses,
+    })
+
+
+MAX_RULES = 10
+MAX_UNIQUE_DESTINATIONS = 25
+MAX_FILTERS_PER_RULE = 100
+
+
+def put_replication_configuration(self: Any, replication_config: dict[str, Any]) -> dict[str, Any]:
+    from moto.ecr.exceptions import InvalidParameterException
+
+    def invalid(reason: str) -> InvalidParameterException:
+        return InvalidParameterException(
+            f"Invalid parameter at 'replicationConfiguration' failed to satisfy constraint: '{reason}'"
+        )
+
+    rules = replication_config.get("rules") or []
+    if len(rules) > MAX_RULES:
+        raise invalid(f"Replication configuration cannot have more than {MAX_RULES} rules")
+    destinations = set()
+    for rule in rules:
+        for dest in rule.get("destinations") or []:
+            if dest["region"] == self.region_name and dest["registryId"] == self.account_id:
+                raise invalid("Replication destination cannot be the same as the source registry")
+            destinations.add((dest["region"], dest["registryId"]))
+        filters = rule.get("repositoryFilters") or []
+        if len(filters) > MAX_FILTERS_PER_RULE:
+            raise invalid(f"A rule cannot have more than {MAX_FILTERS_PER_RULE} repository filters")
+        for f in filters:
+            if f.get("filterType") != "PREFIX_MATCH":
+                raise invalid("Only the PREFIX_MATCH filter type is supported")
+    if len(destinations) > MAX_UNIQUE_DESTINATIONS:
+        raise invalid(f"Replication configuration cannot have more than {MAX_UNIQUE_DESTINATIONS} unique destinations")
+    with store.LOCK:
+        self.replication_config = {"rules": rules}
+    return {"replicationConfiguration": self.replication_config}
+
+
+def _caller_identity(self: Any) -> dict[str, Any]:
+    from moto.sts.models import sts_backends
+
+    try:
+        role = sts_backends[self.current_account]["aws"].get_assumed_role_from_access_key(self.access_key)
+    except Exception:
+        role = None
+    if role is not None:
+        return {"type": "AssumedRole", "accountId": self.current_account, "arn": role.arn}
+    return {"type": "IAMUser", "accountId": self.current_account}
+
+
+def put_replication_configuration_response_factory(original: Any) -> Any:
+    def put_replication_configuration_response(self: Any) -> ActionResult:
+        from moto.core.utils import iso_8601_datetime_without_milliseconds, utcnow
+
+        result = original(self)
+        now = iso_8601_datetime_without_milliseconds(utcnow())
+        emit(self.current_account, self.region, "AWS API Call via CloudTrail", {
+            "eventVersion": "1.08",
+            "userIdentity": _caller_identity(self),
+            "eventTime": now,
+            "eventSource": "ecr.amazonaws.com",
+            "eventName": "PutReplicationConfiguration",
+            "awsRegion": self.region,
+            "requestParameters": {
+                "replicationConfiguration": self._get_param("replicationConfiguration"),
+            },
+            "responseElements": None,
+            "eventType": "AwsApiCall",
+            "recipientAccountId": self.current_account,
+        })
+        return result
+
+    return put_replication_configuration_response
+
+
+def batch_delete_image_factory(original: Any) -> Any:
+    def batch_delete_image(self: Any) -> ActionResult:
+        repository_name = self._get_param("repositoryName")
+        with store.LOCK:
+            result = original(self)
+            for image_id in result.result.get("imageIds", []):
+                detail: dict[str, Any] = {
+                    "result": "SUCCESS",
+                    "repository-name": repository_name,
+                    "image-digest": image_id.image_digest,
+                    "action-type": "DELETE",
+                }
+                if image_id.image_tag:
+                    detail["image-tag"] = image_id.image_tag
+                emit(self.current_account, self.region, "ECR Image Action", detail)
+        return result
+
+    return batch_delete_image
+
+
+def install() -> None:
+    from moto.ecr.models import ECRBackend
+    from moto.ecr.responses import ECRResponse
+
+    ECRResponse.put_image = put_image  # type: ignore[method-assign]
+    ECRResponse.get_download_url_for_layer = get_download_url_for_layer  # type: ignore[method-assign,assignment]
+    ECRResponse.describe_image_replication_status = describe_image_replication_status  # type: ignore[attr-defined]
+    ECRResponse.batch_delete_image = batch_delete_image_factory(ECRResponse.batch_delete_image)  # type: ignore[method-assign]
+    ECRResponse.put_replication_configuration = put_replication_configuration_response_factory(  # type: ignore[method-assign]
+        ECRResponse.put_replication_configuration
+    )
+    ECRBackend.complete_layer_upload = complete_layer_upload_factory(ECRBackend.complete_layer_upload)  # type: ignore[method-assign]
+    ECRBackend.put_replication_configuration = put_replication_configuration  # type: ignore[method-assign]

@@ -1,0 +1,137 @@
+"""EventBridge fixes, and ``emit()`` for events that AWS services send.
+
+AWS facts reproduced (Amazon EventBridge User Guide, "Amazon EventBridge
+events" / event structure reference):
+
+- Every event carries the envelope ``version, id, detail-type, source,
+  account, time, region, resources, detail``. moto 5.2.5 builds events with an
+  ``account`` but its default target input template
+  (``moto.events.utils.EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE``)
+  omits it, so every event delivered to SQS (or CloudWatch Logs) has no
+  ``account``. We add it back, in AWS's field order.
+- A rule whose state is ``DISABLED`` does not match events. moto delivers them
+  anyway; we skip disabled rules.
+- A rule whose target is another event bus (same or another account/Region)
+  sends the event itself: the receiving bus sees the original ``id``,
+  ``account``, ``region``, ``time`` and ``resources`` (this is how replwatch's
+  destination accounts forward ``ECR Replication Action`` to the central bus,
+  and the central side needs the destination ``account``/``region``). moto
+  re-puts only source/detail-type/detail, so the forwarded event claims the
+  receiving account and Region and loses ``resources``. We forward the
+  original envelope instead (at most a few hops, to stop rule loops). Bus
+  resource policies are not checked.
+
+``emit(account, region, detail_type, detail, resources)`` delivers an
+``aws.ecr`` event to the default bus of that account and Region, in process,
+through the same rule matching as ``PutEvents``, so rules with SQS targets
+created through the normal Events API receive it.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import uuid
+from typing import Any
+
+from moto.core.utils import unix_time
+
+# AWS envelope order; moto fills <field> placeholders from the event.
+EVENT_TEMPLATE = (
+    '{"version": "0", "id": "<id>", "detail-type": "<detail-type>", '
+    '"source": "<source>", "account": "<account>", "time": <time>, '
+    '"region": "<region>", "resources": <resources>, "detail": <detail>}'
+)
+
+_MAX_BUS_HOPS = 4
+_hops = threading.local()
+
+
+def _forward_to_bus(event: dict[str, Any], bus_arn: str) -> None:
+    from moto.events.models import events_backends
+    from moto.utilities.arns import parse_arn
+
+    depth = getattr(_hops, "depth", 0)
+    if depth >= _MAX_BUS_HOPS:
+        return
+    arn = parse_arn(bus_arn)
+    try:
+        bus = events_backends[arn.account][arn.region].describe_event_bus(arn.resource_id)
+    except Exception:  # target bus does not exist: AWS drops the event too
+        return
+    forwarded = copy.deepcopy(event)
+    forwarded["ingestion-time"] = unix_time()
+    _hops.depth = depth + 1
+    try:
+        for rule in list(bus.rules.values()):
+            rule.send_to_targets(copy.deepcopy(forwarded))
+    finally:
+        _hops.depth = depth
+
+
+def _is_bus_target(target: dict[str, Any]) -> bool:
+    return ":event-bus/" in target.get("Arn", "")
+
+
+def emit(
+    account: str,
+    region: str,
+    detail_type: str,
+    detail: dict[str, Any],
+    resources: list[str] | None = None,
+    copies: int = 1,
+    source: str = "aws.ecr",
+) -> str:
+    """Deliver one service event (``copies`` times, same id) to the default
+    bus of ``account``/``region``. Returns the event id."""
+    from moto.events.models import events_backends
+
+    now = unix_time()
+    event = {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": detail_type,
+        "source": source,
+        "account": account,
+        "time": now,
+        "region": region,
+        "resources": list(resources or []),
+        "detail": detail,
+        "ingestion-time": now,
+    }
+    bus = events_backends[account][region].describe_event_bus("default")
+    for _ in range(copies):
+        for rule in list(bus.rules.values()):
+            rule.send_to_targets(copy.deepcopy(event))
+    return event["id"]
+
+
+def install() -> None:
+    from moto.events.models import Rule
+    from moto.events.utils import EventTemplateParser
+
+    EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE = EVENT_TEMPLATE
+
+    original = Rule.send_to_targets
+
+    def send_to_targets(self: Any, original_event: Any, transform_input: bool = True) -> None:
+        if getattr(self, "state", "ENABLED") == "DISABLED":
+            return
+        targets = list(self.targets)
+        if not any(_is_bus_target(t) for t in targets):
+            return original(self, original_event, transform_input)
+        if not self.event_pattern.matches_event(original_event):
+            return
+        for target in targets:
+            if _is_bus_target(target):
+                _forward_to_bus(original_event, target["Arn"])
+        others = [t for t in targets if not _is_bus_target(t)]
+        if others:
+            # A shallow copy of the rule with the other targets only, so
+            # moto's own delivery code handles them (thread-safe: the shared
+            # rule object is not modified).
+            clone = copy.copy(self)
+            clone.targets = others
+            original(clone, original_event, transform_input)
+
+    Rule.send_to_targets = send_to_targets  # type: ignore[method-assign]

@@ -1,0 +1,83 @@
+"""EventBridge fixes and account selection."""
+
+from __future__ import annotations
+
+import json
+
+from localaws import (
+    A, B, C, ENDPOINT, ENVELOPE_KEYS, SRC_REGION, assumed_client, client, configure, http, tap,
+)
+
+
+def test_put_events_to_sqs_keeps_account():
+    t = tap(A, SRC_REGION, {"source": ["my.app"]})
+    client("events", SRC_REGION).put_events(Entries=[{
+        "Source": "my.app", "DetailType": "Thing", "Detail": json.dumps({"k": 1}), "Resources": ["arn:x"]}])
+    (event,) = t.drain(expect=1)
+    assert list(event) == ENVELOPE_KEYS
+    assert event["account"] == A and event["region"] == SRC_REGION
+    assert event["resources"] == ["arn:x"] and event["detail"] == {"k": 1}
+
+
+def test_bus_to_bus_forwarding_keeps_the_original_envelope():
+    # The central account C has a bus and a queue; B's default bus forwards to it.
+    central_events = client("events", "us-east-1", C)
+    bus_arn = central_events.create_event_bus(Name="replwatch")["EventBusArn"]
+    central_sqs = client("sqs", "us-east-1", C)
+    url = central_sqs.create_queue(QueueName="central")["QueueUrl"]
+    qarn = central_sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    central_events.put_rule(Name="all", EventBusName="replwatch", EventPattern=json.dumps({"source": ["my.app"]}))
+    central_events.put_targets(Rule="all", EventBusName="replwatch", Targets=[{"Id": "q", "Arn": qarn}])
+
+    dest_events = assumed_client("events", "eu-west-1", B)
+    dest_events.put_rule(Name="forward", EventPattern=json.dumps({"source": ["my.app"]}))
+    dest_events.put_targets(Rule="forward", Targets=[{"Id": "central", "Arn": bus_arn}])
+    dest_events.put_events(Entries=[{"Source": "my.app", "DetailType": "Thing", "Detail": "{}",
+                                     "Resources": ["arn:aws:ecr:eu-west-1:%s:repository/x" % B]}])
+    msgs = central_sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    (event,) = [json.loads(m["Body"]) for m in msgs]
+    assert event["account"] == B and event["region"] == "eu-west-1"
+    assert event["resources"] == ["arn:aws:ecr:eu-west-1:%s:repository/x" % B]
+
+
+def test_disabled_rule_does_not_deliver():
+    events = client("events", SRC_REGION)
+    t = tap(A, SRC_REGION, {"source": ["my.app"]})
+    for rule in events.list_rules()["Rules"]:
+        events.disable_rule(Name=rule["Name"])
+    events.put_events(Entries=[{"Source": "my.app", "DetailType": "Thing", "Detail": "{}"}])
+    assert t.drain() == []
+
+
+def test_put_replication_configuration_emits_cloudtrail_event():
+    t = tap(A, SRC_REGION, {"detail-type": ["AWS API Call via CloudTrail"]})
+    config = {"rules": [{"destinations": [{"region": "us-east-1", "registryId": A}],
+                         "repositoryFilters": [{"filter": "team-a/", "filterType": "PREFIX_MATCH"}]}]}
+    client("ecr", SRC_REGION).put_replication_configuration(replicationConfiguration=config)
+    (event,) = t.drain(expect=1)
+    assert event["account"] == A and event["source"] == "aws.ecr"
+    assert event["detail"]["eventName"] == "PutReplicationConfiguration"
+    assert event["detail"]["eventSource"] == "ecr.amazonaws.com"
+    assert event["detail"]["requestParameters"] == {"replicationConfiguration": config}
+
+
+def test_account_selection():
+    assert client("sts", SRC_REGION, A).get_caller_identity()["Account"] == A
+    assert assumed_client("sts", SRC_REGION, B).get_caller_identity()["Account"] == B
+    # Repositories are per account: B does not see A's.
+    client("ecr", SRC_REGION, A).create_repository(repositoryName="only-in-a")
+    assert assumed_client("ecr", SRC_REGION, B).describe_repositories()["repositories"] == []
+
+
+def test_control_endpoint_validates_and_reset_restores_defaults():
+    configure(event_drop_rate=0.5, destinations={"us-east-1/%s" % A: {"paused": True}})
+    assert http("GET", "/_localaws/replication")["event_drop_rate"] == 0.5
+    try:
+        configure(event_drop_rate=2)
+        raise AssertionError("expected HTTP 400")
+    except Exception as err:  # urllib raises HTTPError
+        assert getattr(err, "code", None) == 400
+    http("POST", "/moto-api/reset")
+    settings = http("GET", "/_localaws/replication")
+    assert settings["event_drop_rate"] == 0.0 and settings["destinations"] == {}
+    assert ENDPOINT.startswith("http://127.0.0.1")
