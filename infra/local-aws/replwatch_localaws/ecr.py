@@ -34,6 +34,14 @@ CompleteLayerUpload (``ECRBackend.complete_layer_upload``)
   ``LayerAlreadyExistsException`` when the repository already has that layer
   (clients are expected to ask BatchCheckLayerAvailability first).
 
+UploadLayerPart / CompleteLayerUpload
+- "LayerPartTooSmallException: Layer parts must be at least 5 MiB in size"
+  (every part but the last); moto accepts any size.
+
+BatchGetImage
+- The ``imageId`` of an image asked for by tag carries that tag (moto reports
+  the image's most recent tag instead when it has several).
+
 GetDownloadUrlForLayer (moto: 500 NotImplemented)
 - Returns ``downloadUrl`` + ``layerDigest``; the URL is an http URL on this
   server (``/_localaws/blobs/<account>/<region>/<repository>/<digest>``) whose
@@ -62,6 +70,7 @@ BatchDeleteImage
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import hashlib
 import json
@@ -106,6 +115,13 @@ class EmptyUploadException(ServiceException):
 
 class LayerAlreadyExistsException(ServiceException):
     code = "LayerAlreadyExistsException"
+
+
+class LayerPartTooSmallException(ServiceException):
+    code = "LayerPartTooSmallException"
+
+
+MIN_PART_SIZE = 5 * 1024 * 1024
 
 
 class ImageTagAlreadyExistsException(ServiceException):
@@ -276,6 +292,12 @@ def complete_layer_upload_factory(original: Any) -> Any:
                     f"repository with name '{repository_name}' in the registry with id "
                     f"'{repo.registry_id}'"
                 )
+            sizes = getattr(upload, "part_sizes", [])
+            if any(size < MIN_PART_SIZE for size in sizes[:-1]):
+                raise LayerPartTooSmallException(
+                    f"Layer parts must be at least 5 MiB in size (upload with id '{upload_id}' "
+                    f"has parts of {sizes} bytes)"
+                )
             digest = "sha256:" + hashlib.sha256(data).hexdigest()
             if layer_digests and digest not in layer_digests:
                 raise InvalidLayerException(
@@ -293,6 +315,39 @@ def complete_layer_upload_factory(original: Any) -> Any:
             return result
 
     return complete_layer_upload
+
+
+def upload_layer_part_factory(original: Any) -> Any:
+    def upload_layer_part(self: Any, repository_name: str, upload_id: str, part_first_byte: int,
+                          part_last_byte: int, layer_part_blob: bytes, registry_id: str | None = None) -> dict[str, Any]:
+        with store.LOCK:
+            result = original(self, repository_name, upload_id, part_first_byte, part_last_byte,
+                              layer_part_blob, registry_id=registry_id)
+            upload = self._get_repository(repository_name, registry_id).uploads[upload_id]
+            upload.__dict__.setdefault("part_sizes", []).append(len(layer_part_blob or b""))
+            return result
+
+    return upload_layer_part
+
+
+def batch_get_image_factory(original: Any) -> Any:
+    def batch_get_image(self: Any, repository_name: str, registry_id: str | None = None,
+                        image_ids: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        response = original(self, repository_name, registry_id, image_ids)
+        images = []
+        for image_id in image_ids or []:
+            for image in self.repositories[repository_name].images:
+                by_digest = image_id.get("imageDigest") and image.image_digest == image_id["imageDigest"]
+                by_tag = image_id.get("imageTag") and image_id["imageTag"] in image.image_tags
+                if by_digest or by_tag:
+                    if image_id.get("imageTag"):
+                        image = copy.copy(image)
+                        image.image_tag = image_id["imageTag"]
+                    images.append(image)
+        response["images"] = images
+        return response
+
+    return batch_get_image
 
 
 def get_download_url_for_layer(self: Any) -> ActionResult:
@@ -436,3 +491,5 @@ def install() -> None:
     )
     ECRBackend.complete_layer_upload = complete_layer_upload_factory(ECRBackend.complete_layer_upload)  # type: ignore[method-assign]
     ECRBackend.put_replication_configuration = put_replication_configuration  # type: ignore[method-assign]
+    ECRBackend.upload_layer_part = upload_layer_part_factory(ECRBackend.upload_layer_part)  # type: ignore[method-assign]
+    ECRBackend.batch_get_image = batch_get_image_factory(ECRBackend.batch_get_image)  # type: ignore[method-assign]

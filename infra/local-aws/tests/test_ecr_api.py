@@ -161,3 +161,23 @@ def test_tag_semantics_on_push():
     with pytest.raises(ClientError) as excinfo:
         push_image(ecr, "team-a/locked", "v1")
     assert _error(excinfo) == "ImageTagAlreadyExistsException"
+
+
+def test_layer_parts_must_be_at_least_5_mib_but_the_last():
+    ecr = client("ecr", SRC_REGION)
+    ecr.create_repository(repositoryName=REPO)
+    data = b"x" * (2 * 1024 * 1024)
+    with pytest.raises(ClientError) as excinfo:
+        upload_blob(ecr, REPO, data, part_size=1024 * 1024)
+    assert _error(excinfo) == "LayerPartTooSmallException"
+    upload_blob(ecr, REPO, data)  # one part: fine
+
+
+def test_batch_get_image_reports_the_requested_tag():
+    ecr = client("ecr", SRC_REGION)
+    ecr.create_repository(repositoryName=REPO)
+    image = push_image(ecr, REPO, "v1")
+    ecr.put_image(repositoryName=REPO, imageManifest=image["manifest"], imageTag="latest")
+    for tag in ("v1", "latest"):
+        (got,) = ecr.batch_get_image(repositoryName=REPO, imageIds=[{"imageTag": tag}])["images"]
+        assert got["imageId"] == {"imageDigest": image["digest"], "imageTag": tag}

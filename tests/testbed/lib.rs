@@ -1,0 +1,419 @@
+//! A client of the local AWS test bed (`infra/local-aws/`), for end-to-end tests and local
+//! runs: SDK clients per account and Region, images pushed the way `docker push` does it
+//! (blobs through the layer-upload API, then the manifest), EventBridge rules delivering to
+//! SQS queues, and the test bed's own control endpoint (replication delays, failures, flush).
+//!
+//! Account selection: the test bed reads a 12-digit access key id as "this account's own
+//! credentials" (see `infra/local-aws/README.md`); reads in another account go through STS
+//! `AssumeRole`, as replwatch does on AWS.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_ecr::config::Credentials;
+use aws_sdk_ecr::primitives::Blob;
+use aws_sdk_ecr::types::{
+    ReplicationConfiguration, ReplicationDestination, ReplicationRule, RepositoryFilter,
+    RepositoryFilterType,
+};
+use aws_sdk_eventbridge::types::Target;
+use replwatch_core::EcrEvent;
+use replwatch_core::events::{ParsedEvent, parse_event};
+use sha2::{Digest as _, Sha256};
+
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+
+/// The local AWS at one endpoint.
+#[derive(Debug, Clone)]
+pub struct LocalAws {
+    endpoint: String,
+}
+
+/// A fresh twelve-digit account id, distinct for every call in this process and across
+/// processes, so tests that share one test bed never share a registry (replication
+/// configurations are per registry).
+pub fn unique_account() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let pid = u64::from(std::process::id()) % 100_000;
+    format!("{:012}", 300_000_000_000 + pid * 10_000 + n)
+}
+
+/// A pushed image: what a test needs to find it again.
+#[derive(Debug, Clone)]
+pub struct PushedImage {
+    pub repository: String,
+    pub digest: String,
+    pub tag: Option<String>,
+    pub manifest: String,
+    pub media_type: String,
+    /// (digest, bytes) of every blob the manifest references.
+    pub blobs: Vec<(String, Vec<u8>)>,
+}
+
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl LocalAws {
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into().trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The test bed named by `AWS_ENDPOINT_URL`, as `infra/local-aws/start` prints it.
+    pub fn from_env() -> Result<Self, Error> {
+        Ok(Self::new(replwatch_aws::local::endpoint_from_env()?))
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// SDK configuration acting as `account`'s own credentials in `region`.
+    pub async fn config(&self, account: &str, region: &str) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(Region::new(region.to_owned()))
+            .credentials_provider(Credentials::new(
+                account,
+                "local-secret",
+                None,
+                None,
+                "local-aws",
+            ))
+            .load()
+            .await
+    }
+
+    /// SDK configuration in `region` with credentials from STS `AssumeRole` on `role_arn`,
+    /// called as `caller_account`: how replwatch reads a destination in another account.
+    pub async fn assumed(
+        &self,
+        caller_account: &str,
+        role_arn: &str,
+        region: &str,
+    ) -> Result<SdkConfig, Error> {
+        let sts = aws_sdk_sts::Client::new(&self.config(caller_account, region).await);
+        let output = sts
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name("replwatch-test")
+            .send()
+            .await?;
+        let c = output
+            .credentials()
+            .ok_or("AssumeRole returned no credentials")?;
+        Ok(aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(Region::new(region.to_owned()))
+            .credentials_provider(Credentials::new(
+                c.access_key_id(),
+                c.secret_access_key(),
+                Some(c.session_token().to_owned()),
+                None,
+                "assumed-role",
+            ))
+            .load()
+            .await)
+    }
+
+    pub async fn ecr(&self, account: &str, region: &str) -> aws_sdk_ecr::Client {
+        aws_sdk_ecr::Client::new(&self.config(account, region).await)
+    }
+
+    /// Sets the registry's replication rules (`PutReplicationConfiguration`).
+    pub async fn put_replication_configuration(
+        &self,
+        account: &str,
+        region: &str,
+        rules: &replwatch_core::ReplicationConfiguration,
+    ) -> Result<(), Error> {
+        let mut configuration = ReplicationConfiguration::builder();
+        for rule in &rules.rules {
+            let mut built = ReplicationRule::builder();
+            for d in &rule.destinations {
+                built = built.destinations(
+                    ReplicationDestination::builder()
+                        .region(d.region.as_str())
+                        .registry_id(d.registry_id.as_str())
+                        .build()?,
+                );
+            }
+            for f in &rule.repository_filters {
+                built = built.repository_filters(
+                    RepositoryFilter::builder()
+                        .filter(&f.filter)
+                        .filter_type(RepositoryFilterType::from(f.filter_type.as_str()))
+                        .build()?,
+                );
+            }
+            configuration = configuration.rules(built.build()?);
+        }
+        self.ecr(account, region)
+            .await
+            .put_replication_configuration()
+            .replication_configuration(configuration.build()?)
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// Uploads `bytes` as a blob of `repository` the way a registry client does.
+    pub async fn upload_blob(
+        &self,
+        ecr: &aws_sdk_ecr::Client,
+        repository: &str,
+        bytes: &[u8],
+    ) -> Result<String, Error> {
+        let digest = sha256_digest(bytes);
+        let upload = ecr
+            .initiate_layer_upload()
+            .repository_name(repository)
+            .send()
+            .await?;
+        let upload_id = upload.upload_id().ok_or("no upload id")?;
+        ecr.upload_layer_part()
+            .repository_name(repository)
+            .upload_id(upload_id)
+            .part_first_byte(0)
+            .part_last_byte(bytes.len().saturating_sub(1) as i64)
+            .layer_part_blob(Blob::new(bytes.to_vec()))
+            .send()
+            .await?;
+        ecr.complete_layer_upload()
+            .repository_name(repository)
+            .upload_id(upload_id)
+            .layer_digests(&digest)
+            .send()
+            .await?;
+        Ok(digest)
+    }
+
+    /// Pushes a single-architecture image whose content is derived from `seed` (so distinct
+    /// seeds give distinct digests): a config blob, one layer, an OCI manifest.
+    pub async fn push_image(
+        &self,
+        account: &str,
+        region: &str,
+        repository: &str,
+        tag: Option<&str>,
+        seed: &str,
+    ) -> Result<PushedImage, Error> {
+        let ecr = self.ecr(account, region).await;
+        let config = serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "config": {"Labels": {"seed": seed}},
+            "rootfs": {"type": "layers", "diff_ids": []}
+        })
+        .to_string()
+        .into_bytes();
+        let layer: Vec<u8> = format!("layer for {seed}\n").repeat(64).into_bytes();
+        let config_digest = self.upload_blob(&ecr, repository, &config).await?;
+        let layer_digest = self.upload_blob(&ecr, repository, &layer).await?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_MEDIA_TYPE,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer.len()}]
+        })
+        .to_string();
+        let mut put = ecr
+            .put_image()
+            .repository_name(repository)
+            .image_manifest(&manifest)
+            .image_manifest_media_type(MANIFEST_MEDIA_TYPE);
+        if let Some(tag) = tag {
+            put = put.image_tag(tag);
+        }
+        let output = put.send().await?;
+        let digest = output
+            .image()
+            .and_then(|i| i.image_id())
+            .and_then(|i| i.image_digest())
+            .ok_or("PutImage returned no digest")?
+            .to_owned();
+        Ok(PushedImage {
+            repository: repository.to_owned(),
+            digest,
+            tag: tag.map(str::to_owned),
+            manifest,
+            media_type: MANIFEST_MEDIA_TYPE.to_owned(),
+            blobs: vec![(config_digest, config), (layer_digest, layer)],
+        })
+    }
+
+    /// Creates an SQS queue in `account`/`region` and an EventBridge rule on that account's
+    /// default bus delivering events of `detail_type` from aws.ecr to it. Returns the queue URL.
+    pub async fn event_queue(
+        &self,
+        account: &str,
+        region: &str,
+        name: &str,
+        detail_type: &str,
+    ) -> Result<String, Error> {
+        let config = self.config(account, region).await;
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let url = sqs
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await?
+            .queue_url()
+            .ok_or("no queue url")?
+            .to_owned();
+        let events = aws_sdk_eventbridge::Client::new(&config);
+        let pattern = serde_json::json!({"source": ["aws.ecr"], "detail-type": [detail_type]});
+        events
+            .put_rule()
+            .name(name)
+            .event_pattern(pattern.to_string())
+            .send()
+            .await?;
+        events
+            .put_targets()
+            .rule(name)
+            .targets(
+                Target::builder()
+                    .id("queue")
+                    .arn(format!("arn:aws:sqs:{region}:{account}:{name}"))
+                    .build()?,
+            )
+            .send()
+            .await?;
+        Ok(url)
+    }
+
+    /// Receives and deletes messages from `queue_url` until `count` events have been parsed
+    /// or `timeout` passes; returns the parsed events (skipped ones too).
+    pub async fn receive_events(
+        &self,
+        account: &str,
+        region: &str,
+        queue_url: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<EcrEvent>, Error> {
+        let sqs = aws_sdk_sqs::Client::new(&self.config(account, region).await);
+        let started = Instant::now();
+        let mut events = Vec::new();
+        while events.len() < count && started.elapsed() < timeout {
+            let output = sqs
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await?;
+            for message in output.messages() {
+                let body = message.body().ok_or("message without body")?;
+                match parse_event(body.as_bytes())? {
+                    ParsedEvent::Handled(event) => events.push(event),
+                    ParsedEvent::Skipped(skipped) => {
+                        return Err(format!("unexpected event: {skipped:?}").into());
+                    }
+                }
+                if let Some(handle) = message.receipt_handle() {
+                    sqs.delete_message()
+                        .queue_url(queue_url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await?;
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    /// Completes every scheduled replication now (the test bed's flush endpoint).
+    pub fn flush_replication(&self) -> Result<serde_json::Value, Error> {
+        let body = self.http("POST", "/_localaws/replication/flush", Some("{}"))?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// Merges replication settings (delays, failures, pauses, event loss) into the test bed.
+    pub fn configure_replication(&self, settings: &serde_json::Value) -> Result<(), Error> {
+        self.http(
+            "POST",
+            "/_localaws/replication",
+            Some(&settings.to_string()),
+        )?;
+        Ok(())
+    }
+
+    /// GETs any URL on the test bed (for example a `GetDownloadUrlForLayer` URL).
+    pub fn get(&self, url: &str) -> Result<Vec<u8>, Error> {
+        let path = url
+            .strip_prefix(&self.endpoint)
+            .ok_or_else(|| format!("{url} is not on the local AWS at {}", self.endpoint))?;
+        self.http("GET", path, None)
+    }
+
+    /// A minimal HTTP/1.1 exchange with the loopback test bed: enough for its JSON control
+    /// endpoint and blob downloads, without pulling an HTTP client crate into the build.
+    fn http(&self, method: &str, path: &str, body: Option<&str>) -> Result<Vec<u8>, Error> {
+        let authority = self
+            .endpoint
+            .strip_prefix("http://")
+            .ok_or("the local AWS endpoint must be http://")?;
+        let mut stream = TcpStream::connect(authority)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let body = body.unwrap_or("");
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("malformed HTTP response")?;
+        let head = String::from_utf8_lossy(&response[..split]).to_string();
+        let status_ok = head
+            .lines()
+            .next()
+            .is_some_and(|l| l.split(' ').nth(1) == Some("200"));
+        let mut payload = response[split + 4..].to_vec();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            payload = dechunk(&payload)?;
+        }
+        if !status_ok {
+            return Err(format!(
+                "{method} {path}: {head}: {}",
+                String::from_utf8_lossy(&payload)
+            )
+            .into());
+        }
+        Ok(payload)
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("bad chunk")?;
+        let size_text = std::str::from_utf8(&data[..line_end])?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(data.get(..size).ok_or("truncated chunk")?);
+        data = data.get(size + 2..).ok_or("truncated chunk")?;
+    }
+}
