@@ -7,8 +7,10 @@
 //! - [`tracking`]: the per-(image, destination) state machine and its alert decisions;
 //! - [`store`]: the port through which expectations are kept, with an in-memory version;
 //! - [`tracker`]: the read–transition–conditional-write loop every handler shares;
+//! - [`alerts`]: what is told to a human, folded under storms, and the notifier port;
 //! - [`clock`]: time as a dependency.
 
+pub mod alerts;
 pub mod clock;
 pub mod events;
 pub mod model;

@@ -176,6 +176,9 @@ pub struct Transition {
     pub changed: bool,
     /// Alerts to send, each raised for the first time on this item.
     pub raised: Vec<AlertKind>,
+    /// Push-to-arrival time, when this observation made it known (for the latency metric,
+    /// recorded once per item).
+    pub new_latency: Option<TimeDelta>,
 }
 
 /// The tracking record of one (image, tag, destination).
@@ -300,6 +303,10 @@ impl ReplicationExpectation {
             to: self.state,
             changed: *self != before,
             raised,
+            new_latency: match before.latency() {
+                None => self.latency(),
+                Some(_) => None,
+            },
         }
     }
 
@@ -387,6 +394,7 @@ mod tests {
         assert_eq!(tr.to, ExpectationState::Replicated);
         assert!(tr.raised.is_empty());
         assert_eq!(e.latency(), Some(TimeDelta::minutes(3)));
+        assert_eq!(tr.new_latency, Some(TimeDelta::minutes(3)));
         assert_eq!(e.next_check_at, None, "closed items leave the due index");
         assert_eq!(e.expires_at, Some(t(3) + TimeDelta::days(14)));
         assert!(!e.arrived_late());
@@ -403,6 +411,13 @@ mod tests {
         assert!(tr.changed && tr.raised.is_empty());
         assert_eq!(e.state, ExpectationState::Replicated);
         assert_eq!(e.latency(), Some(TimeDelta::minutes(3)));
+        assert_eq!(
+            tr.new_latency,
+            Some(TimeDelta::minutes(3)),
+            "recorded when it becomes known"
+        );
+        let again = e.apply(&Observation::Pushed { at: t(1) }, &policy);
+        assert_eq!(again.new_latency, None, "and only once");
         assert_eq!(e.next_check_at, None);
     }
 

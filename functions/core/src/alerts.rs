@@ -1,0 +1,490 @@
+//! What replwatch tells a human, and how much of it.
+//!
+//! An [`Alert`] is one problem with one (image, destination): overdue, failed or tag lost. The
+//! state machine already guarantees each is raised once per item; this module decides how they
+//! are delivered: one by one, or — past a storm threshold in one batch (a sweep that finds a
+//! whole Region stuck) — folded into one [`AlertSummary`] with counts per destination, so a
+//! Region outage is one page, not four hundred.
+//!
+//! The readable text (subject and body) lives here so every sink says the same thing; the
+//! sinks (`replwatch-aws`: SNS, Slack) only wrap it in their formats.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Destination, ExpectationKey};
+use crate::tracking::{AlertKind, ReplicationExpectation};
+
+/// How urgent an alert is; carried as the SNS `severity` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One problem with one image in one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    pub kind: AlertKind,
+    pub key: ExpectationKey,
+    pub pushed_at: Option<DateTime<Utc>>,
+    pub detected_at: DateTime<Utc>,
+    pub failure_code: Option<String>,
+}
+
+impl Alert {
+    pub fn new(
+        kind: AlertKind,
+        record: &ReplicationExpectation,
+        detected_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            kind,
+            key: record.key.clone(),
+            pushed_at: record.pushed_at,
+            detected_at,
+            failure_code: record.failure_code.clone(),
+        }
+    }
+
+    /// A failed replication will not fix itself; a late or untagged one may be waited out or
+    /// re-tagged.
+    pub fn severity(&self) -> Severity {
+        match self.kind {
+            AlertKind::Failed => Severity::Critical,
+            AlertKind::Overdue | AlertKind::TagLost => Severity::Warning,
+        }
+    }
+
+    /// Time from push to detection, when the push time is known.
+    pub fn age(&self) -> Option<TimeDelta> {
+        self.pushed_at
+            .map(|p| (self.detected_at - p).max(TimeDelta::zero()))
+    }
+
+    /// The identity used to de-duplicate deliveries: one per (image, tag, destination, kind).
+    pub fn dedup_key(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.key.image,
+            self.key.tag.as_deref().unwrap_or(""),
+            self.key.destination,
+            self.kind.as_str()
+        )
+    }
+
+    /// The ECR console page of the image in the source registry.
+    pub fn console_url(&self) -> String {
+        let image = &self.key.image;
+        format!(
+            "https://{region}.console.aws.amazon.com/ecr/repositories/private/{account}/{repo}/_/image/{digest}/details?region={region}",
+            region = image.registry.region,
+            account = image.registry.registry_id,
+            repo = image.repository,
+            digest = image.digest,
+        )
+    }
+
+    /// `team-a/web:v1.4.2` or `team-a/web@sha256:3b1f1c2e4d5a` (untagged).
+    pub fn image_reference(&self) -> String {
+        let image = &self.key.image;
+        match &self.key.tag {
+            Some(tag) => format!("{}:{tag}", image.repository),
+            None => format!(
+                "{}@{}",
+                image.repository,
+                short_digest(image.digest.as_str())
+            ),
+        }
+    }
+
+    fn headline(&self) -> &'static str {
+        match self.kind {
+            AlertKind::Overdue => "not replicated within the SLA",
+            AlertKind::Failed => "replication failed",
+            AlertKind::TagLost => "replicated without its tag",
+        }
+    }
+
+    /// What an operator can do about it.
+    pub fn next_step(&self) -> &'static str {
+        match self.kind {
+            AlertKind::Overdue => {
+                "Check the destination registry's permission policy and service quotas; replwatch keeps checking and will report the arrival."
+            }
+            AlertKind::Failed => {
+                "Fix the cause named by the failure code, then push the image again or run `replwatch backfill` for this destination."
+            }
+            AlertKind::TagLost => {
+                "The destination repository has immutable tags and already holds this tag on another digest; retag there or make the tag unique."
+            }
+        }
+    }
+}
+
+/// Many alerts in one batch, folded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertSummary {
+    pub detected_at: DateTime<Utc>,
+    pub total: usize,
+    /// Counts per destination and kind.
+    pub by_destination: BTreeMap<Destination, BTreeMap<AlertKind, usize>>,
+    /// The first few alerts, to show what kind of images are affected.
+    pub examples: Vec<Alert>,
+}
+
+/// What a sink delivers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Notification {
+    Single(Alert),
+    Summary(AlertSummary),
+}
+
+/// How many examples a summary lists.
+pub const SUMMARY_EXAMPLES: usize = 5;
+
+/// Delivers `alerts` one by one, or as one summary when there are more than `storm_threshold`.
+pub fn fold(alerts: Vec<Alert>, storm_threshold: usize) -> Vec<Notification> {
+    if alerts.len() <= storm_threshold {
+        return alerts.into_iter().map(Notification::Single).collect();
+    }
+    let mut by_destination: BTreeMap<Destination, BTreeMap<AlertKind, usize>> = BTreeMap::new();
+    for alert in &alerts {
+        *by_destination
+            .entry(alert.key.destination.clone())
+            .or_default()
+            .entry(alert.kind)
+            .or_default() += 1;
+    }
+    let detected_at = alerts
+        .iter()
+        .map(|a| a.detected_at)
+        .max()
+        .unwrap_or_else(Utc::now);
+    vec![Notification::Summary(AlertSummary {
+        detected_at,
+        total: alerts.len(),
+        by_destination,
+        examples: alerts.into_iter().take(SUMMARY_EXAMPLES).collect(),
+    })]
+}
+
+impl Notification {
+    /// The most urgent severity inside.
+    pub fn severity(&self) -> Severity {
+        match self {
+            Notification::Single(a) => a.severity(),
+            Notification::Summary(s) => {
+                let failed = s
+                    .by_destination
+                    .values()
+                    .any(|k| k.contains_key(&AlertKind::Failed));
+                if failed {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                }
+            }
+        }
+    }
+
+    /// `OVERDUE`, `FAILED`, `TAG_LOST`, or `SUMMARY`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Notification::Single(a) => a.kind.as_str(),
+            Notification::Summary(_) => "SUMMARY",
+        }
+    }
+
+    /// The destination Region, for a single alert, or `multiple`.
+    pub fn destination_region(&self) -> String {
+        match self {
+            Notification::Single(a) => a.key.destination.region.to_string(),
+            Notification::Summary(s) => {
+                let mut regions: Vec<&str> =
+                    s.by_destination.keys().map(|d| d.region.as_str()).collect();
+                regions.dedup();
+                if regions.len() == 1 {
+                    regions[0].to_owned()
+                } else {
+                    "multiple".to_owned()
+                }
+            }
+        }
+    }
+
+    /// A one-line subject, at most 100 characters (the SNS limit).
+    pub fn subject(&self) -> String {
+        let subject = match self {
+            Notification::Single(a) => format!(
+                "[replwatch] {} {} to {}",
+                a.image_reference(),
+                a.headline(),
+                a.key.destination.region
+            ),
+            Notification::Summary(s) => format!(
+                "[replwatch] {} replication problems in {} destinations",
+                s.total,
+                s.by_destination.len()
+            ),
+        };
+        truncate_chars(&subject, 100)
+    }
+
+    /// The readable body: what, where, since when, why, and what to do.
+    pub fn body(&self) -> String {
+        let mut out = String::new();
+        match self {
+            Notification::Single(a) => write_alert(&mut out, a),
+            Notification::Summary(s) => {
+                let _ = writeln!(
+                    out,
+                    "{} replication problems detected at {}.",
+                    s.total,
+                    s.detected_at.to_rfc3339()
+                );
+                let _ = writeln!(out);
+                let _ = writeln!(out, "Per destination:");
+                for (destination, kinds) in &s.by_destination {
+                    let counts: Vec<String> = kinds
+                        .iter()
+                        .map(|(k, n)| format!("{n} {}", k.as_str()))
+                        .collect();
+                    let _ = writeln!(out, "  {destination}: {}", counts.join(", "));
+                }
+                let _ = writeln!(out);
+                let _ = writeln!(out, "First {} of them:", s.examples.len());
+                for a in &s.examples {
+                    let _ = writeln!(
+                        out,
+                        "  - {} -> {}: {}",
+                        a.image_reference(),
+                        a.key.destination,
+                        a.kind.as_str()
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+fn write_alert(out: &mut String, a: &Alert) {
+    let image = &a.key.image;
+    let _ = writeln!(out, "{} {}.", a.image_reference(), a.headline());
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Image:       {}", image.digest);
+    let _ = writeln!(
+        out,
+        "Tag:         {}",
+        a.key.tag.as_deref().unwrap_or("(untagged)")
+    );
+    let _ = writeln!(out, "Repository:  {}", image.repository);
+    let _ = writeln!(
+        out,
+        "Source:      {} ({})",
+        image.registry.region, image.registry.registry_id
+    );
+    let _ = writeln!(
+        out,
+        "Destination: {} ({})",
+        a.key.destination.region, a.key.destination.registry_id
+    );
+    let _ = writeln!(out, "State:       {}", a.kind.as_str());
+    if let Some(age) = a.age() {
+        let _ = writeln!(out, "Age:         {}", human_duration(age));
+    }
+    if let Some(code) = &a.failure_code {
+        let _ = writeln!(out, "Failure:     {code}");
+    }
+    let _ = writeln!(out, "Console:     {}", a.console_url());
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", a.next_step());
+}
+
+/// `sha256:3b1f1c2e4d5a` — enough of a digest to recognise it.
+pub fn short_digest(digest: &str) -> &str {
+    digest.get(..19).unwrap_or(digest)
+}
+
+/// `2h 5m`, `31m 4s`, `12s`.
+pub fn human_duration(d: TimeDelta) -> String {
+    let total = d.num_seconds().max(0);
+    let (h, m, s) = (total / 3600, (total % 3600) / 60, total % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s}s"),
+        _ => format!("{h}h {m}m"),
+    }
+}
+
+fn truncate_chars(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+/// Why a notification was not delivered.
+#[derive(Debug, thiserror::Error)]
+#[error("{sink}: {message}")]
+pub struct NotifyError {
+    pub sink: &'static str,
+    pub message: String,
+    /// Whether trying again later may work (throttling, 5xx) or not (bad configuration).
+    pub retryable: bool,
+}
+
+/// A place notifications go: SNS, Slack, or a test's list.
+pub trait Notifier: Send + Sync {
+    fn notify(
+        &self,
+        notification: &Notification,
+    ) -> impl Future<Output = Result<(), NotifyError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AccountId, Digest, Region, RepositoryName, SourceImage};
+    use chrono::TimeZone;
+
+    fn alert(kind: AlertKind, region: &str, n: u8) -> Alert {
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
+            .single()
+            .expect("time");
+        Alert {
+            kind,
+            key: ExpectationKey {
+                image: SourceImage {
+                    registry: Destination::new(
+                        Region::parse("us-west-2").expect("region"),
+                        AccountId::parse("111111111111").expect("account"),
+                    ),
+                    repository: RepositoryName::parse("team-a/web").expect("repo"),
+                    digest: Digest::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32)))
+                        .expect("digest"),
+                },
+                tag: Some(format!("v{n}")),
+                destination: Destination::new(
+                    Region::parse(region).expect("region"),
+                    AccountId::parse("222222222222").expect("account"),
+                ),
+            },
+            pushed_at: Some(t0),
+            detected_at: t0 + TimeDelta::minutes(31),
+            failure_code: (kind == AlertKind::Failed).then(|| "ACCESS_DENIED".to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_single_alert_reads_as_a_sentence_with_every_fact() {
+        let n = Notification::Single(alert(AlertKind::Failed, "eu-west-1", 1));
+        assert_eq!(
+            n.subject(),
+            "[replwatch] team-a/web:v1 replication failed to eu-west-1"
+        );
+        let body = n.body();
+        for fact in [
+            "team-a/web:v1 replication failed.",
+            "sha256:0101",
+            "Source:      us-west-2 (111111111111)",
+            "Destination: eu-west-1 (222222222222)",
+            "State:       FAILED",
+            "Age:         31m 0s",
+            "Failure:     ACCESS_DENIED",
+            "https://us-west-2.console.aws.amazon.com/ecr/repositories/private/111111111111/team-a/web/_/image/sha256:0101",
+        ] {
+            assert!(body.contains(fact), "missing {fact:?} in\n{body}");
+        }
+        assert_eq!(n.severity(), Severity::Critical);
+        assert_eq!(n.kind(), "FAILED");
+        assert_eq!(n.destination_region(), "eu-west-1");
+    }
+
+    #[test]
+    fn alerts_up_to_the_threshold_go_one_by_one() {
+        let alerts: Vec<Alert> = (0..3)
+            .map(|i| alert(AlertKind::Overdue, "eu-west-1", i))
+            .collect();
+        let out = fold(alerts, 3);
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|n| matches!(n, Notification::Single(_))));
+    }
+
+    #[test]
+    fn a_storm_folds_into_one_summary_with_counts_per_destination() {
+        let mut alerts: Vec<Alert> = (0..7)
+            .map(|i| alert(AlertKind::Overdue, "eu-west-1", i))
+            .collect();
+        alerts.extend((10..13).map(|i| alert(AlertKind::Failed, "ap-southeast-2", i)));
+        let out = fold(alerts, 5);
+        let [Notification::Summary(s)] = out.as_slice() else {
+            panic!("expected one summary, got {out:?}")
+        };
+        assert_eq!(s.total, 10);
+        assert_eq!(s.examples.len(), SUMMARY_EXAMPLES);
+        let counts: Vec<(String, Vec<(AlertKind, usize)>)> = s
+            .by_destination
+            .iter()
+            .map(|(d, k)| {
+                (
+                    d.region.to_string(),
+                    k.iter().map(|(k, n)| (*k, *n)).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            vec![
+                ("ap-southeast-2".to_owned(), vec![(AlertKind::Failed, 3)]),
+                ("eu-west-1".to_owned(), vec![(AlertKind::Overdue, 7)]),
+            ]
+        );
+        let n = &out[0];
+        assert_eq!(
+            n.subject(),
+            "[replwatch] 10 replication problems in 2 destinations"
+        );
+        assert!(
+            n.body().contains("ap-southeast-2/222222222222: 3 FAILED"),
+            "{}",
+            n.body()
+        );
+        assert_eq!(n.severity(), Severity::Critical);
+        assert_eq!(n.destination_region(), "multiple");
+    }
+
+    #[test]
+    fn untagged_images_are_named_by_short_digest_and_subjects_fit_sns() {
+        let mut a = alert(AlertKind::TagLost, "eu-west-1", 2);
+        a.key.tag = None;
+        assert_eq!(a.image_reference(), "team-a/web@sha256:020202020202");
+        a.key.tag = Some("x".repeat(300));
+        assert!(Notification::Single(a).subject().chars().count() <= 100);
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(TimeDelta::seconds(12)), "12s");
+        assert_eq!(human_duration(TimeDelta::seconds(31 * 60 + 4)), "31m 4s");
+        assert_eq!(human_duration(TimeDelta::minutes(125)), "2h 5m");
+    }
+}
