@@ -27,7 +27,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use replwatch_core::model::{
     AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
 };
-use replwatch_core::store::{ExpectationStore, StoreError};
+use replwatch_core::store::{ExpectationStore, OpenCount, StoreError, count_open};
 use replwatch_core::tracking::{AlertKind, ExpectationState, ReplicationExpectation};
 
 /// Partitions of the due index.
@@ -242,6 +242,20 @@ impl ExpectationStore for DynamoExpectationStore {
         due.truncate(limit);
         Ok(due)
     }
+
+    async fn open_counts(&self) -> Result<Vec<OpenCount>, StoreError> {
+        // Every open record is in the due index with some `next_check`; the last instant with
+        // a four-digit year (which keeps the string order) selects all of them.
+        let end_of_time = DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
+            .map_err(|e| backend_message("Query(due)", e.to_string()))?
+            .with_timezone(&Utc);
+        let open = self.due(end_of_time, usize::MAX).await?;
+        Ok(count_open(&open))
+    }
+}
+
+fn backend_message(operation: &'static str, message: String) -> StoreError {
+    StoreError::Backend { operation, message }
 }
 
 fn request_error(

@@ -7,6 +7,8 @@
 //! - [`tracking`]: the per-(image, destination) state machine and its alert decisions;
 //! - [`store`]: the port through which expectations are kept, with an in-memory version;
 //! - [`tracker`]: the read–transition–conditional-write loop every handler shares;
+//! - [`registry`]: the port through which ECR's authoritative answers are read;
+//! - [`pipeline`]: what the functions do with an event or a sweep tick, over the ports;
 //! - [`alerts`]: what is told to a human, folded under storms, and the notifier port;
 //! - [`clock`]: time as a dependency.
 
@@ -14,6 +16,8 @@ pub mod alerts;
 pub mod clock;
 pub mod events;
 pub mod model;
+pub mod pipeline;
+pub mod registry;
 pub mod rules;
 pub mod store;
 pub mod tracker;

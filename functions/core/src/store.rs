@@ -12,8 +12,8 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{ExpectationKey, SourceImage};
-use crate::tracking::ReplicationExpectation;
+use crate::model::{Destination, ExpectationKey, SourceImage};
+use crate::tracking::{ExpectationState, ReplicationExpectation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -59,6 +59,79 @@ pub trait ExpectationStore: Send + Sync {
         now: DateTime<Utc>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ReplicationExpectation>, StoreError>> + Send;
+
+    /// How many records are open (pending or overdue) per destination: the gauges the sweep
+    /// publishes. Reads the due index only, so its cost follows what is open, not history.
+    fn open_counts(&self) -> impl Future<Output = Result<Vec<OpenCount>, StoreError>> + Send;
+}
+
+macro_rules! forward_store {
+    ($($pointer:ty),*) => {$(
+        impl<T: ExpectationStore + ?Sized> ExpectationStore for $pointer {
+            fn get(
+                &self,
+                key: &ExpectationKey,
+            ) -> impl Future<Output = Result<Option<ReplicationExpectation>, StoreError>> + Send {
+                (**self).get(key)
+            }
+            fn save(
+                &self,
+                item: &ReplicationExpectation,
+            ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+                (**self).save(item)
+            }
+            fn for_image(
+                &self,
+                image: &SourceImage,
+            ) -> impl Future<Output = Result<Vec<ReplicationExpectation>, StoreError>> + Send {
+                (**self).for_image(image)
+            }
+            fn due(
+                &self,
+                now: DateTime<Utc>,
+                limit: usize,
+            ) -> impl Future<Output = Result<Vec<ReplicationExpectation>, StoreError>> + Send {
+                (**self).due(now, limit)
+            }
+            fn open_counts(&self) -> impl Future<Output = Result<Vec<OpenCount>, StoreError>> + Send {
+                (**self).open_counts()
+            }
+        }
+    )*};
+}
+
+// A store shared by reference or behind an `Arc` is still a store.
+forward_store!(&T, std::sync::Arc<T>);
+
+/// Open records of one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenCount {
+    pub destination: Destination,
+    pub pending: u64,
+    pub overdue: u64,
+}
+
+/// Counts open records per destination, in destination order.
+pub fn count_open<'a>(
+    records: impl IntoIterator<Item = &'a ReplicationExpectation>,
+) -> Vec<OpenCount> {
+    let mut counts: BTreeMap<Destination, (u64, u64)> = BTreeMap::new();
+    for record in records {
+        let entry = counts.entry(record.key.destination.clone()).or_default();
+        match record.state {
+            ExpectationState::Pending => entry.0 += 1,
+            ExpectationState::Overdue => entry.1 += 1,
+            _ => {}
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(destination, (pending, overdue))| OpenCount {
+            destination,
+            pending,
+            overdue,
+        })
+        .collect()
 }
 
 /// An [`ExpectationStore`] in a map, for unit tests of the core.
@@ -133,6 +206,13 @@ impl ExpectationStore for InMemoryStore {
         });
         due.truncate(limit);
         Ok(due)
+    }
+
+    async fn open_counts(&self) -> Result<Vec<OpenCount>, StoreError> {
+        let records = self.lock();
+        Ok(count_open(
+            records.values().filter(|r| !r.state.is_closed()),
+        ))
     }
 }
 
@@ -340,6 +420,41 @@ pub mod contract {
         assert_eq!(due[0].state, crate::tracking::ExpectationState::Overdue);
     }
 
+    pub async fn open_counts_count_pending_and_overdue_per_destination<S: ExpectationStore>(
+        store: S,
+    ) {
+        let policy = TrackingPolicy::default();
+        let east = ("us-east-1", "111111111111");
+        let west = ("eu-west-1", "222222222222");
+        let mut overdue = pushed(key(9, Some("a"), west.0, west.1), 0);
+        overdue.apply(&Observation::StillInProgress { at: at(31) }, &policy);
+        let mut closed = pushed(key(9, Some("b"), east.0, east.1), 0);
+        closed.apply(&Observation::SourceDeleted { at: at(2) }, &policy);
+        for e in [
+            pushed(key(9, Some("c"), east.0, east.1), 0),
+            pushed(key(10, Some("c"), east.0, east.1), 0),
+            pushed(key(9, Some("d"), west.0, west.1), 0),
+            overdue,
+            closed,
+        ] {
+            store.save(&e).await.expect("save");
+        }
+        let counts: Vec<(String, u64, u64)> = store
+            .open_counts()
+            .await
+            .expect("open counts")
+            .into_iter()
+            .map(|c| (c.destination.region.to_string(), c.pending, c.overdue))
+            .collect();
+        assert_eq!(
+            counts,
+            vec![
+                ("eu-west-1".to_owned(), 1, 1),
+                ("us-east-1".to_owned(), 2, 0)
+            ]
+        );
+    }
+
     /// Generates one `#[tokio::test]` per contract case; `$make` is an expression evaluating
     /// to a future that yields a fresh, empty store.
     #[macro_export]
@@ -353,6 +468,7 @@ pub mod contract {
                 for_image_returns_every_destination_and_tag_of_that_image_only,
                 due_returns_only_open_records_past_their_check_time_earliest_first,
                 overdue_records_come_back_after_the_recheck_interval,
+                open_counts_count_pending_and_overdue_per_destination,
             );
         };
         (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -13,8 +13,12 @@ pub const MAX_ATTEMPTS: usize = 8;
 /// Whether an observation may create a record that does not exist yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Creation {
-    /// Pushes and replication outcomes create their record (a replication event may come
-    /// before its push).
+    /// The record almost certainly does not exist (a push): write it without reading first,
+    /// and fall back to read–modify–write only if it does. One write per destination is the
+    /// whole cost of tracking a push.
+    ExpectNew,
+    /// Replication outcomes create their record (a replication event may come before its
+    /// push).
     Create,
     /// Deletes and sweep confirmations only touch records that exist.
     ExistingOnly,
@@ -60,10 +64,26 @@ impl<'a, S: ExpectationStore> Tracker<'a, S> {
         observation: &Observation,
         creation: Creation,
     ) -> Result<Option<Applied>, TrackerError> {
+        if creation == Creation::ExpectNew {
+            let mut record = ReplicationExpectation::new(key.clone());
+            let transition = record.apply(observation, &self.policy);
+            if record.is_known() {
+                match self.store.save(&record).await {
+                    Ok(version) => {
+                        record.version = version;
+                        return Ok(Some(Applied { record, transition }));
+                    }
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(other) => return Err(other.into()),
+                }
+            }
+        }
         for _ in 0..MAX_ATTEMPTS {
             let mut record = match self.store.get(key).await? {
                 Some(record) => record,
-                None if creation == Creation::Create => ReplicationExpectation::new(key.clone()),
+                None if creation != Creation::ExistingOnly => {
+                    ReplicationExpectation::new(key.clone())
+                }
                 None => return Ok(None),
             };
             let transition = record.apply(observation, &self.policy);
@@ -158,6 +178,10 @@ mod tests {
         ) -> Result<Vec<ReplicationExpectation>, StoreError> {
             self.inner.due(now, limit).await
         }
+
+        async fn open_counts(&self) -> Result<Vec<crate::store::OpenCount>, StoreError> {
+            self.inner.open_counts().await
+        }
     }
 
     #[tokio::test]
@@ -225,6 +249,37 @@ mod tests {
             .await
             .expect("observe");
         assert!(applied.is_none());
+    }
+
+    #[tokio::test]
+    async fn expect_new_falls_back_to_read_modify_write_when_the_record_exists() {
+        let store = InMemoryStore::new();
+        let tracker = Tracker::new(&store, TrackingPolicy::default());
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
+            .single()
+            .expect("time");
+        let arrived = Observation::Arrived {
+            arrived_at: Some(t0 + TimeDelta::minutes(2)),
+            observed_at: t0 + TimeDelta::minutes(2),
+            tag_present: true,
+        };
+        tracker
+            .observe(&key(), &arrived, Creation::Create)
+            .await
+            .expect("arrival first");
+        let push = tracker
+            .observe(&key(), &Observation::Pushed { at: t0 }, Creation::ExpectNew)
+            .await
+            .expect("push")
+            .expect("record");
+        assert_eq!(
+            push.record.state,
+            ExpectationState::Replicated,
+            "the push did not overwrite"
+        );
+        assert_eq!(push.transition.new_latency, Some(TimeDelta::minutes(2)));
+        assert_eq!(push.record.version, 2);
     }
 
     #[tokio::test]
