@@ -2,9 +2,11 @@
 //!
 //! - [`dynamodb`]: the expectation store on DynamoDB (conditional writes, sparse due index,
 //!   TTL).
+//! - [`ecr`]: the registry port on ECR, with cross-account reads through a reader role.
 //! - [`local`]: client configuration for the local AWS test bed (`infra/local-aws/`).
 
 pub mod dynamodb;
+pub mod ecr;
 pub mod local;
 
 pub use dynamodb::DynamoExpectationStore;

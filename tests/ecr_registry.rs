@@ -1,0 +1,234 @@
+//! The ECR registry adapter against the local AWS: the status API per destination (in
+//! progress, complete, failed with its code), tags read in a cross-account destination through
+//! the reader role, the rules read back from `DescribeRegistry`, and "not found" told apart
+//! from errors.
+
+use aws_sdk_ecr::types::ImageIdentifier;
+use replwatch_aws::ecr::{CrossAccountAccess, EcrRegistry};
+use replwatch_core::registry::{DestinationReplication, ImageReplicationStatus, Registry};
+use replwatch_core::{
+    AccountId, Destination, Digest, Region, ReplicationConfiguration, RepositoryName, SourceImage,
+};
+use testbed::{LocalAws, unique_account};
+
+fn destination(region: &str, account: &str) -> Destination {
+    Destination::new(
+        Region::parse(region).expect("region"),
+        AccountId::parse(account).expect("account"),
+    )
+}
+
+struct Setup {
+    aws: LocalAws,
+    source: String,
+    other: String,
+    image: SourceImage,
+    registry: EcrRegistry,
+}
+
+async fn setup(repository: &str) -> Setup {
+    let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let source = unique_account();
+    let other = unique_account();
+    let rules: ReplicationConfiguration = serde_json::from_value(serde_json::json!({"rules": [
+        {"destinations": [{"region": "us-east-1", "registryId": source}],
+         "repositoryFilters": [{"filter": "svc/", "filterType": "PREFIX_MATCH"}]},
+        {"destinations": [{"region": "eu-west-1", "registryId": other}]}
+    ]}))
+    .expect("rules");
+    aws.put_replication_configuration(&source, "us-west-2", &rules)
+        .await
+        .expect("rules");
+    // The failing destination is keyed by its unique account, so parallel tests are unaffected.
+    aws.configure_replication(&serde_json::json!({"destinations": {
+        format!("eu-west-1/{other}"): {"paused": true}
+    }}))
+    .expect("pause the cross-account destination");
+    let ecr = aws.ecr(&source, "us-west-2").await;
+    ecr.create_repository()
+        .repository_name(repository)
+        .send()
+        .await
+        .expect("repository");
+    let pushed = aws
+        .push_image(&source, "us-west-2", repository, Some("v1"), repository)
+        .await
+        .expect("push");
+    let image = SourceImage {
+        registry: destination("us-west-2", &source),
+        repository: RepositoryName::parse(repository).expect("repository"),
+        digest: Digest::parse(&pushed.digest).expect("digest"),
+    };
+    let registry = EcrRegistry::new(
+        aws.config(&source, "us-west-2").await,
+        AccountId::parse(&source).expect("account"),
+        Some(CrossAccountAccess {
+            role_name: "replwatch-reader".into(),
+            external_id: Some("replwatch-test".into()),
+        }),
+    );
+    Setup {
+        aws,
+        source,
+        other,
+        image,
+        registry,
+    }
+}
+
+#[tokio::test]
+async fn statuses_follow_replication_per_destination() {
+    let s = setup("svc/api").await;
+    let same = destination("us-east-1", &s.source);
+    let cross = destination("eu-west-1", &s.other);
+    s.aws.flush_replication().expect("flush");
+    let status = s
+        .registry
+        .replication_status(&s.image)
+        .await
+        .expect("status");
+    assert_eq!(
+        status.for_destination(&same),
+        Some(&DestinationReplication::Complete)
+    );
+    // Paused destinations stay in progress until flushed; flush runs paused jobs too, so
+    // pause again and push another image to see IN_PROGRESS.
+    let second = s
+        .aws
+        .push_image(&s.source, "us-west-2", "svc/api", Some("v2"), "second")
+        .await
+        .expect("push");
+    let second = SourceImage {
+        digest: Digest::parse(&second.digest).expect("digest"),
+        ..s.image.clone()
+    };
+    let status = s
+        .registry
+        .replication_status(&second)
+        .await
+        .expect("status");
+    assert_eq!(
+        status.for_destination(&cross),
+        Some(&DestinationReplication::InProgress)
+    );
+
+    // Tags in the cross-account destination, read through the reader role.
+    let tags = s
+        .registry
+        .tags_in_destination(&cross, &s.image.repository, &s.image.digest)
+        .await
+        .expect("tags");
+    assert_eq!(tags, Some(vec!["v1".to_owned()]));
+    let absent = s
+        .registry
+        .tags_in_destination(&cross, &second.repository, &second.digest)
+        .await
+        .expect("tags of an image not there yet");
+    assert_eq!(absent, None);
+    let no_repository = s
+        .registry
+        .tags_in_destination(
+            &cross,
+            &RepositoryName::parse("svc/none").expect("name"),
+            &s.image.digest,
+        )
+        .await
+        .expect("tags in a missing repository");
+    assert_eq!(no_repository, None);
+}
+
+#[tokio::test]
+async fn a_failed_destination_reports_its_failure_code() {
+    let s = setup("svc/failing").await;
+    s.aws
+        .configure_replication(&serde_json::json!({"destinations": {
+            format!("us-east-1/{}", s.source): {"fail": true, "failure_code": "KMS_KEY_NOT_FOUND"}
+        }}))
+        .expect("fail the same-account destination");
+    let pushed = s
+        .aws
+        .push_image(&s.source, "us-west-2", "svc/failing", Some("v9"), "failing")
+        .await
+        .expect("push");
+    s.aws.flush_replication().expect("flush");
+    let image = SourceImage {
+        digest: Digest::parse(&pushed.digest).expect("digest"),
+        ..s.image.clone()
+    };
+    let status = s.registry.replication_status(&image).await.expect("status");
+    assert_eq!(
+        status.for_destination(&destination("us-east-1", &s.source)),
+        Some(&DestinationReplication::Failed {
+            failure_code: Some("KMS_KEY_NOT_FOUND".into())
+        })
+    );
+}
+
+#[tokio::test]
+async fn rules_read_back_and_a_deleted_source_is_not_found() {
+    let s = setup("svc/rules").await;
+    let rules = s
+        .registry
+        .replication_configuration(&s.image.registry)
+        .await
+        .expect("DescribeRegistry");
+    rules.validate().expect("valid");
+    assert_eq!(
+        rules.destinations_for(&s.image.registry, &s.image.repository),
+        vec![
+            destination("us-east-1", &s.source),
+            destination("eu-west-1", &s.other)
+        ]
+    );
+    assert_eq!(
+        rules.destinations_for(
+            &s.image.registry,
+            &RepositoryName::parse("web").expect("name")
+        ),
+        vec![destination("eu-west-1", &s.other)]
+    );
+
+    s.aws
+        .ecr(&s.source, "us-west-2")
+        .await
+        .batch_delete_image()
+        .repository_name("svc/rules")
+        .image_ids(
+            ImageIdentifier::builder()
+                .image_digest(s.image.digest.as_str())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("delete");
+    let status = s
+        .registry
+        .replication_status(&s.image)
+        .await
+        .expect("status");
+    assert_eq!(status, ImageReplicationStatus::SourceImageNotFound);
+}
+
+#[tokio::test]
+async fn another_account_without_a_reader_role_is_a_clear_error() {
+    let s = setup("svc/norole").await;
+    let registry = EcrRegistry::new(
+        s.aws.config(&s.source, "us-west-2").await,
+        AccountId::parse(&s.source).expect("account"),
+        None,
+    );
+    let error = registry
+        .tags_in_destination(
+            &destination("eu-west-1", &s.other),
+            &s.image.repository,
+            &s.image.digest,
+        )
+        .await
+        .expect_err("no role configured");
+    let text = error.to_string();
+    assert!(
+        text.contains("AssumeRole") && text.contains(&s.other),
+        "{text}"
+    );
+    assert!(!error.retryable);
+}
