@@ -81,7 +81,7 @@ async fn statuses_follow_replication_per_destination() {
     let s = setup("svc/api").await;
     let same = destination("us-east-1", &s.source);
     let cross = destination("eu-west-1", &s.other);
-    s.aws.flush_replication().expect("flush");
+    s.aws.flush_replication(&s.source).expect("flush");
     let status = s
         .registry
         .replication_status(&s.image)
@@ -150,7 +150,7 @@ async fn a_failed_destination_reports_its_failure_code() {
         .push_image(&s.source, "us-west-2", "svc/failing", Some("v9"), "failing")
         .await
         .expect("push");
-    s.aws.flush_replication().expect("flush");
+    s.aws.flush_replication(&s.source).expect("flush");
     let image = SourceImage {
         digest: Digest::parse(&pushed.digest).expect("digest"),
         ..s.image.clone()

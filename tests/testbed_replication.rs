@@ -93,7 +93,7 @@ async fn a_push_reaches_same_and_cross_account_destinations_with_events_and_stat
     );
     assert_eq!(push.envelope.region.as_str(), SOURCE_REGION);
 
-    aws.flush_replication().expect("flush");
+    aws.flush_replication(&source).expect("flush");
 
     // Same account, other Region: identical manifest and tag.
     let replica = aws
@@ -252,7 +252,7 @@ async fn an_image_pushed_before_the_configuration_is_not_replicated() {
         )
         .await
         .expect("push after configuration");
-    aws.flush_replication().expect("flush");
+    aws.flush_replication(&source).expect("flush");
 
     let destination = aws.ecr(&source, SAME_ACCOUNT_REGION).await;
     let listed = destination

@@ -332,10 +332,43 @@ impl LocalAws {
         Ok(events)
     }
 
-    /// Completes every scheduled replication now (the test bed's flush endpoint).
-    pub fn flush_replication(&self) -> Result<serde_json::Value, Error> {
-        let body = self.http("POST", "/_localaws/replication/flush", Some("{}"))?;
-        Ok(serde_json::from_slice(&body)?)
+    /// Completes now every scheduled replication of images pushed in `source_account`, paused
+    /// or not (the test bed's flush endpoint). Returns how many completed.
+    pub fn flush_replication(&self, source_account: &str) -> Result<u64, Error> {
+        let request = serde_json::json!({"source_account": source_account}).to_string();
+        let body: serde_json::Value = serde_json::from_slice(&self.http(
+            "POST",
+            "/_localaws/replication/flush",
+            Some(&request),
+        )?)?;
+        body["completed"]
+            .as_u64()
+            .ok_or_else(|| "flush answered without a count".into())
+    }
+
+    /// Scheduled replications of images pushed in `source_account`: (destination as
+    /// `region/account`, paused).
+    pub fn pending_replications(&self, source_account: &str) -> Result<Vec<(String, bool)>, Error> {
+        let body: serde_json::Value =
+            serde_json::from_slice(&self.http("GET", "/_localaws/replication", None)?)?;
+        let prefix = format!("{source_account}/");
+        Ok(body["pending"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|job| {
+                job["source"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with(&prefix))
+            })
+            .map(|job| {
+                (
+                    job["destination"].as_str().unwrap_or_default().to_owned(),
+                    job["paused"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect())
     }
 
     /// Merges replication settings (delays, failures, pauses, event loss) into the test bed.

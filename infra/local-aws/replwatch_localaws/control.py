@@ -6,7 +6,9 @@ Endpoints (JSON in and out):
 - ``GET  /_localaws/replication``          -> settings + pending jobs
 - ``POST /_localaws/replication``          -> merge settings (see ``replication.update_settings``)
 - ``DELETE /_localaws/replication``        -> back to defaults (pending jobs are kept)
-- ``POST /_localaws/replication/flush``    -> run every pending job now: ``{"completed": N}``
+- ``POST /_localaws/replication/flush``    -> run every pending job now: ``{"completed": N}``;
+  with ``{"source_account": "111111111111"}`` only the jobs of images pushed
+  in that account (tests sharing one server each use their own accounts)
 - ``GET|HEAD /_localaws/blobs/<account>/<region>/<repository>/<digest>``
       -> the blob bytes; this is what GetDownloadUrlForLayer's ``downloadUrl``
          points at (on AWS, a pre-signed S3 URL). Streamed in 1 MiB chunks.
@@ -78,7 +80,14 @@ def _handle(request: Request) -> Response:
     if path == "replication/flush":
         if method != "POST":
             return _json(405, {"message": "use POST"})
-        return _json(200, {"completed": replication.flush()})
+        try:
+            body = json.loads(request.get_data() or b"{}")
+        except ValueError as err:
+            return _json(400, {"message": str(err)})
+        account = body.get("source_account") if isinstance(body, dict) else None
+        if account is not None and not isinstance(account, str):
+            return _json(400, {"message": "source_account must be a string"})
+        return _json(200, {"completed": replication.flush(account)})
     if path.startswith("blobs/") and method in ("GET", "HEAD"):
         return _blob(request, path[len("blobs/"):])
     return _json(404, {"message": f"unknown endpoint {request.path}"})

@@ -354,11 +354,14 @@ class Scheduler:
                 timeout = max(0.0, min(j.due for j in runnable) - now) if runnable else None
                 self.cv.wait(timeout)
 
-    def flush(self) -> int:
+    def flush(self, source_account: str | None = None) -> int:
         with self.cv:
-            jobs = sorted(self.jobs, key=lambda j: j.due)
-            self.jobs.clear()
+            jobs = sorted(
+                (j for j in self.jobs if source_account is None or j.source[0] == source_account),
+                key=lambda j: j.due,
+            )
             for job in jobs:
+                self.jobs.remove(job)
                 _run(job)
             return len(jobs)
 
@@ -371,8 +374,8 @@ class Scheduler:
 _scheduler = Scheduler()
 
 
-def flush() -> int:
-    return _scheduler.flush()
+def flush(source_account: str | None = None) -> int:
+    return _scheduler.flush(source_account)
 
 
 def on_push(account: str, region: str, repository: str, image: Any, tag: str | None) -> None:

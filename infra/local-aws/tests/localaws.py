@@ -50,8 +50,9 @@ def configure(**settings: Any) -> Any:
     return http("POST", "/_localaws/replication", settings)
 
 
-def flush() -> int:
-    return http("POST", "/_localaws/replication/flush")["completed"]
+def flush(source_account: str | None = None) -> int:
+    body = {} if source_account is None else {"source_account": source_account}
+    return http("POST", "/_localaws/replication/flush", body)["completed"]
 
 
 def client(service: str, region: str, account: str = A) -> Any:

@@ -192,6 +192,23 @@ def test_paused_destination_stays_in_progress_until_flush_or_unpause():
         time.sleep(0.05)
 
 
+def test_flush_can_be_limited_to_one_source_account():
+    # Tests sharing one server each push from their own account; one test's flush must not
+    # complete another's paused replication.
+    other = "333333333333"
+    ecr_a = client("ecr", SRC_REGION)
+    ecr_o = client("ecr", SRC_REGION, other)
+    for ecr, account in ((ecr_a, A), (ecr_o, other)):
+        ecr.create_repository(repositoryName=REPO)
+        put_config(ecr, ([("us-east-1", account)], None))
+    configure(destinations={f"us-east-1/{A}": {"paused": True}, f"us-east-1/{other}": {"paused": True}})
+    mine = push_image(ecr_a, REPO, "v1")
+    theirs = push_image(ecr_o, REPO, "v1")
+    assert flush(other) == 1
+    assert statuses(ecr_o, REPO, theirs["digest"])[("us-east-1", other)]["status"] == "COMPLETE"
+    assert statuses(ecr_a, REPO, mine["digest"])[("us-east-1", A)]["status"] == "IN_PROGRESS"
+
+
 def test_delay_keeps_in_progress_until_due():
     ecr = client("ecr", SRC_REGION)
     ecr.create_repository(repositoryName=REPO)
