@@ -56,9 +56,39 @@ impl Clock for ManualClock {
     }
 }
 
+/// The wall clock moved forward by an adjustable offset: for runs against real services whose
+/// events carry real timestamps, where a test still needs "thirty minutes later" now.
+#[derive(Debug, Default)]
+pub struct OffsetClock(Mutex<TimeDelta>);
+
+impl OffsetClock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn advance(&self, by: TimeDelta) {
+        let mut offset = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *offset += by;
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offset_clock_runs_ahead_of_the_wall_clock() {
+        let clock = OffsetClock::new();
+        clock.advance(TimeDelta::minutes(31));
+        let ahead = clock.now() - Utc::now();
+        assert!(ahead > TimeDelta::minutes(30) && ahead <= TimeDelta::minutes(31), "{ahead}");
+    }
 
     #[test]
     fn manual_clock_moves_only_when_told() {

@@ -10,11 +10,13 @@
 //! - [`registry`]: the port through which ECR's authoritative answers are read;
 //! - [`pipeline`]: what the functions do with an event or a sweep tick, over the ports;
 //! - [`alerts`]: what is told to a human, folded under storms, and the notifier port;
+//! - [`metrics`]: per-event metrics as CloudWatch EMF lines, and the gauge publisher port;
 //! - [`clock`]: time as a dependency.
 
 pub mod alerts;
 pub mod clock;
 pub mod events;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod registry;
@@ -26,7 +28,7 @@ pub mod tracking;
 #[cfg(test)]
 mod test_events;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use events::{EcrEvent, EventError, ParsedEvent, parse_event};
 pub use model::{
     AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
