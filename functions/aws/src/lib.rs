@@ -4,7 +4,11 @@
 //!   TTL).
 //! - [`ecr`]: the registry port on ECR, with cross-account reads through a reader role.
 //! - [`local`]: client configuration for the local AWS test bed (`infra/local-aws/`).
+//! - [`cloudwatch`]: the gauge publisher port on CloudWatch `PutMetricData`.
+//! - [`dead_letter`]: the SQS queue where events that can never be processed are parked.
 
+pub mod cloudwatch;
+pub mod dead_letter;
 pub mod dynamodb;
 pub mod ecr;
 pub mod local;

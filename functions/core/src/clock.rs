@@ -87,7 +87,10 @@ mod tests {
         let clock = OffsetClock::new();
         clock.advance(TimeDelta::minutes(31));
         let ahead = clock.now() - Utc::now();
-        assert!(ahead > TimeDelta::minutes(30) && ahead <= TimeDelta::minutes(31), "{ahead}");
+        assert!(
+            ahead > TimeDelta::minutes(30) && ahead <= TimeDelta::minutes(31),
+            "{ahead}"
+        );
     }
 
     #[test]
