@@ -13,6 +13,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use crate::model::{AccountId, Destination, Digest, Region, RepositoryName, SourceImage};
 use crate::rules::ReplicationConfiguration;
@@ -165,35 +166,49 @@ struct PutReplicationConfigurationRequest {
     replication_configuration: ReplicationConfiguration,
 }
 
-/// Parses one EventBridge event (the JSON EventBridge delivers, or an SQS message body).
-pub fn parse_event(input: &[u8]) -> Result<ParsedEvent, EventError> {
-    let value: serde_json::Value = serde_json::from_slice(input).map_err(|e| EventError {
-        id: None,
-        field: "<json>".into(),
-        message: e.to_string(),
-    })?;
-    parse_event_value(value)
+/// The envelope as it is on the wire, with the detail left unparsed until the detail type
+/// says what it is (one pass over the input, no intermediate JSON tree).
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct WireEvent<'a> {
+    id: String,
+    detail_type: String,
+    source: String,
+    account: AccountId,
+    time: DateTime<Utc>,
+    region: Region,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(borrow)]
+    detail: Option<&'a RawValue>,
 }
 
-/// Like [`parse_event`], for an event already decoded as JSON.
-pub fn parse_event_value(mut value: serde_json::Value) -> Result<ParsedEvent, EventError> {
-    let id = value.get("id").and_then(|v| v.as_str()).map(str::to_owned);
+/// Parses one EventBridge event (the JSON EventBridge delivers, or an SQS message body).
+pub fn parse_event(input: &[u8]) -> Result<ParsedEvent, EventError> {
+    let wire: WireEvent =
+        match serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(input)) {
+            Ok(wire) => wire,
+            Err(e) => return Err(envelope_error(input, e)),
+        };
+    let id = Some(wire.id.clone());
     let error = |field: String, message: String| EventError {
         id: id.clone(),
         field,
         message,
     };
-    if !value.is_object() {
-        return Err(error(
-            "<json>".into(),
-            "an event must be a JSON object".into(),
-        ));
-    }
-    let detail = value
-        .as_object_mut()
-        .and_then(|o| o.remove("detail"))
-        .ok_or_else(|| error("detail".into(), "missing field".into()))?;
-    let envelope: EventEnvelope = from_value(value, "").map_err(|(f, m)| error(f, m))?;
+    let detail = wire
+        .detail
+        .ok_or_else(|| error("detail".into(), "missing field".into()))?
+        .get();
+    let envelope = EventEnvelope {
+        id: wire.id,
+        detail_type: wire.detail_type,
+        source: wire.source,
+        account: wire.account,
+        time: wire.time,
+        region: wire.region,
+        resources: wire.resources,
+    };
     let skip = |reason: String| {
         Ok(ParsedEvent::Skipped(SkippedEvent {
             id: Some(envelope.id.clone()),
@@ -206,8 +221,7 @@ pub fn parse_event_value(mut value: serde_json::Value) -> Result<ParsedEvent, Ev
     }
     match envelope.detail_type.as_str() {
         IMAGE_ACTION => {
-            let d: ImageActionDetail =
-                from_value(detail, "detail.").map_err(|(f, m)| error(f, m))?;
+            let d: ImageActionDetail = from_str(detail, "detail.").map_err(|(f, m)| error(f, m))?;
             if d.result != "SUCCESS" {
                 return skip(format!(
                     "image action result {} (nothing to replicate)",
@@ -234,7 +248,7 @@ pub fn parse_event_value(mut value: serde_json::Value) -> Result<ParsedEvent, Ev
         }
         REPLICATION_ACTION => {
             let d: ReplicationActionDetail =
-                from_value(detail, "detail.").map_err(|(f, m)| error(f, m))?;
+                from_str(detail, "detail.").map_err(|(f, m)| error(f, m))?;
             if d.action_type != "REPLICATE" {
                 return skip(format!("replication action {}", d.action_type));
             }
@@ -266,8 +280,7 @@ pub fn parse_event_value(mut value: serde_json::Value) -> Result<ParsedEvent, Ev
             )))
         }
         CLOUDTRAIL_API_CALL => {
-            let d: CloudTrailDetail =
-                from_value(detail, "detail.").map_err(|(f, m)| error(f, m))?;
+            let d: CloudTrailDetail = from_str(detail, "detail.").map_err(|(f, m)| error(f, m))?;
             if d.event_name != "PutReplicationConfiguration" {
                 return skip(format!(
                     "API call {} does not change replication",
@@ -281,7 +294,8 @@ pub fn parse_event_value(mut value: serde_json::Value) -> Result<ParsedEvent, Ev
                 .request_parameters
                 .ok_or_else(|| error("detail.requestParameters".into(), "missing field".into()))?;
             let request: PutReplicationConfigurationRequest =
-                from_value(request, "detail.requestParameters.").map_err(|(f, m)| error(f, m))?;
+                from_json_value(request, "detail.requestParameters.")
+                    .map_err(|(f, m)| error(f, m))?;
             let registry = Destination::new(
                 d.aws_region.unwrap_or_else(|| envelope.region.clone()),
                 d.recipient_account_id
@@ -301,32 +315,71 @@ pub fn parse_event_value(mut value: serde_json::Value) -> Result<ParsedEvent, Ev
     }
 }
 
-/// Deserializes `value`, reporting a failure as (dotted field path, message).
-fn from_value<T: DeserializeOwned>(
+/// The error for an input whose envelope did not parse: syntax errors name no field, data
+/// errors name their path; the event id is recovered when the input is JSON with one.
+fn envelope_error(input: &[u8], e: serde_path_to_error::Error<serde_json::Error>) -> EventError {
+    let id = serde_json::from_slice::<serde_json::Value>(input)
+        .ok()
+        .and_then(|v| v.get("id").and_then(|id| id.as_str()).map(str::to_owned));
+    let syntax = matches!(
+        e.inner().classify(),
+        serde_json::error::Category::Syntax
+            | serde_json::error::Category::Eof
+            | serde_json::error::Category::Io
+    );
+    if syntax {
+        return EventError {
+            id,
+            field: "<json>".into(),
+            message: e.into_inner().to_string(),
+        };
+    }
+    let (field, message) = path_and_message(e, "");
+    let field = if field.is_empty() {
+        "<json>".to_owned()
+    } else {
+        field
+    };
+    EventError { id, field, message }
+}
+
+/// Deserializes `json`, reporting a failure as (dotted field path, message).
+fn from_str<'a, T: Deserialize<'a>>(json: &'a str, prefix: &str) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(json))
+        .map_err(|e| path_and_message(e, prefix))
+}
+
+/// Like [`from_str`], for a value already decoded.
+fn from_json_value<T: DeserializeOwned>(
     value: serde_json::Value,
     prefix: &str,
 ) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        // serde reports a missing field at the parent path; name the field itself.
-        let field = match inner.strip_prefix("missing field `") {
-            Some(rest) => {
-                let name = rest.split('`').next().unwrap_or(rest);
-                if path == "." {
-                    name.to_owned()
-                } else {
-                    format!("{path}.{name}")
-                }
+    serde_path_to_error::deserialize(value).map_err(|e| path_and_message(e, prefix))
+}
+
+fn path_and_message<E: std::fmt::Display>(
+    e: serde_path_to_error::Error<E>,
+    prefix: &str,
+) -> (String, String) {
+    let path = e.path().to_string();
+    let inner = e.into_inner().to_string();
+    // serde reports a missing field at the parent path; name the field itself.
+    let field = match inner.strip_prefix("missing field `") {
+        Some(rest) => {
+            let name = rest.split('`').next().unwrap_or(rest);
+            if path == "." {
+                name.to_owned()
+            } else {
+                format!("{path}.{name}")
             }
-            None => path,
-        };
-        let field = if field == "." { String::new() } else { field };
-        (
-            format!("{prefix}{field}").trim_end_matches('.').to_owned(),
-            inner,
-        )
-    })
+        }
+        None => path,
+    };
+    let field = if field == "." { String::new() } else { field };
+    (
+        format!("{prefix}{field}").trim_end_matches('.').to_owned(),
+        inner,
+    )
 }
 
 #[cfg(test)]

@@ -112,13 +112,15 @@ pub struct Region(String);
 
 impl Region {
     pub fn parse(value: &str) -> Result<Self, InvalidValue> {
-        let parts: Vec<&str> = value.split('-').collect();
-        let shaped = parts.len() >= 3
-            && parts.iter().all(|p| !p.is_empty())
-            && parts[..parts.len() - 1]
-                .iter()
-                .all(|p| p.bytes().all(|b| b.is_ascii_lowercase()))
-            && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit());
+        let mut parts = value.split('-');
+        let last = parts.next_back().unwrap_or_default();
+        let mut leading = 0;
+        let words = parts.all(|p| {
+            leading += 1;
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase())
+        });
+        let shaped =
+            leading >= 2 && words && !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit());
         if shaped {
             Ok(Self(value.to_owned()))
         } else {

@@ -16,7 +16,7 @@
 //! write.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -102,7 +102,7 @@ pub struct SweepReport {
 /// Cached replication configurations per source registry.
 #[derive(Debug, Default)]
 struct ConfigurationCache {
-    entries: Mutex<HashMap<Destination, (ReplicationConfiguration, DateTime<Utc>)>>,
+    entries: Mutex<HashMap<Destination, (Arc<ReplicationConfiguration>, DateTime<Utc>)>>,
 }
 
 impl ConfigurationCache {
@@ -111,18 +111,18 @@ impl ConfigurationCache {
         registry: &Destination,
         now: DateTime<Utc>,
         ttl: TimeDelta,
-    ) -> Option<ReplicationConfiguration> {
+    ) -> Option<Arc<ReplicationConfiguration>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
             .get(registry)
             .filter(|(_, fetched)| now - *fetched < ttl)
-            .map(|(config, _)| config.clone())
+            .map(|(config, _)| Arc::clone(config))
     }
 
     fn put(
         &self,
         registry: Destination,
-        configuration: ReplicationConfiguration,
+        configuration: Arc<ReplicationConfiguration>,
         now: DateTime<Utc>,
     ) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -174,7 +174,7 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Pipeline<S, R, C> {
     pub async fn configuration(
         &self,
         registry: &Destination,
-    ) -> Result<ReplicationConfiguration, RegistryError> {
+    ) -> Result<Arc<ReplicationConfiguration>, RegistryError> {
         let now = self.clock.now();
         if let Some(cached) =
             self.configurations
@@ -182,9 +182,9 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Pipeline<S, R, C> {
         {
             return Ok(cached);
         }
-        let fresh = self.registry.replication_configuration(registry).await?;
+        let fresh = Arc::new(self.registry.replication_configuration(registry).await?);
         self.configurations
-            .put(registry.clone(), fresh.clone(), now);
+            .put(registry.clone(), Arc::clone(&fresh), now);
         Ok(fresh)
     }
 
@@ -202,7 +202,7 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Pipeline<S, R, C> {
             EcrEvent::ConfigurationChange(change) => {
                 self.configurations.put(
                     change.registry.clone(),
-                    change.configuration.clone(),
+                    Arc::new(change.configuration.clone()),
                     self.clock.now(),
                 );
                 Ok(Effects::default())

@@ -6,7 +6,7 @@
 //! once and two of them may hold the same record: the loser of a race gets
 //! [`StoreError::Conflict`], reloads and applies its observation again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Mutex;
 
@@ -134,10 +134,10 @@ pub fn count_open<'a>(
         .collect()
 }
 
-/// An [`ExpectationStore`] in a map, for unit tests of the core.
+/// An [`ExpectationStore`] in a map, for unit tests of the core and its benchmark.
 #[derive(Debug, Default)]
 pub struct InMemoryStore {
-    records: Mutex<BTreeMap<ExpectationKey, ReplicationExpectation>>,
+    records: Mutex<HashMap<ExpectationKey, ReplicationExpectation>>,
 }
 
 impl InMemoryStore {
@@ -145,11 +145,14 @@ impl InMemoryStore {
         Self::default()
     }
 
+    /// Every record, in key order.
     pub fn all(&self) -> Vec<ReplicationExpectation> {
-        self.lock().values().cloned().collect()
+        let mut all: Vec<ReplicationExpectation> = self.lock().values().cloned().collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        all
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ExpectationKey, ReplicationExpectation>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ExpectationKey, ReplicationExpectation>> {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

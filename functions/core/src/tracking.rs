@@ -248,7 +248,7 @@ impl ReplicationExpectation {
 
     /// Applies one observation; see the module documentation for the rules.
     pub fn apply(&mut self, observation: &Observation, policy: &TrackingPolicy) -> Transition {
-        let before = self.clone();
+        let before = Snapshot::of(self);
         match observation {
             Observation::Pushed { at } => {
                 let pushed = earliest(self.pushed_at, *at);
@@ -301,9 +301,9 @@ impl ReplicationExpectation {
         Transition {
             from: before.state,
             to: self.state,
-            changed: *self != before,
+            changed: Snapshot::of(self) != before,
             raised,
-            new_latency: match before.latency() {
+            new_latency: match before.latency {
                 None => self.latency(),
                 Some(_) => None,
             },
@@ -336,6 +336,41 @@ impl ReplicationExpectation {
         } else {
             self.deadline.map(|d| d + policy.retention)
         };
+    }
+}
+
+/// Everything `apply` may change, without the key (which it never changes): comparing two
+/// of these is how a transition knows whether the record must be written, without cloning
+/// the record on the hot path.
+#[derive(PartialEq)]
+struct Snapshot {
+    state: ExpectationState,
+    times: [Option<DateTime<Utc>>; 8],
+    failure_code_len: Option<usize>,
+    // Alerts are only ever added, so their number tells whether the set changed.
+    alerts: usize,
+    latency: Option<TimeDelta>,
+}
+
+impl Snapshot {
+    fn of(e: &ReplicationExpectation) -> Self {
+        Self {
+            state: e.state,
+            times: [
+                e.pushed_at,
+                e.deadline,
+                e.arrived_at,
+                e.closed_at,
+                e.overdue_since,
+                e.last_checked_at,
+                e.next_check_at,
+                e.expires_at,
+            ],
+            // The failure code is only ever set once, from none.
+            failure_code_len: e.failure_code.as_ref().map(String::len),
+            alerts: e.alerts.len(),
+            latency: e.latency(),
+        }
     }
 }
 

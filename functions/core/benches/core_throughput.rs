@@ -1,0 +1,240 @@
+//! Throughput of the pure core and the AWS calls a tracked push costs.
+//!
+//! `cargo bench -p replwatch-core` runs, on one thread, what `track-push` and
+//! `track-replication` do per event — parse the EventBridge JSON, apply it through the tracker
+//! to the store — against the in-memory store and a registry that answers at once, so the
+//! figure is the core's own cost. It also counts, per push of an image replicated to three
+//! destinations, the calls each port receives; the DynamoDB and ECR adapters make exactly one
+//! AWS API call per port call of these kinds (GetItem, PutItem, DescribeRegistry,
+//! DescribeImages), and metrics are EMF log lines, never an API call.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use replwatch_core::pipeline::{Pipeline, PipelineSettings};
+use replwatch_core::registry::{
+    DestinationReplication, ImageReplicationStatus, Registry, RegistryError,
+};
+use replwatch_core::store::{OpenCount, StoreError};
+use replwatch_core::{
+    Destination, Digest, ExpectationKey, ExpectationStore, InMemoryStore, ParsedEvent,
+    ReplicationConfiguration, ReplicationExpectation, RepositoryName, SourceImage, SystemClock,
+    parse_event,
+};
+
+const CONFIGURATION: &str = r#"{"rules": [
+  {"destinations": [{"region": "us-east-1", "registryId": "111111111111"},
+                    {"region": "eu-west-1", "registryId": "222222222222"}],
+   "repositoryFilters": [{"filter": "team-a/", "filterType": "PREFIX_MATCH"}]},
+  {"destinations": [{"region": "ap-southeast-2", "registryId": "111111111111"}]}
+]}"#;
+
+#[derive(Default)]
+struct Counts {
+    get: AtomicUsize,
+    save: AtomicUsize,
+    query: AtomicUsize,
+    describe_registry: AtomicUsize,
+    describe_images: AtomicUsize,
+    replication_status: AtomicUsize,
+}
+
+struct CountingStore<'a> {
+    inner: InMemoryStore,
+    counts: &'a Counts,
+}
+
+impl ExpectationStore for CountingStore<'_> {
+    async fn get(
+        &self,
+        key: &ExpectationKey,
+    ) -> Result<Option<ReplicationExpectation>, StoreError> {
+        self.counts.get.fetch_add(1, Ordering::Relaxed);
+        self.inner.get(key).await
+    }
+    async fn save(&self, item: &ReplicationExpectation) -> Result<u64, StoreError> {
+        self.counts.save.fetch_add(1, Ordering::Relaxed);
+        self.inner.save(item).await
+    }
+    async fn for_image(
+        &self,
+        image: &SourceImage,
+    ) -> Result<Vec<ReplicationExpectation>, StoreError> {
+        self.counts.query.fetch_add(1, Ordering::Relaxed);
+        self.inner.for_image(image).await
+    }
+    async fn due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<ReplicationExpectation>, StoreError> {
+        self.counts.query.fetch_add(1, Ordering::Relaxed);
+        self.inner.due(now, limit).await
+    }
+    async fn open_counts(&self) -> Result<Vec<OpenCount>, StoreError> {
+        self.counts.query.fetch_add(1, Ordering::Relaxed);
+        self.inner.open_counts().await
+    }
+}
+
+struct InstantRegistry<'a> {
+    configuration: ReplicationConfiguration,
+    counts: &'a Counts,
+}
+
+impl Registry for InstantRegistry<'_> {
+    async fn replication_status(
+        &self,
+        _: &SourceImage,
+    ) -> Result<ImageReplicationStatus, RegistryError> {
+        self.counts
+            .replication_status
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(ImageReplicationStatus::Found(
+            self.configuration
+                .all_destinations()
+                .into_iter()
+                .map(|d| (d, DestinationReplication::Complete))
+                .collect(),
+        ))
+    }
+    async fn tags_in_destination(
+        &self,
+        _: &Destination,
+        _: &RepositoryName,
+        _: &Digest,
+    ) -> Result<Option<Vec<String>>, RegistryError> {
+        self.counts.describe_images.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(vec!["v1".to_owned()]))
+    }
+    async fn replication_configuration(
+        &self,
+        _: &Destination,
+    ) -> Result<ReplicationConfiguration, RegistryError> {
+        self.counts
+            .describe_registry
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(self.configuration.clone())
+    }
+}
+
+/// A digest that, like real ones, differs from its neighbours in its first characters.
+fn digest(i: usize) -> String {
+    let mut x = i as u64;
+    let mut hex = String::with_capacity(64);
+    for _ in 0..4 {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        hex.push_str(&format!("{:016x}", z ^ (z >> 31)));
+    }
+    format!("sha256:{hex}")
+}
+
+fn push_event(i: usize) -> Vec<u8> {
+    let digest = digest(i);
+    format!(
+        r#"{{"version":"0","id":"p-{i}","detail-type":"ECR Image Action","source":"aws.ecr","account":"111111111111","time":"2026-11-20T10:00:00Z","region":"us-west-2","resources":[],"detail":{{"result":"SUCCESS","repository-name":"team-a/web","image-digest":"{digest}","action-type":"PUSH","image-tag":"v1"}}}}"#
+    )
+    .into_bytes()
+}
+
+fn replication_event(i: usize, region: &str, account: &str) -> Vec<u8> {
+    let digest = digest(i);
+    format!(
+        r#"{{"version":"0","id":"r-{i}-{region}","detail-type":"ECR Replication Action","source":"aws.ecr","account":"{account}","time":"2026-11-20T10:03:00Z","region":"{region}","resources":[],"detail":{{"result":"SUCCESS","repository-name":"team-a/web","image-digest":"{digest}","source-account":"111111111111","action-type":"REPLICATE","source-region":"us-west-2","image-tag":"v1"}}}}"#
+    )
+    .into_bytes()
+}
+
+fn main() {
+    let images: usize = std::env::args()
+        .skip_while(|a| a != "--images")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50_000);
+    let configuration =
+        ReplicationConfiguration::from_json(CONFIGURATION.as_bytes()).expect("configuration");
+    let destinations = [
+        ("us-east-1", "111111111111"),
+        ("eu-west-1", "222222222222"),
+        ("ap-southeast-2", "111111111111"),
+    ];
+    let mut events: Vec<Vec<u8>> = Vec::with_capacity(images * 4);
+    for i in 0..images {
+        events.push(push_event(i));
+    }
+    for i in 0..images {
+        for (region, account) in destinations {
+            events.push(replication_event(i, region, account));
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+
+    // Throughput: parse + handle every event, one thread.
+    let counts = Counts::default();
+    let store = CountingStore {
+        inner: InMemoryStore::new(),
+        counts: &counts,
+    };
+    let registry = InstantRegistry {
+        configuration: configuration.clone(),
+        counts: &counts,
+    };
+    let pipeline = Pipeline::new(store, registry, SystemClock, PipelineSettings::default());
+    let started = Instant::now();
+    runtime.block_on(async {
+        for bytes in &events {
+            let Ok(ParsedEvent::Handled(event)) = parse_event(bytes) else {
+                panic!("event did not parse")
+            };
+            black_box(pipeline.handle(&event).await.expect("handled"));
+        }
+    });
+    let elapsed = started.elapsed();
+    let rate = events.len() as f64 / elapsed.as_secs_f64();
+    println!(
+        "core throughput: {} events ({} pushes to 3 destinations, {} replication events) in {:.2} s: {:.0} events/s on one thread",
+        events.len(),
+        images,
+        images * 3,
+        elapsed.as_secs_f64(),
+        rate
+    );
+
+    // Calls per push (the first push also reads the rules; later ones use the cache).
+    let counts = Counts::default();
+    let store = CountingStore {
+        inner: InMemoryStore::new(),
+        counts: &counts,
+    };
+    let registry = InstantRegistry {
+        configuration,
+        counts: &counts,
+    };
+    let pipeline = Pipeline::new(store, registry, SystemClock, PipelineSettings::default());
+    let pushes = 1_000;
+    runtime.block_on(async {
+        for i in 0..pushes {
+            let Ok(ParsedEvent::Handled(event)) = parse_event(&push_event(i)) else {
+                panic!("event did not parse")
+            };
+            pipeline.handle(&event).await.expect("handled");
+        }
+    });
+    let per = |n: &AtomicUsize| n.load(Ordering::Relaxed) as f64 / pushes as f64;
+    println!(
+        "AWS calls per tracked push (3 destinations, {pushes} pushes): PutItem {:.2}, GetItem {:.2}, Query {:.2}, DescribeRegistry {:.3} (once per container and rules refresh), DescribeImages {:.2}, DescribeImageReplicationStatus {:.2}, PutMetricData 0 (metrics are EMF log lines)",
+        per(&counts.save),
+        per(&counts.get),
+        per(&counts.query),
+        per(&counts.describe_registry),
+        per(&counts.describe_images),
+        per(&counts.replication_status)
+    );
+}
