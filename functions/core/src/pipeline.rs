@@ -99,10 +99,13 @@ pub struct SweepReport {
     pub open: Vec<OpenCount>,
 }
 
+/// A registry's rules and when they were read.
+type CachedConfiguration = (Arc<ReplicationConfiguration>, DateTime<Utc>);
+
 /// Cached replication configurations per source registry.
 #[derive(Debug, Default)]
 struct ConfigurationCache {
-    entries: Mutex<HashMap<Destination, (Arc<ReplicationConfiguration>, DateTime<Utc>)>>,
+    entries: Mutex<HashMap<Destination, CachedConfiguration>>,
 }
 
 impl ConfigurationCache {
