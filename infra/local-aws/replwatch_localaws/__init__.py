@@ -14,6 +14,8 @@ each of which documents the AWS behaviour it reproduces:
                    multi-rule replication configurations, ECR events.
 - ``replication``: the replication engine (rules, delays, failures, pausing,
                    event loss/duplication) driven by ``/_localaws/replication``.
+- ``cloudwatch_cbor``: CloudWatch over Smithy RPCv2 CBOR (what aws-sdk-rust
+                   speaks), bridged to moto's AWS JSON 1.0.
 - ``control``:     the WSGI front: ``/_localaws/*`` endpoints, moto for the rest.
 
 ``install()`` applies every patch once; ``python -m replwatch_localaws`` runs

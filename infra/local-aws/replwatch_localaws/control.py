@@ -14,6 +14,10 @@ Endpoints (JSON in and out):
          points at (on AWS, a pre-signed S3 URL). Streamed in 1 MiB chunks.
 
 ``POST /moto-api/reset`` (moto's own) also resets our state: see ``store``.
+
+CloudWatch's Smithy RPCv2 CBOR calls (``POST /service/GraniteServiceVersion20100801/operation/<Op>``,
+which moto 5.2.5 answers with 404) go through ``cloudwatch_cbor``, which
+translates them to moto's AWS JSON 1.0 CloudWatch and back.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from . import replication, store
+from . import cloudwatch_cbor, replication, store
 
 PREFIX = "/_localaws/"
 CHUNK = 1024 * 1024
@@ -94,12 +98,16 @@ def _handle(request: Request) -> Response:
 
 
 class LocalAwsApp:
-    """WSGI app: ``/_localaws/*`` here, the rest to moto's dispatcher."""
+    """WSGI app: ``/_localaws/*`` here, CloudWatch RPCv2 CBOR through
+    ``cloudwatch_cbor``, the rest to moto's dispatcher."""
 
     def __init__(self, moto_app: Any) -> None:
         self.moto_app = moto_app
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "").startswith(PREFIX):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(PREFIX):
             return _handle(Request(environ))(environ, start_response)
+        if cloudwatch_cbor.operation_of(path) is not None:
+            return cloudwatch_cbor.wsgi(environ, start_response, self.moto_app)
         return self.moto_app(environ, start_response)
