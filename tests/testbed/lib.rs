@@ -24,6 +24,11 @@ use replwatch_core::EcrEvent;
 use replwatch_core::events::{ParsedEvent, parse_event};
 use sha2::{Digest as _, Sha256};
 
+pub mod deployment;
+pub mod scenario;
+
+pub use deployment::LocalDeployment;
+
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -330,6 +335,13 @@ impl LocalAws {
             }
         }
         Ok(events)
+    }
+
+    /// Clears everything on the test bed (moto's reset, which also resets replwatch's
+    /// replication settings, jobs and blobs).
+    pub fn reset(&self) -> Result<(), Error> {
+        self.http("POST", "/moto-api/reset", Some("{}"))?;
+        Ok(())
     }
 
     /// Completes now every scheduled replication of images pushed in `source_account`, paused

@@ -6,11 +6,18 @@
 //! - [`local`]: client configuration for the local AWS test bed (`infra/local-aws/`).
 //! - [`cloudwatch`]: the gauge publisher port on CloudWatch `PutMetricData`.
 //! - [`dead_letter`]: the SQS queue where events that can never be processed are parked.
+//! - [`sns`]: the notifier port on SNS, as readable text or as Amazon Q Developer in chat
+//!   applications custom notifications.
+//! - [`slack`]: the notifier port on a Slack incoming webhook (Block Kit, retries).
+//! - [`webhook_secret`]: the Slack webhook URL read from Secrets Manager or SSM.
 
 pub mod cloudwatch;
 pub mod dead_letter;
 pub mod dynamodb;
 pub mod ecr;
 pub mod local;
+pub mod slack;
+pub mod sns;
+pub mod webhook_secret;
 
 pub use dynamodb::DynamoExpectationStore;

@@ -331,11 +331,14 @@ impl ReplicationExpectation {
                 .map(|c| c + policy.recheck_interval),
             _ => None,
         };
+        // Whole seconds, as DynamoDB's TTL keeps it: a value read back must equal the one
+        // computed again, or every replayed event would look like a change.
         self.expires_at = if self.state.is_closed() {
             self.closed_at.map(|c| c + policy.retention)
         } else {
             self.deadline.map(|d| d + policy.retention)
-        };
+        }
+        .and_then(|at| DateTime::from_timestamp(at.timestamp(), 0));
     }
 }
 

@@ -1,0 +1,152 @@
+//! One SQS batch of EventBridge events through the pipeline, the way `track-push` and
+//! `track-replication` receive them.
+//!
+//! Per message: a malformed event is logged with its event id and field, parked on the
+//! dead-letter queue untouched, and acknowledged (retrying cannot fix it); an event replwatch
+//! does not handle is logged and acknowledged; an event whose handling failed (throttling, a
+//! store error) is reported as a batch item failure so SQS redelivers only that message, and
+//! after the queue's `maxReceiveCount` moves it to the dead-letter queue itself. Alerts of the
+//! whole batch are folded and delivered once; metrics come back as EMF lines for the caller
+//! to print.
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use replwatch_core::alerts::{Alert, fold};
+use replwatch_core::events::{ParsedEvent, parse_event};
+use replwatch_core::metrics::{dead_lettered_line, emf_lines, points_for};
+use replwatch_core::registry::Registry;
+use replwatch_core::{Clock, ExpectationStore};
+
+use crate::Tracking;
+
+/// What a batch did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    pub response: SqsBatchResponse,
+    /// CloudWatch Embedded Metric Format lines, to print to standard output.
+    pub emf: Vec<String>,
+    pub handled: usize,
+    pub skipped: usize,
+    pub parked: usize,
+    /// Problems raised by this batch (before folding into notifications).
+    pub alerts: Vec<Alert>,
+    /// Expectations this batch changed.
+    pub changed: usize,
+}
+
+impl<S: ExpectationStore, R: Registry, C: Clock> Tracking<S, R, C> {
+    /// Processes one batch; never fails as a whole.
+    pub async fn process_batch(&self, event: SqsEvent) -> BatchOutcome {
+        let mut outcome = BatchOutcome::default();
+        let mut points = Vec::new();
+        let mut alerts = Vec::new();
+        for message in event.records {
+            let message_id = message.message_id.clone().unwrap_or_default();
+            let body = message.body.as_deref().unwrap_or_default();
+            let event = match parse_event(body.as_bytes()) {
+                Ok(ParsedEvent::Handled(event)) => event,
+                Ok(ParsedEvent::Skipped(skipped)) => {
+                    tracing::info!(
+                        message_id,
+                        event_id = skipped.id.as_deref(),
+                        detail_type = skipped.detail_type.as_deref(),
+                        reason = %skipped.reason,
+                        "event skipped"
+                    );
+                    outcome.skipped += 1;
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(
+                        message_id,
+                        event_id = error.id.as_deref(),
+                        field = %error.field,
+                        error = %error,
+                        "malformed event parked on the dead-letter queue"
+                    );
+                    if self
+                        .park(body, error.id.as_deref(), &error.to_string())
+                        .await
+                    {
+                        outcome.parked += 1;
+                    } else {
+                        outcome
+                            .response
+                            .batch_item_failures
+                            .push(item_failure(message_id));
+                    }
+                    continue;
+                }
+            };
+            match self.pipeline.handle(&event).await {
+                Ok(effects) => {
+                    outcome.handled += 1;
+                    outcome.changed += effects.applied.len();
+                    for applied in &effects.applied {
+                        points.extend(points_for(&applied.record, &applied.transition));
+                        tracing::info!(
+                            event_id = %event.envelope().id,
+                            image = %applied.record.key.image,
+                            tag = applied.record.key.tag.as_deref(),
+                            destination = %applied.record.key.destination,
+                            from = applied.transition.from.as_str(),
+                            to = applied.transition.to.as_str(),
+                            latency_seconds = applied.transition.new_latency.map(|l| l.num_milliseconds() as f64 / 1000.0),
+                            "expectation updated"
+                        );
+                    }
+                    alerts.extend(effects.alerts);
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        message_id,
+                        event_id = %event.envelope().id,
+                        error = %error,
+                        "event not handled; SQS will deliver it again"
+                    );
+                    outcome
+                        .response
+                        .batch_item_failures
+                        .push(item_failure(message_id));
+                }
+            }
+        }
+        let notifications = fold(alerts.clone(), self.storm_threshold);
+        outcome.alerts = alerts;
+        self.delivery.deliver(&notifications).await;
+        let now = self.pipeline.clock().now();
+        outcome.emf = emf_lines(&self.namespace, now, &points);
+        if outcome.parked > 0 {
+            outcome.emf.push(dead_lettered_line(
+                &self.namespace,
+                now,
+                &self.function_name,
+                outcome.parked as u32,
+            ));
+        }
+        outcome
+    }
+
+    /// Parks a malformed message; false when it could not be parked (then SQS keeps it and
+    /// its own redrive policy moves it to the dead-letter queue).
+    async fn park(&self, body: &str, event_id: Option<&str>, reason: &str) -> bool {
+        let Some(queue) = &self.dead_letters else {
+            tracing::error!(
+                "no DEAD_LETTER_QUEUE_URL configured; the malformed event is only in this log"
+            );
+            return true;
+        };
+        match queue.park(body, event_id, reason).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(error = %error, "could not park the event; leaving it to the queue's redrive policy");
+                false
+            }
+        }
+    }
+}
+
+fn item_failure(message_id: String) -> BatchItemFailure {
+    let mut failure = BatchItemFailure::default();
+    failure.item_identifier = message_id;
+    failure
+}

@@ -1,0 +1,61 @@
+//! What every replwatch function shares.
+//!
+//! - [`settings`]: configuration from the environment, checked at cold start;
+//! - [`Tracking`]: the pipeline with its sinks, assembled once per container
+//!   ([`services`] builds it on AWS);
+//! - [`batch`]: an SQS batch of events through the pipeline (track-push, track-replication);
+//! - [`sweep`]: the scheduled sweep;
+//! - [`delivery`]: alert sinks;
+//! - [`logging`]: structured JSON logs.
+//!
+//! Each function's `main.rs` only picks one of these and hands it to `lambda_runtime`.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use replwatch_aws::cloudwatch::CloudWatchGauges;
+use replwatch_aws::dead_letter::DeadLetterQueue;
+use replwatch_core::Destination;
+use replwatch_core::pipeline::Pipeline;
+
+pub mod batch;
+pub mod delivery;
+pub mod logging;
+pub mod services;
+pub mod settings;
+pub mod sweep;
+
+pub use delivery::Delivery;
+
+/// The pipeline and everything around it that one function container needs.
+pub struct Tracking<S, R, C> {
+    pub pipeline: Pipeline<S, R, C>,
+    pub delivery: Delivery,
+    pub gauges: Option<CloudWatchGauges>,
+    pub dead_letters: Option<DeadLetterQueue>,
+    pub namespace: String,
+    pub function_name: String,
+    pub storm_threshold: usize,
+    known_destinations: Mutex<BTreeSet<Destination>>,
+}
+
+impl<S, R, C> Tracking<S, R, C> {
+    pub fn new(
+        pipeline: Pipeline<S, R, C>,
+        delivery: Delivery,
+        namespace: impl Into<String>,
+        function_name: impl Into<String>,
+        storm_threshold: usize,
+    ) -> Self {
+        Self {
+            pipeline,
+            delivery,
+            gauges: None,
+            dead_letters: None,
+            namespace: namespace.into(),
+            function_name: function_name.into(),
+            storm_threshold,
+            known_destinations: Mutex::new(BTreeSet::new()),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Function settings, read once from the environment at cold start.
+//!
+//! Every variable has a production default except the ones that name resources
+//! (`TRACKING_TABLE`, `REPLWATCH_HOME_ACCOUNT`); a value that does not parse is an error that
+//! names the variable, so a misconfigured stack fails at start-up instead of misbehaving.
+
+use chrono::TimeDelta;
+use replwatch_core::AccountId;
+use replwatch_core::pipeline::PipelineSettings;
+use replwatch_core::tracking::TrackingPolicy;
+
+/// How alerts are formatted on the SNS topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertFormat {
+    /// Readable text, for e-mail subscriptions.
+    Text,
+    /// The chat-notification JSON of Amazon Q Developer in chat applications.
+    Chat,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub table: String,
+    pub home_account: AccountId,
+    pub reader_role_name: Option<String>,
+    pub reader_external_id: Option<String>,
+    pub pipeline: PipelineSettings,
+    pub metric_namespace: String,
+    pub alert_topic_arn: Option<String>,
+    pub alert_format: AlertFormat,
+    /// Secrets Manager ARN or SSM parameter holding the Slack webhook URL.
+    pub slack_webhook: Option<String>,
+    /// More alerts than this in one batch are folded into one summary.
+    pub storm_threshold: usize,
+    pub dead_letter_queue_url: Option<String>,
+    /// The function's name, as a metric dimension.
+    pub function_name: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("environment variable {variable}: {message}")]
+pub struct SettingsError {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl Settings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the settings through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let required = |variable: &'static str| {
+            get(variable).ok_or(SettingsError {
+                variable,
+                message: "must be set".into(),
+            })
+        };
+        let number = |variable: &'static str, default: f64| -> Result<f64, SettingsError> {
+            match get(variable) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite() && *n > 0.0)
+                    .ok_or(SettingsError {
+                        variable,
+                        message: format!("{v:?} is not a positive number"),
+                    }),
+            }
+        };
+        // SLA_SECONDS exists for local runs and demos, where thirty minutes is too long to wait.
+        let sla = match get("SLA_SECONDS") {
+            Some(_) => seconds(number("SLA_SECONDS", 1800.0)?),
+            None => seconds(number("SLA_MINUTES", 30.0)? * 60.0),
+        };
+        let recheck = match get("RECHECK_SECONDS") {
+            Some(_) => seconds(number("RECHECK_SECONDS", 900.0)?),
+            None => seconds(number("RECHECK_MINUTES", 15.0)? * 60.0),
+        };
+        let retention = seconds(number("RETENTION_DAYS", 14.0)? * 86_400.0);
+        let configuration_ttl = seconds(number("CONFIGURATION_TTL_MINUTES", 5.0)? * 60.0);
+        let sweep_batch = number("SWEEP_BATCH", 1_000.0)? as usize;
+        let storm_threshold = number("STORM_THRESHOLD", 10.0)? as usize;
+        let home_account = required("REPLWATCH_HOME_ACCOUNT")?;
+        let home_account = AccountId::parse(&home_account).map_err(|e| SettingsError {
+            variable: "REPLWATCH_HOME_ACCOUNT",
+            message: e.to_string(),
+        })?;
+        let alert_format = match get("ALERT_FORMAT")
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("text") => AlertFormat::Text,
+            Some("chat") => AlertFormat::Chat,
+            Some(other) => {
+                return Err(SettingsError {
+                    variable: "ALERT_FORMAT",
+                    message: format!("{other:?} is neither `text` nor `chat`"),
+                });
+            }
+        };
+        Ok(Self {
+            table: required("TRACKING_TABLE")?,
+            home_account,
+            reader_role_name: get("READER_ROLE_NAME"),
+            reader_external_id: get("READER_EXTERNAL_ID"),
+            pipeline: PipelineSettings {
+                policy: TrackingPolicy {
+                    sla,
+                    recheck_interval: recheck,
+                    retention,
+                },
+                configuration_ttl,
+                sweep_batch,
+            },
+            metric_namespace: get("METRIC_NAMESPACE").unwrap_or_else(|| "replwatch".into()),
+            alert_topic_arn: get("ALERT_TOPIC_ARN"),
+            alert_format,
+            slack_webhook: get("SLACK_WEBHOOK_SECRET"),
+            storm_threshold,
+            dead_letter_queue_url: get("DEAD_LETTER_QUEUE_URL"),
+            function_name: get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "replwatch".into()),
+        })
+    }
+}
+
+fn seconds(value: f64) -> TimeDelta {
+    TimeDelta::milliseconds((value * 1000.0).round() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    const BASE: [(&str, &str); 2] = [
+        ("TRACKING_TABLE", "t"),
+        ("REPLWATCH_HOME_ACCOUNT", "111111111111"),
+    ];
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let s = from(&BASE).expect("settings");
+        assert_eq!(s.pipeline.policy.sla, TimeDelta::minutes(30));
+        assert_eq!(s.pipeline.policy.recheck_interval, TimeDelta::minutes(15));
+        assert_eq!(s.pipeline.configuration_ttl, TimeDelta::minutes(5));
+        assert_eq!(s.metric_namespace, "replwatch");
+        assert_eq!(s.alert_format, AlertFormat::Text);
+        assert_eq!(s.storm_threshold, 10);
+        assert_eq!(s.alert_topic_arn, None);
+    }
+
+    #[test]
+    fn the_sla_is_configurable_in_minutes_or_seconds() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("SLA_MINUTES", "45"));
+        assert_eq!(
+            from(&pairs).expect("settings").pipeline.policy.sla,
+            TimeDelta::minutes(45)
+        );
+        pairs.push(("SLA_SECONDS", "20"));
+        assert_eq!(
+            from(&pairs).expect("settings").pipeline.policy.sla,
+            TimeDelta::seconds(20)
+        );
+    }
+
+    #[test]
+    fn missing_or_malformed_values_name_the_variable() {
+        let err = from(&[("TRACKING_TABLE", "t")]).expect_err("no account");
+        assert_eq!(err.variable, "REPLWATCH_HOME_ACCOUNT");
+        let mut pairs = BASE.to_vec();
+        pairs.push(("SLA_MINUTES", "soon"));
+        let err = from(&pairs).expect_err("bad sla");
+        assert_eq!(err.variable, "SLA_MINUTES");
+        assert!(err.to_string().contains("soon"));
+        let mut pairs = BASE.to_vec();
+        pairs.push(("ALERT_FORMAT", "html"));
+        assert_eq!(
+            from(&pairs).expect_err("bad format").variable,
+            "ALERT_FORMAT"
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! track-push: for every image pushed in a source Region, one expectation per destination the
+//! replication rules select. Also takes DELETE (a deleted image is never reported missing) and
+//! `PutReplicationConfiguration` (the cached rules are replaced at once).
+//!
+//! Invoked by SQS with EventBridge events as message bodies; reports partial batch failures.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use replwatch_core::SystemClock;
+use replwatch_runtime::settings::Settings;
+use replwatch_runtime::{logging, services};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    logging::init();
+    let settings = Settings::from_env()?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let tracking = services::build(&sdk, &settings, SystemClock).await?;
+    let tracking = &tracking;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let outcome = tracking.process_batch(event.payload).await;
+        // EMF lines go to standard output, where CloudWatch turns them into metrics.
+        for line in &outcome.emf {
+            println!("{line}");
+        }
+        Ok::<SqsBatchResponse, Error>(outcome.response)
+    }))
+    .await
+}

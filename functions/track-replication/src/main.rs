@@ -1,0 +1,29 @@
+//! track-replication: closes expectations from `ECR Replication Action` events forwarded from
+//! every destination Region to the central bus: records the latency, confirms a FAILED result and
+//! its failure code with the status API, and checks the pushed tag is in the destination.
+//!
+//! Invoked by SQS with EventBridge events as message bodies; reports partial batch failures.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use replwatch_core::SystemClock;
+use replwatch_runtime::settings::Settings;
+use replwatch_runtime::{logging, services};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    logging::init();
+    let settings = Settings::from_env()?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let tracking = services::build(&sdk, &settings, SystemClock).await?;
+    let tracking = &tracking;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let outcome = tracking.process_batch(event.payload).await;
+        // EMF lines go to standard output, where CloudWatch turns them into metrics.
+        for line in &outcome.emf {
+            println!("{line}");
+        }
+        Ok::<SqsBatchResponse, Error>(outcome.response)
+    }))
+    .await
+}

@@ -1,0 +1,416 @@
+//! replwatch deployed on the local AWS, wired like `template.yaml`: ECR events on the source's
+//! default bus go to the push queue; every destination Region's `ECR Replication Action`
+//! events are forwarded to the central bus and from there to the replication queue; alerts go
+//! to an SNS topic with an SQS subscription; malformed events to a dead-letter queue. The
+//! functions run in this process, fed from those queues exactly as Lambda's SQS event source
+//! would feed them.
+
+use std::collections::HashMap;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_eventbridge::types::Target;
+use replwatch_aws::DynamoExpectationStore;
+use replwatch_core::registry::Registry;
+use replwatch_core::{Clock, Destination, ExpectationStore};
+use replwatch_runtime::Tracking;
+use replwatch_runtime::batch::BatchOutcome;
+use replwatch_runtime::services::{self, AwsTracking};
+use replwatch_runtime::settings::Settings;
+
+use crate::{Error, LocalAws};
+
+pub const CENTRAL_BUS: &str = "replwatch-central";
+
+/// The resources of one local deployment.
+#[derive(Debug, Clone)]
+pub struct LocalDeployment {
+    pub aws: LocalAws,
+    pub account: String,
+    pub region: String,
+    pub table: String,
+    pub push_queue: String,
+    pub replication_queue: String,
+    pub dead_letter_queue: String,
+    pub alert_topic: String,
+    pub alert_queue: String,
+    pub namespace: String,
+}
+
+/// How many copies of a message the pump hands to the function: lets tests lose and repeat
+/// events the way EventBridge may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copies {
+    Drop,
+    Once,
+    Twice,
+}
+
+/// One message taken from a queue.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub queue: &'static str,
+    pub message_id: String,
+    pub body: String,
+}
+
+/// What a pump delivered.
+#[derive(Debug, Default)]
+pub struct PumpReport {
+    pub received: usize,
+    pub delivered: usize,
+    pub batches: Vec<BatchOutcome>,
+}
+
+impl PumpReport {
+    pub fn emf(&self) -> impl Iterator<Item = &String> {
+        self.batches.iter().flat_map(|b| b.emf.iter())
+    }
+}
+
+/// An alert as it arrived on the topic's SQS subscription.
+#[derive(Debug, Clone)]
+pub struct PublishedAlert {
+    pub subject: String,
+    pub message: String,
+    pub attributes: HashMap<String, String>,
+}
+
+impl LocalDeployment {
+    /// Creates the central resources in `account`/`region` and the forwarding rule in every
+    /// destination account and Region.
+    pub async fn create(
+        aws: &LocalAws,
+        account: &str,
+        region: &str,
+        destinations: &[Destination],
+    ) -> Result<Self, Error> {
+        let config = aws.config(account, region).await;
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let events = aws_sdk_eventbridge::Client::new(&config);
+        let queue = |name: &'static str| {
+            let sqs = sqs.clone();
+            async move {
+                let url = sqs
+                    .create_queue()
+                    .queue_name(name)
+                    .send()
+                    .await?
+                    .queue_url()
+                    .ok_or("no queue url")?
+                    .to_owned();
+                Ok::<String, Error>(url)
+            }
+        };
+        let push_queue = queue("replwatch-push").await?;
+        let replication_queue = queue("replwatch-replication").await?;
+        let dead_letter_queue = queue("replwatch-dead-letters").await?;
+        let alert_queue = queue("replwatch-alerts-subscription").await?;
+        let queue_arn = |name: &str| format!("arn:aws:sqs:{region}:{account}:{name}");
+
+        // Source events on the default bus.
+        let source_pattern = serde_json::json!({
+            "source": ["aws.ecr"],
+            "detail-type": ["ECR Image Action", "AWS API Call via CloudTrail"]
+        });
+        events
+            .put_rule()
+            .name("replwatch-push")
+            .event_pattern(source_pattern.to_string())
+            .send()
+            .await?;
+        events
+            .put_targets()
+            .rule("replwatch-push")
+            .targets(
+                Target::builder()
+                    .id("push-queue")
+                    .arn(queue_arn("replwatch-push"))
+                    .build()?,
+            )
+            .send()
+            .await?;
+
+        // The central bus and its rule to the replication queue.
+        events.create_event_bus().name(CENTRAL_BUS).send().await?;
+        let replication_pattern =
+            serde_json::json!({"source": ["aws.ecr"], "detail-type": ["ECR Replication Action"]});
+        events
+            .put_rule()
+            .name("replwatch-replication")
+            .event_bus_name(CENTRAL_BUS)
+            .event_pattern(replication_pattern.to_string())
+            .send()
+            .await?;
+        events
+            .put_targets()
+            .rule("replwatch-replication")
+            .event_bus_name(CENTRAL_BUS)
+            .targets(
+                Target::builder()
+                    .id("replication-queue")
+                    .arn(queue_arn("replwatch-replication"))
+                    .build()?,
+            )
+            .send()
+            .await?;
+
+        // Each destination Region forwards its replication events to the central bus
+        // (infra/destination-region.yaml on AWS).
+        let bus_arn = format!("arn:aws:events:{region}:{account}:event-bus/{CENTRAL_BUS}");
+        for destination in destinations {
+            let dest_events = aws_sdk_eventbridge::Client::new(
+                &aws.config(
+                    destination.registry_id.as_str(),
+                    destination.region.as_str(),
+                )
+                .await,
+            );
+            dest_events
+                .put_rule()
+                .name("replwatch-forward-replication")
+                .event_pattern(replication_pattern.to_string())
+                .send()
+                .await?;
+            dest_events
+                .put_targets()
+                .rule("replwatch-forward-replication")
+                .targets(
+                    Target::builder()
+                        .id("central-bus")
+                        .arn(&bus_arn)
+                        .role_arn(format!(
+                            "arn:aws:iam::{}:role/replwatch-forwarder",
+                            destination.registry_id
+                        ))
+                        .build()?,
+                )
+                .send()
+                .await?;
+        }
+
+        // Alerts: the topic, with an SQS subscription to read them back.
+        let sns = aws_sdk_sns::Client::new(&config);
+        let alert_topic = sns
+            .create_topic()
+            .name("replwatch-alerts")
+            .send()
+            .await?
+            .topic_arn()
+            .ok_or("no topic arn")?
+            .to_owned();
+        sns.subscribe()
+            .topic_arn(&alert_topic)
+            .protocol("sqs")
+            .endpoint(queue_arn("replwatch-alerts-subscription"))
+            .send()
+            .await?;
+
+        let table = "replwatch-tracking".to_owned();
+        DynamoExpectationStore::new(aws_sdk_dynamodb::Client::new(&config), &table)
+            .create_table()
+            .await?;
+        Ok(Self {
+            aws: aws.clone(),
+            account: account.to_owned(),
+            region: region.to_owned(),
+            table,
+            push_queue,
+            replication_queue,
+            dead_letter_queue,
+            alert_topic,
+            alert_queue,
+            namespace: format!("replwatch-local-{account}"),
+        })
+    }
+
+    /// The functions' environment, as the stack sets it; `extra` adds or overrides variables.
+    pub fn environment(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut env: HashMap<String, String> = [
+            ("TRACKING_TABLE", self.table.as_str()),
+            ("REPLWATCH_HOME_ACCOUNT", self.account.as_str()),
+            ("READER_ROLE_NAME", "replwatch-reader"),
+            ("READER_EXTERNAL_ID", "replwatch-local"),
+            ("METRIC_NAMESPACE", self.namespace.as_str()),
+            ("ALERT_TOPIC_ARN", self.alert_topic.as_str()),
+            ("DEAD_LETTER_QUEUE_URL", self.dead_letter_queue.as_str()),
+            ("AWS_LAMBDA_FUNCTION_NAME", "replwatch-local"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        env
+    }
+
+    /// The functions' services, built exactly as in Lambda from that environment.
+    pub async fn tracking<C: Clock>(
+        &self,
+        clock: C,
+        extra: &[(&str, &str)],
+    ) -> Result<AwsTracking<C>, Error> {
+        let env = self.environment(extra);
+        let settings = Settings::from_lookup(|name| env.get(name).cloned())?;
+        let sdk = self.aws.config(&self.account, &self.region).await;
+        Ok(services::build(&sdk, &settings, clock).await?)
+    }
+
+    /// Takes what is waiting on one queue (up to `max` messages).
+    async fn receive(
+        &self,
+        queue: &'static str,
+        url: &str,
+        max: usize,
+    ) -> Result<Vec<(QueuedMessage, String)>, Error> {
+        let sqs = aws_sdk_sqs::Client::new(&self.aws.config(&self.account, &self.region).await);
+        let mut out = Vec::new();
+        while out.len() < max {
+            let output = sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .visibility_timeout(30)
+                .send()
+                .await?;
+            if output.messages().is_empty() {
+                break;
+            }
+            for m in output.messages() {
+                out.push((
+                    QueuedMessage {
+                        queue,
+                        message_id: m.message_id().unwrap_or_default().to_owned(),
+                        body: m.body().unwrap_or_default().to_owned(),
+                    },
+                    m.receipt_handle().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delivers everything waiting on the push and replication queues to the functions, in
+    /// batches of up to ten as the SQS event source does, deleting what they acknowledged.
+    /// `copies` decides, per message, whether it is lost, delivered, or delivered twice.
+    pub async fn pump<S: ExpectationStore, R: Registry, C: Clock>(
+        &self,
+        tracking: &Tracking<S, R, C>,
+        copies: &mut dyn FnMut(&QueuedMessage) -> Copies,
+    ) -> Result<PumpReport, Error> {
+        let sqs = aws_sdk_sqs::Client::new(&self.aws.config(&self.account, &self.region).await);
+        let mut report = PumpReport::default();
+        for (queue, url) in [
+            ("push", self.push_queue.clone()),
+            ("replication", self.replication_queue.clone()),
+        ] {
+            let messages = self.receive(queue, &url, usize::MAX).await?;
+            report.received += messages.len();
+            let mut deliveries = Vec::new();
+            for (message, handle) in &messages {
+                match copies(message) {
+                    Copies::Drop => {}
+                    Copies::Once => deliveries.push(message.clone()),
+                    Copies::Twice => {
+                        deliveries.push(message.clone());
+                        deliveries.push(message.clone());
+                    }
+                }
+                let _ = handle;
+            }
+            report.delivered += deliveries.len();
+            let mut failed = Vec::new();
+            for batch in deliveries.chunks(10) {
+                let outcome = tracking
+                    .process_batch(sqs_event(batch, &self.region)?)
+                    .await;
+                failed.extend(
+                    outcome
+                        .response
+                        .batch_item_failures
+                        .iter()
+                        .map(|f| f.item_identifier.clone()),
+                );
+                report.batches.push(outcome);
+            }
+            for (message, handle) in &messages {
+                if !failed.contains(&message.message_id) {
+                    sqs.delete_message()
+                        .queue_url(&url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await?;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Alerts published on the topic so far (taken off its subscription queue).
+    pub async fn published_alerts(&self) -> Result<Vec<PublishedAlert>, Error> {
+        let sqs = aws_sdk_sqs::Client::new(&self.aws.config(&self.account, &self.region).await);
+        let mut alerts = Vec::new();
+        for (message, handle) in self
+            .receive("alerts", &self.alert_queue, usize::MAX)
+            .await?
+        {
+            let envelope: serde_json::Value = serde_json::from_str(&message.body)?;
+            let attributes = envelope["MessageAttributes"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v["Value"].as_str().unwrap_or_default().to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            alerts.push(PublishedAlert {
+                subject: envelope["Subject"].as_str().unwrap_or_default().to_owned(),
+                message: envelope["Message"].as_str().unwrap_or_default().to_owned(),
+                attributes,
+            });
+            sqs.delete_message()
+                .queue_url(&self.alert_queue)
+                .receipt_handle(handle)
+                .send()
+                .await?;
+        }
+        Ok(alerts)
+    }
+
+    /// Messages parked on the dead-letter queue so far: (body, attributes).
+    pub async fn dead_letters(&self) -> Result<Vec<QueuedMessage>, Error> {
+        Ok(self
+            .receive("dead-letters", &self.dead_letter_queue, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect())
+    }
+}
+
+/// The Lambda SQS event carrying `messages`, as the event source mapping builds it.
+pub fn sqs_event(messages: &[QueuedMessage], region: &str) -> Result<SqsEvent, Error> {
+    let records: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "messageId": m.message_id,
+                "receiptHandle": "local",
+                "body": m.body,
+                "attributes": {},
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": format!("arn:aws:sqs:{region}:000000000000:replwatch-{}", m.queue),
+                "awsRegion": region
+            })
+        })
+        .collect();
+    Ok(serde_json::from_value(
+        serde_json::json!({ "Records": records }),
+    )?)
+}

@@ -1,0 +1,433 @@
+//! The tracking pipeline end to end on the local AWS: images pushed into ECR, events through
+//! EventBridge and SQS into the same handlers Lambda runs, the DynamoDB table, SNS, and the
+//! sweep. The scenario (`testbed::scenario`) has a slow, a failing and a tag-conflicting
+//! destination; every (image, destination) must reach its verdict with exactly one alert per
+//! problem and none for healthy images, even when replication events are lost or repeated.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+use replwatch_core::alerts::Alert;
+use replwatch_core::{
+    AccountId, AlertKind, Destination, Digest, ExpectationState, ExpectationStore, OffsetClock,
+    Region, RepositoryName, SourceImage,
+};
+use replwatch_runtime::services::AwsTracking;
+use testbed::deployment::{Copies, QueuedMessage, sqs_event};
+use testbed::scenario::{FAILURE_CODE, SOURCE_REGION, Scenario, ScenarioPush, Verdicts};
+use testbed::{LocalAws, LocalDeployment, unique_account};
+
+struct Run {
+    aws: LocalAws,
+    scenario: Scenario,
+    deployment: LocalDeployment,
+    clock: Arc<OffsetClock>,
+    pushes: Vec<ScenarioPush>,
+    alerts: Vec<Alert>,
+    emf: Vec<String>,
+    delivered: Vec<QueuedMessage>,
+}
+
+async fn start(pushes: usize) -> Run {
+    let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let scenario = Scenario::new(unique_account(), unique_account());
+    let deployment = LocalDeployment::create(
+        &aws,
+        &scenario.central,
+        SOURCE_REGION,
+        &scenario.destinations().expect("destinations"),
+    )
+    .await
+    .expect("deployment");
+    scenario.prepare(&aws).await.expect("scenario");
+    let pushed = scenario.push(&aws, pushes, "e2e").await.expect("pushes");
+    Run {
+        aws,
+        scenario,
+        deployment,
+        clock: Arc::new(OffsetClock::new()),
+        pushes: pushed,
+        alerts: Vec::new(),
+        emf: Vec::new(),
+        delivered: Vec::new(),
+    }
+}
+
+impl Run {
+    async fn tracking(&self) -> AwsTracking<Arc<OffsetClock>> {
+        self.deployment
+            .tracking(Arc::clone(&self.clock), &[])
+            .await
+            .expect("tracking")
+    }
+
+    /// Waits until every replication not held back by a paused destination has run.
+    async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pending = self
+                .aws
+                .pending_replications(&self.scenario.central)
+                .expect("pending");
+            if pending.iter().all(|(_, paused)| *paused) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replication did not settle: {pending:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn pump(
+        &mut self,
+        tracking: &AwsTracking<Arc<OffsetClock>>,
+        copies: &mut dyn FnMut(&QueuedMessage) -> Copies,
+    ) {
+        let mut log = Vec::new();
+        let mut record = |m: &QueuedMessage| {
+            let n = copies(m);
+            match n {
+                Copies::Drop => {}
+                Copies::Once => log.push(m.clone()),
+                Copies::Twice => {
+                    log.push(m.clone());
+                    log.push(m.clone());
+                }
+            }
+            n
+        };
+        let report = self
+            .deployment
+            .pump(tracking, &mut record)
+            .await
+            .expect("pump");
+        for batch in &report.batches {
+            assert!(
+                batch.response.batch_item_failures.is_empty(),
+                "{:?}",
+                batch.response
+            );
+            self.alerts.extend(batch.alerts.iter().cloned());
+        }
+        self.emf.extend(report.emf().cloned());
+        self.delivered.extend(log);
+    }
+
+    async fn sweep(&mut self, tracking: &AwsTracking<Arc<OffsetClock>>) {
+        let summary = tracking.run_sweep().await.expect("sweep");
+        assert_eq!(summary.unconfirmed_images, 0);
+        self.alerts.extend(summary.alerts.iter().cloned());
+        self.emf.extend(summary.emf.iter().cloned());
+    }
+
+    /// The whole scenario: events, a sweep past the SLA, the slow destination released,
+    /// a later sweep.
+    async fn play(
+        &mut self,
+        copies: &mut dyn FnMut(&QueuedMessage) -> Copies,
+    ) -> AwsTracking<Arc<OffsetClock>> {
+        let tracking = self.tracking().await;
+        self.settle().await;
+        self.pump(&tracking, copies).await;
+        self.clock.advance(TimeDelta::minutes(31));
+        self.sweep(&tracking).await;
+        self.scenario.release_slow(&self.aws).expect("release");
+        self.aws
+            .flush_replication(&self.scenario.central)
+            .expect("flush");
+        self.pump(&tracking, copies).await;
+        // Past the recheck interval, so overdue records whose events were lost are confirmed.
+        self.clock.advance(TimeDelta::minutes(16));
+        self.sweep(&tracking).await;
+        tracking
+    }
+
+    async fn verdicts(&self, tracking: &AwsTracking<Arc<OffsetClock>>) -> Verdicts {
+        let mut out = Verdicts::new();
+        for push in &self.pushes {
+            let image = SourceImage {
+                registry: Destination::new(
+                    Region::parse(SOURCE_REGION).expect("region"),
+                    AccountId::parse(&self.scenario.central).expect("account"),
+                ),
+                repository: RepositoryName::parse(&push.image.repository).expect("repository"),
+                digest: Digest::parse(&push.image.digest).expect("digest"),
+            };
+            for record in tracking
+                .pipeline
+                .store()
+                .for_image(&image)
+                .await
+                .expect("records")
+            {
+                out.insert(
+                    (
+                        push.image.repository.clone(),
+                        push.image.digest.clone(),
+                        record.key.tag.clone(),
+                        record.key.destination.clone(),
+                    ),
+                    record.state,
+                );
+            }
+        }
+        out
+    }
+
+    fn alert_counts(&self) -> BTreeMap<(String, AlertKind), usize> {
+        let mut counts = BTreeMap::new();
+        for a in &self.alerts {
+            *counts
+                .entry((a.key.destination.region.to_string(), a.kind))
+                .or_default() += 1;
+        }
+        counts
+    }
+
+    /// The alerts a perfect observer raises: one per failed, tag-lost and overdue item.
+    fn expected_alerts(&self, expected: &Verdicts) -> BTreeMap<(String, AlertKind), usize> {
+        let slow = self.scenario.slow().expect("slow");
+        let mut counts = BTreeMap::new();
+        for ((_, _, _, destination), verdict) in expected {
+            let kind = match verdict {
+                ExpectationState::Failed => Some(AlertKind::Failed),
+                ExpectationState::TagLost => Some(AlertKind::TagLost),
+                _ if *destination == slow => Some(AlertKind::Overdue),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                *counts
+                    .entry((destination.region.to_string(), kind))
+                    .or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// Sums every EMF value per (metric, destination Region).
+fn emf_totals(lines: &[String]) -> HashMap<(String, String), (f64, usize)> {
+    let mut totals: HashMap<(String, String), (f64, usize)> = HashMap::new();
+    for line in lines {
+        let doc: serde_json::Value = serde_json::from_str(line).expect("EMF line is JSON");
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert!(doc["_aws"]["Timestamp"].as_i64().is_some(), "{line}");
+        let region = doc["DestinationRegion"].as_str().unwrap_or("-").to_owned();
+        for metric in directive["Metrics"].as_array().expect("metrics") {
+            let name = metric["Name"].as_str().expect("name").to_owned();
+            let values: Vec<f64> = match &doc[&name] {
+                serde_json::Value::Array(v) => v.iter().filter_map(|x| x.as_f64()).collect(),
+                v => v.as_f64().into_iter().collect(),
+            };
+            assert!(!values.is_empty(), "{name} has no value in {line}");
+            let entry = totals.entry((name, region.clone())).or_default();
+            entry.0 += values.iter().sum::<f64>();
+            entry.1 += values.len();
+        }
+    }
+    totals
+}
+
+#[tokio::test]
+async fn thirty_pushes_reach_their_verdicts_with_one_alert_per_problem_and_replay_changes_nothing()
+{
+    let mut run = start(30).await;
+    let tracking = run.play(&mut |_| Copies::Once).await;
+
+    let expected = run.scenario.expected(&run.pushes).expect("expected");
+    assert_eq!(expected.len(), 15 * 3 + 15 * 2);
+    assert_eq!(run.verdicts(&tracking).await, expected);
+    assert_eq!(run.alert_counts(), run.expected_alerts(&expected));
+    for alert in run.alerts.iter().filter(|a| a.kind == AlertKind::Failed) {
+        assert_eq!(
+            alert.failure_code.as_deref(),
+            Some(FAILURE_CODE),
+            "confirmed with the status API"
+        );
+    }
+
+    // Metrics: one Replicated per arrival with its tag, a latency per arrival with a known
+    // push time, Failed, Overdue and TagLost counts per destination.
+    let totals = emf_totals(&run.emf);
+    let count = |name: &str, region: &str| {
+        totals
+            .get(&(name.to_owned(), region.to_owned()))
+            .map_or(0.0, |t| t.0)
+    };
+    let items = |region: &str, verdict: ExpectationState| {
+        expected
+            .iter()
+            .filter(|((_, _, _, d), v)| d.region.as_str() == region && **v == verdict)
+            .count() as f64
+    };
+    assert_eq!(
+        count("Replicated", "eu-west-1"),
+        items("eu-west-1", ExpectationState::Replicated)
+    );
+    assert_eq!(count("TagLost", "eu-west-1"), 1.0);
+    assert_eq!(count("Replicated", "us-east-1"), 15.0);
+    assert_eq!(count("Overdue", "us-east-1"), 15.0);
+    assert_eq!(count("Failed", "ap-southeast-2"), 30.0);
+    let latencies = totals
+        .get(&("ReplicationLatency".to_owned(), "us-east-1".to_owned()))
+        .expect("latency");
+    assert_eq!(latencies.1, 15, "one latency per late arrival");
+
+    // Alerts reached the SNS topic with their attributes.
+    let published = run
+        .deployment
+        .published_alerts()
+        .await
+        .expect("published alerts");
+    assert!(!published.is_empty());
+    for alert in &published {
+        for attribute in ["kind", "severity", "destination_region"] {
+            assert!(
+                alert.attributes.contains_key(attribute),
+                "{attribute} missing on {alert:?}"
+            );
+        }
+        assert!(
+            alert.subject.starts_with("[replwatch]"),
+            "{}",
+            alert.subject
+        );
+    }
+    let tag_lost = published
+        .iter()
+        .find(|a| a.attributes.get("kind").map(String::as_str) == Some("TAG_LOST"))
+        .expect("the tag-lost alert");
+    assert_eq!(tag_lost.attributes["destination_region"], "eu-west-1");
+    assert!(
+        tag_lost.message.contains("team-a/web:v1"),
+        "{}",
+        tag_lost.message
+    );
+    // The fifteen overdue alerts of one sweep came as one summary.
+    let summaries: Vec<_> = published
+        .iter()
+        .filter(|a| a.attributes.get("kind").map(String::as_str) == Some("SUMMARY"))
+        .collect();
+    assert_eq!(summaries.len(), 1, "{published:#?}");
+    assert!(
+        summaries[0].message.contains("15 OVERDUE"),
+        "{}",
+        summaries[0].message
+    );
+
+    // A second run of the same events changes nothing: no write, no alert, no metric.
+    let before = run.verdicts(&tracking).await;
+    for batch in run.delivered.chunks(10) {
+        let outcome = tracking
+            .process_batch(sqs_event(batch, SOURCE_REGION).expect("event"))
+            .await;
+        assert!(outcome.response.batch_item_failures.is_empty());
+        assert_eq!(outcome.changed, 0, "replay changed records");
+        assert!(
+            outcome.alerts.is_empty(),
+            "replay alerted: {:?}",
+            outcome.alerts
+        );
+        assert!(
+            outcome.emf.is_empty(),
+            "replay counted metrics: {:?}",
+            outcome.emf
+        );
+    }
+    assert_eq!(run.verdicts(&tracking).await, before);
+}
+
+#[tokio::test]
+async fn lost_and_repeated_events_reach_the_same_verdicts_without_false_alerts() {
+    let mut run = start(30).await;
+    let mut dropped = 0;
+    let mut repeated = 0;
+    // Deterministic, per message: 20% of replication events lost, 10% delivered twice, and
+    // 10% of push events delivered twice.
+    let tracking = run
+        .play(&mut |m| {
+            let bucket = m
+                .message_id
+                .bytes()
+                .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+                % 10;
+            match (m.queue, bucket) {
+                ("replication", 0 | 1) => {
+                    dropped += 1;
+                    Copies::Drop
+                }
+                (_, 2) => {
+                    repeated += 1;
+                    Copies::Twice
+                }
+                _ => Copies::Once,
+            }
+        })
+        .await;
+    assert!(
+        dropped > 5 && repeated > 3,
+        "the filter must bite: {dropped} dropped, {repeated} repeated"
+    );
+    let expected = run.scenario.expected(&run.pushes).expect("expected");
+    assert_eq!(run.verdicts(&tracking).await, expected);
+    assert_eq!(
+        run.alert_counts(),
+        run.expected_alerts(&expected),
+        "no false or repeated alerts"
+    );
+}
+
+#[tokio::test]
+async fn malformed_events_are_parked_once_and_counted_and_unknown_ones_skipped() {
+    let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let account = unique_account();
+    let deployment = LocalDeployment::create(&aws, &account, SOURCE_REGION, &[])
+        .await
+        .expect("deployment");
+    let clock = OffsetClock::new();
+    let tracking = deployment.tracking(&clock, &[]).await.expect("tracking");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events/bad");
+    let mut messages = Vec::new();
+    for name in [
+        "bad-digest.json",
+        "missing-detail.json",
+        "truncated.json",
+        "wrong-types.json",
+        "unknown-detail-type.json",
+    ] {
+        messages.push(QueuedMessage {
+            queue: "push",
+            message_id: name.to_owned(),
+            body: std::fs::read_to_string(dir.join(name)).expect("sample"),
+        });
+    }
+    let outcome = tracking
+        .process_batch(sqs_event(&messages, SOURCE_REGION).expect("event"))
+        .await;
+    assert!(
+        outcome.response.batch_item_failures.is_empty(),
+        "never retried"
+    );
+    assert_eq!(
+        (outcome.parked, outcome.skipped, outcome.handled),
+        (4, 1, 0)
+    );
+    let line = outcome
+        .emf
+        .iter()
+        .find(|l| l.contains("DeadLetteredEvents"))
+        .expect("dead-letter metric");
+    let doc: serde_json::Value = serde_json::from_str(line).expect("json");
+    assert_eq!(doc["DeadLetteredEvents"].as_f64(), Some(4.0));
+
+    let parked = deployment.dead_letters().await.expect("dead letters");
+    let mut bodies: Vec<&str> = parked.iter().map(|m| m.body.as_str()).collect();
+    bodies.sort();
+    let mut sent: Vec<&str> = messages[..4].iter().map(|m| m.body.as_str()).collect();
+    sent.sort();
+    assert_eq!(bodies, sent, "parked byte for byte, once each");
+}
