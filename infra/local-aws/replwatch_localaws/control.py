@@ -2,7 +2,9 @@
 
 Endpoints (JSON in and out):
 
-- ``GET  /_localaws/health``               -> ``{"status": "ok", "moto": "5.2.5"}``
+- ``GET  /_localaws/health``               -> ``{"status": "ok", "moto": "5.2.5", "code": "<sha256>"}``
+  (``code`` fingerprints this package's source, so ``start`` can tell a server
+  running older code from one it can reuse)
 - ``GET  /_localaws/replication``          -> settings + pending jobs
 - ``POST /_localaws/replication``          -> merge settings (see ``replication.update_settings``)
 - ``DELETE /_localaws/replication``        -> back to defaults (pending jobs are kept)
@@ -31,6 +33,21 @@ from werkzeug.wrappers import Request, Response
 from . import cloudwatch_cbor, replication, store
 
 PREFIX = "/_localaws/"
+
+
+def _fingerprint() -> str:
+    """sha256 over this package's ``*.py`` files, in name order (``start`` computes the same)."""
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+CODE_FINGERPRINT = _fingerprint()
 CHUNK = 1024 * 1024
 
 
@@ -67,7 +84,7 @@ def _handle(request: Request) -> Response:
     path = request.path[len(PREFIX):].rstrip("/")
     method = request.method
     if path == "health" and method in ("GET", "HEAD"):
-        return _json(200, {"status": "ok", "moto": moto_version})
+        return _json(200, {"status": "ok", "moto": moto_version, "code": CODE_FINGERPRINT})
     if path == "replication":
         if method == "GET":
             return _json(200, replication.get_settings())
