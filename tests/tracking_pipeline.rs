@@ -17,6 +17,7 @@ use replwatch_core::{
 use replwatch_runtime::services::AwsTracking;
 use testbed::deployment::{Copies, QueuedMessage, sqs_event};
 use testbed::scenario::{FAILURE_CODE, SOURCE_REGION, Scenario, ScenarioPush, Verdicts};
+use testbed::slack_capture::SlackCapture;
 use testbed::{LocalAws, LocalDeployment, unique_account};
 
 struct Run {
@@ -28,6 +29,7 @@ struct Run {
     alerts: Vec<Alert>,
     emf: Vec<String>,
     delivered: Vec<QueuedMessage>,
+    slack: SlackCapture,
 }
 
 async fn start(pushes: usize) -> Run {
@@ -52,13 +54,22 @@ async fn start(pushes: usize) -> Run {
         alerts: Vec::new(),
         emf: Vec::new(),
         delivered: Vec::new(),
+        slack: SlackCapture::start().await.expect("slack capture"),
     }
 }
 
 impl Run {
     async fn tracking(&self) -> AwsTracking<Arc<OffsetClock>> {
+        let parameter = self
+            .deployment
+            .slack_webhook_parameter(self.slack.url())
+            .await
+            .expect("webhook parameter");
         self.deployment
-            .tracking(Arc::clone(&self.clock), &[])
+            .tracking(
+                Arc::clone(&self.clock),
+                &[("SLACK_WEBHOOK_SECRET", parameter.as_str())],
+            )
             .await
             .expect("tracking")
     }
@@ -318,6 +329,18 @@ async fn thirty_pushes_reach_their_verdicts_with_one_alert_per_problem_and_repla
         "{}",
         summaries[0].message
     );
+
+    // The same notifications reached Slack, each a valid Block Kit message.
+    let slack = run.slack.messages();
+    assert_eq!(
+        slack.len(),
+        published.len(),
+        "one Slack message per notification"
+    );
+    for message in &slack {
+        let violations = replwatch_aws::slack::block_kit_violations(message);
+        assert!(violations.is_empty(), "{violations:?} in {message:#}");
+    }
 
     // A second run of the same events changes nothing: no write, no alert, no metric.
     let before = run.verdicts(&tracking).await;

@@ -223,6 +223,21 @@ impl LocalDeployment {
         })
     }
 
+    /// Stores `url` as the Slack webhook in an SSM SecureString parameter and returns the
+    /// parameter name, for `SLACK_WEBHOOK_SECRET`.
+    pub async fn slack_webhook_parameter(&self, url: &str) -> Result<String, Error> {
+        let name = "/replwatch/slack-webhook";
+        aws_sdk_ssm::Client::new(&self.aws.config(&self.account, &self.region).await)
+            .put_parameter()
+            .name(name)
+            .value(url)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await?;
+        Ok(name.to_owned())
+    }
+
     /// The functions' environment, as the stack sets it; `extra` adds or overrides variables.
     pub fn environment(&self, extra: &[(&str, &str)]) -> HashMap<String, String> {
         let mut env: HashMap<String, String> = [

@@ -26,6 +26,7 @@ use sha2::{Digest as _, Sha256};
 
 pub mod deployment;
 pub mod scenario;
+pub mod slack_capture;
 
 pub use deployment::LocalDeployment;
 

@@ -388,15 +388,6 @@ fn emoji(severity: Severity) -> &'static str {
     }
 }
 
-/// The subject without its `[replwatch]` prefix: `team-a/web:v1 replication failed to …`.
-fn headline(notification: &Notification) -> String {
-    notification
-        .subject()
-        .trim_start_matches("[replwatch]")
-        .trim()
-        .to_owned()
-}
-
 fn header(text: &str) -> Value {
     json!({
         "type": "header",
@@ -426,7 +417,7 @@ fn escape(text: &str) -> String {
 fn single_blocks(notification: &Notification, alert: &Alert) -> Vec<Value> {
     let severity = notification.severity();
     let image = &alert.key.image;
-    let title = headline(notification);
+    let title = notification.headline();
     let field = |name: &str, value: String| mrkdwn(&format!("*{name}*\n{value}"), FIELD_MAX_CHARS);
     let mut fields = vec![
         field(
@@ -557,7 +548,7 @@ fn summary_blocks(notification: &Notification, summary: &AlertSummary) -> Vec<Va
     let totals: Vec<String> = totals.iter().map(|(k, n)| format!("{n} {k}")).collect();
 
     let mut blocks = vec![
-        header(&format!("{} {}", emoji(severity), headline(notification))),
+        header(&format!("{} {}", emoji(severity), notification.headline())),
         section(&format!(
             "*{} replication problems* ({}) in {} destinations, detected {}.\nMany images at once usually means a Regional problem: check the AWS Health Dashboard for the destination Regions. replwatch keeps checking every image and reports each arrival.",
             summary.total,

@@ -52,8 +52,6 @@ pub const SEVERITY_ATTRIBUTE: &str = "severity";
 /// The attribute carrying [`Notification::destination_region`].
 pub const DESTINATION_REGION_ATTRIBUTE: &str = "destination_region";
 
-/// SNS wants subjects of fewer than 100 characters.
-pub const SUBJECT_MAX_CHARS: usize = 99;
 /// The longest message sent, in bytes: SNS takes at most 262,144 bytes, message attributes
 /// included, so 4 KiB are left for them and the subject.
 pub const MESSAGE_MAX_BYTES: usize = 256 * 1024 - 4096;
@@ -135,7 +133,7 @@ impl SnsNotifier {
 impl Notifier for SnsNotifier {
     async fn notify(&self, notification: &Notification) -> Result<(), NotifyError> {
         let message = render_message(notification, self.format);
-        let subject = sns_subject(&notification.subject());
+        let subject = notification.subject();
         let output = self
             .client
             .publish()
@@ -197,29 +195,6 @@ pub fn fit_message(text: String, max_bytes: usize) -> String {
     format!("{kept}{note}")
 }
 
-/// `subject` made acceptable to SNS: control characters become spaces, `…` becomes `...`,
-/// anything else outside ASCII becomes `?`, and the result has fewer than 100 characters.
-pub fn sns_subject(subject: &str) -> String {
-    let mut clean = String::with_capacity(subject.len());
-    for c in subject.chars() {
-        match c {
-            '…' => clean.push_str("..."),
-            c if c.is_control() => clean.push(' '),
-            c if c.is_ascii() => clean.push(c),
-            _ => clean.push('?'),
-        }
-    }
-    let clean = clean.trim();
-    if clean.is_empty() {
-        return "[replwatch] replication alert".to_owned();
-    }
-    if clean.len() <= SUBJECT_MAX_CHARS {
-        return clean.to_owned();
-    }
-    // All ASCII now, so bytes are characters.
-    format!("{}...", &clean[..SUBJECT_MAX_CHARS - 3])
-}
-
 /// The Amazon Q Developer in chat applications custom notification for `notification`.
 pub fn chat_notification(notification: &Notification) -> Value {
     match notification {
@@ -234,10 +209,7 @@ fn chat_single(notification: &Notification, alert: &Alert) -> Value {
     let title = format!(
         "{} {}",
         severity_emoji(notification),
-        notification
-            .subject()
-            .trim_start_matches("[replwatch] ")
-            .trim()
+        notification.headline()
     );
 
     let mut description = format!(
@@ -360,10 +332,7 @@ fn chat_summary(notification: &Notification, summary: &AlertSummary) -> Value {
     let title = format!(
         "{} {}",
         severity_emoji(notification),
-        notification
-            .subject()
-            .trim_start_matches("[replwatch] ")
-            .trim()
+        notification.headline()
     );
 
     let mut lines = vec![
@@ -888,20 +857,6 @@ mod tests {
                 .expect("title")
                 .starts_with(":warning: ")
         );
-    }
-
-    #[test]
-    fn subjects_are_made_acceptable_to_sns() {
-        assert_eq!(
-            sns_subject("[replwatch] a:b failed"),
-            "[replwatch] a:b failed"
-        );
-        let long = format!("[replwatch] {}…", "x".repeat(87));
-        let s = sns_subject(&long);
-        assert!(s.len() < 100 && s.is_ascii(), "{s}");
-        assert!(s.ends_with("..."), "{s}");
-        assert_eq!(sns_subject("é\nfin"), "? fin");
-        assert_eq!(sns_subject("\n"), "[replwatch] replication alert");
     }
 
     #[test]

@@ -227,14 +227,48 @@ fn main() {
             pipeline.handle(&event).await.expect("handled");
         }
     });
-    let per = |n: &AtomicUsize| n.load(Ordering::Relaxed) as f64 / pushes as f64;
+    let per = |n: &AtomicUsize, of: usize| n.load(Ordering::Relaxed) as f64 / of as f64;
     println!(
         "AWS calls per tracked push (3 destinations, {pushes} pushes): PutItem {:.2}, GetItem {:.2}, Query {:.2}, DescribeRegistry {:.3} (once per container and rules refresh), DescribeImages {:.2}, DescribeImageReplicationStatus {:.2}, PutMetricData 0 (metrics are EMF log lines)",
-        per(&counts.save),
-        per(&counts.get),
-        per(&counts.query),
-        per(&counts.describe_registry),
-        per(&counts.describe_images),
-        per(&counts.replication_status)
+        per(&counts.save, pushes),
+        per(&counts.get, pushes),
+        per(&counts.query, pushes),
+        per(&counts.describe_registry, pushes),
+        per(&counts.describe_images, pushes),
+        per(&counts.replication_status, pushes)
+    );
+    let before = Counts::default();
+    for (mine, theirs) in [
+        (&before.get, &counts.get),
+        (&before.save, &counts.save),
+        (&before.query, &counts.query),
+        (&before.describe_images, &counts.describe_images),
+        (&before.replication_status, &counts.replication_status),
+    ] {
+        mine.store(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+    let replications = pushes * destinations.len();
+    runtime.block_on(async {
+        for i in 0..pushes {
+            for (region, account) in destinations {
+                let Ok(ParsedEvent::Handled(event)) =
+                    parse_event(&replication_event(i, region, account))
+                else {
+                    panic!("event did not parse")
+                };
+                pipeline.handle(&event).await.expect("handled");
+            }
+        }
+    });
+    let delta = |n: &AtomicUsize, b: &AtomicUsize| {
+        (n.load(Ordering::Relaxed) - b.load(Ordering::Relaxed)) as f64 / replications as f64
+    };
+    println!(
+        "AWS calls per replication event (tagged, {replications} events): GetItem {:.2}, PutItem {:.2}, Query {:.2}, DescribeImages {:.2}, DescribeImageReplicationStatus {:.2}",
+        delta(&counts.get, &before.get),
+        delta(&counts.save, &before.save),
+        delta(&counts.query, &before.query),
+        delta(&counts.describe_images, &before.describe_images),
+        delta(&counts.replication_status, &before.replication_status)
     );
 }

@@ -112,7 +112,8 @@ impl Alert {
         }
     }
 
-    fn headline(&self) -> &'static str {
+    /// What went wrong, as the end of a sentence: `replication failed`.
+    pub fn problem(&self) -> &'static str {
         match self.kind {
             AlertKind::Overdue => "not replicated within the SLA",
             AlertKind::Failed => "replication failed",
@@ -153,6 +154,9 @@ pub enum Notification {
     Single(Alert),
     Summary(AlertSummary),
 }
+
+/// How many destinations a summary's body lists; the rest are counted.
+pub const SUMMARY_DESTINATION_LINES: usize = 30;
 
 /// How many examples a summary lists.
 pub const SUMMARY_EXAMPLES: usize = 5;
@@ -227,22 +231,33 @@ impl Notification {
         }
     }
 
-    /// A one-line subject, at most 100 characters (the SNS limit).
-    pub fn subject(&self) -> String {
-        let subject = match self {
+    /// What happened, in one line: `team-a/web:v1 replication failed to eu-west-1`.
+    pub fn headline(&self) -> String {
+        match self {
             Notification::Single(a) => format!(
-                "[replwatch] {} {} to {}",
+                "{} {} to {}",
                 a.image_reference(),
-                a.headline(),
+                a.problem(),
                 a.key.destination.region
             ),
-            Notification::Summary(s) => format!(
-                "[replwatch] {} replication problems in {} destinations",
-                s.total,
-                s.by_destination.len()
-            ),
-        };
-        truncate_chars(&subject, 100)
+            Notification::Summary(s) => {
+                let destinations = s.by_destination.len();
+                format!(
+                    "{} replication problems in {destinations} destination{}",
+                    s.total,
+                    if destinations == 1 { "" } else { "s" }
+                )
+            }
+        }
+    }
+
+    /// The headline behind `[replwatch]`, ASCII and under 100 characters, as SNS requires of
+    /// a subject (and mail clients show whole).
+    pub fn subject(&self) -> String {
+        truncate_ascii(
+            &format!("[replwatch] {}", self.headline()),
+            SUBJECT_MAX_CHARS,
+        )
     }
 
     /// The readable body: what, where, since when, why, and what to do.
@@ -259,12 +274,20 @@ impl Notification {
                 );
                 let _ = writeln!(out);
                 let _ = writeln!(out, "Per destination:");
-                for (destination, kinds) in &s.by_destination {
+                for (destination, kinds) in s.by_destination.iter().take(SUMMARY_DESTINATION_LINES)
+                {
                     let counts: Vec<String> = kinds
                         .iter()
                         .map(|(k, n)| format!("{n} {}", k.as_str()))
                         .collect();
                     let _ = writeln!(out, "  {destination}: {}", counts.join(", "));
+                }
+                if s.by_destination.len() > SUMMARY_DESTINATION_LINES {
+                    let _ = writeln!(
+                        out,
+                        "  ... and {} more destinations (see the dashboard)",
+                        s.by_destination.len() - SUMMARY_DESTINATION_LINES
+                    );
                 }
                 let _ = writeln!(out);
                 let _ = writeln!(out, "First {} of them:", s.examples.len());
@@ -285,7 +308,7 @@ impl Notification {
 
 fn write_alert(out: &mut String, a: &Alert) {
     let image = &a.key.image;
-    let _ = writeln!(out, "{} {}.", a.image_reference(), a.headline());
+    let _ = writeln!(out, "{} {}.", a.image_reference(), a.problem());
     let _ = writeln!(out);
     let _ = writeln!(out, "Image:       {}", image.digest);
     let _ = writeln!(
@@ -332,13 +355,25 @@ pub fn human_duration(d: TimeDelta) -> String {
     }
 }
 
-fn truncate_chars(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
+/// SNS subjects must be ASCII and shorter than 100 characters.
+pub const SUBJECT_MAX_CHARS: usize = 99;
+
+/// `s` with characters outside printable ASCII replaced, cut to `max` characters with `...`.
+fn truncate_ascii(s: &str, max: usize) -> String {
+    let ascii: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if ascii.len() <= max {
+        return ascii;
     }
-    let mut out: String = s.chars().take(max - 1).collect();
-    out.push('…');
-    out
+    format!("{}...", &ascii[..max - 3])
 }
 
 /// Why a notification was not delivered.
@@ -477,8 +512,26 @@ mod tests {
         let mut a = alert(AlertKind::TagLost, "eu-west-1", 2);
         a.key.tag = None;
         assert_eq!(a.image_reference(), "team-a/web@sha256:020202020202");
-        a.key.tag = Some("x".repeat(300));
-        assert!(Notification::Single(a).subject().chars().count() <= 100);
+        a.key.tag = Some(format!("é{}", "x".repeat(300)));
+        let subject = Notification::Single(a).subject();
+        assert!(subject.len() < 100 && subject.is_ascii(), "{subject}");
+        assert!(subject.ends_with("..."), "{subject}");
+    }
+
+    #[test]
+    fn a_summary_over_many_destinations_stays_bounded() {
+        let alerts: Vec<Alert> = (0..60)
+            .map(|i| {
+                let mut a = alert(AlertKind::Overdue, "eu-west-1", i);
+                a.key.destination.registry_id =
+                    AccountId::parse(&format!("{:012}", 100_000_000_000u64 + u64::from(i)))
+                        .expect("account");
+                a
+            })
+            .collect();
+        let body = fold(alerts, 10)[0].body();
+        assert!(body.contains("... and 30 more destinations"), "{body}");
+        assert!(body.lines().count() < 50, "{body}");
     }
 
     #[test]
