@@ -185,11 +185,23 @@ struct WireEvent<'a> {
 
 /// Parses one EventBridge event (the JSON EventBridge delivers, or an SQS message body).
 pub fn parse_event(input: &[u8]) -> Result<ParsedEvent, EventError> {
-    let wire: WireEvent =
-        match serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(input)) {
-            Ok(wire) => wire,
-            Err(e) => return Err(envelope_error(input, e)),
-        };
+    // The plain parse is the fast path; only a failure is parsed again with path tracking,
+    // to name the field.
+    let wire: WireEvent = match serde_json::from_slice(input) {
+        Ok(wire) => wire,
+        Err(_) => {
+            let tracked: Result<WireEvent, _> =
+                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(input));
+            return Err(match tracked {
+                Err(e) => envelope_error(input, e),
+                Ok(_) => EventError {
+                    id: None,
+                    field: "<json>".into(),
+                    message: "the event parsed only with path tracking".into(),
+                },
+            });
+        }
+    };
     let id = Some(wire.id.clone());
     let error = |field: String, message: String| EventError {
         id: id.clone(),
@@ -343,10 +355,28 @@ fn envelope_error(input: &[u8], e: serde_path_to_error::Error<serde_json::Error>
     EventError { id, field, message }
 }
 
-/// Deserializes `json`, reporting a failure as (dotted field path, message).
+/// Deserializes `json`, reporting a failure as (dotted field path, message). The plain parse
+/// is the fast path; a failure is parsed again with path tracking to name the field.
 fn from_str<'a, T: Deserialize<'a>>(json: &'a str, prefix: &str) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(json))
-        .map_err(|e| path_and_message(e, prefix))
+    match serde_json::from_str(json) {
+        Ok(value) => Ok(value),
+        Err(plain) => {
+            match serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(json)) {
+                Ok(value) => Ok(value),
+                Err(e) => {
+                    let (field, message) = path_and_message(e, prefix);
+                    Err((
+                        field,
+                        if message.is_empty() {
+                            plain.to_string()
+                        } else {
+                            message
+                        },
+                    ))
+                }
+            }
+        }
+    }
 }
 
 /// Like [`from_str`], for a value already decoded.

@@ -4,8 +4,12 @@
 //! [`Digest`] is always `sha256:` followed by 64 lowercase hex characters, an account id is
 //! always twelve digits. Those checks are the first line of defence against malformed events,
 //! which must be rejected with a clear error rather than written to the tracking table.
+//!
+//! The text inside is shared (`Arc<str>`): records are cloned on every read and write of the
+//! store, and their names need not be copied each time.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +29,7 @@ pub enum InvalidValue {
 /// A content digest of an image manifest or blob, as ECR reports it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Digest(String);
+pub struct Digest(Arc<str>);
 
 impl Digest {
     pub fn parse(value: &str) -> Result<Self, InvalidValue> {
@@ -34,7 +38,7 @@ impl Digest {
             .ok_or_else(|| InvalidValue::Digest(value.to_owned()))?;
         let valid = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if valid {
-            Ok(Self(value.to_owned()))
+            Ok(Self(Arc::from(value)))
         } else {
             Err(InvalidValue::Digest(value.to_owned()))
         }
@@ -54,7 +58,7 @@ impl TryFrom<String> for Digest {
 
 impl From<Digest> for String {
     fn from(value: Digest) -> Self {
-        value.0
+        value.0.as_ref().to_owned()
     }
 }
 
@@ -67,12 +71,12 @@ impl fmt::Display for Digest {
 /// A twelve-digit AWS account id; in ECR it is also the registry id.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct AccountId(String);
+pub struct AccountId(Arc<str>);
 
 impl AccountId {
     pub fn parse(value: &str) -> Result<Self, InvalidValue> {
         if value.len() == 12 && value.bytes().all(|b| b.is_ascii_digit()) {
-            Ok(Self(value.to_owned()))
+            Ok(Self(Arc::from(value)))
         } else {
             Err(InvalidValue::AccountId(value.to_owned()))
         }
@@ -92,7 +96,7 @@ impl TryFrom<String> for AccountId {
 
 impl From<AccountId> for String {
     fn from(value: AccountId) -> Self {
-        value.0
+        value.0.as_ref().to_owned()
     }
 }
 
@@ -108,7 +112,7 @@ impl fmt::Display for AccountId {
 /// without a release of this tool.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Region(String);
+pub struct Region(Arc<str>);
 
 impl Region {
     pub fn parse(value: &str) -> Result<Self, InvalidValue> {
@@ -122,7 +126,7 @@ impl Region {
         let shaped =
             leading >= 2 && words && !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit());
         if shaped {
-            Ok(Self(value.to_owned()))
+            Ok(Self(Arc::from(value)))
         } else {
             Err(InvalidValue::Region(value.to_owned()))
         }
@@ -142,7 +146,7 @@ impl TryFrom<String> for Region {
 
 impl From<Region> for String {
     fn from(value: Region) -> Self {
-        value.0
+        value.0.as_ref().to_owned()
     }
 }
 
@@ -156,7 +160,7 @@ impl fmt::Display for Region {
 /// the separators `.`, `_`, `-`, `/`, as the ECR API allows.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct RepositoryName(String);
+pub struct RepositoryName(Arc<str>);
 
 impl RepositoryName {
     pub fn parse(value: &str) -> Result<Self, InvalidValue> {
@@ -172,7 +176,7 @@ impl RepositoryName {
                 .last()
                 .is_some_and(|b| b.is_ascii_alphanumeric());
         if (2..=256).contains(&value.len()) && charset && edges {
-            Ok(Self(value.to_owned()))
+            Ok(Self(Arc::from(value)))
         } else {
             Err(InvalidValue::RepositoryName(value.to_owned()))
         }
@@ -192,7 +196,7 @@ impl TryFrom<String> for RepositoryName {
 
 impl From<RepositoryName> for String {
     fn from(value: RepositoryName) -> Self {
-        value.0
+        value.0.as_ref().to_owned()
     }
 }
 
@@ -258,11 +262,22 @@ impl fmt::Display for SourceImage {
 /// The tag is part of the name because ECR replicates per push: pushing a second tag onto an
 /// existing digest replicates again and emits its own events, and each tag can be lost on its
 /// own (immutable tag conflicts).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ExpectationKey {
     pub image: SourceImage,
     pub tag: Option<String>,
     pub destination: Destination,
+}
+
+/// Hashes what tells keys apart (the digest, the destination, the tag) and skips what
+/// rarely does (source registry, repository): equal keys still hash equally, and a lookup
+/// hashes half the bytes.
+impl std::hash::Hash for ExpectationKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.image.digest.hash(state);
+        self.destination.hash(state);
+        self.tag.hash(state);
+    }
 }
 
 impl fmt::Display for ExpectationKey {
