@@ -50,6 +50,10 @@ fn local_aws() -> Result<LocalAws, Error> {
         return Ok(LocalAws::new(endpoint));
     }
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/local-aws/start");
+    println!(
+        "starting the local AWS ({}; the first run installs it from PyPI, about a minute)",
+        script.display()
+    );
     let output = Command::new(&script)
         .output()
         .map_err(|e| format!("{}: {e}", script.display()))?;
