@@ -9,7 +9,7 @@
 //! calls, in order.
 
 use aws_sdk_cloudwatch::Client;
-use aws_sdk_cloudwatch::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_cloudwatch::error::ProvideErrorMetadata;
 use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use chrono::{DateTime, Utc};
@@ -97,13 +97,7 @@ fn backend(
     operation: &'static str,
     error: impl std::error::Error + ProvideErrorMetadata,
 ) -> MetricsError {
-    // The service's own code and message say what went wrong; the full context only when the
-    // service said nothing (timeouts, connection errors).
-    let message = match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => DisplayErrorContext(&error).to_string(),
-    };
+    let message = crate::service_error::describe(&error);
     MetricsError::Backend { operation, message }
 }
 

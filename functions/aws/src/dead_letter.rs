@@ -11,7 +11,7 @@
 //! The queue is a standard queue (a FIFO queue would need a message group id).
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
 /// The attribute telling why the event was parked.
@@ -137,13 +137,7 @@ fn string_attribute(value: &str) -> Result<MessageAttributeValue, DeadLetterErro
 }
 
 fn service_message(error: &(impl std::error::Error + ProvideErrorMetadata)) -> String {
-    // The service's own code and message say what went wrong; the full context only when the
-    // service said nothing (timeouts, connection errors).
-    match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => DisplayErrorContext(error).to_string(),
-    }
+    crate::service_error::describe(error)
 }
 
 #[cfg(test)]

@@ -16,9 +16,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use crate::service_error::describe;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
     KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
@@ -272,13 +273,7 @@ fn backend(
     operation: &'static str,
     error: impl std::error::Error + ProvideErrorMetadata,
 ) -> StoreError {
-    // The service's own code and message say what went wrong; the full context (with the raw
-    // response) only when the service said nothing (timeouts, connection errors).
-    let message = match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => DisplayErrorContext(&error).to_string(),
-    };
+    let message = describe(&error);
     StoreError::Backend { operation, message }
 }
 

@@ -128,11 +128,7 @@ fn registry_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std:
         ),
         _ => false,
     };
-    let message = match (error.code(), error.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => aws_sdk_ecr::error::DisplayErrorContext(&error).to_string(),
-    };
+    let message = crate::service_error::describe(&error);
     RegistryError {
         operation,
         resource,

@@ -535,10 +535,9 @@ fn publish_error(
         }
         SdkError::ServiceError(service) => {
             let status = service.raw().status().as_u16();
-            let text = match (error.code(), error.message()) {
-                (Some(code), Some(message)) => format!("{code}: {message}"),
-                (Some(code), None) => code.to_owned(),
-                _ => format!("HTTP {status}: {}", DisplayErrorContext(&error)),
+            let text = match error.code() {
+                Some(_) => crate::service_error::describe(&error),
+                None => format!("HTTP {status}: {}", DisplayErrorContext(&error)),
             };
             (is_retryable_service_error(error.code(), status), text)
         }
