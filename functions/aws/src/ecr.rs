@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use aws_config::SdkConfig;
 use aws_config::sts::AssumeRoleProvider;
 use aws_sdk_ecr::Client;
+use aws_sdk_ecr::config::http::HttpResponse;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecr::types::{ImageIdentifier, ReplicationStatus};
 use replwatch_core::model::{AccountId, Destination, Digest, Region, RepositoryName, SourceImage};
@@ -107,27 +108,12 @@ fn is_not_found<E: ProvideErrorMetadata>(error: &SdkError<E, impl std::fmt::Debu
     )
 }
 
-fn registry_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+fn registry_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     operation: &'static str,
     resource: String,
-    error: SdkError<E, R>,
+    error: SdkError<E, HttpResponse>,
 ) -> RegistryError {
-    let retryable = match &error {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(_) => matches!(
-            error.code(),
-            Some(
-                "ThrottlingException"
-                    | "ServerException"
-                    | "ServiceUnavailableException"
-                    | "InternalFailure"
-                    | "RequestLimitExceeded"
-            )
-        ),
-        _ => false,
-    };
+    let retryable = crate::service_error::is_transient(&error);
     let message = crate::service_error::describe(&error);
     RegistryError {
         operation,

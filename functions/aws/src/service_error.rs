@@ -1,9 +1,17 @@
-//! How every adapter words an AWS SDK error: the service's own code and message when it sent
-//! them (`ConditionalCheckFailedException: ...`), which is what an operator searches for; the
-//! SDK's full error context only when the service said nothing (a timeout, a refused
-//! connection), where the context is the only clue.
+//! How every adapter words and classifies an AWS SDK error.
+//!
+//! Wording: the service's own code and message when it sent them
+//! (`ConditionalCheckFailedException: ...`), which is what an operator searches for; the SDK's
+//! full error context only when the service said nothing (a timeout, a refused connection),
+//! where the context is the only clue.
+//!
+//! Classification: transient (throttling, the service's own faults, the network) is worth
+//! trying again later; anything else (not found, access denied, invalid input) fails the same
+//! way until someone changes the configuration. The SDK error types are the same in every
+//! `aws-sdk-*` crate, so one function serves them all.
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
 /// One line describing `error`, for logs and error values.
 pub fn describe<E: std::error::Error + ProvideErrorMetadata>(error: &E) -> String {
@@ -11,5 +19,85 @@ pub fn describe<E: std::error::Error + ProvideErrorMetadata>(error: &E) -> Strin
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.to_owned(),
         _ => DisplayErrorContext(error).to_string(),
+    }
+}
+
+/// Whether a service's answer (`code`, HTTP `status`) may go away by itself: throttling, the
+/// service's own faults and any 5xx or 429. Not: `NotFound`, `AccessDenied`, validation and
+/// the other configuration errors.
+pub fn is_transient_service_error(code: Option<&str>, status: u16) -> bool {
+    match code {
+        Some(
+            "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestLimitExceeded"
+            | "TooManyRequestsException"
+            | "KMSThrottling"
+            | "InternalError"
+            | "InternalFailure"
+            | "InternalServerError"
+            | "InternalServiceError"
+            | "ServerException"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException",
+        ) => true,
+        Some(
+            "NotFound"
+            | "AuthorizationError"
+            | "InvalidParameter"
+            | "InvalidParameterValue"
+            | "InvalidSecurity"
+            | "EndpointDisabled"
+            | "PlatformApplicationDisabled"
+            | "KMSDisabled"
+            | "KMSInvalidState"
+            | "KMSNotFound"
+            | "KMSOptInRequired"
+            | "KMSAccessDenied"
+            | "ValidationException"
+            | "InvalidClientTokenId"
+            | "UnrecognizedClientException"
+            | "AccessDenied"
+            | "AccessDeniedException",
+        ) => false,
+        _ => status == 429 || status >= 500,
+    }
+}
+
+/// Whether `error` is worth trying again later: a timeout or network failure, or a transient
+/// service answer ([`is_transient_service_error`]).
+pub fn is_transient<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
+    match error {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            is_transient_service_error(error.code(), service.raw().status().as_u16())
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_and_server_faults_are_transient_configuration_errors_are_not() {
+        assert!(is_transient_service_error(Some("Throttling"), 400));
+        assert!(is_transient_service_error(Some("ThrottlingException"), 400));
+        assert!(is_transient_service_error(Some("InternalError"), 500));
+        assert!(is_transient_service_error(None, 503));
+        assert!(is_transient_service_error(None, 429));
+        assert!(is_transient_service_error(Some("SomethingNew"), 502));
+        assert!(!is_transient_service_error(Some("NotFound"), 404));
+        assert!(!is_transient_service_error(Some("AuthorizationError"), 403));
+        assert!(!is_transient_service_error(
+            Some("AccessDeniedException"),
+            400
+        ));
+        assert!(!is_transient_service_error(Some("InvalidParameter"), 400));
+        assert!(!is_transient_service_error(Some("SomethingNew"), 400));
     }
 }

@@ -34,6 +34,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use aws_sdk_sns::Client;
+
+use crate::service_error::is_transient_service_error;
 use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sns::operation::publish::PublishError;
 use aws_sdk_sns::types::MessageAttributeValue;
@@ -539,7 +541,7 @@ fn publish_error(
                 Some(_) => crate::service_error::describe(&error),
                 None => format!("HTTP {status}: {}", DisplayErrorContext(&error)),
             };
-            (is_retryable_service_error(error.code(), status), text)
+            (is_transient_service_error(error.code(), status), text)
         }
         _ => (false, DisplayErrorContext(&error).to_string()),
     };
@@ -548,46 +550,6 @@ fn publish_error(
         sink: SINK,
         message: format!("Publish to {topic_arn} failed: {message}"),
         retryable,
-    }
-}
-
-/// Whether SNS's answer (`code`, HTTP `status`) may go away by itself: throttling, SNS's own
-/// faults and any 5xx. Not: `NotFound`, `AuthorizationError`, `InvalidParameter` and the rest
-/// of the configuration errors, which fail the same way until someone fixes them.
-pub fn is_retryable_service_error(code: Option<&str>, status: u16) -> bool {
-    match code {
-        Some(
-            "Throttling"
-            | "ThrottlingException"
-            | "ThrottledException"
-            | "RequestLimitExceeded"
-            | "TooManyRequestsException"
-            | "KMSThrottling"
-            | "InternalError"
-            | "InternalFailure"
-            | "ServiceUnavailable"
-            | "ServiceUnavailableException",
-        ) => true,
-        Some(
-            "NotFound"
-            | "AuthorizationError"
-            | "InvalidParameter"
-            | "InvalidParameterValue"
-            | "InvalidSecurity"
-            | "EndpointDisabled"
-            | "PlatformApplicationDisabled"
-            | "KMSDisabled"
-            | "KMSInvalidState"
-            | "KMSNotFound"
-            | "KMSOptInRequired"
-            | "KMSAccessDenied"
-            | "ValidationException"
-            | "InvalidClientTokenId"
-            | "UnrecognizedClientException"
-            | "AccessDenied"
-            | "AccessDeniedException",
-        ) => false,
-        _ => status == 429 || status >= 500,
     }
 }
 
@@ -880,17 +842,5 @@ mod tests {
         assert_eq!("text".parse(), Ok(SnsFormat::Text));
         assert_eq!(" Chat ".parse(), Ok(SnsFormat::ChatNotification));
         assert!("html".parse::<SnsFormat>().is_err());
-    }
-
-    #[test]
-    fn throttling_and_server_faults_are_retryable_configuration_errors_are_not() {
-        assert!(is_retryable_service_error(Some("Throttling"), 400));
-        assert!(is_retryable_service_error(Some("InternalError"), 500));
-        assert!(is_retryable_service_error(None, 503));
-        assert!(is_retryable_service_error(Some("SomethingNew"), 502));
-        assert!(!is_retryable_service_error(Some("NotFound"), 404));
-        assert!(!is_retryable_service_error(Some("AuthorizationError"), 403));
-        assert!(!is_retryable_service_error(Some("InvalidParameter"), 400));
-        assert!(!is_retryable_service_error(Some("SomethingNew"), 400));
     }
 }

@@ -19,6 +19,7 @@
 use aws_config::{Region, SdkConfig};
 use serde_json::Value;
 
+use crate::service_error::{describe, is_transient};
 use crate::slack::WebhookUrl;
 
 /// Where the webhook URL is kept.
@@ -153,7 +154,6 @@ async fn read_secret(
     region: &str,
     reference: &str,
 ) -> Result<String, WebhookSecretError> {
-    use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
     const OP: &str = "GetSecretValue";
     let client = aws_sdk_secretsmanager::Client::from_conf(
         aws_sdk_secretsmanager::config::Builder::from(config)
@@ -166,29 +166,8 @@ async fn read_secret(
         .send()
         .await
         .map_err(|error| {
-            let retryable = match &error {
-                SdkError::TimeoutError(_)
-                | SdkError::DispatchFailure(_)
-                | SdkError::ResponseError(_) => true,
-                SdkError::ServiceError(service) => {
-                    service.raw().status().is_server_error()
-                        || matches!(
-                            error.code(),
-                            Some(
-                                "InternalServiceError"
-                                    | "ThrottlingException"
-                                    | "Throttling"
-                                    | "RequestLimitExceeded"
-                            )
-                        )
-                }
-                _ => false,
-            };
-            let message = match (error.code(), error.message()) {
-                (Some(code), Some(message)) => format!("{code}: {message}"),
-                (Some(code), None) => code.to_owned(),
-                _ => DisplayErrorContext(&error).to_string(),
-            };
+            let retryable = is_transient(&error);
+            let message = describe(&error);
             WebhookSecretError::Fetch {
                 reference: reference.to_owned(),
                 operation: OP,
@@ -215,7 +194,6 @@ async fn read_parameter(
     region: Option<&str>,
     reference: &str,
 ) -> Result<String, WebhookSecretError> {
-    use aws_sdk_ssm::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
     const OP: &str = "GetParameter";
     let mut builder = aws_sdk_ssm::config::Builder::from(config);
     if let Some(region) = region {
@@ -229,29 +207,8 @@ async fn read_parameter(
         .send()
         .await
         .map_err(|error| {
-            let retryable = match &error {
-                SdkError::TimeoutError(_)
-                | SdkError::DispatchFailure(_)
-                | SdkError::ResponseError(_) => true,
-                SdkError::ServiceError(service) => {
-                    service.raw().status().is_server_error()
-                        || matches!(
-                            error.code(),
-                            Some(
-                                "InternalServerError"
-                                    | "ThrottlingException"
-                                    | "Throttling"
-                                    | "RequestLimitExceeded"
-                            )
-                        )
-                }
-                _ => false,
-            };
-            let message = match (error.code(), error.message()) {
-                (Some(code), Some(message)) => format!("{code}: {message}"),
-                (Some(code), None) => code.to_owned(),
-                _ => DisplayErrorContext(&error).to_string(),
-            };
+            let retryable = is_transient(&error);
+            let message = describe(&error);
             WebhookSecretError::Fetch {
                 reference: reference.to_owned(),
                 operation: OP,
