@@ -857,44 +857,10 @@ fn unknown_keys(at: &str, obj: &Map<String, Value>, allowed: &[&str], out: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{TimeDelta, TimeZone, Utc};
     use replwatch_core::alerts::fold;
-    use replwatch_core::model::{
-        AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
-    };
     use replwatch_core::tracking::AlertKind;
 
-    fn alert(kind: AlertKind, region: &str, n: u32) -> Alert {
-        let t0 = Utc
-            .with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
-            .single()
-            .expect("time");
-        Alert {
-            kind,
-            key: ExpectationKey {
-                image: SourceImage {
-                    registry: Destination::new(
-                        Region::parse("us-west-2").expect("region"),
-                        AccountId::parse("111111111111").expect("account"),
-                    ),
-                    repository: RepositoryName::parse("team-a/web").expect("repo"),
-                    digest: Digest::parse(&format!(
-                        "sha256:{}",
-                        format!("{:02x}", n % 256).repeat(32)
-                    ))
-                    .expect("digest"),
-                },
-                tag: Some(format!("v{n}")),
-                destination: Destination::new(
-                    Region::parse(region).expect("region"),
-                    AccountId::parse("222222222222").expect("account"),
-                ),
-            },
-            pushed_at: Some(t0),
-            detected_at: t0 + TimeDelta::minutes(31),
-            failure_code: (kind == AlertKind::Failed).then(|| "ACCESS_DENIED".to_owned()),
-        }
-    }
+    use replwatch_core::alerts::samples::sample_alert as alert;
 
     fn texts(v: &Value) -> Vec<String> {
         let mut out = Vec::new();

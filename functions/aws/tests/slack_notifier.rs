@@ -9,12 +9,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{TimeDelta, TimeZone, Utc};
 use replwatch_aws::slack::{RetryPolicy, SlackNotifier, WebhookUrl, block_kit_violations};
 use replwatch_core::alerts::{Alert, Notification, Notifier, NotifyError, fold};
-use replwatch_core::model::{
-    AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
-};
 use replwatch_core::tracking::AlertKind;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -170,34 +166,7 @@ fn fast_retries() -> RetryPolicy {
     }
 }
 
-fn alert(kind: AlertKind, region: &str, n: u32) -> Alert {
-    let t0 = Utc
-        .with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
-        .single()
-        .expect("time");
-    Alert {
-        kind,
-        key: ExpectationKey {
-            image: SourceImage {
-                registry: Destination::new(
-                    Region::parse("us-west-2").expect("region"),
-                    AccountId::parse("111111111111").expect("account"),
-                ),
-                repository: RepositoryName::parse("team-a/web").expect("repo"),
-                digest: Digest::parse(&format!("sha256:{}", format!("{:02x}", n % 256).repeat(32)))
-                    .expect("digest"),
-            },
-            tag: Some(format!("v{n}")),
-            destination: Destination::new(
-                Region::parse(region).expect("region"),
-                AccountId::parse("222222222222").expect("account"),
-            ),
-        },
-        pushed_at: Some(t0),
-        detected_at: t0 + TimeDelta::minutes(31),
-        failure_code: (kind == AlertKind::Failed).then(|| "ACCESS_DENIED".to_owned()),
-    }
-}
+use replwatch_core::alerts::samples::sample_alert as alert;
 
 fn failed() -> Notification {
     Notification::Single(alert(AlertKind::Failed, "eu-west-1", 1))

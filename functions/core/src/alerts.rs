@@ -394,17 +394,25 @@ pub trait Notifier: Send + Sync {
     ) -> impl Future<Output = Result<(), NotifyError>> + Send;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{AccountId, Digest, Region, RepositoryName, SourceImage};
-    use chrono::TimeZone;
+/// Sample alerts for the tests of every sink (`test-support` feature).
+#[cfg(any(test, feature = "test-support"))]
+pub mod samples {
+    use chrono::{TimeDelta, TimeZone, Utc};
 
-    fn alert(kind: AlertKind, region: &str, n: u8) -> Alert {
+    use super::Alert;
+    use crate::model::{
+        AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
+    };
+    use crate::tracking::AlertKind;
+
+    /// Alert number `n` of `kind`: `team-a/web:v<n>` from us-west-2/111111111111 to
+    /// `region`/222222222222, pushed at 2026-11-20 10:00, detected 31 minutes later, with
+    /// failure code `ACCESS_DENIED` when it failed.
+    pub fn sample_alert(kind: AlertKind, region: &str, n: u32) -> Alert {
         let t0 = Utc
             .with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
             .single()
-            .expect("time");
+            .expect("valid time");
         Alert {
             kind,
             key: ExpectationKey {
@@ -413,9 +421,12 @@ mod tests {
                         Region::parse("us-west-2").expect("region"),
                         AccountId::parse("111111111111").expect("account"),
                     ),
-                    repository: RepositoryName::parse("team-a/web").expect("repo"),
-                    digest: Digest::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32)))
-                        .expect("digest"),
+                    repository: RepositoryName::parse("team-a/web").expect("repository"),
+                    digest: Digest::parse(&format!(
+                        "sha256:{}",
+                        format!("{:02x}", n % 256).repeat(32)
+                    ))
+                    .expect("digest"),
                 },
                 tag: Some(format!("v{n}")),
                 destination: Destination::new(
@@ -428,6 +439,14 @@ mod tests {
             failure_code: (kind == AlertKind::Failed).then(|| "ACCESS_DENIED".to_owned()),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AccountId;
+
+    use super::samples::sample_alert as alert;
 
     #[test]
     fn a_single_alert_reads_as_a_sentence_with_every_fact() {
