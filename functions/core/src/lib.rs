@@ -11,9 +11,11 @@
 //! - [`pipeline`]: what the functions do with an event or a sweep tick, over the ports;
 //! - [`alerts`]: what is told to a human, folded under storms, and the notifier port;
 //! - [`metrics`]: per-event metrics as CloudWatch EMF lines, and the gauge publisher port;
+//! - [`backfill`]: the plan and the digest-preserving copy that bring destinations up to date;
 //! - [`clock`]: time as a dependency.
 
 pub mod alerts;
+pub mod backfill;
 pub mod clock;
 pub mod events;
 pub mod metrics;

@@ -1,0 +1,1 @@
+//! The copy of one image (to be written).

@@ -1,0 +1,1 @@
+//! The backfill plan (to be written).
