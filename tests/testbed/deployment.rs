@@ -9,7 +9,6 @@ use std::collections::HashMap;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_eventbridge::types::Target;
-use replwatch_aws::DynamoExpectationStore;
 use replwatch_core::registry::Registry;
 use replwatch_core::{Clock, Destination, ExpectationStore};
 use replwatch_runtime::Tracking;
@@ -206,9 +205,11 @@ impl LocalDeployment {
             .await?;
 
         let table = "replwatch-tracking".to_owned();
-        DynamoExpectationStore::new(aws_sdk_dynamodb::Client::new(&config), &table)
-            .create_table()
-            .await?;
+        replwatch_aws::provisioning::create_tracking_table(
+            &aws_sdk_dynamodb::Client::new(&config),
+            &table,
+        )
+        .await?;
         Ok(Self {
             aws: aws.clone(),
             account: account.to_owned(),
@@ -259,7 +260,8 @@ impl LocalDeployment {
         env
     }
 
-    /// The functions' services, built exactly as in Lambda from that environment.
+    /// The functions' services, built as in Lambda from that environment; one value plays every
+    /// function, so it gets both the gauges (sweep) and the dead-letter queue (SQS-fed ones).
     pub async fn tracking<C: Clock>(
         &self,
         clock: C,
@@ -268,7 +270,10 @@ impl LocalDeployment {
         let env = self.environment(extra);
         let settings = Settings::from_lookup(|name| env.get(name).cloned())?;
         let sdk = self.aws.config(&self.account, &self.region).await;
-        Ok(services::build(&sdk, &settings, clock).await?)
+        let mut tracking = services::build(&sdk, &settings, clock).await?;
+        services::attach_gauges(&mut tracking, &sdk, &settings);
+        services::attach_dead_letters(&mut tracking, &sdk, &settings);
+        Ok(tracking)
     }
 
     /// Takes what is waiting on one queue (up to `max` messages).

@@ -20,10 +20,7 @@ use crate::service_error::describe;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
-};
+use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
 use replwatch_core::model::{
     AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
@@ -57,64 +54,6 @@ impl DynamoExpectationStore {
 
     pub fn table(&self) -> &str {
         &self.table
-    }
-
-    /// Creates the table with its due index and TTL, as `template.yaml` declares it. For the
-    /// local AWS and tests; a deployment gets the table from CloudFormation.
-    pub async fn create_table(&self) -> Result<(), StoreError> {
-        let string_attribute = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(|e| request_error("CreateTable", e))
-        };
-        let key = |name: &str, key_type: KeyType| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(key_type)
-                .build()
-                .map_err(|e| request_error("CreateTable", e))
-        };
-        let due_index = GlobalSecondaryIndex::builder()
-            .index_name(DUE_INDEX)
-            .key_schema(key("due_shard", KeyType::Hash)?)
-            .key_schema(key("next_check", KeyType::Range)?)
-            .projection(
-                Projection::builder()
-                    .projection_type(ProjectionType::All)
-                    .build(),
-            )
-            .build()
-            .map_err(|e| request_error("CreateTable", e))?;
-        self.client
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(string_attribute("pk")?)
-            .attribute_definitions(string_attribute("sk")?)
-            .attribute_definitions(string_attribute("due_shard")?)
-            .attribute_definitions(string_attribute("next_check")?)
-            .key_schema(key("pk", KeyType::Hash)?)
-            .key_schema(key("sk", KeyType::Range)?)
-            .global_secondary_indexes(due_index)
-            .send()
-            .await
-            .map_err(|e| backend("CreateTable", e))?;
-        self.client
-            .update_time_to_live()
-            .table_name(&self.table)
-            .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .attribute_name(TTL_ATTRIBUTE)
-                    .enabled(true)
-                    .build()
-                    .map_err(|e| request_error("UpdateTimeToLive", e))?,
-            )
-            .send()
-            .await
-            .map_err(|e| backend("UpdateTimeToLive", e))?;
-        Ok(())
     }
 
     async fn query_all(
@@ -259,7 +198,7 @@ fn backend_message(operation: &'static str, message: String) -> StoreError {
     StoreError::Backend { operation, message }
 }
 
-fn request_error(
+pub(crate) fn request_error(
     operation: &'static str,
     error: aws_sdk_dynamodb::error::BuildError,
 ) -> StoreError {
@@ -269,7 +208,7 @@ fn request_error(
     }
 }
 
-fn backend(
+pub(crate) fn backend(
     operation: &'static str,
     error: impl std::error::Error + ProvideErrorMetadata,
 ) -> StoreError {

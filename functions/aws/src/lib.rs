@@ -4,6 +4,7 @@
 //!   TTL).
 //! - [`ecr`]: the registry port on ECR, with cross-account reads through a reader role.
 //! - [`local`]: client configuration for the local AWS test bed (`infra/local-aws/`).
+//! - [`provisioning`]: the tracking table created by hand, for the local AWS and tests.
 //! - [`service_error`]: how every adapter words an SDK error.
 //! - [`cloudwatch`]: the gauge publisher port on CloudWatch `PutMetricData`.
 //! - [`dead_letter`]: the SQS queue where events that can never be processed are parked.
@@ -17,6 +18,7 @@ pub mod dead_letter;
 pub mod dynamodb;
 pub mod ecr;
 pub mod local;
+pub mod provisioning;
 pub mod service_error;
 pub mod slack;
 pub mod sns;

@@ -16,9 +16,11 @@ async fn fresh_store() -> DynamoExpectationStore {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     );
-    let store = DynamoExpectationStore::new(aws_sdk_dynamodb::Client::new(&config), table);
-    store.create_table().await.expect("create table");
-    store
+    let client = aws_sdk_dynamodb::Client::new(&config);
+    replwatch_aws::provisioning::create_tracking_table(&client, &table)
+        .await
+        .expect("create table");
+    DynamoExpectationStore::new(client, table)
 }
 
 replwatch_core::expectation_store_contract!(fresh_store());

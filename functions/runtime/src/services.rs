@@ -1,5 +1,11 @@
 //! Assembles [`Tracking`] on AWS from the settings: the DynamoDB store, the ECR registry with
-//! its reader role, SNS and Slack, CloudWatch gauges, the dead-letter queue.
+//! its reader role, SNS and Slack ([`build`]); the CloudWatch gauges for the sweep
+//! ([`attach_gauges`]); the dead-letter queue for the SQS-fed functions
+//! ([`attach_dead_letters`]).
+//!
+//! Each function attaches only what it uses, because its IAM role grants only what its code
+//! can call: the IAM cross-check test (`tests/iam_least_privilege.rs`) follows these builders
+//! from each function's `main.rs` to the adapters and the SDK operations they call.
 
 use aws_config::SdkConfig;
 use replwatch_aws::DynamoExpectationStore;
@@ -69,20 +75,28 @@ pub async fn build<C: Clock>(
             )
         }
     };
-    let mut tracking = Tracking::new(
+    let tracking = Tracking::new(
         pipeline,
         Delivery { sns, slack },
         settings.metric_namespace.clone(),
         settings.function_name.clone(),
         settings.storm_threshold,
     );
+    Ok(tracking)
+}
+
+/// Adds the CloudWatch gauges (pending, overdue): the sweep publishes them.
+pub fn attach_gauges<C>(tracking: &mut AwsTracking<C>, sdk: &SdkConfig, settings: &Settings) {
     tracking.gauges = Some(CloudWatchGauges::new(
         aws_sdk_cloudwatch::Client::new(sdk),
         settings.metric_namespace.clone(),
     ));
+}
+
+/// Adds the queue where malformed events are parked: the functions fed by SQS batches use it.
+pub fn attach_dead_letters<C>(tracking: &mut AwsTracking<C>, sdk: &SdkConfig, settings: &Settings) {
     tracking.dead_letters = settings
         .dead_letter_queue_url
         .as_ref()
         .map(|url| DeadLetterQueue::new(aws_sdk_sqs::Client::new(sdk), url.clone()));
-    Ok(tracking)
 }

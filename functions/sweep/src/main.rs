@@ -15,7 +15,8 @@ async fn main() -> Result<(), Error> {
     logging::init();
     let settings = Settings::from_env()?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let tracking = services::build(&sdk, &settings, SystemClock).await?;
+    let mut tracking = services::build(&sdk, &settings, SystemClock).await?;
+    services::attach_gauges(&mut tracking, &sdk, &settings);
     let tracking = &tracking;
     lambda_runtime::run(service_fn(
         move |_: LambdaEvent<serde_json::Value>| async move {
