@@ -34,6 +34,7 @@ use replwatch_core::alerts::{
     Alert, AlertSummary, Notification, Notifier, NotifyError, Severity, human_duration,
     short_digest,
 };
+use replwatch_core::backfill::run::BackfillRun;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde_json::{Map, Value, json};
@@ -369,6 +370,7 @@ pub fn render_message(notification: &Notification) -> Value {
     let blocks = match notification {
         Notification::Single(alert) => single_blocks(notification, alert),
         Notification::Summary(summary) => summary_blocks(notification, summary),
+        Notification::BackfillCompleted(run) => backfill_blocks(notification, run),
     };
     json!({
         "text": truncate_chars(&notification.subject(), FALLBACK_TEXT_MAX_CHARS),
@@ -385,7 +387,44 @@ fn emoji(severity: Severity) -> &'static str {
     match severity {
         Severity::Critical => ":rotating_light:",
         Severity::Warning => ":warning:",
+        Severity::Info => ":white_check_mark:",
     }
+}
+
+fn backfill_blocks(notification: &Notification, run: &BackfillRun) -> Vec<Value> {
+    let severity = notification.severity();
+    let field = |name: &str, value: String| mrkdwn(&format!("*{name}*\n{value}"), FIELD_MAX_CHARS);
+    let fields = vec![
+        field("Source", format!("`{}`", run.source)),
+        field("Planned", format!("{} images", run.planned)),
+        field("Copied", format!("{} images", run.copied)),
+        field("Failed", format!("{} images", run.failed)),
+        field(
+            "Uploaded",
+            format!("{:.1} MiB", run.bytes_uploaded as f64 / 1_048_576.0),
+        ),
+        field("Destinations", run.destinations.len().to_string()),
+    ];
+    let destination_lines: Vec<String> = run
+        .destinations
+        .iter()
+        .map(|(destination, planned)| format!("• `{destination}`: {planned} images planned"))
+        .collect();
+    let (texts, left_out) = pack_lines(&destination_lines, TEXT_MAX_CHARS, 3);
+    let mut blocks = vec![
+        header(&format!("{} {}", emoji(severity), notification.headline())),
+        json!({ "type": "section", "fields": fields }),
+    ];
+    blocks.extend(texts.iter().map(|t| section(t)));
+    if left_out > 0 {
+        blocks.push(context(&format!("… and {left_out} more destinations")));
+    }
+    blocks.push(context(&format!(
+        "replwatch · backfill `{}` · started {}",
+        escape(&run.id),
+        run.started_at.to_rfc3339()
+    )));
+    blocks
 }
 
 fn header(text: &str) -> Value {
@@ -923,10 +962,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_finished_backfill_renders_as_valid_block_kit_with_its_counts() {
+        let run =
+            replwatch_core::alerts::samples::sample_backfill_run(&["eu-west-1", "us-east-1"], 2);
+        let m = render_message(&Notification::BackfillCompleted(run));
+        assert_eq!(block_kit_violations(&m), Vec::<String>::new(), "{m:#}");
+        let text = m.to_string();
+        assert!(
+            text.contains(":warning:"),
+            "failures make it a warning: {text}"
+        );
+        assert!(text.contains("*Failed*\\n2 images"), "{text}");
+        assert!(
+            text.contains("`eu-west-1/222222222222`: 10 images planned"),
+            "{text}"
+        );
+    }
+
     fn n_console(n: &Notification) -> String {
         match n {
             Notification::Single(a) => a.console_url(),
-            Notification::Summary(_) => String::new(),
+            Notification::Summary(_) | Notification::BackfillCompleted(_) => String::new(),
         }
     }
 

@@ -40,6 +40,7 @@ use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sns::operation::publish::PublishError;
 use aws_sdk_sns::types::MessageAttributeValue;
 use replwatch_core::alerts::{Alert, AlertSummary, Notification, Notifier, NotifyError};
+use replwatch_core::backfill::run::BackfillRun;
 use replwatch_core::model::SourceImage;
 use replwatch_core::tracking::AlertKind;
 use serde_json::{Map, Value, json};
@@ -202,7 +203,73 @@ pub fn chat_notification(notification: &Notification) -> Value {
     match notification {
         Notification::Single(alert) => chat_single(notification, alert),
         Notification::Summary(summary) => chat_summary(notification, summary),
+        Notification::BackfillCompleted(run) => chat_backfill(notification, run),
     }
+}
+
+fn chat_backfill(notification: &Notification, run: &BackfillRun) -> Value {
+    let severity = notification.severity();
+    let title = format!(
+        "{} {}",
+        severity_emoji(notification),
+        notification.headline()
+    );
+    let mut lines = vec![
+        format!(
+            "*Backfill* `{}` of `{}`: {} of {} images copied, {} failed, {:.1} MiB uploaded.",
+            run.id,
+            run.source,
+            run.copied,
+            run.planned,
+            run.failed,
+            run.bytes_uploaded as f64 / 1_048_576.0
+        ),
+        String::new(),
+        "*Destinations:*".to_owned(),
+    ];
+    for (destination, planned) in &run.destinations {
+        lines.push(format!("• `{destination}`: {planned} images planned"));
+    }
+    let description = join_within(&lines, CHAT_DESCRIPTION_MAX_CHARS);
+    let mut context = Map::new();
+    let mut put = |key: &str, value: String| {
+        context.insert(
+            key.to_owned(),
+            Value::String(truncate_chars(&value, CHAT_CONTEXT_VALUE_MAX_CHARS)),
+        );
+    };
+    put("kind", notification.kind().to_owned());
+    put("severity", severity.as_str().to_owned());
+    put("runId", run.id.clone());
+    put("planned", run.planned.to_string());
+    put("copied", run.copied.to_string());
+    put("failed", run.failed.to_string());
+    put("bytesUploaded", run.bytes_uploaded.to_string());
+    let mut next_steps = Vec::new();
+    if run.failed > 0 {
+        next_steps.push(truncate_chars(
+            "Run `replwatch backfill --dry-run` to see what is still missing; a rerun copies only that.",
+            CHAT_NEXT_STEP_MAX_CHARS,
+        ));
+    }
+    json!({
+        "version": "1.0",
+        "source": "custom",
+        "id": stable_id("backfill", &run.id),
+        "content": {
+            "textType": "client-markdown",
+            "title": truncate_chars(&title, CHAT_TITLE_MAX_CHARS),
+            "description": truncate_chars(&description, CHAT_DESCRIPTION_MAX_CHARS),
+            "nextSteps": next_steps,
+            "keywords": ["replwatch", "BACKFILL", severity.as_str()],
+        },
+        "metadata": {
+            "summary": truncate_chars(&notification.subject(), CHAT_SUMMARY_MAX_CHARS),
+            "eventType": event_type(notification),
+            "relatedResources": Vec::<String>::new(),
+            "additionalContext": Value::Object(context),
+        },
+    })
 }
 
 fn chat_single(notification: &Notification, alert: &Alert) -> Value {
@@ -433,6 +500,7 @@ pub fn event_type(notification: &Notification) -> String {
     match notification {
         Notification::Single(a) => format!("Replication{}", camel_kind(a.kind)),
         Notification::Summary(_) => "ReplicationSummary".to_owned(),
+        Notification::BackfillCompleted(_) => "BackfillCompleted".to_owned(),
     }
 }
 
@@ -448,6 +516,7 @@ fn severity_emoji(notification: &Notification) -> &'static str {
     match notification.severity() {
         replwatch_core::alerts::Severity::Critical => ":rotating_light:",
         replwatch_core::alerts::Severity::Warning => ":warning:",
+        replwatch_core::alerts::Severity::Info => ":white_check_mark:",
     }
 }
 
@@ -688,6 +757,22 @@ mod tests {
                 .as_str()
                 .expect("title")
                 .starts_with(":rotating_light: team-a/web:v1 replication failed")
+        );
+    }
+
+    #[test]
+    fn a_finished_backfill_is_a_documented_custom_notification() {
+        let run = replwatch_core::alerts::samples::sample_backfill_run(&["eu-west-1"], 0);
+        let n = Notification::BackfillCompleted(run);
+        let v = chat_notification(&n);
+        assert_eq!(chat_violations(&v), Vec::<String>::new(), "{v:#}");
+        assert_eq!(v["metadata"]["eventType"], "BackfillCompleted");
+        assert_eq!(v["metadata"]["additionalContext"]["copied"], "10");
+        assert!(
+            v["content"]["title"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(":white_check_mark:")),
+            "{v:#}"
         );
     }
 

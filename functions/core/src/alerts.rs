@@ -16,6 +16,7 @@ use std::future::Future;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::backfill::run::BackfillRun;
 use crate::model::{Destination, ExpectationKey};
 use crate::tracking::{AlertKind, ReplicationExpectation};
 
@@ -23,6 +24,8 @@ use crate::tracking::{AlertKind, ReplicationExpectation};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Nothing is wrong: a backfill finished without failures.
+    Info,
     Warning,
     Critical,
 }
@@ -30,6 +33,7 @@ pub enum Severity {
 impl Severity {
     pub fn as_str(self) -> &'static str {
         match self {
+            Severity::Info => "info",
             Severity::Warning => "warning",
             Severity::Critical => "critical",
         }
@@ -153,6 +157,8 @@ pub struct AlertSummary {
 pub enum Notification {
     Single(Alert),
     Summary(AlertSummary),
+    /// A backfill run finished: every copy job was reported.
+    BackfillCompleted(BackfillRun),
 }
 
 /// How many destinations a summary's body lists; the rest are counted.
@@ -203,14 +209,17 @@ impl Notification {
                     Severity::Warning
                 }
             }
+            Notification::BackfillCompleted(run) if run.failed > 0 => Severity::Warning,
+            Notification::BackfillCompleted(_) => Severity::Info,
         }
     }
 
-    /// `OVERDUE`, `FAILED`, `TAG_LOST`, or `SUMMARY`.
+    /// `OVERDUE`, `FAILED`, `TAG_LOST`, `SUMMARY` or `BACKFILL_COMPLETED`.
     pub fn kind(&self) -> &'static str {
         match self {
             Notification::Single(a) => a.kind.as_str(),
             Notification::Summary(_) => "SUMMARY",
+            Notification::BackfillCompleted(_) => "BACKFILL_COMPLETED",
         }
     }
 
@@ -218,16 +227,8 @@ impl Notification {
     pub fn destination_region(&self) -> String {
         match self {
             Notification::Single(a) => a.key.destination.region.to_string(),
-            Notification::Summary(s) => {
-                let mut regions: Vec<&str> =
-                    s.by_destination.keys().map(|d| d.region.as_str()).collect();
-                regions.dedup();
-                if regions.len() == 1 {
-                    regions[0].to_owned()
-                } else {
-                    "multiple".to_owned()
-                }
-            }
+            Notification::Summary(s) => one_region_or_multiple(s.by_destination.keys()),
+            Notification::BackfillCompleted(run) => one_region_or_multiple(run.destinations.keys()),
         }
     }
 
@@ -248,6 +249,10 @@ impl Notification {
                     if destinations == 1 { "" } else { "s" }
                 )
             }
+            Notification::BackfillCompleted(run) => format!(
+                "backfill of {} finished: {} copied, {} failed",
+                run.source, run.copied, run.failed
+            ),
         }
     }
 
@@ -301,8 +306,54 @@ impl Notification {
                     );
                 }
             }
+            Notification::BackfillCompleted(run) => write_backfill(&mut out, run),
         }
         out
+    }
+}
+
+/// The Region of every destination, when they share one, or `multiple`.
+fn one_region_or_multiple<'a>(destinations: impl Iterator<Item = &'a Destination>) -> String {
+    let mut regions: Vec<&str> = destinations.map(|d| d.region.as_str()).collect();
+    regions.sort_unstable();
+    regions.dedup();
+    match regions.as_slice() {
+        [one] => (*one).to_owned(),
+        _ => "multiple".to_owned(),
+    }
+}
+
+fn write_backfill(out: &mut String, run: &BackfillRun) {
+    let _ = writeln!(
+        out,
+        "Backfill {} of {} finished at {}.",
+        run.id,
+        run.source,
+        run.completed_at.unwrap_or(run.started_at).to_rfc3339()
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Planned:   {} images", run.planned);
+    let _ = writeln!(out, "Copied:    {} images", run.copied);
+    let _ = writeln!(out, "Failed:    {} images", run.failed);
+    let _ = writeln!(
+        out,
+        "Uploaded:  {:.1} MiB",
+        run.bytes_uploaded as f64 / 1_048_576.0
+    );
+    if let Some(done) = run.completed_at {
+        let _ = writeln!(out, "Took:      {}", human_duration(done - run.started_at));
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Destinations:");
+    for (destination, planned) in run.destinations.iter().take(SUMMARY_DESTINATION_LINES) {
+        let _ = writeln!(out, "  {destination}: {planned} images planned");
+    }
+    if run.failed > 0 {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "The failed images are logged by backfill-copy with the run id; `replwatch backfill --dry-run` shows what is still missing, and a rerun copies only that."
+        );
     }
 }
 
@@ -439,6 +490,43 @@ pub mod samples {
             failure_code: (kind == AlertKind::Failed).then(|| "ACCESS_DENIED".to_owned()),
         }
     }
+
+    /// A finished backfill run from us-west-2/111111111111 to `destinations` Regions of
+    /// 222222222222 (10 images each), started 2026-11-28 06:00 and done 12 minutes later, with
+    /// `failed` of the images failed.
+    pub fn sample_backfill_run(
+        destinations: &[&str],
+        failed: u64,
+    ) -> crate::backfill::run::BackfillRun {
+        let started = Utc
+            .with_ymd_and_hms(2026, 11, 28, 6, 0, 0)
+            .single()
+            .expect("valid time");
+        let mut run = crate::backfill::run::BackfillRun::new(
+            "run-2026-11-28",
+            Destination::new(
+                Region::parse("us-west-2").expect("region"),
+                AccountId::parse("111111111111").expect("account"),
+            ),
+            started,
+            destinations
+                .iter()
+                .map(|r| {
+                    let d = Destination::new(
+                        Region::parse(r).expect("region"),
+                        AccountId::parse("222222222222").expect("account"),
+                    );
+                    (d, 10)
+                })
+                .collect(),
+            300 << 20,
+        );
+        run.failed = failed.min(run.planned);
+        run.copied = run.planned - run.failed;
+        run.bytes_uploaded = 200 << 20;
+        run.completed_at = Some(started + TimeDelta::minutes(12));
+        run
+    }
 }
 
 #[cfg(test)]
@@ -447,6 +535,33 @@ mod tests {
     use crate::model::AccountId;
 
     use super::samples::sample_alert as alert;
+    use super::samples::sample_backfill_run;
+
+    #[test]
+    fn a_finished_backfill_says_what_was_copied_and_flags_failures() {
+        let clean = Notification::BackfillCompleted(sample_backfill_run(&["eu-west-1"], 0));
+        assert_eq!(clean.severity(), Severity::Info);
+        assert_eq!(clean.kind(), "BACKFILL_COMPLETED");
+        assert_eq!(clean.destination_region(), "eu-west-1");
+        assert!(
+            clean.subject().contains("10 copied, 0 failed"),
+            "{}",
+            clean.subject()
+        );
+        let body = clean.body();
+        assert!(
+            body.contains("Uploaded:  200.0 MiB") && body.contains("Took:      12m"),
+            "{body}"
+        );
+        assert!(!body.contains("rerun"));
+
+        let failing =
+            Notification::BackfillCompleted(sample_backfill_run(&["eu-west-1", "us-east-1"], 3));
+        assert_eq!(failing.severity(), Severity::Warning);
+        assert_eq!(failing.destination_region(), "multiple");
+        assert!(failing.subject().contains("17 copied, 3 failed"));
+        assert!(failing.body().contains("a rerun copies only that"));
+    }
 
     #[test]
     fn a_single_alert_reads_as_a_sentence_with_every_fact() {

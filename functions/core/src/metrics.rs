@@ -51,6 +51,7 @@ pub const MAX_METRICS_PER_DIRECTIVE: usize = 100;
 pub enum Unit {
     Seconds,
     Count,
+    Bytes,
 }
 
 impl Unit {
@@ -58,6 +59,7 @@ impl Unit {
         match self {
             Unit::Seconds => "Seconds",
             Unit::Count => "Count",
+            Unit::Bytes => "Bytes",
         }
     }
 }
@@ -75,15 +77,27 @@ pub enum MetricName {
     Overdue,
     /// An image arrived without the tag that was pushed.
     TagLost,
+    /// Images a backfill run planned to bring to a destination.
+    BackfillPlanned,
+    /// Images a backfill brought (or found already there).
+    BackfillCopied,
+    /// Bytes of blobs a backfill uploaded.
+    BackfillBytes,
+    /// Images a backfill could not bring.
+    BackfillFailed,
 }
 
 impl MetricName {
-    pub const ALL: [MetricName; 5] = [
+    pub const ALL: [MetricName; 9] = [
         MetricName::ReplicationLatency,
         MetricName::Replicated,
         MetricName::Failed,
         MetricName::Overdue,
         MetricName::TagLost,
+        MetricName::BackfillPlanned,
+        MetricName::BackfillCopied,
+        MetricName::BackfillBytes,
+        MetricName::BackfillFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,12 +107,17 @@ impl MetricName {
             MetricName::Failed => "Failed",
             MetricName::Overdue => "Overdue",
             MetricName::TagLost => "TagLost",
+            MetricName::BackfillPlanned => "BackfillPlanned",
+            MetricName::BackfillCopied => "BackfillCopied",
+            MetricName::BackfillBytes => "BackfillBytes",
+            MetricName::BackfillFailed => "BackfillFailed",
         }
     }
 
     pub fn unit(self) -> Unit {
         match self {
             MetricName::ReplicationLatency => Unit::Seconds,
+            MetricName::BackfillBytes => Unit::Bytes,
             _ => Unit::Count,
         }
     }

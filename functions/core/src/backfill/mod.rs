@@ -13,10 +13,12 @@
 //! - [`copy`]: the copy of one image over the [`port`] traits, children before the index,
 //!   each blob once per destination repository;
 //! - [`port`]: the ECR operations a copy needs, and the blob claims that make concurrent
-//!   copies upload a shared blob once.
+//!   copies upload a shared blob once;
+//! - [`run`]: a run's shared record on AWS: progress counted once per job, completion once.
 
 pub mod copy;
 pub mod inventory;
 pub mod manifest;
 pub mod plan;
 pub mod port;
+pub mod run;
