@@ -1,5 +1,6 @@
 //! AWS adapters of replwatch: the implementations of the core's ports on AWS services.
 //!
+//! - [`backfill_runs`]: backfill runs and their job reports on the tracking table.
 //! - [`dynamodb`]: the expectation store on DynamoDB (conditional writes, sparse due index,
 //!   TTL).
 //! - [`ecr`]: the registry port on ECR, with cross-account reads through a reader role.
@@ -13,6 +14,7 @@
 //! - [`slack`]: the notifier port on a Slack incoming webhook (Block Kit, retries).
 //! - [`webhook_secret`]: the Slack webhook URL read from Secrets Manager or SSM.
 
+pub mod backfill_runs;
 pub mod cloudwatch;
 pub mod dead_letter;
 pub mod dynamodb;

@@ -26,6 +26,7 @@ pub struct BackfillRun {
     pub source: Destination,
     pub started_at: DateTime<Utc>,
     /// Every destination the run copies to, with its planned image count.
+    #[serde(with = "planned_per_destination")]
     pub destinations: BTreeMap<Destination, u64>,
     /// Copy jobs enqueued.
     pub planned: u64,
@@ -38,6 +39,47 @@ pub struct BackfillRun {
     /// Bytes of blobs uploaded so far.
     pub bytes_uploaded: u64,
     pub completed_at: Option<DateTime<Utc>>,
+}
+
+/// JSON object keys must be strings: the map travels as `[{"region", "registryId", "planned"}]`.
+mod planned_per_destination {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::model::Destination;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Entry {
+        #[serde(flatten)]
+        destination: Destination,
+        planned: u64,
+    }
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<Destination, u64>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let entries: Vec<Entry> = map
+            .iter()
+            .map(|(destination, planned)| Entry {
+                destination: destination.clone(),
+                planned: *planned,
+            })
+            .collect();
+        entries.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<Destination, u64>, D::Error> {
+        let entries = Vec::<Entry>::deserialize(deserializer)?;
+        Ok(entries
+            .into_iter()
+            .map(|e| (e.destination, e.planned))
+            .collect())
+    }
 }
 
 impl BackfillRun {
@@ -237,11 +279,14 @@ impl BackfillRunStore for InMemoryRunStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// The behaviour every [`BackfillRunStore`] must have; run by the in-memory store's tests and
+/// by the DynamoDB store's tests against the local AWS (`contract-tests` feature).
+#[cfg(any(test, feature = "contract-tests"))]
+pub mod contract {
+    use chrono::{TimeZone, Utc};
+
     use super::*;
     use crate::model::{AccountId, Region};
-    use chrono::TimeZone;
 
     fn destination(region: &str) -> Destination {
         Destination::new(
@@ -250,7 +295,8 @@ mod tests {
         )
     }
 
-    fn run_of(planned: &[(&str, u64)]) -> BackfillRun {
+    /// A run `id` from us-west-2/111111111111 with `planned` images per destination Region.
+    pub fn sample_run(id: &str, planned: &[(&str, u64)]) -> BackfillRun {
         let source = Destination::new(
             Region::parse("us-west-2").expect("region"),
             AccountId::parse("111111111111").expect("account"),
@@ -260,7 +306,7 @@ mod tests {
             .single()
             .expect("time");
         BackfillRun::new(
-            "run-1",
+            id,
             source,
             at,
             planned.iter().map(|(r, n)| (destination(r), *n)).collect(),
@@ -268,57 +314,85 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn a_redelivered_job_is_counted_once_and_the_last_job_completes_the_run_once() {
-        let store = InMemoryRunStore::default();
-        let run = run_of(&[("eu-west-1", 2), ("us-east-1", 1)]);
+    /// Jobs counted once however often they are reported; the last one completes the run,
+    /// once; a retried plan does not reset the run; unknown runs are errors.
+    pub async fn counts_each_job_once_and_completes_once(store: &impl BackfillRunStore, id: &str) {
+        let run = sample_run(id, &[("eu-west-1", 2), ("us-east-1", 1)]);
         assert_eq!(run.planned, 3);
         assert!(store.create_run(&run).await.expect("create"));
-        assert!(!store.create_run(&run).await.expect("retried plan"));
         let at = run.started_at;
         let copied = JobOutcome::Copied { bytes_uploaded: 10 };
 
-        let first = store
-            .record_job("run-1", "a", &copied, at)
-            .await
-            .expect("a");
+        let first = store.record_job(id, "a", &copied, at).await.expect("a");
         assert!(first.first_time && first.completed_run.is_none());
         let again = store
-            .record_job("run-1", "a", &copied, at)
+            .record_job(id, "a", &copied, at)
             .await
             .expect("a again");
         assert!(!again.first_time && again.completed_run.is_none());
+        assert!(!store.create_run(&run).await.expect("retried plan"));
+        let stored = store.run(id).await.expect("read").expect("exists");
+        assert_eq!((stored.copied, stored.bytes_uploaded), (1, 10), "not reset");
+
         let failed = JobOutcome::Failed {
             reason: "LayersNotFound".into(),
         };
-        store
-            .record_job("run-1", "b", &failed, at)
-            .await
-            .expect("b");
-        let last = store
-            .record_job("run-1", "c", &copied, at)
-            .await
-            .expect("c");
+        store.record_job(id, "b", &failed, at).await.expect("b");
+        let last = store.record_job(id, "c", &copied, at).await.expect("c");
         let done = last.completed_run.expect("the last job completes the run");
         assert_eq!((done.copied, done.failed, done.bytes_uploaded), (2, 1, 20));
-        assert_eq!(done.completed_at, Some(at));
+        assert_eq!(done.destinations, run.destinations);
+        assert!(done.completed_at.is_some());
         let late = store
-            .record_job("run-1", "c", &copied, at)
+            .record_job(id, "c", &copied, at)
             .await
             .expect("c again");
         assert!(late.completed_run.is_none(), "completion is reported once");
+
+        let unknown = format!("{id}-unknown");
+        assert!(store.record_job(&unknown, "a", &copied, at).await.is_err());
+        assert_eq!(store.run(&unknown).await.expect("read"), None);
     }
 
+    /// The configuration a plan saw is read back as it was.
+    pub async fn remembers_the_last_configuration(store: &impl BackfillRunStore) {
+        let source = sample_run("config", &[]).source;
+        assert_eq!(store.last_configuration(&source).await.expect("read"), None);
+        let configuration = ReplicationConfiguration::from_json(
+            br#"{"rules":[{"destinations":[{"region":"eu-west-1","registryId":"222222222222"}]}]}"#,
+        )
+        .expect("configuration");
+        store
+            .remember_configuration(&source, &configuration)
+            .await
+            .expect("write");
+        assert_eq!(
+            store.last_configuration(&source).await.expect("read"),
+            Some(configuration)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AccountId, Region};
+
     #[tokio::test]
-    async fn a_job_of_an_unknown_run_is_an_error_not_a_silent_count() {
+    async fn the_in_memory_store_keeps_the_contract() {
         let store = InMemoryRunStore::default();
-        let outcome = JobOutcome::Copied { bytes_uploaded: 0 };
-        let at = Utc::now();
-        assert!(store.record_job("nope", "a", &outcome, at).await.is_err());
+        contract::counts_each_job_once_and_completes_once(&store, "run-1").await;
+        contract::remembers_the_last_configuration(&store).await;
     }
 
     #[test]
     fn job_ids_name_destination_repository_and_digest() {
+        let destination = |region: &str| {
+            Destination::new(
+                Region::parse(region).expect("region"),
+                AccountId::parse("222222222222").expect("account"),
+            )
+        };
         let digest = Digest::parse(&format!("sha256:{}", "ab".repeat(32))).expect("digest");
         let repository = RepositoryName::parse("team-a/web").expect("repository");
         let id = job_id(&destination("eu-west-1"), &repository, &digest);
