@@ -14,6 +14,13 @@ each of which documents the AWS behaviour it reproduces:
                    multi-rule replication configurations, ECR events.
 - ``replication``: the replication engine (rules, delays, failures, pausing,
                    event loss/duplication) driven by ``/_localaws/replication``.
+- ``backfill``:    StartReplicationBackfill & co., on the replication engine.
+- ``templates``:   repository creation templates (Create/Describe/Update/
+                   DeleteRepositoryCreationTemplate), applied by replication.
+- ``paging``:      maxResults/nextToken for DescribeRepositories,
+                   DescribeImages and ListImages.
+- ``faults``:      ECR API throttling on demand (``/_localaws/faults``).
+- ``calls``:       ECR API call and layer upload counters (``/_localaws/calls``).
 - ``cloudwatch_cbor``: CloudWatch over Smithy RPCv2 CBOR (what aws-sdk-rust
                    speaks), bridged to moto's AWS JSON 1.0.
 - ``control``:     the WSGI front: ``/_localaws/*`` endpoints, moto for the rest.
@@ -36,11 +43,16 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
-        from . import accounts, ecr, eventbridge, replication, store
+        from . import accounts, backfill, calls, ecr, eventbridge, faults, paging, replication, store, templates
 
         store.install_reset_hook()
         accounts.install()
         eventbridge.install()
         ecr.install()
         replication.install()
+        backfill.install()
+        templates.install()
+        paging.install()
+        calls.install()
+        faults.install()
         _installed = True

@@ -11,6 +11,11 @@ Endpoints (JSON in and out):
 - ``POST /_localaws/replication/flush``    -> run every pending job now: ``{"completed": N}``;
   with ``{"source_account": "111111111111"}`` only the jobs of images pushed
   in that account (tests sharing one server each use their own accounts)
+- ``GET    /_localaws/faults``             -> ECR throttling rules (see ``faults``)
+- ``POST   /_localaws/faults``             -> merge rules: ``{"ecr": {"PutImage": {"throttle_next": 5}}}``
+- ``DELETE /_localaws/faults[?account=A]`` -> remove all rules (or those limited to account A)
+- ``GET    /_localaws/calls[?account=A&region=R]`` -> ECR call and layer upload counters (see ``calls``)
+- ``DELETE /_localaws/calls[?account=A]``  -> zero them (or only account A's)
 - ``GET|HEAD /_localaws/blobs/<account>/<region>/<repository>/<digest>``
       -> the blob bytes; this is what GetDownloadUrlForLayer's ``downloadUrl``
          points at (on AWS, a pre-signed S3 URL). Streamed in 1 MiB chunks.
@@ -30,7 +35,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from . import cloudwatch_cbor, replication, store
+from . import calls, cloudwatch_cbor, faults, replication, store
 
 PREFIX = "/_localaws/"
 
@@ -109,6 +114,25 @@ def _handle(request: Request) -> Response:
         if account is not None and not isinstance(account, str):
             return _json(400, {"message": "source_account must be a string"})
         return _json(200, {"completed": replication.flush(account)})
+    if path == "faults":
+        if method == "GET":
+            return _json(200, faults.get())
+        if method == "POST":
+            try:
+                return _json(200, faults.update(json.loads(request.get_data() or b"{}")))
+            except ValueError as err:  # FaultsError too
+                return _json(400, {"message": str(err)})
+        if method == "DELETE":
+            faults.clear(request.args.get("account"))
+            return _json(200, faults.get())
+        return _json(405, {"message": "use GET, POST or DELETE"})
+    if path == "calls":
+        if method == "GET":
+            return _json(200, calls.snapshot(request.args.get("account"), request.args.get("region")))
+        if method == "DELETE":
+            calls.reset(request.args.get("account"))
+            return _json(200, calls.snapshot())
+        return _json(405, {"message": "use GET or DELETE"})
     if path.startswith("blobs/") and method in ("GET", "HEAD"):
         return _blob(request, path[len("blobs/"):])
     return _json(404, {"message": f"unknown endpoint {request.path}"})

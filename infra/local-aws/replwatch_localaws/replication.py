@@ -14,7 +14,11 @@ AWS facts reproduced (Amazon ECR User Guide, "Private image replication"):
   that moment.
 - "Repository creation": a missing destination repository is created (default
   settings: MUTABLE tags, AES256); settings of the source repository are not
-  copied. Registry permission policies are not checked here.
+  copied. Registry permission policies are not checked here. When the
+  destination registry has a repository creation template with
+  ``appliedFor`` REPLICATION matching the name (``templates``: longest
+  prefix, else ROOT), the repository gets its tag mutability (and exclusion
+  filters), encryption, resource tags, repository and lifecycle policies.
 - No chaining: a replica arriving in B is not replicated onward even if B has
   its own configuration (replicas are written into B's backend directly, not
   through PutImage). Deletes are not replicated.
@@ -38,7 +42,11 @@ What the test bed lets a caller control (``/_localaws/replication``, see
 thread, so PutImage returns at once), forced failure with a chosen
 ``failureCode``, pausing a destination (its jobs stay IN_PROGRESS until it is
 unpaused or flushed), event drop/duplicate rates with a seeded RNG, and a
-flush that completes every pending job immediately.
+flush that completes every pending job immediately (and the jobs those
+schedule: a backfill's next replications). ``backfill`` runs its PREPARING
+step and its replications as jobs of this engine (``runner``), so the same
+settings apply to them; ``backfill_prepare_seconds`` and
+``backfill_concurrency`` are its own.
 
 The ECR API reference types ``failureCode`` as a free string and documents no
 values; ``DEFAULT_FAILURE_CODE`` is our choice.
@@ -51,10 +59,11 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import store
+from . import store, templates
 from .ecr import referenced_blobs, referenced_manifests, tag_is_immutable, untag
 from .eventbridge import emit
 
@@ -64,7 +73,8 @@ DEFAULT_FAILURE_CODE = "ACCESS_DENIED"
 
 _DEST_KEYS = {"delay_seconds", "fail", "failure_code", "paused"}
 _TOP_KEYS = {"default_delay_seconds", "default_failure_code", "destinations",
-             "event_drop_rate", "event_duplicate_rate", "seed"}
+             "event_drop_rate", "event_duplicate_rate", "seed",
+             "backfill_prepare_seconds", "backfill_concurrency"}
 
 
 def _default_settings() -> dict[str, Any]:
@@ -75,6 +85,8 @@ def _default_settings() -> dict[str, Any]:
         "event_drop_rate": 0.0,
         "event_duplicate_rate": 0.0,
         "seed": 0,
+        "backfill_prepare_seconds": 0.0,
+        "backfill_concurrency": 5,
     }
 
 
@@ -110,15 +122,7 @@ def get_settings() -> dict[str, Any]:
     with store.LOCK:
         out = json.loads(json.dumps(_settings))
         now = time.monotonic()
-        out["pending"] = [
-            {
-                "source": "/".join(job.source),
-                "destination": _dest_key(job.dest),
-                "due_in_seconds": round(max(0.0, job.due - now), 3),
-                "paused": _paused(job.dest),
-            }
-            for job in _scheduler.jobs
-        ]
+        out["pending"] = [job.describe(now) for job in _scheduler.jobs]
         return out
 
 
@@ -134,6 +138,13 @@ def update_settings(body: Any) -> dict[str, Any]:
     new = json.loads(json.dumps(_settings))
     if "default_delay_seconds" in body:
         new["default_delay_seconds"] = _number(body["default_delay_seconds"], "default_delay_seconds", 0)
+    if "backfill_prepare_seconds" in body:
+        new["backfill_prepare_seconds"] = _number(body["backfill_prepare_seconds"], "backfill_prepare_seconds", 0)
+    if "backfill_concurrency" in body:
+        value = body["backfill_concurrency"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SettingsError("backfill_concurrency must be an integer >= 1")
+        new["backfill_concurrency"] = value
     for rate in ("event_drop_rate", "event_duplicate_rate"):
         if rate in body:
             new[rate] = _number(body[rate], rate, 0, 1)
@@ -207,7 +218,7 @@ def select_destinations(config: dict[str, Any], repository: str, account: str,
     return selected
 
 
-def _snapshot(account: str, region: str, repo: Any, image: Any) -> dict[str, Any]:
+def snapshot(account: str, region: str, repo: Any, image: Any) -> dict[str, Any]:
     manifest = image.image_manifest
     parsed = json.loads(manifest)
     media_type = image.image_manifest_media_type or parsed.get("mediaType")
@@ -219,7 +230,7 @@ def _snapshot(account: str, region: str, repo: Any, image: Any) -> dict[str, Any
     for child_digest in referenced_manifests(parsed, media_type):
         child = next((i for i in repo.images if i.image_digest == child_digest), None)
         if child is not None:
-            children.append(_snapshot(account, region, repo, child))
+            children.append(snapshot(account, region, repo, child))
     return {"digest": image.image_digest, "manifest": manifest, "media_type": media_type,
             "blobs": blobs, "children": children}
 
@@ -227,13 +238,15 @@ def _snapshot(account: str, region: str, repo: Any, image: Any) -> dict[str, Any
 # --- the copy ----------------------------------------------------------------
 
 def _put_replica(account: str, region: str, repo: Any, snap: dict[str, Any], tag: str | None) -> str | None:
-    """Write one manifest (blobs first) into ``repo``; returns the tag it got."""
+    """Write one manifest (blobs first) into ``repo``; returns the tag it got.
+    A manifest already there (same digest) is not copied again, only tagged."""
     from moto.ecr.models import Image
 
-    for digest, data in snap["blobs"].items():
-        repo.layers[digest] = len(data)
-        store.put_blob(account, region, repo.name, digest, data)
     existing = next((i for i in repo.images if i.image_digest == snap["digest"]), None)
+    if existing is None:
+        for digest, data in snap["blobs"].items():
+            repo.layers[digest] = len(data)
+            store.put_blob(account, region, repo.name, digest, data)
     if tag:
         holder = next((i for i in repo.images if tag in i.image_tags), None)
         if holder is not None and holder is not existing:
@@ -256,14 +269,45 @@ def _copy(account: str, region: str, repository: str, snap: dict[str, Any], tag:
     backend = ecr_backends[account][region]
     repo = backend.repositories.get(repository)
     if repo is None:
+        template = templates.for_new_repository(account, region, repository, "REPLICATION") or {}
         repo = backend.create_repository(
-            repository_name=repository, registry_id=None, encryption_config=None,
-            image_scan_config=None, image_tag_mutability=None, tags=[],
+            repository_name=repository, registry_id=None,
+            encryption_config=template.get("encryptionConfiguration"),
+            image_scan_config=None, image_tag_mutability=template.get("imageTagMutability"),
+            tags=template.get("resourceTags") or [],
+            image_tag_mutability_exclusion_filters=template.get("imageTagMutabilityExclusionFilters"),
         )
+        repo.policy = template.get("repositoryPolicy") or None
+        repo.lifecycle_policy = template.get("lifecyclePolicy") or None
     for child in snap["children"]:
         _put_replica(account, region, repo, child, None)
     _put_replica(account, region, repo, snap, tag)
     return repo
+
+
+def already_replicated(dest: tuple[str, str], repository: str, digest: str, tag: str | None) -> bool:
+    """The destination repository has this digest (and the tag, if any) already."""
+    from moto.ecr.models import ecr_backends
+
+    dest_region, dest_account = dest
+    repo = ecr_backends[dest_account][dest_region].repositories.get(repository)
+    image = next((i for i in repo.images if i.image_digest == digest), None) if repo else None
+    return image is not None and (not tag or tag in image.image_tags)
+
+
+def replicate(job: "Job") -> tuple[str, str | None]:
+    """Perform one replication under the destination's settings:
+    ``("COMPLETE", None)`` or ``("FAILED", failureCode)``."""
+    dest_region, dest_account = job.dest
+    settings = _dest_settings(job.dest)
+    try:
+        if settings.get("fail"):
+            return "FAILED", settings.get("failure_code") or _settings["default_failure_code"]
+        _copy(dest_account, dest_region, job.source[2], job.snapshot, job.tag)
+        return "COMPLETE", None
+    except Exception:  # never kill the worker; report like ECR would
+        log.exception("replication of %s to %s failed", job.source, job.dest)
+        return "FAILED", "INTERNAL_ERROR"
 
 
 # --- jobs ----------------------------------------------------------------------
@@ -271,10 +315,28 @@ def _copy(account: str, region: str, repository: str, snap: dict[str, Any], tag:
 @dataclass
 class Job:
     due: float
-    source: tuple[str, str, str, str]  # account, region, repository, digest
+    source: tuple[str, str, str, str]  # account, region, repository, digest ("" for a backfill's PREPARING step)
     dest: tuple[str, str]  # region, registryId
     snapshot: dict[str, Any] = field(repr=False)
     tag: str | None = None
+    # None: a push's replication (status + event). Otherwise called instead,
+    # under store.LOCK, when the job is due (backfill replications and steps).
+    runner: Callable[["Job"], None] | None = field(default=None, repr=False)
+    kind: str = "push"  # push | backfill | backfill-prepare
+    backfill_id: str | None = None
+    pausable: bool = True  # a paused destination holds the job (until flushed)
+
+    def describe(self, now: float) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "source": "/".join(p for p in self.source if p),
+            "destination": _dest_key(self.dest),
+            "due_in_seconds": round(max(0.0, self.due - now), 3),
+            "paused": self.pausable and _paused(self.dest),
+            "kind": self.kind,
+        }
+        if self.backfill_id:
+            out["backfill"] = self.backfill_id
+        return out
 
 
 def _emit_replication_event(job: Job, result: str) -> None:
@@ -302,22 +364,15 @@ def _emit_replication_event(job: Job, result: str) -> None:
 
 
 def _run(job: Job) -> None:
-    dest_region, dest_account = job.dest
-    settings = _dest_settings(job.dest)
-    try:
-        if settings.get("fail"):
-            code = settings.get("failure_code") or _settings["default_failure_code"]
-            store.set_status(job.source, job.dest, "FAILED", code)
-            result = "FAILED"
-        else:
-            _copy(dest_account, dest_region, job.source[2], job.snapshot, job.tag)
-            store.set_status(job.source, job.dest, "COMPLETE")
-            result = "SUCCESS"
-    except Exception:  # never kill the worker; report like ECR would
-        log.exception("replication of %s to %s failed", job.source, job.dest)
-        store.set_status(job.source, job.dest, "FAILED", "INTERNAL_ERROR")
-        result = "FAILED"
-    _emit_replication_event(job, result)
+    if job.runner is not None:
+        try:
+            job.runner(job)
+        except Exception:  # never kill the worker
+            log.exception("job %s failed", job)
+        return
+    status, code = replicate(job)
+    store.set_status(job.source, job.dest, status, code)
+    _emit_replication_event(job, "SUCCESS" if status == "COMPLETE" else "FAILED")
 
 
 class Scheduler:
@@ -340,11 +395,18 @@ class Scheduler:
             self.jobs.append(job)
             self.cv.notify_all()
 
+    def remove(self, predicate: Callable[[Job], bool]) -> list[Job]:
+        """Drop the pending jobs ``predicate`` selects; returns them."""
+        with self.cv:
+            dropped = [j for j in self.jobs if predicate(j)]
+            self.jobs = [j for j in self.jobs if not predicate(j)]
+            return dropped
+
     def _loop(self) -> None:
         while True:
             with self.cv:
                 now = time.monotonic()
-                runnable = [j for j in self.jobs if not _paused(j.dest)]
+                runnable = [j for j in self.jobs if not (j.pausable and _paused(j.dest))]
                 ready = [j for j in runnable if j.due <= now]
                 if ready:
                     job = min(ready, key=lambda j: j.due)
@@ -355,15 +417,18 @@ class Scheduler:
                 self.cv.wait(timeout)
 
     def flush(self, source_account: str | None = None) -> int:
+        """Run every matching job now, paused or not, including the jobs that
+        running them schedules (a backfill's next replications), until none is left."""
+        done = 0
         with self.cv:
-            jobs = sorted(
-                (j for j in self.jobs if source_account is None or j.source[0] == source_account),
-                key=lambda j: j.due,
-            )
-            for job in jobs:
+            while True:
+                jobs = [j for j in self.jobs if source_account is None or j.source[0] == source_account]
+                if not jobs:
+                    return done
+                job = min(jobs, key=lambda j: j.due)
                 self.jobs.remove(job)
                 _run(job)
-            return len(jobs)
+                done += 1
 
     def reset(self) -> None:
         with self.cv:
@@ -378,6 +443,23 @@ def flush(source_account: str | None = None) -> int:
     return _scheduler.flush(source_account)
 
 
+def schedule(job: Job) -> None:
+    _scheduler.add(job)
+
+
+def unschedule(predicate: Callable[[Job], bool]) -> list[Job]:
+    return _scheduler.remove(predicate)
+
+
+def delay_for(dest: tuple[str, str]) -> float:
+    delay = _dest_settings(dest).get("delay_seconds")
+    return _settings["default_delay_seconds"] if delay is None else delay
+
+
+def setting(name: str) -> Any:
+    return _settings[name]
+
+
 def on_push(account: str, region: str, repository: str, image: Any, tag: str | None) -> None:
     """Called (under store.LOCK) after every successful PutImage."""
     from moto.ecr.models import ecr_backends
@@ -387,15 +469,12 @@ def on_push(account: str, region: str, repository: str, image: Any, tag: str | N
     if not destinations:
         return
     repo = backend.repositories[repository]
-    snap = _snapshot(account, region, repo, image)
+    snap = snapshot(account, region, repo, image)
     source = (account, region, repository, image.image_digest)
     now = time.monotonic()
     for dest in destinations:
         store.set_status(source, dest, "IN_PROGRESS")
-        delay = _dest_settings(dest).get("delay_seconds")
-        if delay is None:
-            delay = _settings["default_delay_seconds"]
-        _scheduler.add(Job(due=now + delay, source=source, dest=dest, snapshot=snap, tag=tag or None))
+        _scheduler.add(Job(due=now + delay_for(dest), source=source, dest=dest, snapshot=snap, tag=tag or None))
 
 
 def install() -> None:

@@ -22,8 +22,9 @@ from typing import Any
 # state (the API handlers we patch and the replication worker thread).
 LOCK = threading.RLock()
 
-# (account, region, repository) -> {digest: bytes}
-_blobs: dict[tuple[str, str, str], dict[str, bytes]] = {}
+# (account, region, repository) -> {digest: bytes} (a finished upload's
+# bytearray, never written again, is stored as is)
+_blobs: dict[tuple[str, str, str], dict[str, bytes | bytearray]] = {}
 
 # (source account, source region, repository, image digest) ->
 #   {(dest region, dest registryId): {"region", "registryId", "status", "failureCode"?}}
@@ -32,12 +33,12 @@ _statuses: dict[tuple[str, str, str, str], dict[tuple[str, str], dict[str, Any]]
 _reset_hooks: list[Callable[[], None]] = []
 
 
-def put_blob(account: str, region: str, repo: str, digest: str, data: bytes) -> None:
+def put_blob(account: str, region: str, repo: str, digest: str, data: bytes | bytearray) -> None:
     with LOCK:
         _blobs.setdefault((account, region, repo), {})[digest] = data
 
 
-def get_blob(account: str, region: str, repo: str, digest: str) -> bytes | None:
+def get_blob(account: str, region: str, repo: str, digest: str) -> bytes | bytearray | None:
     with LOCK:
         return _blobs.get((account, region, repo), {}).get(digest)
 

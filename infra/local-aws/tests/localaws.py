@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 ENDPOINT = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566").rstrip("/")
 
@@ -55,10 +56,12 @@ def flush(source_account: str | None = None) -> int:
     return http("POST", "/_localaws/replication/flush", body)["completed"]
 
 
-def client(service: str, region: str, account: str = A) -> Any:
-    """A client acting as ``account``: a 12-digit access key id selects it."""
+def client(service: str, region: str, account: str = A, retries: bool = True) -> Any:
+    """A client acting as ``account``: a 12-digit access key id selects it.
+    ``retries=False``: one attempt per call (see throttling as it comes)."""
+    config = None if retries else Config(retries={"mode": "standard", "total_max_attempts": 1})
     return boto3.client(service, region_name=region, endpoint_url=ENDPOINT,
-                        aws_access_key_id=account, aws_secret_access_key="secret")
+                        aws_access_key_id=account, aws_secret_access_key="secret", config=config)
 
 
 def assumed_client(service: str, region: str, account: str, role: str = "replwatch-read") -> Any:
