@@ -1,7 +1,15 @@
-//! Time as a dependency: handlers ask a [`Clock`] for "now", so tests can move time forward
-//! by thirty minutes in a microsecond instead of waiting.
+//! Time as a dependency: handlers ask a [`Clock`] for "now", and waits go through a
+//! [`Sleeper`], so tests can move time forward by thirty minutes in a microsecond instead of
+//! waiting.
+//!
+//! The core never depends on an async runtime: the real sleeper (on tokio's timer) lives with
+//! the binaries, and [`ManualClockSleeper`] serves the tests.
 
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -78,6 +86,70 @@ impl Clock for OffsetClock {
     }
 }
 
+/// Waiting as a dependency: a copy polling for a blob another copy is uploading, or the native
+/// backfill waiting for ECR, sleeps through this.
+pub trait Sleeper: Send + Sync {
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+}
+
+impl<T: Sleeper + ?Sized> Sleeper for &T {
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
+        (**self).sleep(duration)
+    }
+}
+
+impl<T: Sleeper + ?Sized> Sleeper for Arc<T> {
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
+        (**self).sleep(duration)
+    }
+}
+
+/// A sleeper that moves a [`ManualClock`] forward by the time asked and returns at once (after
+/// letting other tasks run, as a real sleep would): minutes of claim expiry pass in a test in
+/// microseconds.
+#[derive(Debug, Clone)]
+pub struct ManualClockSleeper {
+    clock: Arc<ManualClock>,
+}
+
+impl ManualClockSleeper {
+    pub fn new(clock: Arc<ManualClock>) -> Self {
+        Self { clock }
+    }
+}
+
+impl Sleeper for ManualClockSleeper {
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
+        self.clock
+            .advance(TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX));
+        yield_now()
+    }
+}
+
+/// A future that is pending once: it gives the executor the chance to run other tasks, the
+/// way an await on I/O would, without needing any particular runtime.
+pub(crate) fn yield_now() -> impl Future<Output = ()> + Send {
+    YieldOnce { yielded: false }
+}
+
+struct YieldOnce {
+    yielded: bool,
+}
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.yielded {
+            Poll::Ready(())
+        } else {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +174,16 @@ mod tests {
         assert_eq!(clock.now(), start + TimeDelta::minutes(30));
         clock.set(start);
         assert_eq!(clock.now(), start);
+    }
+
+    #[tokio::test]
+    async fn a_manual_clock_sleeper_moves_the_clock_instead_of_waiting() {
+        let start = Utc::now();
+        let clock = Arc::new(ManualClock::new(start));
+        let sleeper = ManualClockSleeper::new(clock.clone());
+        let wall = std::time::Instant::now();
+        sleeper.sleep(Duration::from_secs(600)).await;
+        assert_eq!(clock.now(), start + TimeDelta::minutes(10));
+        assert!(wall.elapsed() < Duration::from_secs(1));
     }
 }

@@ -12,7 +12,7 @@
 //! - [`alerts`]: what is told to a human, folded under storms, and the notifier port;
 //! - [`metrics`]: per-event metrics as CloudWatch EMF lines, and the gauge publisher port;
 //! - [`backfill`]: the plan and the digest-preserving copy that bring destinations up to date;
-//! - [`clock`]: time as a dependency.
+//! - [`clock`]: time (and waiting) as a dependency.
 
 pub mod alerts;
 pub mod backfill;
@@ -30,7 +30,8 @@ pub mod tracking;
 #[cfg(test)]
 mod test_events;
 
-pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
+pub use backfill::{BackfillFilters, BackfillPlan, CopyJob, plan_backfill};
+pub use clock::{Clock, ManualClock, ManualClockSleeper, OffsetClock, Sleeper, SystemClock};
 pub use events::{EcrEvent, EventError, ParsedEvent, parse_event};
 pub use model::{
     AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,

@@ -608,19 +608,22 @@ mod tests {
 
     #[test]
     fn units_and_names_are_cloudwatch_spellings() {
-        assert_eq!(MetricName::ReplicationLatency.unit().as_str(), "Seconds");
-        for name in &MetricName::ALL[1..] {
-            assert_eq!(name.unit(), Unit::Count);
-        }
-        let names: Vec<&str> = MetricName::ALL.iter().map(|n| n.as_str()).collect();
+        let spelled: Vec<(&str, &str)> = MetricName::ALL
+            .iter()
+            .map(|n| (n.as_str(), n.unit().as_str()))
+            .collect();
         assert_eq!(
-            names,
+            spelled,
             [
-                "ReplicationLatency",
-                "Replicated",
-                "Failed",
-                "Overdue",
-                "TagLost"
+                ("ReplicationLatency", "Seconds"),
+                ("Replicated", "Count"),
+                ("Failed", "Count"),
+                ("Overdue", "Count"),
+                ("TagLost", "Count"),
+                ("BackfillPlanned", "Count"),
+                ("BackfillCopied", "Count"),
+                ("BackfillBytes", "Bytes"),
+                ("BackfillFailed", "Count"),
             ]
         );
         assert_eq!(GaugeName::OverdueImages.as_str(), "OverdueImages");

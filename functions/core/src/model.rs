@@ -44,6 +44,11 @@ impl Digest {
         }
     }
 
+    /// The digest of a SHA-256 hash: what a manifest's bytes hash to.
+    pub fn from_sha256(hash: &[u8; 32]) -> Self {
+        Self(Arc::from(format!("sha256:{}", hex::encode(hash))))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -134,6 +139,24 @@ impl Region {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The AWS partition the Region belongs to, told by its name: replication and credentials
+    /// do not cross partitions, so a destination in another one can only be copied to.
+    pub fn partition(&self) -> &'static str {
+        const PARTITIONS: [(&str, &str); 7] = [
+            ("cn-", "aws-cn"),
+            ("us-gov-", "aws-us-gov"),
+            ("us-iso-", "aws-iso"),
+            ("us-isob-", "aws-iso-b"),
+            ("eu-isoe-", "aws-iso-e"),
+            ("us-isof-", "aws-iso-f"),
+            ("eusc-", "aws-eusc"),
+        ];
+        PARTITIONS
+            .iter()
+            .find(|(prefix, _)| self.0.starts_with(prefix))
+            .map_or("aws", |(_, partition)| partition)
     }
 }
 
@@ -324,6 +347,31 @@ mod tests {
         for bad in ["", "us", "us-west", "US-WEST-2", "us-west-x", "us--2"] {
             assert!(Region::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn regions_know_their_partition() {
+        for (region, partition) in [
+            ("us-east-1", "aws"),
+            ("eu-west-1", "aws"),
+            ("cn-north-1", "aws-cn"),
+            ("us-gov-west-1", "aws-us-gov"),
+            ("us-iso-east-1", "aws-iso"),
+            ("us-isob-east-1", "aws-iso-b"),
+            ("eusc-de-east-1", "aws-eusc"),
+        ] {
+            let parsed = Region::parse(region).expect("region");
+            assert_eq!(parsed.partition(), partition, "{region}");
+        }
+    }
+
+    #[test]
+    fn a_digest_from_a_hash_is_a_valid_digest() {
+        let digest = Digest::from_sha256(&[0xab; 32]);
+        assert_eq!(
+            digest,
+            Digest::parse(&format!("sha256:{}", "ab".repeat(32))).expect("digest")
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Digest, RepositoryName};
+use crate::backfill::plan::matches_wildcard;
+use crate::model::{Destination, Digest, RepositoryName};
 
 /// `imageTagMutability` of a repository. ECR also has the `*_WITH_EXCLUSION` variants, whose
 /// exclusion filters name tags that keep the opposite behaviour.
@@ -14,9 +15,30 @@ pub enum TagMutability {
     Mutable,
     Immutable,
     /// Immutable except tags matching one of the wildcard filters.
-    ImmutableWithExclusion { mutable_tags: Vec<String> },
+    ImmutableWithExclusion {
+        mutable_tags: Vec<String>,
+    },
     /// Mutable except tags matching one of the wildcard filters.
-    MutableWithExclusion { immutable_tags: Vec<String> },
+    MutableWithExclusion {
+        immutable_tags: Vec<String>,
+    },
+}
+
+impl TagMutability {
+    /// Whether `tag`, once set in a repository with this setting, can no longer be moved to
+    /// another image. Exclusion filters are ECR wildcards (`*` matches any run of characters).
+    pub fn is_immutable(&self, tag: &str) -> bool {
+        match self {
+            TagMutability::Mutable => false,
+            TagMutability::Immutable => true,
+            TagMutability::ImmutableWithExclusion { mutable_tags } => {
+                !mutable_tags.iter().any(|f| matches_wildcard(f, tag))
+            }
+            TagMutability::MutableWithExclusion { immutable_tags } => {
+                immutable_tags.iter().any(|f| matches_wildcard(f, tag))
+            }
+        }
+    }
 }
 
 /// `encryptionConfiguration` of a repository.
@@ -66,6 +88,23 @@ pub struct RepositoryInventory {
     pub images: Vec<ImageRecord>,
 }
 
+impl RepositoryInventory {
+    /// The image with `digest`, if the repository holds it.
+    pub fn image(&self, digest: &Digest) -> Option<&ImageRecord> {
+        self.images.iter().find(|i| &i.digest == digest)
+    }
+}
+
+/// Everything a backfill plan needs to know about one destination registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationInventory {
+    pub destination: Destination,
+    /// The destination's repositories (at least those the plan may write to) and their images.
+    pub repositories: Vec<RepositoryInventory>,
+    pub creation_templates: Vec<CreationTemplate>,
+}
+
 /// A repository creation template (`DescribeRepositoryCreationTemplates`), reduced to what a
 /// backfill needs: which new repositories it applies to, and the settings it gives them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,4 +115,107 @@ pub struct CreationTemplate {
     /// `appliedFor`: `REPLICATION`, `PULL_THROUGH_CACHE`, `CREATE_ON_PUSH`.
     pub applied_for: Vec<String>,
     pub settings: RepositorySettings,
+}
+
+pub const ROOT_TEMPLATE_PREFIX: &str = "ROOT";
+pub const APPLIED_FOR_REPLICATION: &str = "REPLICATION";
+
+impl CreationTemplate {
+    /// Whether ECR applies this template to a repository named `repository` that replication
+    /// creates. ECR reads a prefix as a namespace (`prod` applies to `prod/...`, with an
+    /// assumed `/`), and `ROOT` applies to every repository no other template covers.
+    pub fn applies_to_replicated(&self, repository: &RepositoryName) -> bool {
+        if !self
+            .applied_for
+            .iter()
+            .any(|a| a == APPLIED_FOR_REPLICATION)
+        {
+            return false;
+        }
+        if self.prefix == ROOT_TEMPLATE_PREFIX {
+            return true;
+        }
+        let namespace = self.prefix.trim_end_matches('/');
+        repository
+            .as_str()
+            .strip_prefix(namespace)
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
+
+    /// How specific the template is: among those that apply, the most specific one wins, and
+    /// `ROOT` is the least specific of all.
+    pub fn specificity(&self) -> usize {
+        if self.prefix == ROOT_TEMPLATE_PREFIX {
+            0
+        } else {
+            self.prefix.trim_end_matches('/').len()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> RepositorySettings {
+        RepositorySettings {
+            tag_mutability: TagMutability::Mutable,
+            scan_on_push: false,
+            encryption: Encryption {
+                encryption_type: "AES256".into(),
+                kms_key: None,
+            },
+            lifecycle_policy: None,
+            repository_policy: None,
+        }
+    }
+
+    fn template(prefix: &str, applied_for: &[&str]) -> CreationTemplate {
+        CreationTemplate {
+            prefix: prefix.into(),
+            applied_for: applied_for.iter().map(|a| (*a).to_owned()).collect(),
+            settings: settings(),
+        }
+    }
+
+    fn repo(name: &str) -> RepositoryName {
+        RepositoryName::parse(name).expect("repository")
+    }
+
+    #[test]
+    fn exclusion_filters_flip_mutability_for_matching_tags_only() {
+        let mostly_immutable = TagMutability::ImmutableWithExclusion {
+            mutable_tags: vec!["latest".into(), "dev-*".into()],
+        };
+        assert!(mostly_immutable.is_immutable("v1.2.3"));
+        assert!(!mostly_immutable.is_immutable("latest"));
+        assert!(!mostly_immutable.is_immutable("dev-42"));
+        assert!(mostly_immutable.is_immutable("my-dev-42"));
+
+        let mostly_mutable = TagMutability::MutableWithExclusion {
+            immutable_tags: vec!["v*.*.*".into()],
+        };
+        assert!(mostly_mutable.is_immutable("v1.2.3"));
+        assert!(!mostly_mutable.is_immutable("v1"));
+        assert!(!mostly_mutable.is_immutable("latest"));
+
+        assert!(TagMutability::Immutable.is_immutable("latest"));
+        assert!(!TagMutability::Mutable.is_immutable("v1.2.3"));
+    }
+
+    #[test]
+    fn templates_apply_to_their_namespace_for_replication_only() {
+        let prod = template("prod", &["REPLICATION"]);
+        assert!(prod.applies_to_replicated(&repo("prod/web")));
+        assert!(prod.applies_to_replicated(&repo("prod/team/web")));
+        assert!(!prod.applies_to_replicated(&repo("production/web")));
+        assert!(!prod.applies_to_replicated(&repo("prod")));
+
+        let root = template("ROOT", &["PULL_THROUGH_CACHE", "REPLICATION"]);
+        assert!(root.applies_to_replicated(&repo("anything")));
+        assert!(root.specificity() < prod.specificity());
+
+        let cache_only = template("prod", &["PULL_THROUGH_CACHE"]);
+        assert!(!cache_only.applies_to_replicated(&repo("prod/web")));
+    }
 }

@@ -142,7 +142,9 @@ pub enum NativeBackfillStatus {
     Preparing,
     InProgress,
     Complete,
-    Failed { failure_code: Option<String> },
+    Failed {
+        failure_code: Option<String>,
+    },
     Stopping,
     Stopped,
     /// A status this build does not know; treated as not yet terminal.
@@ -172,7 +174,9 @@ pub enum NativeStart {
     LimitReached,
     /// ECR refused the destination (not in the replication configuration, or not allowed):
     /// the plan falls back to `copy` for it.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }
 
 /// One image's result in a terminal native backfill (`DescribeReplicationBackfillResults`).
