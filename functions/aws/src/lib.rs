@@ -1,9 +1,18 @@
 //! AWS adapters of replwatch: the implementations of the core's ports on AWS services.
 //!
 //! - [`backfill_runs`]: backfill runs and their job reports on the tracking table.
+//! - [`blob_claims`]: the backfill's blob claims on the tracking table (conditional writes
+//!   with a lease), so concurrent copies upload a shared blob once.
 //! - [`dynamodb`]: the expectation store on DynamoDB (conditional writes, sparse due index,
 //!   TTL).
-//! - [`ecr`]: the registry port on ECR, with cross-account reads through a reader role.
+//! - [`ecr`]: the registry port on ECR, with cross-account reads through a reader role, and
+//!   [`ecr::EcrClients`], the per-(account, Region) clients every ECR adapter uses.
+//! - [`ecr_inventory`]: the backfill's inventory port on ECR (repositories with their
+//!   settings, images, creation templates), read with bounded concurrency.
+//! - [`ecr_copy`]: the backfill's copy port on ECR: manifests as stored, blobs streamed part
+//!   by part from a presigned URL into the layer-upload API, digest-preserving `PutImage`,
+//!   repository creation with settings; adaptive retry against ECR's rate limits.
+//! - [`ecr_native_backfill`]: ECR's own replication backfill (start, list, results).
 //! - [`local`]: client configuration for the local AWS test bed (`infra/local-aws/`).
 //! - [`provisioning`]: the tracking table created by hand, for the local AWS and tests.
 //! - [`service_error`]: how every adapter words an SDK error.
@@ -15,15 +24,20 @@
 //! - [`webhook_secret`]: the Slack webhook URL read from Secrets Manager or SSM.
 
 pub mod backfill_runs;
+pub mod blob_claims;
 pub mod cloudwatch;
 pub mod dead_letter;
 pub mod dynamodb;
 pub mod ecr;
+pub mod ecr_copy;
+pub mod ecr_inventory;
+pub mod ecr_native_backfill;
 pub mod local;
 pub mod provisioning;
 pub mod service_error;
 pub mod slack;
 pub mod sns;
+pub mod tokio_sleeper;
 pub mod webhook_secret;
 
 pub use dynamodb::DynamoExpectationStore;

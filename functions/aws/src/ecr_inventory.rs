@@ -1,0 +1,526 @@
+//! The backfill's inventory port on Amazon ECR: what a registry holds.
+//!
+//! Calls, per registry: `DescribeRepositories` (pages of [`InventoryOptions::page_size`], the
+//! prefix filter applied here, since the API has none), then per selected repository
+//! `DescribeImages` (pages of up to 1,000 ACTIVE images: ECR's default leaves archived ones
+//! out), `GetLifecyclePolicy` and `GetRepositoryPolicy` (not found: none). The repository
+//! settings a creation must reproduce (tag mutability with its exclusion filters, scan on
+//! push, encryption) come with `DescribeRepositories` itself. A registry of R repositories and
+//! N images costs about `R/1000 + R × (2 + N/R/1000)` calls; the per-repository reads run
+//! [`InventoryOptions::concurrency`] repositories at a time, on clients with adaptive retry so
+//! throttling slows the reads down instead of failing them.
+//!
+//! Creation templates: `DescribeRepositoryCreationTemplates` (all pages). A registry that may
+//! not read them (`AccessDenied`) or a partition without the API answers "no templates", with
+//! a warning: the backfill then creates repositories with the source's settings.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
+use aws_sdk_ecr::Client;
+use aws_sdk_ecr::error::ProvideErrorMetadata;
+use aws_sdk_ecr::types::{
+    EncryptionConfiguration, ImageDetail, ImageTagMutability, ImageTagMutabilityExclusionFilter,
+    ImageTagMutabilityExclusionFilterType, Repository, RepositoryCreationTemplate,
+};
+use chrono::{DateTime, Utc};
+use replwatch_core::backfill::inventory::{
+    CreationTemplate, Encryption, ImageRecord, RepositoryInventory, RepositorySettings,
+    TagMutability,
+};
+use replwatch_core::backfill::port::InventoryReader;
+use replwatch_core::model::{AccountId, Destination, Digest, RepositoryName};
+use replwatch_core::registry::RegistryError;
+use tokio::task::JoinSet;
+
+use crate::ecr::{CrossAccountAccess, EcrClients, invalid, registry_error};
+
+/// `maxResults` of a `DescribeImages` page: the API's maximum.
+pub const IMAGES_PAGE_SIZE: i32 = 1000;
+/// The encryption ECR gives a repository created without one.
+pub const DEFAULT_ENCRYPTION: &str = "AES256";
+
+/// How an [`EcrInventoryReader`] reads.
+#[derive(Debug, Clone)]
+pub struct InventoryOptions {
+    /// Repositories read at once (their images and policies). Default 8.
+    pub concurrency: usize,
+    /// `maxResults` of `DescribeRepositories`, `DescribeImages` and
+    /// `DescribeRepositoryCreationTemplates` pages (1 to 1,000). Default 1,000; smaller only
+    /// in tests of the pagination.
+    pub page_size: i32,
+    /// The ECR clients' retry configuration. Default: adaptive, 8 attempts.
+    pub retry: RetryConfig,
+}
+
+impl Default for InventoryOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            page_size: IMAGES_PAGE_SIZE,
+            retry: RetryConfig::adaptive().with_max_attempts(8),
+        }
+    }
+}
+
+/// [`InventoryReader`] on ECR.
+pub struct EcrInventoryReader {
+    clients: EcrClients,
+    options: InventoryOptions,
+}
+
+impl EcrInventoryReader {
+    /// A reader with the default [`InventoryOptions`]. `base` carries the caller's own
+    /// credentials, which belong to `home_account`; registries of other accounts are read
+    /// through `cross_account`'s role.
+    pub fn new(
+        base: SdkConfig,
+        home_account: AccountId,
+        cross_account: Option<CrossAccountAccess>,
+    ) -> Self {
+        Self::with_options(
+            base,
+            home_account,
+            cross_account,
+            InventoryOptions::default(),
+        )
+    }
+
+    pub fn with_options(
+        base: SdkConfig,
+        home_account: AccountId,
+        cross_account: Option<CrossAccountAccess>,
+        options: InventoryOptions,
+    ) -> Self {
+        let clients =
+            EcrClients::new(base, home_account, cross_account).with_retry(options.retry.clone());
+        Self { clients, options }
+    }
+
+    pub fn options(&self) -> &InventoryOptions {
+        &self.options
+    }
+
+    fn page_size(&self) -> i32 {
+        self.options.page_size.clamp(1, IMAGES_PAGE_SIZE)
+    }
+
+    /// `DescribeRepositories`, all pages, keeping the names that start with a prefix.
+    async fn list_repositories(
+        &self,
+        client: &Client,
+        registry: &Destination,
+        prefixes: &[String],
+    ) -> Result<Vec<(RepositoryName, RepositorySettings)>, RegistryError> {
+        const OP: &str = "DescribeRepositories";
+        let resource = registry.to_string();
+        let mut selected = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let page = client
+                .describe_repositories()
+                .registry_id(registry.registry_id.as_str())
+                .max_results(self.page_size())
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| registry_error(OP, resource.clone(), e))?;
+            for repository in page.repositories() {
+                let Some(name) = repository.repository_name() else {
+                    continue;
+                };
+                if !prefixes.is_empty() && !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+                    continue;
+                }
+                let name = RepositoryName::parse(name)
+                    .map_err(|e| invalid(OP, resource.clone(), e.to_string()))?;
+                let settings = repository_settings(repository)
+                    .map_err(|m| invalid(OP, format!("{registry} {name}"), m))?;
+                selected.push((name, settings));
+            }
+            match page.next_token() {
+                Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
+                _ => return Ok(selected),
+            }
+        }
+    }
+}
+
+impl InventoryReader for EcrInventoryReader {
+    async fn repositories(
+        &self,
+        registry: &Destination,
+        prefixes: &[String],
+    ) -> Result<Vec<RepositoryInventory>, RegistryError> {
+        let client = self.clients.for_registry(registry).await?;
+        let mut pending: VecDeque<_> = self
+            .list_repositories(&client, registry, prefixes)
+            .await?
+            .into();
+        let registry = Arc::new(registry.clone());
+        let page_size = self.page_size();
+        let mut running = JoinSet::new();
+        let mut read = Vec::with_capacity(pending.len());
+        loop {
+            while running.len() < self.options.concurrency.max(1) {
+                let Some((name, settings)) = pending.pop_front() else {
+                    break;
+                };
+                running.spawn(read_repository(
+                    client.clone(),
+                    Arc::clone(&registry),
+                    name,
+                    settings,
+                    page_size,
+                ));
+            }
+            let Some(joined) = running.join_next().await else {
+                break;
+            };
+            // An error ends the inventory; dropping `running` cancels the other reads.
+            let outcome = joined.map_err(|e| RegistryError {
+                operation: "DescribeImages",
+                resource: registry.to_string(),
+                message: format!("repository read task failed: {e}"),
+                retryable: false,
+            })?;
+            if let Some(repository) = outcome? {
+                read.push(repository);
+            }
+        }
+        read.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(read)
+    }
+
+    async fn creation_templates(
+        &self,
+        registry: &Destination,
+    ) -> Result<Vec<CreationTemplate>, RegistryError> {
+        const OP: &str = "DescribeRepositoryCreationTemplates";
+        let resource = registry.to_string();
+        let client = self.clients.for_registry(registry).await?;
+        let mut templates = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let page = client
+                .describe_repository_creation_templates()
+                .max_results(self.page_size())
+                .set_next_token(next_token.take())
+                .send()
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) if templates_unavailable(e.code(), status_of(&e)) => {
+                    tracing::warn!(
+                        registry = %registry,
+                        error = %crate::service_error::describe(&e),
+                        "repository creation templates not readable: assuming none"
+                    );
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(registry_error(OP, resource, e)),
+            };
+            for template in page.repository_creation_templates() {
+                templates.push(
+                    creation_template(template).map_err(|m| invalid(OP, resource.clone(), m))?,
+                );
+            }
+            match page.next_token() {
+                Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
+                _ => return Ok(templates),
+            }
+        }
+    }
+}
+
+/// One repository's images and policies; `None` when it was deleted since it was listed.
+async fn read_repository(
+    client: Client,
+    registry: Arc<Destination>,
+    name: RepositoryName,
+    mut settings: RepositorySettings,
+    page_size: i32,
+) -> Result<Option<RepositoryInventory>, RegistryError> {
+    let resource = format!("{registry} {name}");
+    let images = read_images(&client, &registry, &name, page_size, &resource);
+    let lifecycle = async {
+        let answer = client
+            .get_lifecycle_policy()
+            .registry_id(registry.registry_id.as_str())
+            .repository_name(name.as_str())
+            .send()
+            .await;
+        match answer {
+            Ok(output) => Ok(Some(output.lifecycle_policy_text().map(str::to_owned))),
+            Err(e) if e.code() == Some("LifecyclePolicyNotFoundException") => Ok(Some(None)),
+            Err(e) if e.code() == Some("RepositoryNotFoundException") => Ok(None),
+            Err(e) => Err(registry_error("GetLifecyclePolicy", resource.clone(), e)),
+        }
+    };
+    let policy = async {
+        let answer = client
+            .get_repository_policy()
+            .registry_id(registry.registry_id.as_str())
+            .repository_name(name.as_str())
+            .send()
+            .await;
+        match answer {
+            Ok(output) => Ok(Some(output.policy_text().map(str::to_owned))),
+            Err(e) if e.code() == Some("RepositoryPolicyNotFoundException") => Ok(Some(None)),
+            Err(e) if e.code() == Some("RepositoryNotFoundException") => Ok(None),
+            Err(e) => Err(registry_error("GetRepositoryPolicy", resource.clone(), e)),
+        }
+    };
+    let (images, lifecycle, policy) = tokio::try_join!(images, lifecycle, policy)?;
+    let (Some(images), Some(lifecycle), Some(policy)) = (images, lifecycle, policy) else {
+        tracing::debug!(repository = %resource, "repository deleted during the inventory");
+        return Ok(None);
+    };
+    settings.lifecycle_policy = lifecycle;
+    settings.repository_policy = policy;
+    Ok(Some(RepositoryInventory {
+        name,
+        settings,
+        images,
+    }))
+}
+
+/// `DescribeImages`, all pages; `None` when the repository is gone.
+async fn read_images(
+    client: &Client,
+    registry: &Destination,
+    name: &RepositoryName,
+    page_size: i32,
+    resource: &str,
+) -> Result<Option<Vec<ImageRecord>>, RegistryError> {
+    const OP: &str = "DescribeImages";
+    let mut images = Vec::new();
+    let mut next_token: Option<String> = None;
+    loop {
+        let page = client
+            .describe_images()
+            .registry_id(registry.registry_id.as_str())
+            .repository_name(name.as_str())
+            .max_results(page_size)
+            .set_next_token(next_token.take())
+            .send()
+            .await;
+        let page = match page {
+            Ok(page) => page,
+            Err(e) if e.code() == Some("RepositoryNotFoundException") => return Ok(None),
+            Err(e) => return Err(registry_error(OP, resource.to_owned(), e)),
+        };
+        for detail in page.image_details() {
+            images.push(image_record(detail).map_err(|m| invalid(OP, resource.to_owned(), m))?);
+        }
+        match page.next_token() {
+            Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
+            _ => return Ok(Some(images)),
+        }
+    }
+}
+
+/// Whether `DescribeRepositoryCreationTemplates` failed because the caller may not read
+/// templates or the API does not exist where it was called, rather than for a reason that
+/// would go away.
+fn templates_unavailable(code: Option<&str>, status: Option<u16>) -> bool {
+    matches!(
+        code,
+        Some(
+            "AccessDenied"
+                | "AccessDeniedException"
+                | "UnknownOperationException"
+                | "InvalidAction"
+                | "UnsupportedOperation"
+                | "UnsupportedOperationException"
+        )
+    ) || matches!(status, Some(403 | 404 | 501))
+}
+
+fn status_of<E>(
+    error: &aws_sdk_ecr::error::SdkError<E, aws_sdk_ecr::config::http::HttpResponse>,
+) -> Option<u16> {
+    error.raw_response().map(|r| r.status().as_u16())
+}
+
+/// An `aws_smithy_types::DateTime` as chrono's.
+pub(crate) fn to_chrono(at: &aws_sdk_ecr::primitives::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(at.secs(), at.subsec_nanos())
+}
+
+pub(crate) fn image_record(detail: &ImageDetail) -> Result<ImageRecord, String> {
+    let digest = Digest::parse(detail.image_digest().unwrap_or_default())
+        .map_err(|e| format!("image without a valid digest: {e}"))?;
+    Ok(ImageRecord {
+        digest,
+        tags: detail.image_tags().to_vec(),
+        pushed_at: detail.image_pushed_at().and_then(to_chrono),
+        media_type: detail.image_manifest_media_type().map(str::to_owned),
+        size_bytes: detail
+            .image_size_in_bytes()
+            .and_then(|s| u64::try_from(s).ok()),
+    })
+}
+
+/// What `DescribeRepositories` says of one repository's settings (policies not included).
+fn repository_settings(repository: &Repository) -> Result<RepositorySettings, String> {
+    Ok(RepositorySettings {
+        tag_mutability: tag_mutability(
+            repository.image_tag_mutability(),
+            repository.image_tag_mutability_exclusion_filters(),
+        )?,
+        scan_on_push: repository
+            .image_scanning_configuration()
+            .is_some_and(|c| c.scan_on_push()),
+        encryption: encryption(repository.encryption_configuration()),
+        lifecycle_policy: None,
+        repository_policy: None,
+    })
+}
+
+fn creation_template(template: &RepositoryCreationTemplate) -> Result<CreationTemplate, String> {
+    let encryption = match template.encryption_configuration() {
+        Some(e) => Encryption {
+            encryption_type: e.encryption_type().as_str().to_owned(),
+            kms_key: e.kms_key().map(str::to_owned),
+        },
+        None => default_encryption(),
+    };
+    Ok(CreationTemplate {
+        prefix: template.prefix().unwrap_or("ROOT").to_owned(),
+        applied_for: template
+            .applied_for()
+            .iter()
+            .map(|a| a.as_str().to_owned())
+            .collect(),
+        settings: RepositorySettings {
+            tag_mutability: tag_mutability(
+                template.image_tag_mutability(),
+                template.image_tag_mutability_exclusion_filters(),
+            )?,
+            // Templates carry no scanning configuration: the registry's scanning applies.
+            scan_on_push: false,
+            encryption,
+            lifecycle_policy: template.lifecycle_policy().map(str::to_owned),
+            repository_policy: template.repository_policy().map(str::to_owned),
+        },
+    })
+}
+
+fn default_encryption() -> Encryption {
+    Encryption {
+        encryption_type: DEFAULT_ENCRYPTION.to_owned(),
+        kms_key: None,
+    }
+}
+
+fn encryption(configuration: Option<&EncryptionConfiguration>) -> Encryption {
+    match configuration {
+        Some(e) => Encryption {
+            encryption_type: e.encryption_type().as_str().to_owned(),
+            kms_key: e.kms_key().map(str::to_owned),
+        },
+        None => default_encryption(),
+    }
+}
+
+/// ECR's tag mutability (absent: `MUTABLE`, ECR's default) with its exclusion filters.
+pub(crate) fn tag_mutability(
+    mode: Option<&ImageTagMutability>,
+    filters: &[ImageTagMutabilityExclusionFilter],
+) -> Result<TagMutability, String> {
+    let tags = || filters.iter().map(|f| f.filter().to_owned()).collect();
+    match mode {
+        None | Some(ImageTagMutability::Mutable) => Ok(TagMutability::Mutable),
+        Some(ImageTagMutability::Immutable) => Ok(TagMutability::Immutable),
+        Some(ImageTagMutability::ImmutableWithExclusion) => {
+            Ok(TagMutability::ImmutableWithExclusion {
+                mutable_tags: tags(),
+            })
+        }
+        Some(ImageTagMutability::MutableWithExclusion) => Ok(TagMutability::MutableWithExclusion {
+            immutable_tags: tags(),
+        }),
+        Some(other) => Err(format!(
+            "imageTagMutability {} is not known to this build",
+            other.as_str()
+        )),
+    }
+}
+
+/// The inverse of [`tag_mutability`]: the mode and the exclusion filters (wildcards).
+pub(crate) fn sdk_tag_mutability(
+    mutability: &TagMutability,
+) -> Result<(ImageTagMutability, Vec<ImageTagMutabilityExclusionFilter>), String> {
+    let filters = |tags: &[String]| {
+        tags.iter()
+            .map(|t| {
+                ImageTagMutabilityExclusionFilter::builder()
+                    .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
+                    .filter(t)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(match mutability {
+        TagMutability::Mutable => (ImageTagMutability::Mutable, Vec::new()),
+        TagMutability::Immutable => (ImageTagMutability::Immutable, Vec::new()),
+        TagMutability::ImmutableWithExclusion { mutable_tags } => (
+            ImageTagMutability::ImmutableWithExclusion,
+            filters(mutable_tags)?,
+        ),
+        TagMutability::MutableWithExclusion { immutable_tags } => (
+            ImageTagMutability::MutableWithExclusion,
+            filters(immutable_tags)?,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_mutability_round_trips_with_its_filters() {
+        for mutability in [
+            TagMutability::Mutable,
+            TagMutability::Immutable,
+            TagMutability::ImmutableWithExclusion {
+                mutable_tags: vec!["latest".into(), "dev-*".into()],
+            },
+            TagMutability::MutableWithExclusion {
+                immutable_tags: vec!["v*".into()],
+            },
+        ] {
+            let (mode, filters) = sdk_tag_mutability(&mutability).expect("sdk shape");
+            assert_eq!(
+                tag_mutability(Some(&mode), &filters).expect("back"),
+                mutability
+            );
+        }
+        assert_eq!(tag_mutability(None, &[]), Ok(TagMutability::Mutable));
+        assert!(tag_mutability(Some(&ImageTagMutability::from("SOMETHING_NEW")), &[]).is_err());
+    }
+
+    #[test]
+    fn templates_are_unavailable_when_denied_or_unknown_not_when_failing() {
+        assert!(templates_unavailable(
+            Some("AccessDeniedException"),
+            Some(400)
+        ));
+        assert!(templates_unavailable(
+            Some("UnknownOperationException"),
+            Some(400)
+        ));
+        assert!(templates_unavailable(None, Some(404)));
+        assert!(!templates_unavailable(Some("ServerException"), Some(500)));
+        assert!(!templates_unavailable(
+            Some("ThrottlingException"),
+            Some(400)
+        ));
+        assert!(!templates_unavailable(None, None));
+    }
+}
