@@ -1,0 +1,142 @@
+//! The command line, as clap reads it. Every flag has its help here; the README shows the
+//! `--help` of each command.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::output::OutputFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "replwatch",
+    version,
+    about = "Watch and repair Amazon ECR private image replication",
+    long_about = "Watch and repair Amazon ECR private image replication.\n\n\
+        Uses the default AWS credential chain (environment, profile, SSO, instance role). \
+        Exit codes: 0 done or in sync, 1 findings (drift, failed images, conflicts), 2 error."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOptions,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalOptions {
+    /// Named profile from the AWS config files.
+    #[arg(long, global = true, env = "AWS_PROFILE")]
+    pub profile: Option<String>,
+    /// The source Region (where images are pushed); default from the profile or environment.
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Send every AWS call to this endpoint (the local AWS test bed, for example).
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    /// How results are printed on standard output.
+    #[arg(long, short, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Role to assume in other accounts, by name (`arn:<partition>:iam::<account>:role/<name>`).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub role_name: Option<String>,
+    /// External id the role in other accounts requires.
+    #[arg(long, global = true, value_name = "ID", requires = "role_name")]
+    pub external_id: Option<String>,
+    /// No progress bar, even on a terminal.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+    /// More logs on standard error (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bring destinations up to date with images pushed before replication reached them.
+    ///
+    /// Compares the source registry with every destination its replication rules select
+    /// (plus any --destination) and plans the images that are missing or lost a tag. Shows the
+    /// plan by default (--dry-run); --apply executes it: ECR's native replication backfill
+    /// where it applies, a digest-preserving copy through the ECR API elsewhere. Interrupting
+    /// (Ctrl-C) lets running copies finish; a rerun continues where it stopped.
+    Backfill(BackfillArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StrategyChoice {
+    /// Native backfill for destinations in the replication configuration, copy elsewhere.
+    Auto,
+    /// Copy through the ECR API for every destination.
+    Copy,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// Only repositories whose name starts with this prefix (repeatable).
+    #[arg(long = "repository-prefix", value_name = "PREFIX")]
+    pub repository_prefixes: Vec<String>,
+    /// Only images with a tag matching this pattern; `*` matches any run of characters
+    /// (repeatable). Untagged images are left out when a pattern is given.
+    #[arg(long = "tag", value_name = "PATTERN")]
+    pub tag_patterns: Vec<String>,
+    /// Only images pushed at or after this date (YYYY-MM-DD or RFC 3339).
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub pushed_after: Option<DateTime<Utc>>,
+    /// Only images pushed before this date (YYYY-MM-DD or RFC 3339).
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub pushed_before: Option<DateTime<Utc>>,
+    /// Also copy to this destination, REGION or REGION/ACCOUNT, even if no rule names it
+    /// (repeatable; always the copy strategy).
+    #[arg(long = "destination", value_name = "REGION[/ACCOUNT]")]
+    pub destinations: Vec<String>,
+    /// How to bring images over.
+    #[arg(long, value_enum, default_value_t = StrategyChoice::Auto)]
+    pub strategy: StrategyChoice,
+    /// Show the plan and change nothing (the default).
+    #[arg(long, conflicts_with = "apply")]
+    pub dry_run: bool,
+    /// Execute the plan.
+    #[arg(long)]
+    pub apply: bool,
+    /// Images copied at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+}
+
+fn parse_date(value: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("{value:?} is neither YYYY-MM-DD nor an RFC 3339 time"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn dates_take_a_day_or_a_full_time() {
+        assert_eq!(
+            parse_date("2026-11-01").map(|d| d.to_rfc3339()),
+            Ok("2026-11-01T00:00:00+00:00".to_owned())
+        );
+        assert!(parse_date("2026-11-01T10:00:00+02:00").is_ok());
+        assert!(parse_date("yesterday").is_err());
+    }
+
+    #[test]
+    fn dry_run_and_apply_exclude_each_other() {
+        let parsed = Cli::try_parse_from(["replwatch", "backfill", "--dry-run", "--apply"]);
+        assert!(parsed.is_err());
+    }
+}
