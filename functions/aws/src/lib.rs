@@ -23,6 +23,7 @@
 //! - [`slack`]: the notifier port on a Slack incoming webhook (Block Kit, retries).
 //! - [`webhook_secret`]: the Slack webhook URL read from Secrets Manager or SSM.
 
+pub mod backfill_queue;
 pub mod backfill_runs;
 pub mod blob_claims;
 pub mod cloudwatch;

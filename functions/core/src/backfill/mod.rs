@@ -19,11 +19,15 @@
 //! - [`port`]: the ECR operations a backfill needs, and the blob claims that make concurrent
 //!   copies upload a shared blob once;
 //! - [`run`]: a run's shared record on AWS: progress counted once per job, completion once;
+//! - [`trigger`]: what starts a backfill on AWS (a rules change, a schedule, a manual invoke);
+//! - [`fanout`]: the backfill as Lambda functions run it: one plan fanned out as queued copy
+//!   jobs, each copied and counted once;
 //! - `in_memory_ecr` (`test-support` feature): an in-memory ECR enforcing what real ECR
 //!   enforces, for tests.
 
 pub mod copy;
 pub mod execute;
+pub mod fanout;
 #[cfg(any(test, feature = "test-support"))]
 pub mod in_memory_ecr;
 pub mod inventory;
@@ -31,6 +35,7 @@ pub mod manifest;
 pub mod plan;
 pub mod port;
 pub mod run;
+pub mod trigger;
 
 pub use copy::{
     CopyContext, CopyError, CopyJob, CopyOptions, CopyReport, InMemoryBlobClaims, copy_image,

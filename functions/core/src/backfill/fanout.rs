@@ -1,0 +1,757 @@
+//! The backfill as the Lambda functions run it: `backfill-plan` plans once and fans the copies
+//! out as queue messages ([`plan_run`]); any number of `backfill-copy` invocations each take
+//! some ([`copy_message`]).
+//!
+//! Native destinations are not followed here (a function cannot wait hours): the plan starts
+//! ECR's backfill and queues only the retags it will not do. Once a native backfill for a
+//! destination has ended, a later plan (the schedule, or a manual invoke) copies whatever is
+//! still missing there instead of starting ECR's again, since ECR already failed to bring it.
+//!
+//! Every step is safe to repeat: a retried plan invocation reuses its run id (its request id)
+//! and re-queues jobs that are then counted once; a redelivered copy job finds its blobs and
+//! manifest in place and reports nothing new.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::backfill::copy::{CopyContext, CopyJob, CopyReport, copy_image};
+use crate::backfill::execute::create_repositories;
+use crate::backfill::inventory::DestinationInventory;
+use crate::backfill::plan::{BackfillPlan, CopyAction, PlanRequest, Strategy, plan_backfill};
+use crate::backfill::port::{
+    BlobClaims, CopyRegistry, InventoryReader, NativeBackfillApi, NativeStart,
+};
+use crate::backfill::run::{BackfillRun, BackfillRunStore, JobOutcome, job_id};
+use crate::backfill::trigger::{BackfillRequest, BackfillTrigger, added_destinations};
+use crate::clock::Sleeper;
+use crate::model::Destination;
+use crate::registry::{Registry, RegistryError};
+use crate::store::StoreError;
+
+/// One copy job on the queue, with the run it counts towards.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyMessage {
+    pub run_id: String,
+    pub job: CopyJob,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("queue {operation}: {message}")]
+pub struct QueueError {
+    pub operation: &'static str,
+    pub message: String,
+}
+
+/// Where copy jobs wait for `backfill-copy` (SQS on AWS).
+pub trait CopyJobQueue: Send + Sync {
+    /// Queues every message, or fails (a partial send is retried whole: duplicates are
+    /// harmless, jobs are idempotent).
+    fn enqueue(
+        &self,
+        messages: &[CopyMessage],
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// What `backfill-plan` needs.
+pub struct PlanPorts<'a, R, I, N, W, S, Q> {
+    /// `DescribeRegistry`: the configuration in force, whatever the event said.
+    pub registry: &'a R,
+    pub inventory: &'a I,
+    pub native: &'a N,
+    /// Creates the destination repositories copies go to.
+    pub writer: &'a W,
+    pub runs: &'a S,
+    pub queue: &'a Q,
+}
+
+/// What ECR was asked for one native destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "action")]
+pub enum NativeAction {
+    Started {
+        destination: Destination,
+        backfill_id: String,
+    },
+    AlreadyRunning {
+        destination: Destination,
+        backfill_id: String,
+    },
+    /// ECR's limits (one per destination Region, ten per registry): the next plan starts it.
+    Deferred { destination: Destination },
+    /// ECR refused, or its last backfill there ended and left images behind: copied instead.
+    CopiedInstead {
+        destination: Destination,
+        reason: String,
+    },
+}
+
+/// What one plan invocation did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanRunReport {
+    /// Why nothing was planned, when nothing was.
+    pub skipped: Option<String>,
+    pub dry_run: bool,
+    pub plan: Option<BackfillPlan>,
+    /// The run the queued jobs count towards (none when nothing was queued).
+    pub run: Option<BackfillRun>,
+    pub repositories_created: usize,
+    pub native: Vec<NativeAction>,
+    pub jobs_queued: usize,
+}
+
+impl PlanRunReport {
+    fn skipped(reason: impl Into<String>) -> Self {
+        Self {
+            skipped: Some(reason.into()),
+            dry_run: false,
+            plan: None,
+            run: None,
+            repositories_created: 0,
+            native: Vec::new(),
+            jobs_queued: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("plan: {0}")]
+    Plan(String),
+}
+
+/// Plans the backfill `trigger` asks for in `source` and fans it out; `run_id` names the run
+/// (the invocation's request id, the same on Lambda's retries of one event).
+pub async fn plan_run<R, I, N, W, S, Q>(
+    ports: &PlanPorts<'_, R, I, N, W, S, Q>,
+    source: &Destination,
+    trigger: BackfillTrigger,
+    run_id: &str,
+    now: DateTime<Utc>,
+) -> Result<PlanRunReport, FanoutError>
+where
+    R: Registry,
+    I: InventoryReader,
+    N: NativeBackfillApi,
+    W: CopyRegistry,
+    S: BackfillRunStore,
+    Q: CopyJobQueue,
+{
+    let (request, configuration_changed) = match trigger {
+        BackfillTrigger::Ignored { reason, .. } => return Ok(PlanRunReport::skipped(reason)),
+        BackfillTrigger::ConfigurationChanged { registry, .. } if registry != *source => {
+            return Ok(PlanRunReport::skipped(format!(
+                "the change is to registry {registry}, this deployment watches {source}"
+            )));
+        }
+        BackfillTrigger::ConfigurationChanged { .. } => (BackfillRequest::default(), true),
+        BackfillTrigger::Scheduled { .. } => (BackfillRequest::default(), false),
+        BackfillTrigger::Manual(request) => (request, false),
+    };
+    let configuration = ports.registry.replication_configuration(source).await?;
+    let only_destinations = if configuration_changed {
+        let previous = ports.runs.last_configuration(source).await?;
+        match added_destinations(previous.as_ref(), &configuration) {
+            Some(added) if added.is_empty() => {
+                ports
+                    .runs
+                    .remember_configuration(source, &configuration)
+                    .await?;
+                return Ok(PlanRunReport::skipped(
+                    "the change added no destination: nothing to backfill",
+                ));
+            }
+            other => other,
+        }
+    } else {
+        None
+    };
+
+    let filters = request.filters();
+    let mut destinations: Vec<Destination> = configuration
+        .all_destinations()
+        .into_iter()
+        .filter(|d| {
+            only_destinations
+                .as_ref()
+                .is_none_or(|only| only.contains(d))
+        })
+        .collect();
+    destinations.extend(request.destinations.iter().cloned());
+    destinations.retain(|d| d != source);
+    destinations.dedup();
+    let source_inventory = ports
+        .inventory
+        .repositories(source, &filters.repository_prefixes)
+        .await?;
+    let mut destination_inventories = Vec::with_capacity(destinations.len());
+    for destination in &destinations {
+        destination_inventories.push(DestinationInventory {
+            destination: destination.clone(),
+            repositories: ports
+                .inventory
+                .repositories(destination, &filters.repository_prefixes)
+                .await?,
+            creation_templates: ports.inventory.creation_templates(destination).await?,
+        });
+    }
+    let plan = plan_backfill(&PlanRequest {
+        source,
+        configuration: &configuration,
+        source_inventory: &source_inventory,
+        destination_inventories: &destination_inventories,
+        extra_destinations: &request.destinations,
+        filters: &filters,
+        force_copy: request.force_copy,
+        only_destinations: only_destinations.as_deref(),
+    })
+    .map_err(|e| FanoutError::Plan(e.to_string()))?;
+    let mut report = PlanRunReport {
+        skipped: None,
+        dry_run: request.dry_run,
+        plan: None,
+        run: None,
+        repositories_created: 0,
+        native: Vec::new(),
+        jobs_queued: 0,
+    };
+    if request.dry_run {
+        report.plan = Some(plan);
+        return Ok(report);
+    }
+    ports
+        .runs
+        .remember_configuration(source, &configuration)
+        .await?;
+
+    let listed = if plan
+        .destinations
+        .iter()
+        .any(|p| p.strategy == Strategy::Native && !p.is_empty())
+    {
+        ports.native.list(source).await?
+    } else {
+        Vec::new()
+    };
+    let mut jobs: Vec<CopyJob> = Vec::new();
+    let mut planned: BTreeMap<Destination, u64> = BTreeMap::new();
+    let mut planned_bytes = 0;
+    for destination_plan in plan.destinations.iter().filter(|p| !p.is_empty()) {
+        let destination = &destination_plan.destination;
+        report.repositories_created += create_repositories(ports.writer, destination_plan).await?;
+        let copy_all = match destination_plan.strategy {
+            Strategy::Copy => true,
+            Strategy::Native => {
+                let mine = listed.iter().filter(|b| b.destination == *destination);
+                let running = mine.clone().find(|b| !b.status.is_terminal());
+                let action = if let Some(running) = running {
+                    NativeAction::AlreadyRunning {
+                        destination: destination.clone(),
+                        backfill_id: running.id.clone(),
+                    }
+                } else if let Some(ended) = mine.clone().next() {
+                    NativeAction::CopiedInstead {
+                        destination: destination.clone(),
+                        reason: format!(
+                            "ECR's backfill {} ended ({:?}) without bringing these images",
+                            ended.id, ended.status
+                        ),
+                    }
+                } else {
+                    match ports.native.start(source, destination).await? {
+                        NativeStart::Started(backfill) => NativeAction::Started {
+                            destination: destination.clone(),
+                            backfill_id: backfill.id,
+                        },
+                        NativeStart::LimitReached => NativeAction::Deferred {
+                            destination: destination.clone(),
+                        },
+                        NativeStart::Refused { reason } => NativeAction::CopiedInstead {
+                            destination: destination.clone(),
+                            reason: format!("ECR refused its backfill: {reason}"),
+                        },
+                    }
+                };
+                let copy_all = matches!(action, NativeAction::CopiedInstead { .. });
+                report.native.push(action);
+                copy_all
+            }
+        };
+        let selected: Vec<CopyJob> = if copy_all {
+            planned_bytes += destination_plan.totals.bytes_estimate;
+            destination_plan.copy_jobs(source)
+        } else {
+            // ECR's backfill brings images, not the tags images already there lack.
+            destination_plan
+                .items
+                .iter()
+                .filter(|item| item.action == CopyAction::Retag)
+                .map(|item| destination_plan.copy_job(source, item))
+                .collect()
+        };
+        if !selected.is_empty() {
+            planned.insert(destination.clone(), selected.len() as u64);
+            jobs.extend(selected);
+        }
+    }
+    report.plan = Some(plan);
+    if jobs.is_empty() {
+        return Ok(report);
+    }
+    let run = BackfillRun::new(run_id, source.clone(), now, planned, planned_bytes);
+    ports.runs.create_run(&run).await?;
+    let messages: Vec<CopyMessage> = jobs
+        .into_iter()
+        .map(|job| CopyMessage {
+            run_id: run_id.to_owned(),
+            job,
+        })
+        .collect();
+    ports.queue.enqueue(&messages).await?;
+    report.jobs_queued = messages.len();
+    report.run = Some(run);
+    Ok(report)
+}
+
+/// What became of one queued job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyMessageOutcome {
+    pub outcome: JobOutcome,
+    pub report: Option<CopyReport>,
+    /// `false` for a redelivery of a job already counted.
+    pub first_time: bool,
+    /// The run, when this job was its last: notify its completion.
+    pub completed_run: Option<BackfillRun>,
+}
+
+/// Why a job must be delivered again.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyMessageError {
+    #[error("copy {job}: {message}; will be retried")]
+    Retry { job: String, message: String },
+}
+
+/// Copies the job of `message` and counts it in its run. A passing error (throttling past
+/// the SDK's retries, a network failure) returns [`CopyMessageError::Retry`] so the queue
+/// delivers it again, unless `last_attempt`: then, like a permanent error, the job is counted
+/// as failed so the run still completes.
+pub async fn copy_message<W, B, Z, S>(
+    context: &CopyContext<'_, W, B, Z>,
+    runs: &S,
+    message: &CopyMessage,
+    last_attempt: bool,
+    now: impl Fn() -> DateTime<Utc>,
+) -> Result<CopyMessageOutcome, CopyMessageError>
+where
+    W: CopyRegistry,
+    B: BlobClaims,
+    Z: Sleeper,
+    S: BackfillRunStore,
+{
+    let job = &message.job;
+    let (outcome, report) = match copy_image(context, job).await {
+        Ok(report) => (
+            JobOutcome::Copied {
+                bytes_uploaded: report.bytes_uploaded,
+            },
+            Some(report),
+        ),
+        Err(error) if error.retryable() && !last_attempt => {
+            return Err(CopyMessageError::Retry {
+                job: job.to_string(),
+                message: error.to_string(),
+            });
+        }
+        Err(error) => (
+            JobOutcome::Failed {
+                reason: error.to_string(),
+            },
+            None,
+        ),
+    };
+    let id = job_id(&job.destination, &job.destination_repository, &job.digest);
+    let recorded = runs
+        .record_job(&message.run_id, &id, &outcome, now())
+        .await
+        .map_err(|e| CopyMessageError::Retry {
+            job: job.to_string(),
+            message: format!("the copy is done but counting it failed: {e}"),
+        })?;
+    Ok(CopyMessageOutcome {
+        outcome,
+        report,
+        first_time: recorded.first_time,
+        completed_run: recorded.completed_run,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backfill::copy::{CopyOptions, DEFAULT_CLAIM_TTL, InMemoryBlobClaims};
+    use crate::backfill::in_memory_ecr::InMemoryEcr;
+    use crate::backfill::port::{NativeBackfill, NativeBackfillStatus, NativeImageResult};
+    use crate::backfill::run::InMemoryRunStore;
+    use crate::clock::SystemClock;
+    use crate::model::{AccountId, Digest, Region, RepositoryName, SourceImage};
+    use crate::registry::ImageReplicationStatus;
+    use crate::rules::{ReplicationConfiguration, ReplicationRule};
+
+    fn dest(region: &str, account: &str) -> Destination {
+        Destination::new(
+            Region::parse(region).expect("region"),
+            AccountId::parse(account).expect("account"),
+        )
+    }
+
+    fn source() -> Destination {
+        dest("us-west-2", "111111111111")
+    }
+
+    fn configured() -> Destination {
+        dest("us-east-1", "111111111111")
+    }
+
+    fn extra() -> Destination {
+        dest("eu-west-1", "222222222222")
+    }
+
+    fn repo(name: &str) -> RepositoryName {
+        RepositoryName::parse(name).expect("repository")
+    }
+
+    fn configuration(destinations: &[Destination]) -> ReplicationConfiguration {
+        ReplicationConfiguration {
+            rules: vec![ReplicationRule {
+                destinations: destinations.to_vec(),
+                repository_filters: Vec::new(),
+            }],
+        }
+    }
+
+    fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        mutex.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `DescribeRegistry` only: the plan reads nothing else from the tracking registry.
+    struct Rules(Mutex<ReplicationConfiguration>);
+
+    impl Registry for Rules {
+        async fn replication_status(
+            &self,
+            image: &SourceImage,
+        ) -> Result<ImageReplicationStatus, RegistryError> {
+            Err(RegistryError {
+                operation: "DescribeImageReplicationStatus",
+                resource: image.to_string(),
+                message: "not used by the plan".into(),
+                retryable: false,
+            })
+        }
+
+        async fn tags_in_destination(
+            &self,
+            _destination: &Destination,
+            _repository: &RepositoryName,
+            _digest: &Digest,
+        ) -> Result<Option<Vec<String>>, RegistryError> {
+            Ok(None)
+        }
+
+        async fn replication_configuration(
+            &self,
+            _registry: &Destination,
+        ) -> Result<ReplicationConfiguration, RegistryError> {
+            Ok(lock(&self.0).clone())
+        }
+    }
+
+    /// ECR's native backfill, started but never progressing: what a plan sees right after.
+    #[derive(Default)]
+    struct Native(Mutex<Vec<NativeBackfill>>);
+
+    impl NativeBackfillApi for Native {
+        async fn start(
+            &self,
+            _source: &Destination,
+            destination: &Destination,
+        ) -> Result<NativeStart, RegistryError> {
+            let backfill = NativeBackfill {
+                id: format!("bf-{}", lock(&self.0).len() + 1),
+                destination: destination.clone(),
+                status: NativeBackfillStatus::InProgress,
+            };
+            lock(&self.0).push(backfill.clone());
+            Ok(NativeStart::Started(backfill))
+        }
+
+        async fn list(&self, _source: &Destination) -> Result<Vec<NativeBackfill>, RegistryError> {
+            Ok(lock(&self.0).clone())
+        }
+
+        async fn results(
+            &self,
+            _source: &Destination,
+            _backfill_id: &str,
+        ) -> Result<Vec<NativeImageResult>, RegistryError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[derive(Default)]
+    struct Queue(Mutex<Vec<CopyMessage>>);
+
+    impl CopyJobQueue for Queue {
+        async fn enqueue(&self, messages: &[CopyMessage]) -> Result<(), QueueError> {
+            lock(&self.0).extend(messages.iter().cloned());
+            Ok(())
+        }
+    }
+
+    struct NoWait;
+
+    impl Sleeper for NoWait {
+        async fn sleep(&self, _duration: Duration) {
+            crate::clock::yield_now().await;
+        }
+    }
+
+    struct World {
+        ecr: InMemoryEcr,
+        rules: Rules,
+        native: Native,
+        runs: InMemoryRunStore,
+        queue: Queue,
+    }
+
+    impl World {
+        fn new(destinations: &[Destination]) -> Self {
+            let ecr = InMemoryEcr::new();
+            let app = repo("team-a/app");
+            let base: &[u8] = b"shared base layer";
+            ecr.push_image(&source(), &app, &["v1"], &[base, b"app v1"]);
+            ecr.push_image(&source(), &app, &["v2", "latest"], &[base, b"app v2"]);
+            ecr.push_image(&source(), &app, &[], &[base, b"untagged"]);
+            Self {
+                ecr,
+                rules: Rules(Mutex::new(configuration(destinations))),
+                native: Native::default(),
+                runs: InMemoryRunStore::default(),
+                queue: Queue::default(),
+            }
+        }
+
+        async fn plan(&self, trigger: BackfillTrigger, run_id: &str) -> PlanRunReport {
+            let ports = PlanPorts {
+                registry: &self.rules,
+                inventory: &self.ecr,
+                native: &self.native,
+                writer: &self.ecr,
+                runs: &self.runs,
+                queue: &self.queue,
+            };
+            plan_run(&ports, &source(), trigger, run_id, Utc::now())
+                .await
+                .expect("plan runs")
+        }
+
+        /// Takes every queued message once, as `backfill-copy` would; returns the completed
+        /// runs the copies reported.
+        async fn copy_all(&self) -> Vec<BackfillRun> {
+            let claims = InMemoryBlobClaims::new(SystemClock, DEFAULT_CLAIM_TTL);
+            let context = CopyContext {
+                registry: &self.ecr,
+                claims: &claims,
+                sleeper: &NoWait,
+                options: CopyOptions::default(),
+            };
+            let messages: Vec<CopyMessage> = std::mem::take(&mut *lock(&self.queue.0));
+            let mut completed = Vec::new();
+            for message in &messages {
+                let outcome = copy_message(&context, &self.runs, message, false, Utc::now)
+                    .await
+                    .expect("copied");
+                completed.extend(outcome.completed_run);
+            }
+            // A redelivery of every message counts nothing and completes nothing again.
+            for message in &messages {
+                let outcome = copy_message(&context, &self.runs, message, false, Utc::now)
+                    .await
+                    .expect("copied again");
+                assert!(!outcome.first_time);
+                assert!(outcome.completed_run.is_none());
+            }
+            completed
+        }
+    }
+
+    fn manual(destinations: Vec<Destination>) -> BackfillTrigger {
+        BackfillTrigger::Manual(BackfillRequest {
+            destinations,
+            ..BackfillRequest::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_manual_backfill_fans_out_one_job_per_image_and_completes_once() {
+        let world = World::new(&[]);
+        let report = world.plan(manual(vec![extra()]), "run-1").await;
+        assert_eq!(report.jobs_queued, 3);
+        assert_eq!(report.repositories_created, 1);
+        let run = report.run.expect("a run");
+        assert_eq!(run.planned, 3);
+        assert_eq!(run.destinations.get(&extra()), Some(&3));
+
+        let completed = world.copy_all().await;
+        assert_eq!(completed.len(), 1, "the run completes exactly once");
+        assert_eq!((completed[0].copied, completed[0].failed), (3, 0));
+        assert_eq!(
+            world
+                .ecr
+                .tags_of(&extra(), &repo("team-a/app"), &world_digest(&world, "v2")),
+            world
+                .ecr
+                .tags_of(&source(), &repo("team-a/app"), &world_digest(&world, "v2")),
+        );
+
+        let again = world.plan(manual(vec![extra()]), "run-2").await;
+        assert_eq!(again.jobs_queued, 0);
+        assert!(again.run.is_none());
+        assert!(again.plan.is_some_and(|p| p.is_empty()));
+    }
+
+    fn world_digest(world: &World, tag: &str) -> Digest {
+        futures_util::FutureExt::now_or_never(world.ecr.repositories(&source(), &[]))
+            .expect("in-memory answers at once")
+            .expect("inventory")
+            .into_iter()
+            .flat_map(|r| r.images)
+            .find(|i| i.tags.iter().any(|t| t == tag))
+            .map(|i| i.digest)
+            .expect("tagged image")
+    }
+
+    #[tokio::test]
+    async fn configured_destinations_start_ecrs_backfill_and_queue_no_copies() {
+        let world = World::new(&[configured()]);
+        let report = world
+            .plan(
+                BackfillTrigger::Scheduled {
+                    event_id: "s".into(),
+                },
+                "run-1",
+            )
+            .await;
+        assert_eq!(
+            report.native,
+            [NativeAction::Started {
+                destination: configured(),
+                backfill_id: "bf-1".into()
+            }]
+        );
+        assert_eq!(report.jobs_queued, 0);
+
+        // While it runs, the next plan follows it instead of starting another.
+        let report = world
+            .plan(
+                BackfillTrigger::Scheduled {
+                    event_id: "s2".into(),
+                },
+                "run-2",
+            )
+            .await;
+        assert!(matches!(
+            report.native[..],
+            [NativeAction::AlreadyRunning { .. }]
+        ));
+        assert_eq!(lock(&world.native.0).len(), 1);
+
+        // Once it ended without bringing the images, they are copied.
+        lock(&world.native.0)[0].status = NativeBackfillStatus::Failed {
+            failure_code: Some("ACCESS_DENIED".into()),
+        };
+        let report = world
+            .plan(
+                BackfillTrigger::Scheduled {
+                    event_id: "s3".into(),
+                },
+                "run-3",
+            )
+            .await;
+        assert!(matches!(
+            report.native[..],
+            [NativeAction::CopiedInstead { .. }]
+        ));
+        assert_eq!(report.jobs_queued, 3);
+    }
+
+    #[tokio::test]
+    async fn a_configuration_change_plans_only_the_destinations_it_added() {
+        let world = World::new(&[configured()]);
+        let change = |destinations: &[Destination]| BackfillTrigger::ConfigurationChanged {
+            event_id: "e".into(),
+            registry: source(),
+            configuration: configuration(destinations),
+        };
+        // Nothing remembered yet: every destination is planned (ECR's backfill starts).
+        let first = world.plan(change(&[configured()]), "run-1").await;
+        assert_eq!(first.native.len(), 1);
+
+        // The same rules again: nothing added, nothing planned.
+        let same = world.plan(change(&[configured()]), "run-2").await;
+        assert!(same.skipped.is_some_and(|r| r.contains("no destination")));
+
+        // A new cross-account destination in the rules: only it is planned.
+        *lock(&world.rules.0) = configuration(&[configured(), extra()]);
+        let added = world.plan(change(&[configured(), extra()]), "run-3").await;
+        let plan = added.plan.expect("a plan");
+        let planned: Vec<&Destination> = plan.destinations.iter().map(|p| &p.destination).collect();
+        assert_eq!(planned, [&extra()]);
+
+        // A change to another registry is not ours.
+        let other = BackfillTrigger::ConfigurationChanged {
+            event_id: "e".into(),
+            registry: dest("ap-south-1", "111111111111"),
+            configuration: configuration(&[extra()]),
+        };
+        assert!(world.plan(other, "run-4").await.skipped.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_dry_run_plans_and_changes_nothing() {
+        let world = World::new(&[]);
+        let report = world
+            .plan(
+                BackfillTrigger::Manual(BackfillRequest {
+                    destinations: vec![extra()],
+                    dry_run: true,
+                    ..BackfillRequest::default()
+                }),
+                "run-1",
+            )
+            .await;
+        assert!(report.dry_run);
+        assert_eq!(report.plan.map(|p| p.totals.images), Some(3));
+        assert_eq!(report.jobs_queued, 0);
+        assert!(lock(&world.queue.0).is_empty());
+        assert_eq!(
+            futures_util::FutureExt::now_or_never(world.runs.run("run-1"))
+                .expect("at once")
+                .expect("read"),
+            None
+        );
+    }
+}
