@@ -56,6 +56,27 @@ fn pascal_case(snake: &str) -> String {
         .collect()
 }
 
+/// The IAM actions that authorize one SDK operation. Most are the operation's name; batch
+/// sends are authorized by the single-message action, and a DynamoDB transaction by the
+/// actions of the writes it holds (`Put::builder()` -> `dynamodb:PutItem`).
+fn iam_actions(service: &str, operation: &str, module_text: &str) -> Vec<String> {
+    match (service, operation) {
+        ("sqs", "send_message_batch") => vec!["sqs:SendMessage".to_owned()],
+        ("sqs", "delete_message_batch") => vec!["sqs:DeleteMessage".to_owned()],
+        ("dynamodb", "transact_write_items") => [
+            ("Put", "PutItem"),
+            ("Update", "UpdateItem"),
+            ("Delete", "DeleteItem"),
+            ("ConditionCheck", "ConditionCheckItem"),
+        ]
+        .into_iter()
+        .filter(|(write, _)| module_text.contains(&format!("{write}::builder()")))
+        .map(|(_, action)| format!("dynamodb:{action}"))
+        .collect(),
+        _ => vec![format!("{service}:{}", pascal_case(operation))],
+    }
+}
+
 /// The operations of every `aws-sdk-*` crate in the workspace, by IAM service prefix.
 fn sdk_operations() -> BTreeMap<String, BTreeSet<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
@@ -160,7 +181,7 @@ impl AdapterCrate {
                 });
                 for operation in operations {
                     if calls_method(&text, operation) {
-                        actions.insert(format!("{service}:{}", pascal_case(operation)));
+                        actions.extend(iam_actions(service, operation, &text));
                     }
                 }
             }
@@ -221,9 +242,25 @@ fn adapter_modules_of_function(binary: &str, adapters: &AdapterCrate) -> BTreeSe
             }
         }
     }
+    // A builder's own helpers in services.rs (`delivery(sdk, settings)`) count as its body.
+    let local_fns: BTreeSet<&str> = paths_after(&services, "fn ");
+    let mut bodies: Vec<&str> = Vec::new();
+    let mut pending: Vec<&str> = paths_after(&main, "services::").into_iter().collect();
+    let mut seen = BTreeSet::new();
+    while let Some(name) = pending.pop() {
+        if !seen.insert(name) {
+            continue;
+        }
+        let body = function_body(&services, name);
+        for called in &local_fns {
+            if *called != name && body.contains(&format!("{called}(")) {
+                pending.push(called);
+            }
+        }
+        bodies.push(body);
+    }
     let mut modules = BTreeSet::new();
-    for builder in paths_after(&main, "services::") {
-        let body = function_body(&services, builder);
+    for body in bodies {
         for (item, module) in &module_of_item {
             if body.contains(item.as_str()) {
                 modules.insert(module.clone());

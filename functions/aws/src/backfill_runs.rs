@@ -27,7 +27,7 @@ use replwatch_core::model::Destination;
 use replwatch_core::rules::ReplicationConfiguration;
 use replwatch_core::store::StoreError;
 
-use crate::dynamodb::{TTL_ATTRIBUTE, backend, request_error};
+use crate::dynamodb_table::{TTL_ATTRIBUTE, backend, request_error};
 
 /// How long runs and their job records are kept.
 pub const RUN_RETENTION_DAYS: i64 = 30;

@@ -24,7 +24,7 @@ use replwatch_core::backfill::port::{BlobClaims, Claim};
 use replwatch_core::model::{Destination, Digest, RepositoryName};
 use replwatch_core::registry::RegistryError;
 
-use crate::dynamodb::TTL_ATTRIBUTE;
+use crate::dynamodb_table::TTL_ATTRIBUTE;
 
 /// How long a claim holds when its holder never releases it.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(15 * 60);

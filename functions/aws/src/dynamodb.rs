@@ -16,9 +16,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::service_error::describe;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -32,7 +30,8 @@ use replwatch_core::tracking::{AlertKind, ExpectationState, ReplicationExpectati
 pub const DUE_SHARDS: u32 = 4;
 pub const DUE_INDEX: &str = "due";
 /// The TTL attribute the table is configured with.
-pub const TTL_ATTRIBUTE: &str = "expires_at";
+pub use crate::dynamodb_table::TTL_ATTRIBUTE;
+pub(crate) use crate::dynamodb_table::{backend, request_error};
 const SCHEMA_VERSION: &str = "1";
 
 type Item = HashMap<String, AttributeValue>;
@@ -195,24 +194,6 @@ impl ExpectationStore for DynamoExpectationStore {
 }
 
 fn backend_message(operation: &'static str, message: String) -> StoreError {
-    StoreError::Backend { operation, message }
-}
-
-pub(crate) fn request_error(
-    operation: &'static str,
-    error: aws_sdk_dynamodb::error::BuildError,
-) -> StoreError {
-    StoreError::Backend {
-        operation,
-        message: format!("request could not be built: {error}"),
-    }
-}
-
-pub(crate) fn backend(
-    operation: &'static str,
-    error: impl std::error::Error + ProvideErrorMetadata,
-) -> StoreError {
-    let message = describe(&error);
     StoreError::Backend { operation, message }
 }
 

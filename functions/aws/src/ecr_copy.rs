@@ -28,19 +28,16 @@ use aws_config::retry::RetryConfig;
 use aws_sdk_ecr::Client;
 use aws_sdk_ecr::error::ProvideErrorMetadata;
 use aws_sdk_ecr::primitives::Blob;
-use aws_sdk_ecr::types::{
-    EncryptionConfiguration, EncryptionType, ImageIdentifier, ImageScanningConfiguration,
-    LayerAvailability,
-};
-use replwatch_core::backfill::inventory::{ImageRecord, RepositorySettings};
+use aws_sdk_ecr::types::{ImageIdentifier, LayerAvailability};
+use replwatch_core::backfill::inventory::ImageRecord;
 use replwatch_core::backfill::manifest::ManifestBytes;
 use replwatch_core::backfill::port::{CopyRegistry, PutOutcome};
 use replwatch_core::model::{AccountId, Destination, Digest, RepositoryName};
 use replwatch_core::registry::RegistryError;
 use sha2::{Digest as _, Sha256};
 
-use crate::ecr::{CrossAccountAccess, EcrClients, invalid, is_not_found, registry_error};
-use crate::ecr_inventory::{image_record, sdk_tag_mutability};
+use crate::ecr_clients::{CrossAccountAccess, EcrClients, invalid, is_not_found, registry_error};
+use crate::ecr_shapes::image_record;
 
 /// The smallest part ECR accepts, but for the last one.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -530,68 +527,6 @@ impl CopyRegistry for EcrCopyRegistry {
             }
             Err(e) => Err(registry_error(OP, resource, e)),
         }
-    }
-
-    async fn create_repository(
-        &self,
-        registry: &Destination,
-        repository: &RepositoryName,
-        settings: &RepositorySettings,
-    ) -> Result<bool, RegistryError> {
-        const OP: &str = "CreateRepository";
-        let resource = format!("{registry} {repository}");
-        let (mutability, exclusions) = sdk_tag_mutability(&settings.tag_mutability)
-            .map_err(|m| invalid(OP, resource.clone(), m))?;
-        let encryption = EncryptionConfiguration::builder()
-            .encryption_type(EncryptionType::from(
-                settings.encryption.encryption_type.as_str(),
-            ))
-            .set_kms_key(settings.encryption.kms_key.clone())
-            .build()
-            .map_err(|e| invalid(OP, resource.clone(), e.to_string()))?;
-        let client = self.clients.for_registry(registry).await?;
-        let created = client
-            .create_repository()
-            .registry_id(registry.registry_id.as_str())
-            .repository_name(repository.as_str())
-            .image_tag_mutability(mutability)
-            .set_image_tag_mutability_exclusion_filters(
-                (!exclusions.is_empty()).then_some(exclusions),
-            )
-            .image_scanning_configuration(
-                ImageScanningConfiguration::builder()
-                    .scan_on_push(settings.scan_on_push)
-                    .build(),
-            )
-            .encryption_configuration(encryption)
-            .send()
-            .await;
-        match created {
-            Ok(_) => {}
-            Err(e) if e.code() == Some("RepositoryAlreadyExistsException") => return Ok(false),
-            Err(e) => return Err(registry_error(OP, resource, e)),
-        }
-        if let Some(policy) = &settings.lifecycle_policy {
-            client
-                .put_lifecycle_policy()
-                .registry_id(registry.registry_id.as_str())
-                .repository_name(repository.as_str())
-                .lifecycle_policy_text(policy)
-                .send()
-                .await
-                .map_err(|e| registry_error("PutLifecyclePolicy", resource.clone(), e))?;
-        }
-        if let Some(policy) = &settings.repository_policy {
-            client
-                .set_repository_policy()
-                .registry_id(registry.registry_id.as_str())
-                .repository_name(repository.as_str())
-                .policy_text(policy)
-                .send()
-                .await
-                .map_err(|e| registry_error("SetRepositoryPolicy", resource.clone(), e))?;
-        }
-        Ok(true)
     }
 }
 

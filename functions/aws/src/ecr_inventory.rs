@@ -21,21 +21,18 @@ use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_sdk_ecr::Client;
 use aws_sdk_ecr::error::ProvideErrorMetadata;
-use aws_sdk_ecr::types::{
-    EncryptionConfiguration, ImageDetail, ImageTagMutability, ImageTagMutabilityExclusionFilter,
-    ImageTagMutabilityExclusionFilterType, Repository, RepositoryCreationTemplate,
-};
-use chrono::{DateTime, Utc};
+use aws_sdk_ecr::types::{EncryptionConfiguration, Repository, RepositoryCreationTemplate};
 use replwatch_core::backfill::inventory::{
     CreationTemplate, Encryption, ImageRecord, RepositoryInventory, RepositorySettings,
-    TagMutability,
 };
 use replwatch_core::backfill::port::InventoryReader;
-use replwatch_core::model::{AccountId, Destination, Digest, RepositoryName};
+use replwatch_core::model::{AccountId, Destination, RepositoryName};
 use replwatch_core::registry::RegistryError;
+use replwatch_core::rules::ReplicationConfiguration;
 use tokio::task::JoinSet;
 
-use crate::ecr::{CrossAccountAccess, EcrClients, invalid, registry_error};
+use crate::ecr_clients::{CrossAccountAccess, EcrClients, invalid, registry_error};
+use crate::ecr_shapes::{image_record, tag_mutability};
 
 /// `maxResults` of a `DescribeImages` page: the API's maximum.
 pub const IMAGES_PAGE_SIZE: i32 = 1000;
@@ -149,6 +146,14 @@ impl EcrInventoryReader {
 }
 
 impl InventoryReader for EcrInventoryReader {
+    async fn replication_configuration(
+        &self,
+        registry: &Destination,
+    ) -> Result<ReplicationConfiguration, RegistryError> {
+        let client = self.clients.for_registry(registry).await?;
+        crate::ecr_rules::replication_configuration(&client, registry).await
+    }
+
     async fn repositories(
         &self,
         registry: &Destination,
@@ -345,25 +350,6 @@ fn status_of<E>(
     error.raw_response().map(|r| r.status().as_u16())
 }
 
-/// An `aws_smithy_types::DateTime` as chrono's.
-pub(crate) fn to_chrono(at: &aws_sdk_ecr::primitives::DateTime) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(at.secs(), at.subsec_nanos())
-}
-
-pub(crate) fn image_record(detail: &ImageDetail) -> Result<ImageRecord, String> {
-    let digest = Digest::parse(detail.image_digest().unwrap_or_default())
-        .map_err(|e| format!("image without a valid digest: {e}"))?;
-    Ok(ImageRecord {
-        digest,
-        tags: detail.image_tags().to_vec(),
-        pushed_at: detail.image_pushed_at().and_then(to_chrono),
-        media_type: detail.image_manifest_media_type().map(str::to_owned),
-        size_bytes: detail
-            .image_size_in_bytes()
-            .and_then(|s| u64::try_from(s).ok()),
-    })
-}
-
 /// What `DescribeRepositories` says of one repository's settings (policies not included).
 fn repository_settings(repository: &Repository) -> Result<RepositorySettings, String> {
     Ok(RepositorySettings {
@@ -426,84 +412,9 @@ fn encryption(configuration: Option<&EncryptionConfiguration>) -> Encryption {
     }
 }
 
-/// ECR's tag mutability (absent: `MUTABLE`, ECR's default) with its exclusion filters.
-pub(crate) fn tag_mutability(
-    mode: Option<&ImageTagMutability>,
-    filters: &[ImageTagMutabilityExclusionFilter],
-) -> Result<TagMutability, String> {
-    let tags = || filters.iter().map(|f| f.filter().to_owned()).collect();
-    match mode {
-        None | Some(ImageTagMutability::Mutable) => Ok(TagMutability::Mutable),
-        Some(ImageTagMutability::Immutable) => Ok(TagMutability::Immutable),
-        Some(ImageTagMutability::ImmutableWithExclusion) => {
-            Ok(TagMutability::ImmutableWithExclusion {
-                mutable_tags: tags(),
-            })
-        }
-        Some(ImageTagMutability::MutableWithExclusion) => Ok(TagMutability::MutableWithExclusion {
-            immutable_tags: tags(),
-        }),
-        Some(other) => Err(format!(
-            "imageTagMutability {} is not known to this build",
-            other.as_str()
-        )),
-    }
-}
-
-/// The inverse of [`tag_mutability`]: the mode and the exclusion filters (wildcards).
-pub(crate) fn sdk_tag_mutability(
-    mutability: &TagMutability,
-) -> Result<(ImageTagMutability, Vec<ImageTagMutabilityExclusionFilter>), String> {
-    let filters = |tags: &[String]| {
-        tags.iter()
-            .map(|t| {
-                ImageTagMutabilityExclusionFilter::builder()
-                    .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
-                    .filter(t)
-                    .build()
-                    .map_err(|e| e.to_string())
-            })
-            .collect::<Result<Vec<_>, _>>()
-    };
-    Ok(match mutability {
-        TagMutability::Mutable => (ImageTagMutability::Mutable, Vec::new()),
-        TagMutability::Immutable => (ImageTagMutability::Immutable, Vec::new()),
-        TagMutability::ImmutableWithExclusion { mutable_tags } => (
-            ImageTagMutability::ImmutableWithExclusion,
-            filters(mutable_tags)?,
-        ),
-        TagMutability::MutableWithExclusion { immutable_tags } => (
-            ImageTagMutability::MutableWithExclusion,
-            filters(immutable_tags)?,
-        ),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tag_mutability_round_trips_with_its_filters() {
-        for mutability in [
-            TagMutability::Mutable,
-            TagMutability::Immutable,
-            TagMutability::ImmutableWithExclusion {
-                mutable_tags: vec!["latest".into(), "dev-*".into()],
-            },
-            TagMutability::MutableWithExclusion {
-                immutable_tags: vec!["v*".into()],
-            },
-        ] {
-            let (mode, filters) = sdk_tag_mutability(&mutability).expect("sdk shape");
-            assert_eq!(
-                tag_mutability(Some(&mode), &filters).expect("back"),
-                mutability
-            );
-        }
-        assert_eq!(tag_mutability(None, &[]), Ok(TagMutability::Mutable));
-        assert!(tag_mutability(Some(&ImageTagMutability::from("SOMETHING_NEW")), &[]).is_err());
-    }
 
     #[test]
     fn templates_are_unavailable_when_denied_or_unknown_not_when_failing() {

@@ -22,7 +22,7 @@ use replwatch_core::backfill::port::{
 use replwatch_core::model::{AccountId, Destination, Digest, Region, RepositoryName};
 use replwatch_core::registry::RegistryError;
 
-use crate::ecr::{CrossAccountAccess, EcrClients, invalid, registry_error};
+use crate::ecr_clients::{CrossAccountAccess, EcrClients, invalid, registry_error};
 
 /// `maxResults` of `ListReplicationBackfills` (the API's maximum).
 pub const LIST_PAGE_SIZE: i32 = 50;

@@ -14,9 +14,11 @@ use replwatch_aws::ecr::CrossAccountAccess;
 use replwatch_aws::ecr_copy::{CopyOptions, EcrCopyRegistry, MIN_PART_SIZE};
 use replwatch_aws::ecr_inventory::{EcrInventoryReader, InventoryOptions};
 use replwatch_aws::ecr_native_backfill::EcrNativeBackfill;
+use replwatch_aws::ecr_repositories::EcrRepositoryCreator;
 use replwatch_core::backfill::inventory::{Encryption, RepositorySettings, TagMutability};
 use replwatch_core::backfill::port::{
-    CopyRegistry, InventoryReader, NativeBackfillApi, NativeBackfillStatus, NativeStart, PutOutcome,
+    CopyRegistry, InventoryReader, NativeBackfillApi, NativeBackfillStatus, NativeStart,
+    PutOutcome, RepositoryCreator,
 };
 use replwatch_core::model::AccountId;
 use serde_json::json;
@@ -40,6 +42,14 @@ async fn copier(home: &str, options: CopyOptions) -> EcrCopyRegistry {
         options,
     )
     .expect("copier")
+}
+
+async fn creator(home: &str) -> EcrRepositoryCreator {
+    EcrRepositoryCreator::new(
+        config(home, SOURCE_REGION).await,
+        AccountId::parse(home).expect("account"),
+        access(),
+    )
 }
 
 fn lifecycle_policy() -> String {
@@ -460,7 +470,7 @@ async fn throttled_puts_are_absorbed_by_adaptive_retry() {
 #[tokio::test]
 async fn repositories_are_created_with_their_settings_once() {
     let account = unique_account();
-    let copy = copier(&account, CopyOptions::default()).await;
+    let create = creator(&account).await;
     let target = destination("eu-central-1", &account);
     let settings = RepositorySettings {
         tag_mutability: TagMutability::MutableWithExclusion {
@@ -478,12 +488,13 @@ async fn repositories_are_created_with_their_settings_once() {
     };
     let repo = repository("created/app");
     assert!(
-        copy.create_repository(&target, &repo, &settings)
+        create
+            .create_repository(&target, &repo, &settings)
             .await
             .expect("create")
     );
     assert!(
-        !copy
+        !create
             .create_repository(&target, &repo, &settings)
             .await
             .expect("create again")
@@ -526,7 +537,8 @@ async fn repositories_are_created_with_their_settings_once() {
         repository_policy: None,
     };
     assert!(
-        copy.create_repository(&target, &repository("created/plain"), &plain)
+        create
+            .create_repository(&target, &repository("created/plain"), &plain)
             .await
             .expect("create plain")
     );
@@ -562,7 +574,9 @@ async fn an_image_crosses_into_another_account_through_the_assumed_role() {
         repository_policy: None,
     };
     assert!(
-        copy.create_repository(&target, &repo, &settings)
+        creator(&home)
+            .await
+            .create_repository(&target, &repo, &settings)
             .await
             .expect("create in the other account")
     );

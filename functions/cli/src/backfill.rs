@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
-use replwatch_aws::ecr::{CrossAccountAccess, EcrRegistry};
+use replwatch_aws::ecr_clients::CrossAccountAccess;
 use replwatch_aws::ecr_copy::EcrCopyRegistry;
 use replwatch_aws::ecr_inventory::EcrInventoryReader;
 use replwatch_aws::ecr_native_backfill::EcrNativeBackfill;
+use replwatch_aws::ecr_repositories::EcrRepositoryCreator;
 use replwatch_aws::tokio_sleeper::TokioSleeper;
 use replwatch_core::backfill::copy::DEFAULT_CLAIM_TTL;
 use replwatch_core::backfill::execute::NativeResult;
@@ -28,7 +29,7 @@ use replwatch_core::backfill::{
 };
 use replwatch_core::clock::SystemClock;
 use replwatch_core::model::Destination;
-use replwatch_core::registry::{Registry, RegistryError};
+use replwatch_core::registry::RegistryError;
 use serde::Serialize;
 
 use crate::Outcome;
@@ -73,10 +74,8 @@ pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome,
         .map(|d| parse_destination(d, &home))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let configuration = EcrRegistry::new(config.clone(), home.clone(), cross_account.clone())
-        .replication_configuration(&source)
-        .await?;
     let reader = EcrInventoryReader::new(config.clone(), home.clone(), cross_account.clone());
+    let configuration = reader.replication_configuration(&source).await?;
     let mut destinations: Vec<Destination> = configuration.all_destinations();
     destinations.extend(extra_destinations.iter().cloned());
     destinations.retain(|d| *d != source);
@@ -137,13 +136,14 @@ pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome,
 
     let copier = EcrCopyRegistry::new(config.clone(), home.clone(), cross_account.clone())
         .map_err(|e| BackfillError::Plan(e.to_string()))?;
+    let creator = EcrRepositoryCreator::new(config.clone(), home.clone(), cross_account.clone());
     let native = EcrNativeBackfill::new(config, home, cross_account);
     let cancel = CancelFlag::new();
     watch_for_interrupt(cancel.clone());
 
     let mut report = ApplyReport::default();
     for destination_plan in plan.destinations.iter().filter(|p| !p.is_empty()) {
-        report.repositories_created += create_repositories(&copier, destination_plan).await?;
+        report.repositories_created += create_repositories(&creator, destination_plan).await?;
     }
 
     let copy_jobs: Vec<CopyJob> = plan

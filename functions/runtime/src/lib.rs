@@ -5,6 +5,7 @@
 //!   ([`services`] builds it on AWS);
 //! - [`batch`]: an SQS batch of events through the pipeline (track-push, track-replication);
 //! - [`sweep`]: the scheduled sweep;
+//! - [`backfill`]: the backfill's plan and copy functions;
 //! - [`delivery`]: alert sinks;
 //! - [`logging`]: structured JSON logs.
 //!
@@ -18,6 +19,7 @@ use replwatch_aws::dead_letter::DeadLetterQueue;
 use replwatch_core::Destination;
 use replwatch_core::pipeline::Pipeline;
 
+pub mod backfill;
 pub mod batch;
 pub mod delivery;
 pub mod logging;

@@ -9,16 +9,26 @@
 
 use aws_config::SdkConfig;
 use replwatch_aws::DynamoExpectationStore;
+use replwatch_aws::backfill_queue::BackfillJobQueue;
+use replwatch_aws::backfill_runs::DynamoRunStore;
+use replwatch_aws::blob_claims::DynamoBlobClaims;
 use replwatch_aws::cloudwatch::CloudWatchGauges;
 use replwatch_aws::dead_letter::DeadLetterQueue;
-use replwatch_aws::ecr::{CrossAccountAccess, EcrRegistry};
+use replwatch_aws::ecr::EcrRegistry;
+use replwatch_aws::ecr_clients::CrossAccountAccess;
+use replwatch_aws::ecr_copy::EcrCopyRegistry;
+use replwatch_aws::ecr_inventory::EcrInventoryReader;
+use replwatch_aws::ecr_native_backfill::EcrNativeBackfill;
+use replwatch_aws::ecr_repositories::EcrRepositoryCreator;
 use replwatch_aws::slack::SlackNotifier;
 use replwatch_aws::sns::{SnsFormat, SnsNotifier};
+use replwatch_aws::tokio_sleeper::TokioSleeper;
 use replwatch_aws::webhook_secret::resolve_webhook_url;
 use replwatch_core::Clock;
 use replwatch_core::pipeline::Pipeline;
 
 use crate::Tracking;
+use crate::backfill::{BackfillCopier, BackfillPlanner, BackfillSettings};
 use crate::delivery::Delivery;
 use crate::settings::{AlertFormat, Settings, SettingsError};
 
@@ -31,6 +41,8 @@ pub enum StartupError {
     Settings(#[from] SettingsError),
     #[error("Slack webhook {reference}: {message}")]
     SlackWebhook { reference: String, message: String },
+    #[error("HTTP client for blob transfers: {0}")]
+    Transfers(String),
 }
 
 /// Builds the services from `sdk` (the function's own credentials) and `settings`.
@@ -51,6 +63,19 @@ pub async fn build<C: Clock>(
     let registry = EcrRegistry::new(sdk.clone(), settings.home_account.clone(), cross_account);
     let pipeline = Pipeline::new(store, registry, clock, settings.pipeline);
 
+    let delivery = delivery(sdk, settings).await?;
+    let tracking = Tracking::new(
+        pipeline,
+        delivery,
+        settings.metric_namespace.clone(),
+        settings.function_name.clone(),
+        settings.storm_threshold,
+    );
+    Ok(tracking)
+}
+
+/// The alert sinks the settings name: the SNS topic, the Slack webhook.
+async fn delivery(sdk: &SdkConfig, settings: &Settings) -> Result<Delivery, StartupError> {
     let sns = settings.alert_topic_arn.as_ref().map(|topic| {
         let format = match settings.alert_format {
             AlertFormat::Text => SnsFormat::Text,
@@ -75,14 +100,7 @@ pub async fn build<C: Clock>(
             )
         }
     };
-    let tracking = Tracking::new(
-        pipeline,
-        Delivery { sns, slack },
-        settings.metric_namespace.clone(),
-        settings.function_name.clone(),
-        settings.storm_threshold,
-    );
-    Ok(tracking)
+    Ok(Delivery { sns, slack })
 }
 
 /// Adds the CloudWatch gauges (pending, overdue): the sweep publishes them.
@@ -99,4 +117,91 @@ pub fn attach_dead_letters<C>(tracking: &mut AwsTracking<C>, sdk: &SdkConfig, se
         .dead_letter_queue_url
         .as_ref()
         .map(|url| DeadLetterQueue::new(aws_sdk_sqs::Client::new(sdk), url.clone()));
+}
+
+/// `backfill-plan` as deployed.
+pub type AwsBackfillPlanner<C> = BackfillPlanner<
+    EcrInventoryReader,
+    EcrNativeBackfill,
+    EcrRepositoryCreator,
+    DynamoRunStore,
+    BackfillJobQueue,
+    C,
+>;
+
+/// `backfill-copy` as deployed.
+pub type AwsBackfillCopier<C> =
+    BackfillCopier<EcrCopyRegistry, DynamoBlobClaims, DynamoRunStore, TokioSleeper, C>;
+
+fn backfill_access(backfill: &BackfillSettings) -> Option<CrossAccountAccess> {
+    backfill
+        .role_name
+        .as_ref()
+        .map(|role_name| CrossAccountAccess {
+            role_name: role_name.clone(),
+            external_id: backfill.external_id.clone(),
+        })
+}
+
+/// Builds `backfill-plan`: inventories, ECR's native backfill, repository creation (through
+/// the copy adapter), the run record and the jobs queue.
+pub fn build_backfill_planner<C: Clock>(
+    sdk: &SdkConfig,
+    settings: &Settings,
+    backfill: &BackfillSettings,
+    clock: C,
+) -> Result<AwsBackfillPlanner<C>, StartupError> {
+    let home = settings.home_account.clone();
+    let access = backfill_access(backfill);
+    let queue_url = backfill.jobs_queue_url.clone().ok_or(SettingsError {
+        variable: "BACKFILL_QUEUE_URL",
+        message: "must be set".into(),
+    })?;
+    Ok(BackfillPlanner {
+        inventory: EcrInventoryReader::new(sdk.clone(), home.clone(), access.clone()),
+        native: EcrNativeBackfill::new(sdk.clone(), home.clone(), access.clone()),
+        writer: EcrRepositoryCreator::new(sdk.clone(), home, access),
+        runs: DynamoRunStore::new(aws_sdk_dynamodb::Client::new(sdk), settings.table.clone()),
+        queue: BackfillJobQueue::new(aws_sdk_sqs::Client::new(sdk), queue_url),
+        clock,
+        source: backfill.source.clone(),
+        dead_letters: settings
+            .dead_letter_queue_url
+            .as_ref()
+            .map(|url| DeadLetterQueue::new(aws_sdk_sqs::Client::new(sdk), url.clone())),
+        namespace: settings.metric_namespace.clone(),
+        function_name: settings.function_name.clone(),
+    })
+}
+
+/// Builds `backfill-copy`: the copy through ECR, blob claims and run records on the table,
+/// the alert sinks for the completion notice, the dead-letter queue for unreadable jobs.
+pub async fn build_backfill_copier<C: Clock>(
+    sdk: &SdkConfig,
+    settings: &Settings,
+    backfill: &BackfillSettings,
+    clock: C,
+) -> Result<AwsBackfillCopier<C>, StartupError> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    Ok(BackfillCopier {
+        registry: EcrCopyRegistry::new(
+            sdk.clone(),
+            settings.home_account.clone(),
+            backfill_access(backfill),
+        )
+        .map_err(|e| StartupError::Transfers(e.to_string()))?,
+        claims: DynamoBlobClaims::new(dynamodb.clone(), settings.table.clone()),
+        runs: DynamoRunStore::new(dynamodb, settings.table.clone()),
+        sleeper: TokioSleeper,
+        clock,
+        delivery: delivery(sdk, settings).await?,
+        dead_letters: settings
+            .dead_letter_queue_url
+            .as_ref()
+            .map(|url| DeadLetterQueue::new(aws_sdk_sqs::Client::new(sdk), url.clone())),
+        namespace: settings.metric_namespace.clone(),
+        function_name: settings.function_name.clone(),
+        concurrency: backfill.copy_concurrency,
+        max_receive_count: backfill.max_receive_count,
+    })
 }

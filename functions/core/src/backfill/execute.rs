@@ -27,7 +27,7 @@ use crate::backfill::copy::{
 use crate::backfill::plan::{CopyAction, DestinationPlan};
 use crate::backfill::port::{
     BlobClaims, CopyRegistry, NativeBackfill, NativeBackfillApi, NativeBackfillStatus,
-    NativeImageResult, NativeStart,
+    NativeImageResult, NativeStart, RepositoryCreator,
 };
 use crate::clock::Sleeper;
 use crate::model::{Destination, Digest, Region, RepositoryName};
@@ -224,7 +224,7 @@ impl ExecutionSummary {
 /// Creates the repositories `plan` lists as missing; returns how many were created (one
 /// found already there, made by someone else meanwhile, is fine).
 pub async fn create_repositories(
-    registry: &impl CopyRegistry,
+    registry: &impl RepositoryCreator,
     plan: &DestinationPlan,
 ) -> Result<usize, RegistryError> {
     let mut created = 0;

@@ -22,13 +22,13 @@ use crate::backfill::execute::create_repositories;
 use crate::backfill::inventory::DestinationInventory;
 use crate::backfill::plan::{BackfillPlan, CopyAction, PlanRequest, Strategy, plan_backfill};
 use crate::backfill::port::{
-    BlobClaims, CopyRegistry, InventoryReader, NativeBackfillApi, NativeStart,
+    BlobClaims, CopyRegistry, InventoryReader, NativeBackfillApi, NativeStart, RepositoryCreator,
 };
 use crate::backfill::run::{BackfillRun, BackfillRunStore, JobOutcome, job_id};
 use crate::backfill::trigger::{BackfillRequest, BackfillTrigger, added_destinations};
 use crate::clock::Sleeper;
 use crate::model::Destination;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::RegistryError;
 use crate::store::StoreError;
 
 /// One copy job on the queue, with the run it counts towards.
@@ -57,9 +57,9 @@ pub trait CopyJobQueue: Send + Sync {
 }
 
 /// What `backfill-plan` needs.
-pub struct PlanPorts<'a, R, I, N, W, S, Q> {
-    /// `DescribeRegistry`: the configuration in force, whatever the event said.
-    pub registry: &'a R,
+pub struct PlanPorts<'a, I, N, W, S, Q> {
+    /// The inventories, and the configuration in force (`DescribeRegistry`), whatever the
+    /// event said.
     pub inventory: &'a I,
     pub native: &'a N,
     /// Creates the destination repositories copies go to.
@@ -132,18 +132,17 @@ pub enum FanoutError {
 
 /// Plans the backfill `trigger` asks for in `source` and fans it out; `run_id` names the run
 /// (the invocation's request id, the same on Lambda's retries of one event).
-pub async fn plan_run<R, I, N, W, S, Q>(
-    ports: &PlanPorts<'_, R, I, N, W, S, Q>,
+pub async fn plan_run<I, N, W, S, Q>(
+    ports: &PlanPorts<'_, I, N, W, S, Q>,
     source: &Destination,
     trigger: BackfillTrigger,
     run_id: &str,
     now: DateTime<Utc>,
 ) -> Result<PlanRunReport, FanoutError>
 where
-    R: Registry,
     I: InventoryReader,
     N: NativeBackfillApi,
-    W: CopyRegistry,
+    W: RepositoryCreator,
     S: BackfillRunStore,
     Q: CopyJobQueue,
 {
@@ -158,7 +157,7 @@ where
         BackfillTrigger::Scheduled { .. } => (BackfillRequest::default(), false),
         BackfillTrigger::Manual(request) => (request, false),
     };
-    let configuration = ports.registry.replication_configuration(source).await?;
+    let configuration = ports.inventory.replication_configuration(source).await?;
     let only_destinations = if configuration_changed {
         let previous = ports.runs.last_configuration(source).await?;
         match added_destinations(previous.as_ref(), &configuration) {
@@ -406,8 +405,7 @@ mod tests {
     use crate::backfill::port::{NativeBackfill, NativeBackfillStatus, NativeImageResult};
     use crate::backfill::run::InMemoryRunStore;
     use crate::clock::SystemClock;
-    use crate::model::{AccountId, Digest, Region, RepositoryName, SourceImage};
-    use crate::registry::ImageReplicationStatus;
+    use crate::model::{AccountId, Digest, Region, RepositoryName};
     use crate::rules::{ReplicationConfiguration, ReplicationRule};
 
     fn dest(region: &str, account: &str) -> Destination {
@@ -444,39 +442,6 @@ mod tests {
 
     fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         mutex.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// `DescribeRegistry` only: the plan reads nothing else from the tracking registry.
-    struct Rules(Mutex<ReplicationConfiguration>);
-
-    impl Registry for Rules {
-        async fn replication_status(
-            &self,
-            image: &SourceImage,
-        ) -> Result<ImageReplicationStatus, RegistryError> {
-            Err(RegistryError {
-                operation: "DescribeImageReplicationStatus",
-                resource: image.to_string(),
-                message: "not used by the plan".into(),
-                retryable: false,
-            })
-        }
-
-        async fn tags_in_destination(
-            &self,
-            _destination: &Destination,
-            _repository: &RepositoryName,
-            _digest: &Digest,
-        ) -> Result<Option<Vec<String>>, RegistryError> {
-            Ok(None)
-        }
-
-        async fn replication_configuration(
-            &self,
-            _registry: &Destination,
-        ) -> Result<ReplicationConfiguration, RegistryError> {
-            Ok(lock(&self.0).clone())
-        }
     }
 
     /// ECR's native backfill, started but never progressing: what a plan sees right after.
@@ -531,7 +496,6 @@ mod tests {
 
     struct World {
         ecr: InMemoryEcr,
-        rules: Rules,
         native: Native,
         runs: InMemoryRunStore,
         queue: Queue,
@@ -545,9 +509,9 @@ mod tests {
             ecr.push_image(&source(), &app, &["v1"], &[base, b"app v1"]);
             ecr.push_image(&source(), &app, &["v2", "latest"], &[base, b"app v2"]);
             ecr.push_image(&source(), &app, &[], &[base, b"untagged"]);
+            ecr.set_replication_configuration(&source(), configuration(destinations));
             Self {
                 ecr,
-                rules: Rules(Mutex::new(configuration(destinations))),
                 native: Native::default(),
                 runs: InMemoryRunStore::default(),
                 queue: Queue::default(),
@@ -556,7 +520,6 @@ mod tests {
 
         async fn plan(&self, trigger: BackfillTrigger, run_id: &str) -> PlanRunReport {
             let ports = PlanPorts {
-                registry: &self.rules,
                 inventory: &self.ecr,
                 native: &self.native,
                 writer: &self.ecr,
@@ -715,7 +678,9 @@ mod tests {
         assert!(same.skipped.is_some_and(|r| r.contains("no destination")));
 
         // A new cross-account destination in the rules: only it is planned.
-        *lock(&world.rules.0) = configuration(&[configured(), extra()]);
+        world
+            .ecr
+            .set_replication_configuration(&source(), configuration(&[configured(), extra()]));
         let added = world.plan(change(&[configured(), extra()]), "run-3").await;
         let plan = added.plan.expect("a plan");
         let planned: Vec<&Destination> = plan.destinations.iter().map(|p| &p.destination).collect();

@@ -25,10 +25,11 @@ use crate::backfill::inventory::{
 use crate::backfill::manifest::{
     BlobReference, DOCKER_MANIFEST, ManifestBytes, ManifestReferences, OCI_INDEX, OCI_MANIFEST,
 };
-use crate::backfill::port::{CopyRegistry, InventoryReader, PutOutcome};
+use crate::backfill::port::{CopyRegistry, InventoryReader, PutOutcome, RepositoryCreator};
 use crate::clock::yield_now;
 use crate::model::{Destination, Digest, RepositoryName};
 use crate::registry::RegistryError;
+use crate::rules::ReplicationConfiguration;
 
 /// The names operations are counted under.
 pub mod operation {
@@ -41,6 +42,7 @@ pub mod operation {
     pub const CREATE_REPOSITORY: &str = "CreateRepository";
     pub const DESCRIBE_REPOSITORIES: &str = "DescribeRepositories";
     pub const DESCRIBE_REPOSITORY_CREATION_TEMPLATES: &str = "DescribeRepositoryCreationTemplates";
+    pub const DESCRIBE_REGISTRY: &str = "DescribeRegistry";
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +58,7 @@ struct Repository {
 struct Registry {
     repositories: BTreeMap<RepositoryName, Repository>,
     templates: Vec<CreationTemplate>,
+    replication: ReplicationConfiguration,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +130,19 @@ impl InMemoryEcr {
             .entry(repository.clone())
             .or_default();
         entry.settings = Some(settings);
+    }
+
+    /// What `DescribeRegistry` answers for `registry` (empty until set).
+    pub fn set_replication_configuration(
+        &self,
+        registry: &Destination,
+        configuration: ReplicationConfiguration,
+    ) {
+        lock(&self.state)
+            .registries
+            .entry(registry.clone())
+            .or_default()
+            .replication = configuration;
     }
 
     pub fn add_creation_template(&self, registry: &Destination, template: CreationTemplate) {
@@ -695,7 +711,9 @@ impl CopyRegistry for InMemoryEcr {
         }
         Ok(outcome)
     }
+}
 
+impl RepositoryCreator for InMemoryEcr {
     async fn create_repository(
         &self,
         registry: &Destination,
@@ -769,6 +787,18 @@ impl InventoryReader for InMemoryEcr {
             .registries
             .get(registry)
             .map(|r| r.templates.clone())
+            .unwrap_or_default())
+    }
+
+    async fn replication_configuration(
+        &self,
+        registry: &Destination,
+    ) -> Result<ReplicationConfiguration, RegistryError> {
+        self.call(operation::DESCRIBE_REGISTRY, || registry.to_string())?;
+        Ok(lock(&self.state)
+            .registries
+            .get(registry)
+            .map(|r| r.replication.clone())
             .unwrap_or_default())
     }
 }

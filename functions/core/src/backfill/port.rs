@@ -13,6 +13,7 @@ use crate::backfill::inventory::{
 use crate::backfill::manifest::ManifestBytes;
 use crate::model::{Destination, Digest, RepositoryName};
 use crate::registry::RegistryError;
+use crate::rules::ReplicationConfiguration;
 
 /// Reads what a registry holds (`DescribeRepositories`, `DescribeImages`, paginated;
 /// `GetLifecyclePolicy`, `GetRepositoryPolicy`; `DescribeRepositoryCreationTemplates`).
@@ -30,6 +31,12 @@ pub trait InventoryReader: Send + Sync {
         &self,
         registry: &Destination,
     ) -> impl Future<Output = Result<Vec<CreationTemplate>, RegistryError>> + Send;
+
+    /// The replication rules of a source registry (`DescribeRegistry`): what to plan for.
+    fn replication_configuration(
+        &self,
+        registry: &Destination,
+    ) -> impl Future<Output = Result<ReplicationConfiguration, RegistryError>> + Send;
 }
 
 /// What `PutImage` did.
@@ -95,7 +102,11 @@ pub trait CopyRegistry: Send + Sync {
         digest: &Digest,
         tag: Option<&str>,
     ) -> impl Future<Output = Result<PutOutcome, RegistryError>> + Send;
+}
 
+/// Creates the destination repositories a plan lists, before anything is copied into them
+/// (apart from [`CopyRegistry`]: whoever plans creates, whoever copies writes images).
+pub trait RepositoryCreator: Send + Sync {
     /// `CreateRepository` with these settings (and `PutLifecyclePolicy` /
     /// `SetRepositoryPolicy` when they carry one). `Ok(false)` when it already existed.
     fn create_repository(

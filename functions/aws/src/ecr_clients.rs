@@ -1,0 +1,160 @@
+//! ECR clients per (account, Region) for every ECR adapter, and how their errors become
+//! [`RegistryError`]s.
+//!
+//! Reads and writes in the account the credentials belong to use them; any other account (a
+//! cross-account destination, or a source registry elsewhere) is reached through a role in
+//! that account, assumed with an external id, as the destination-account stack in `infra/`
+//! creates it. This module calls no ECR operation itself, so an adapter that uses it is granted
+//! only what that adapter calls (`tests/iam_least_privilege.rs` follows modules).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
+use aws_sdk_ecr::Client;
+use aws_sdk_ecr::config::http::HttpResponse;
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+use replwatch_core::model::{AccountId, Destination, Region};
+use replwatch_core::registry::RegistryError;
+
+/// How to reach registries in other accounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrossAccountAccess {
+    /// The role name that exists in every other account (`replwatch-reader` for reads; the
+    /// backfill's copy needs a role that may write).
+    pub role_name: String,
+    /// The external id that role requires, if any.
+    pub external_id: Option<String>,
+}
+
+/// ECR clients per (account, Region), shared by every ECR adapter.
+///
+/// The account the credentials of `base` belong to (`home_account`) is reached with them;
+/// any other account through the role `cross_account` names, assumed with its external id
+/// (no role configured: a clear, non-retryable `AssumeRole` error). A client is built once
+/// per (account, Region) and kept; assumed credentials refresh themselves.
+pub struct EcrClients {
+    base: SdkConfig,
+    home_account: AccountId,
+    cross_account: Option<CrossAccountAccess>,
+    retry: Option<RetryConfig>,
+    clients: Mutex<HashMap<(AccountId, Region), Client>>,
+}
+
+impl EcrClients {
+    /// Clients with the retry behaviour of `base`.
+    pub fn new(
+        base: SdkConfig,
+        home_account: AccountId,
+        cross_account: Option<CrossAccountAccess>,
+    ) -> Self {
+        Self {
+            base,
+            home_account,
+            cross_account,
+            retry: None,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The ECR clients use `retry` instead of the retry configuration of `base` (the STS
+    /// client that assumes roles keeps that of `base`).
+    pub fn with_retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    pub fn home_account(&self) -> &AccountId {
+        &self.home_account
+    }
+
+    /// The ARN of the role `role_name` in `account`, in the partition of `region`.
+    pub fn role_arn(role_name: &str, account: &AccountId, region: &Region) -> String {
+        let partition = match region.as_str() {
+            r if r.starts_with("cn-") => "aws-cn",
+            r if r.starts_with("us-gov-") => "aws-us-gov",
+            _ => "aws",
+        };
+        format!("arn:{partition}:iam::{account}:role/{role_name}")
+    }
+
+    /// The client for `registry` (its account, in its Region).
+    pub async fn for_registry(&self, registry: &Destination) -> Result<Client, RegistryError> {
+        self.client(&registry.registry_id, &registry.region).await
+    }
+
+    /// The client for `account` in `region`.
+    pub async fn client(
+        &self,
+        account: &AccountId,
+        region: &Region,
+    ) -> Result<Client, RegistryError> {
+        let cache_key = (account.clone(), region.clone());
+        if let Some(client) = self.lock().get(&cache_key) {
+            return Ok(client.clone());
+        }
+        let mut config = aws_sdk_ecr::config::Builder::from(&self.base)
+            .region(aws_config::Region::new(region.to_string()));
+        if let Some(retry) = &self.retry {
+            config = config.retry_config(retry.clone());
+        }
+        if account != &self.home_account {
+            let access = self.cross_account.as_ref().ok_or_else(|| RegistryError {
+                operation: "AssumeRole",
+                resource: format!("{region}/{account}"),
+                message: "registry is in another account and no cross-account role is configured"
+                    .into(),
+                retryable: false,
+            })?;
+            let mut provider =
+                AssumeRoleProvider::builder(Self::role_arn(&access.role_name, account, region))
+                    .configure(&self.base)
+                    .session_name("replwatch");
+            if let Some(external_id) = &access.external_id {
+                provider = provider.external_id(external_id);
+            }
+            config = config.credentials_provider(provider.build().await);
+        }
+        let client = Client::from_conf(config.build());
+        self.lock().insert(cache_key, client.clone());
+        Ok(client)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(AccountId, Region), Client>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether ECR said the image or its repository does not exist.
+pub fn is_not_found<E: ProvideErrorMetadata>(error: &SdkError<E, impl std::fmt::Debug>) -> bool {
+    matches!(
+        error.code(),
+        Some("ImageNotFoundException" | "RepositoryNotFoundException")
+    )
+}
+
+pub fn registry_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    operation: &'static str,
+    resource: String,
+    error: SdkError<E, HttpResponse>,
+) -> RegistryError {
+    let retryable = crate::service_error::is_transient(&error);
+    let message = crate::service_error::describe(&error);
+    RegistryError {
+        operation,
+        resource,
+        message,
+        retryable,
+    }
+}
+
+pub fn invalid(operation: &'static str, resource: String, message: String) -> RegistryError {
+    RegistryError {
+        operation,
+        resource,
+        message,
+        retryable: false,
+    }
+}

@@ -1,0 +1,298 @@
+//! The backfill functions end to end on the local AWS, built as in Lambda from the stack's
+//! environment: `backfill-plan` plans a manual request and queues the copy jobs on SQS;
+//! `backfill-copy` takes them in batches (each delivered twice, as SQS may) and copies the
+//! images into another account through the backfill role; the run completes once and says so
+//! on the alert topic; a second plan finds nothing to do; an unreadable job is parked.
+
+use std::collections::BTreeMap;
+
+use replwatch_core::SystemClock;
+use replwatch_runtime::backfill::BackfillSettings;
+use replwatch_runtime::services;
+use replwatch_runtime::settings::Settings;
+use testbed::deployment::{LocalDeployment, QueuedMessage, sqs_event};
+use testbed::{LocalAws, unique_account};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const REGION: &str = "us-west-2";
+const DESTINATION_REGION: &str = "eu-west-1";
+
+/// (repository, tags) -> digest of every image in `account`/`region` under `prefix`.
+async fn images(
+    aws: &LocalAws,
+    account: &str,
+    region: &str,
+    repositories: &[&str],
+) -> Result<BTreeMap<(String, String), Vec<String>>, Error> {
+    let ecr = aws.ecr(account, region).await;
+    let mut out = BTreeMap::new();
+    for repository in repositories {
+        let answer = ecr
+            .describe_images()
+            .repository_name(*repository)
+            .send()
+            .await?;
+        for image in answer.image_details() {
+            let mut tags = image.image_tags().to_vec();
+            tags.sort();
+            out.insert(
+                (
+                    (*repository).to_owned(),
+                    image.image_digest().unwrap_or_default().to_owned(),
+                ),
+                tags,
+            );
+        }
+    }
+    Ok(out)
+}
+
+async fn take_all(
+    aws: &LocalAws,
+    account: &str,
+    queue_url: &str,
+) -> Result<Vec<QueuedMessage>, Error> {
+    let sqs = aws_sdk_sqs::Client::new(&aws.config(account, REGION).await);
+    let mut out = Vec::new();
+    loop {
+        let answer = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await?;
+        if answer.messages().is_empty() {
+            return Ok(out);
+        }
+        for m in answer.messages() {
+            out.push(QueuedMessage {
+                queue: "backfill-jobs",
+                message_id: m.message_id().unwrap_or_default().to_owned(),
+                body: m.body().unwrap_or_default().to_owned(),
+            });
+            sqs.delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await?;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_manual_backfill_fans_out_copies_each_image_once_and_reports_completion()
+-> Result<(), Error> {
+    let aws = LocalAws::from_env()?;
+    let account = unique_account();
+    let partner = unique_account();
+    let ecr = aws.ecr(&account, REGION).await;
+    for repository in ["bf/app", "bf/tools"] {
+        ecr.create_repository()
+            .repository_name(repository)
+            .send()
+            .await?;
+    }
+    aws.push_image(&account, REGION, "bf/app", Some("v1"), "app-1")
+        .await?;
+    aws.push_image(&account, REGION, "bf/app", Some("v2"), "app-2")
+        .await?;
+    aws.push_image(&account, REGION, "bf/app", None, "app-untagged")
+        .await?;
+    aws.push_image(&account, REGION, "bf/tools", Some("latest"), "tools")
+        .await?;
+
+    let deployment = LocalDeployment::create(&aws, &account, REGION, &[]).await?;
+    let sqs = aws_sdk_sqs::Client::new(&aws.config(&account, REGION).await);
+    let jobs_queue = sqs
+        .create_queue()
+        .queue_name("replwatch-backfill-jobs")
+        .send()
+        .await?
+        .queue_url()
+        .ok_or("no queue url")?
+        .to_owned();
+    let env = deployment.environment(&[
+        ("AWS_REGION", REGION),
+        ("BACKFILL_QUEUE_URL", &jobs_queue),
+        ("BACKFILL_ROLE_NAME", "replwatch-backfill"),
+        ("BACKFILL_EXTERNAL_ID", "replwatch-local"),
+        ("COPY_CONCURRENCY", "3"),
+    ]);
+    let lookup = |name: &str| env.get(name).cloned();
+    let settings = Settings::from_lookup(lookup)?;
+    let backfill = BackfillSettings::from_lookup(&settings.home_account, lookup)?;
+    let sdk = aws.config(&account, REGION).await;
+    let planner = services::build_backfill_planner(&sdk, &settings, &backfill, SystemClock)?;
+    let copier = services::build_backfill_copier(&sdk, &settings, &backfill, SystemClock).await?;
+
+    let request = serde_json::json!({
+        "repositoryPrefixes": ["bf/"],
+        "destinations": [{"region": DESTINATION_REGION, "registryId": partner}]
+    });
+    let planned = planner
+        .handle(request.to_string().as_bytes(), "request-1")
+        .await?;
+    assert_eq!(planned.report.jobs_queued, 4, "{:?}", planned.report);
+    assert_eq!(planned.report.repositories_created, 2);
+    assert!(
+        planned
+            .emf
+            .iter()
+            .any(|l| l.contains("BackfillPlanned") && l.contains(&partner)),
+        "{:?}",
+        planned.emf
+    );
+
+    // Every job twice, in batches of four: the run counts each once and completes once.
+    let mut jobs = take_all(&aws, &account, &jobs_queue).await?;
+    assert_eq!(jobs.len(), 4);
+    jobs.extend(jobs.clone());
+    let (mut copied, mut completed, mut retried) = (0, 0, 0);
+    for batch in jobs.chunks(4) {
+        let outcome = copier.process_batch(sqs_event(batch, REGION)?).await;
+        copied += outcome.copied;
+        completed += outcome.completed_runs;
+        retried += outcome.retried;
+        assert!(outcome.emf.iter().all(|l| !l.contains("BackfillFailed")));
+    }
+    assert_eq!((copied, completed, retried), (4, 1, 0));
+
+    let repositories = ["bf/app", "bf/tools"];
+    assert_eq!(
+        images(&aws, &partner, DESTINATION_REGION, &repositories).await?,
+        images(&aws, &account, REGION, &repositories).await?,
+        "the destination holds the same digests with the same tags"
+    );
+    let alerts = deployment.published_alerts().await?;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(
+        alerts[0].subject.contains("4 copied, 0 failed"),
+        "{}",
+        alerts[0].subject
+    );
+    assert!(
+        alerts[0].message.contains("Copied:    4 images"),
+        "{}",
+        alerts[0].message
+    );
+
+    // Nothing is left to plan.
+    let again = planner
+        .handle(request.to_string().as_bytes(), "request-2")
+        .await?;
+    assert_eq!(again.report.jobs_queued, 0);
+    assert!(again.report.plan.is_some_and(|p| p.is_empty()));
+
+    // A job nobody can read is parked with its reason, not retried.
+    let junk = QueuedMessage {
+        queue: "backfill-jobs",
+        message_id: "junk-1".into(),
+        body: "{\"runId\": 7}".into(),
+    };
+    let outcome = copier.process_batch(sqs_event(&[junk], REGION)?).await;
+    assert_eq!((outcome.parked, outcome.retried), (1, 0));
+    let parked = deployment.dead_letters().await?;
+    assert!(parked.iter().any(|m| m.body == "{\"runId\": 7}"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rules_change_backfills_only_the_added_destination_and_a_bad_request_is_refused()
+-> Result<(), Error> {
+    let aws = LocalAws::from_env()?;
+    let account = unique_account();
+    let ecr = aws.ecr(&account, REGION).await;
+    ecr.create_repository()
+        .repository_name("rc/app")
+        .send()
+        .await?;
+    aws.push_image(&account, REGION, "rc/app", Some("v1"), "rc-1")
+        .await?;
+    let deployment = LocalDeployment::create(&aws, &account, REGION, &[]).await?;
+    let sqs = aws_sdk_sqs::Client::new(&aws.config(&account, REGION).await);
+    let jobs_queue = sqs
+        .create_queue()
+        .queue_name("replwatch-backfill-jobs")
+        .send()
+        .await?
+        .queue_url()
+        .ok_or("no queue url")?
+        .to_owned();
+    let env =
+        deployment.environment(&[("AWS_REGION", REGION), ("BACKFILL_QUEUE_URL", &jobs_queue)]);
+    let lookup = |name: &str| env.get(name).cloned();
+    let settings = Settings::from_lookup(lookup)?;
+    let backfill = BackfillSettings::from_lookup(&settings.home_account, lookup)?;
+    let sdk = aws.config(&account, REGION).await;
+    let planner = services::build_backfill_planner(&sdk, &settings, &backfill, SystemClock)?;
+
+    let configuration = |regions: &[&str]| {
+        serde_json::json!({"rules": [{"destinations": regions
+            .iter()
+            .map(|r| serde_json::json!({"region": r, "registryId": account}))
+            .collect::<Vec<_>>()}]})
+    };
+    let put = |regions: &[&str]| {
+        let configuration = configuration(regions);
+        let aws = &aws;
+        let account = &account;
+        async move {
+            let rules: replwatch_core::ReplicationConfiguration =
+                serde_json::from_value(configuration.clone())?;
+            aws.put_replication_configuration(account, REGION, &rules)
+                .await?;
+            Ok::<serde_json::Value, Error>(configuration)
+        }
+    };
+    let event = |configuration: &serde_json::Value| {
+        serde_json::json!({
+            "version": "0", "id": "ct-1", "detail-type": "AWS API Call via CloudTrail",
+            "source": "aws.ecr", "account": account, "time": "2026-11-28T10:00:00Z",
+            "region": REGION, "resources": [],
+            "detail": {"eventSource": "ecr.amazonaws.com", "eventName": "PutReplicationConfiguration",
+                "awsRegion": REGION, "recipientAccountId": account,
+                "requestParameters": {"replicationConfiguration": configuration}}
+        })
+        .to_string()
+    };
+
+    // First rules: the destination is new; ECR's native backfill starts for it.
+    let first = put(&["us-east-1"]).await?;
+    let report = planner
+        .handle(event(&first).as_bytes(), "ct-1")
+        .await?
+        .report;
+    assert_eq!(report.native.len(), 1, "{report:?}");
+    // A second destination added: only it is planned.
+    let second = put(&["us-east-1", "ap-south-1"]).await?;
+    let report = planner
+        .handle(event(&second).as_bytes(), "ct-2")
+        .await?
+        .report;
+    let plan = report.plan.ok_or("a plan")?;
+    let planned: Vec<String> = plan
+        .destinations
+        .iter()
+        .map(|p| p.destination.region.to_string())
+        .collect();
+    assert_eq!(planned, ["ap-south-1"]);
+    // The same rules again: nothing added.
+    let report = planner
+        .handle(event(&second).as_bytes(), "ct-3")
+        .await?
+        .report;
+    assert!(report.skipped.is_some_and(|r| r.contains("no destination")));
+
+    // A misspelt manual request is refused with the field named.
+    let refused = planner
+        .handle(br#"{"repositoryPrefix": ["rc/"]}"#, "bad-1")
+        .await
+        .map(|_| ())
+        .expect_err("refused");
+    assert!(
+        refused.to_string().contains("repositoryPrefix"),
+        "{refused}"
+    );
+    Ok(())
+}
