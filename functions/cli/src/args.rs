@@ -23,6 +23,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalOptions {
     /// Named profile from the AWS config files.
     #[arg(long, global = true, env = "AWS_PROFILE")]

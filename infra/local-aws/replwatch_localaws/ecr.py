@@ -579,9 +579,24 @@ def batch_delete_image_factory(original: Any) -> Any:
     return batch_delete_image
 
 
+def image_size_in_bytes(self: Any) -> int | None:
+    """`imageSizeInBytes` as ECR reports it: the sum of the (compressed) layer sizes the
+    manifest lists (moto reports the config blob's size). An index lists no layers: none."""
+    try:
+        manifest = json.loads(self.image_manifest)
+    except ValueError:
+        return None
+    layers = manifest.get("layers")
+    if not isinstance(layers, list):
+        return None
+    return sum(int(layer.get("size", 0)) for layer in layers if isinstance(layer, dict))
+
+
 def install() -> None:
-    from moto.ecr.models import ECRBackend
+    from moto.ecr.models import ECRBackend, Image
     from moto.ecr.responses import ECRResponse
+
+    Image.get_image_size_in_bytes = image_size_in_bytes  # type: ignore[method-assign]
 
     ECRResponse.put_image = put_image  # type: ignore[method-assign]
     ECRResponse.setup_class = setup_class_factory(ECRResponse.setup_class)  # type: ignore[method-assign]

@@ -8,7 +8,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from localaws import (
-    A, OCI_INDEX, SRC_REGION, build_image, client, download, dumps, image_ids, push_image, sha256,
+    A, OCI_INDEX, SRC_REGION, build_image, client, download, dumps, image_ids, push_image, push_index,
+    sha256,
     upload_blob,
 )
 
@@ -181,3 +182,15 @@ def test_batch_get_image_reports_the_requested_tag():
     for tag in ("v1", "latest"):
         (got,) = ecr.batch_get_image(repositoryName=REPO, imageIds=[{"imageTag": tag}])["images"]
         assert got["imageId"] == {"imageDigest": image["digest"], "imageTag": tag}
+
+
+def test_image_size_is_the_sum_of_its_layers_and_none_for_an_index():
+    ecr = client("ecr", SRC_REGION)
+    ecr.create_repository(repositoryName=REPO)
+    image = push_image(ecr, REPO, "v1", layer_sizes=(3000, 5000))
+    index = push_index(ecr, REPO, "multi")
+    details = {
+        d["imageDigest"]: d for d in ecr.describe_images(repositoryName=REPO)["imageDetails"]
+    }
+    assert details[image["digest"]]["imageSizeInBytes"] == 8000
+    assert "imageSizeInBytes" not in details[index["digest"]] or details[index["digest"]]["imageSizeInBytes"] is None
