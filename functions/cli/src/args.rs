@@ -90,6 +90,14 @@ pub struct BackfillArgs {
     /// (repeatable; always the copy strategy).
     #[arg(long = "destination", value_name = "REGION[/ACCOUNT]")]
     pub destinations: Vec<String>,
+    /// Plan only for the destinations the replication rules gained since the last plan
+    /// recorded in --table (what the deployed backfill-plan function does on a rules change).
+    #[arg(long, requires = "table")]
+    pub since_config_change: bool,
+    /// The deployed stack's tracking table (output TrackingTableName): where the last plan's
+    /// view of the rules is kept; --apply records the current rules there.
+    #[arg(long, value_name = "NAME", env = "REPLWATCH_TABLE")]
+    pub table: Option<String>,
     /// How to bring images over.
     #[arg(long, value_enum, default_value_t = StrategyChoice::Auto)]
     pub strategy: StrategyChoice,
@@ -133,6 +141,20 @@ mod tests {
         );
         assert!(parse_date("2026-11-01T10:00:00+02:00").is_ok());
         assert!(parse_date("yesterday").is_err());
+    }
+
+    #[test]
+    fn since_config_change_needs_the_table() {
+        let parsed = Cli::try_parse_from(["replwatch", "backfill", "--since-config-change"]);
+        assert!(parsed.is_err());
+        let parsed = Cli::try_parse_from([
+            "replwatch",
+            "backfill",
+            "--since-config-change",
+            "--table",
+            "replwatch-tracking",
+        ]);
+        assert!(parsed.is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
+use replwatch_aws::backfill_runs::DynamoRunStore;
 use replwatch_aws::ecr_clients::CrossAccountAccess;
 use replwatch_aws::ecr_copy::EcrCopyRegistry;
 use replwatch_aws::ecr_inventory::EcrInventoryReader;
@@ -21,6 +22,8 @@ use replwatch_core::backfill::copy::DEFAULT_CLAIM_TTL;
 use replwatch_core::backfill::execute::NativeResult;
 use replwatch_core::backfill::plan::SettingsSource;
 use replwatch_core::backfill::port::InventoryReader;
+use replwatch_core::backfill::run::BackfillRunStore;
+use replwatch_core::backfill::trigger::added_destinations;
 use replwatch_core::backfill::{
     BackfillFilters, BackfillPlan, CancelFlag, CopyContext, CopyJob, CopyOptions,
     DestinationInventory, ExecutionSummary, NativeOutcome, PlanRequest, ProgressEvent,
@@ -30,6 +33,7 @@ use replwatch_core::backfill::{
 use replwatch_core::clock::SystemClock;
 use replwatch_core::model::Destination;
 use replwatch_core::registry::RegistryError;
+use replwatch_core::rules::ReplicationConfiguration;
 use serde::Serialize;
 
 use crate::Outcome;
@@ -51,6 +55,8 @@ pub enum BackfillError {
     TagPattern { pattern: String, message: String },
     #[error("{0}")]
     Plan(String),
+    #[error("tracking table: {0}")]
+    Store(#[from] replwatch_core::store::StoreError),
     #[error("interrupted: {0}; run the same command again to continue")]
     Interrupted(String),
 }
@@ -76,7 +82,35 @@ pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome,
 
     let reader = EcrInventoryReader::new(config.clone(), home.clone(), cross_account.clone());
     let configuration = reader.replication_configuration(&source).await?;
-    let mut destinations: Vec<Destination> = configuration.all_destinations();
+    let runs = args
+        .table
+        .as_ref()
+        .map(|table| DynamoRunStore::new(aws_sdk_dynamodb::Client::new(&config), table));
+    let only_destinations = match (&runs, args.since_config_change) {
+        (Some(runs), true) => {
+            let previous = runs.last_configuration(&source).await?;
+            match added_destinations(previous.as_ref(), &configuration) {
+                Some(added) if added.is_empty() && extra_destinations.is_empty() => {
+                    println!(
+                        "No destination added to the replication rules of {source} since the \
+                         last plan: nothing to backfill."
+                    );
+                    return Ok(Outcome::Clean);
+                }
+                other => other,
+            }
+        }
+        _ => None,
+    };
+    let mut destinations: Vec<Destination> = configuration
+        .all_destinations()
+        .into_iter()
+        .filter(|d| {
+            only_destinations
+                .as_ref()
+                .is_none_or(|only| only.contains(d))
+        })
+        .collect();
     destinations.extend(extra_destinations.iter().cloned());
     destinations.retain(|d| *d != source);
     destinations.dedup();
@@ -114,7 +148,7 @@ pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome,
         extra_destinations: &extra_destinations,
         filters: &filters,
         force_copy: args.strategy == StrategyChoice::Copy,
-        only_destinations: None,
+        only_destinations: only_destinations.as_deref(),
     })
     .map_err(|e| BackfillError::Plan(e.to_string()))?;
 
@@ -131,6 +165,7 @@ pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome,
         print_plan(&plan, OutputFormat::Table);
     }
     if plan.is_empty() {
+        remember(runs.as_ref(), &source, &configuration).await?;
         return Ok(finish_report(&plan, &ApplyReport::default(), global.output));
     }
 
@@ -209,6 +244,9 @@ pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome,
     report.elapsed = started.elapsed();
 
     let outcome = finish_report(&plan, &report, global.output);
+    if !cancel.is_cancelled() {
+        remember(runs.as_ref(), &source, &configuration).await?;
+    }
     if cancel.is_cancelled() {
         return Err(BackfillError::Interrupted(format!(
             "{} copies done, {} not started",
@@ -217,6 +255,19 @@ pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome,
         )));
     }
     Ok(outcome)
+}
+
+/// Records the rules this backfill brought the destinations up to, for the next
+/// `--since-config-change` (and the deployed functions) to compare with.
+async fn remember(
+    runs: Option<&DynamoRunStore>,
+    source: &Destination,
+    configuration: &ReplicationConfiguration,
+) -> Result<(), BackfillError> {
+    if let Some(runs) = runs {
+        runs.remember_configuration(source, configuration).await?;
+    }
+    Ok(())
 }
 
 fn filters(args: &BackfillArgs) -> Result<BackfillFilters, BackfillError> {
