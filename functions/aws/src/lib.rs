@@ -33,6 +33,7 @@ pub mod dynamodb_table;
 pub mod ecr;
 pub mod ecr_clients;
 pub mod ecr_copy;
+pub mod ecr_images;
 pub mod ecr_inventory;
 pub mod ecr_native_backfill;
 pub mod ecr_repositories;

@@ -61,6 +61,30 @@ pub enum Command {
     /// where it applies, a digest-preserving copy through the ECR API elsewhere. Interrupting
     /// (Ctrl-C) lets running copies finish; a rerun continues where it stopped.
     Backfill(BackfillArgs),
+    /// Where one image is in its replication: every destination, its state, latency or age.
+    ///
+    /// Reads DescribeImageReplicationStatus in the source and DescribeImages in each
+    /// destination (through --role-name in other accounts). NOT_REPLICATING is a destination
+    /// the rules select that ECR is not replicating the image to (pushed before the rule: run
+    /// `replwatch backfill`). Exit 0 when every destination is COMPLETE, 1 when one FAILED, is
+    /// not replicating, or --wait gave up, 2 on error.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The image: REPOSITORY[:TAG] (default tag latest) or REPOSITORY@sha256:DIGEST.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Wait until every destination is COMPLETE or one FAILED.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long (90s, 30m, 2h).
+    #[arg(long, default_value = "30m", value_parser = crate::status::parse_duration, requires = "wait")]
+    pub timeout: std::time::Duration,
+    /// Time between two checks while waiting.
+    #[arg(long, default_value = "10s", value_parser = crate::status::parse_duration)]
+    pub interval: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -91,7 +91,7 @@ pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome,
             let previous = runs.last_configuration(&source).await?;
             match added_destinations(previous.as_ref(), &configuration) {
                 Some(added) if added.is_empty() && extra_destinations.is_empty() => {
-                    println!(
+                    outln!(
                         "No destination added to the replication rules of {source} since the \
                          last plan: nothing to backfill."
                     );
@@ -314,7 +314,7 @@ fn conflicts(plan: &BackfillPlan) -> usize {
 fn print_plan(plan: &BackfillPlan, format: OutputFormat) {
     if format == OutputFormat::Json {
         match serde_json::to_string_pretty(plan) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => outln!("{json}"),
             Err(e) => eprintln!("replwatch: cannot write the plan as JSON: {e}"),
         }
         return;
@@ -350,8 +350,8 @@ fn print_plan(plan: &BackfillPlan, format: OutputFormat) {
             p.totals.conflicts.to_string(),
         ]);
     }
-    println!("Backfill plan for source {}\n", plan.source);
-    print!("{}", render(&summary));
+    outln!("Backfill plan for source {}\n", plan.source);
+    out!("{}", render(&summary));
 
     let mut creations = Table::new(&["destination", "repository", "settings from"]);
     for p in &plan.destinations {
@@ -369,8 +369,8 @@ fn print_plan(plan: &BackfillPlan, format: OutputFormat) {
         }
     }
     if !creations.rows.is_empty() {
-        println!("\nRepositories to create\n");
-        print!("{}", render(&creations));
+        outln!("\nRepositories to create\n");
+        out!("{}", render(&creations));
     }
 
     let mut conflict_table = Table::new(&[
@@ -392,10 +392,10 @@ fn print_plan(plan: &BackfillPlan, format: OutputFormat) {
         }
     }
     if !conflict_table.rows.is_empty() {
-        println!(
+        outln!(
             "\nTag conflicts (immutable tags in the destination point elsewhere; left untouched)\n"
         );
-        print!("{}", render(&conflict_table));
+        out!("{}", render(&conflict_table));
     }
     let notes: Vec<&String> = plan
         .notes
@@ -403,13 +403,13 @@ fn print_plan(plan: &BackfillPlan, format: OutputFormat) {
         .chain(plan.destinations.iter().flat_map(|p| &p.notes))
         .collect();
     if !notes.is_empty() {
-        println!("\nNotes\n");
+        outln!("\nNotes\n");
         for note in notes {
-            println!("- {note}");
+            outln!("- {note}");
         }
     }
     if plan.is_empty() {
-        println!("\nNothing to do: every destination holds every selected image and tag.");
+        outln!("\nNothing to do: every destination holds every selected image and tag.");
     }
 }
 
@@ -477,13 +477,13 @@ fn finish_report(plan: &BackfillPlan, report: &ApplyReport, format: OutputFormat
                 "elapsedSeconds": report.elapsed.as_secs_f64(),
             });
             match serde_json::to_string_pretty(&json) {
-                Ok(text) => println!("{text}"),
+                Ok(text) => outln!("{text}"),
                 Err(e) => eprintln!("replwatch: cannot write the result as JSON: {e}"),
             }
         }
         OutputFormat::Table | OutputFormat::Markdown => {
             let seconds = report.elapsed.as_secs_f64().max(0.001);
-            println!(
+            outln!(
                 "\nDone in {:.1}s: {} repositories created, {} images copied or retagged, {} \
                  already there, {} failed, {} not started; {} blobs uploaded ({}, {}/s), {} \
                  already present, {} manifests put",
@@ -500,10 +500,10 @@ fn finish_report(plan: &BackfillPlan, report: &ApplyReport, format: OutputFormat
                 summary.manifests_put,
             );
             for (destination, message) in &native_failures {
-                println!("- {destination}: {message}");
+                outln!("- {destination}: {message}");
             }
             for failed in &summary.failed {
-                println!(
+                outln!(
                     "- failed: {} ({}{})",
                     failed.job,
                     failed.error,
@@ -515,9 +515,11 @@ fn finish_report(plan: &BackfillPlan, report: &ApplyReport, format: OutputFormat
                 );
             }
             for conflict in &summary.tag_conflicts {
-                println!(
+                outln!(
                     "- tag conflict: {}/{}:{} is immutable and points elsewhere; left untouched",
-                    conflict.destination, conflict.repository, conflict.tag
+                    conflict.destination,
+                    conflict.repository,
+                    conflict.tag
                 );
             }
         }

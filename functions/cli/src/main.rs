@@ -8,11 +8,13 @@
 //! Exit codes: 0 done (or in sync), 1 something to report (drift, failed images, conflicts),
 //! 2 an error (bad arguments, an AWS call that failed, interrupted).
 
+#[macro_use]
+mod output;
 mod args;
 mod aws;
 mod backfill;
-mod output;
 mod progress;
+mod status;
 
 use std::process::ExitCode;
 
@@ -25,7 +27,12 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.global.verbose);
     let result = match &cli.command {
-        Command::Backfill(args) => backfill::run(&cli.global, args).await,
+        Command::Backfill(args) => backfill::run(&cli.global, args)
+            .await
+            .map_err(|e| e.to_string()),
+        Command::Status(args) => status::run(&cli.global, args)
+            .await
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(outcome) => outcome.exit_code(),
