@@ -69,6 +69,21 @@ pub enum Command {
     /// `replwatch backfill`). Exit 0 when every destination is COMPLETE, 1 when one FAILED, is
     /// not replicating, or --wait gave up, 2 on error.
     Status(StatusArgs),
+    /// Drift between the source and every destination its replication rules select.
+    ///
+    /// Missing images, images that arrived without a tag (tag lost), tags naming another image
+    /// (tag mismatch), images still in a destination but deleted in the source (replication
+    /// never deletes), and repository settings that differ (tag immutability, scan on push,
+    /// encryption, lifecycle and repository policy present or not). Summary per destination
+    /// first, then every finding. Exit 0 in sync, 1 drift found, 2 error.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only repositories whose name starts with this prefix (repeatable).
+    #[arg(long = "repository-prefix", value_name = "PREFIX")]
+    pub repository_prefixes: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,7 @@ use replwatch_aws::ecr_repositories::EcrRepositoryCreator;
 use replwatch_aws::tokio_sleeper::TokioSleeper;
 use replwatch_core::backfill::copy::DEFAULT_CLAIM_TTL;
 use replwatch_core::backfill::execute::NativeResult;
+use replwatch_core::backfill::inventory::RepositoryInventory;
 use replwatch_core::backfill::plan::SettingsSource;
 use replwatch_core::backfill::port::InventoryReader;
 use replwatch_core::backfill::run::BackfillRunStore;
@@ -116,22 +117,12 @@ pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome,
     destinations.dedup();
 
     let started = Instant::now();
-    let prefixes = &filters.repository_prefixes;
-    let source_inventory = reader.repositories(&source, prefixes).await?;
-    let destination_inventories = try_join_all(destinations.iter().map(|destination| {
-        let reader = &reader;
-        async move {
-            let (repositories, creation_templates) = tokio::try_join!(
-                reader.repositories(destination, prefixes),
-                reader.creation_templates(destination),
-            )?;
-            Ok::<_, RegistryError>(DestinationInventory {
-                destination: destination.clone(),
-                repositories,
-                creation_templates,
-            })
-        }
-    }))
+    let (source_inventory, destination_inventories) = read_inventories(
+        &reader,
+        &source,
+        &destinations,
+        &filters.repository_prefixes,
+    )
     .await?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -268,6 +259,30 @@ async fn remember(
         runs.remember_configuration(source, configuration).await?;
     }
     Ok(())
+}
+
+/// The source's repositories and images, and each destination's with its creation templates,
+/// the destinations read at once (each reader paginates and runs its own requests in parallel).
+pub async fn read_inventories(
+    reader: &EcrInventoryReader,
+    source: &Destination,
+    destinations: &[Destination],
+    prefixes: &[String],
+) -> Result<(Vec<RepositoryInventory>, Vec<DestinationInventory>), RegistryError> {
+    let source_inventory = reader.repositories(source, prefixes).await?;
+    let destination_inventories = try_join_all(destinations.iter().map(|destination| async move {
+        let (repositories, creation_templates) = tokio::try_join!(
+            reader.repositories(destination, prefixes),
+            reader.creation_templates(destination),
+        )?;
+        Ok::<_, RegistryError>(DestinationInventory {
+            destination: destination.clone(),
+            repositories,
+            creation_templates,
+        })
+    }))
+    .await?;
+    Ok((source_inventory, destination_inventories))
 }
 
 fn filters(args: &BackfillArgs) -> Result<BackfillFilters, BackfillError> {

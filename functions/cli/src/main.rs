@@ -11,6 +11,7 @@
 #[macro_use]
 mod output;
 mod args;
+mod audit;
 mod aws;
 mod backfill;
 mod progress;
@@ -31,6 +32,9 @@ async fn main() -> ExitCode {
             .await
             .map_err(|e| e.to_string()),
         Command::Status(args) => status::run(&cli.global, args)
+            .await
+            .map_err(|e| e.to_string()),
+        Command::Audit(args) => audit::run(&cli.global, args)
             .await
             .map_err(|e| e.to_string()),
     };

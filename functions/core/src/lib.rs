@@ -15,6 +15,7 @@
 //! - [`clock`]: time (and waiting) as a dependency.
 
 pub mod alerts;
+pub mod audit;
 pub mod backfill;
 pub mod clock;
 pub mod events;
