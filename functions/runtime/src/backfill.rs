@@ -99,7 +99,7 @@ impl BackfillSettings {
 pub struct BackfillPlanner<I, N, W, S, Q, C> {
     pub inventory: I,
     pub native: N,
-    pub writer: W,
+    pub creator: W,
     pub runs: S,
     pub queue: Q,
     pub clock: C,
@@ -188,7 +188,7 @@ where
         let ports = PlanPorts {
             inventory: &self.inventory,
             native: &self.native,
-            writer: &self.writer,
+            creator: &self.creator,
             runs: &self.runs,
             queue: &self.queue,
         };

@@ -1,7 +1,8 @@
 //! Assembles [`Tracking`] on AWS from the settings: the DynamoDB store, the ECR registry with
 //! its reader role, SNS and Slack ([`build`]); the CloudWatch gauges for the sweep
 //! ([`attach_gauges`]); the dead-letter queue for the SQS-fed functions
-//! ([`attach_dead_letters`]).
+//! ([`attach_dead_letters`]); the backfill functions' services ([`build_backfill_planner`],
+//! [`build_backfill_copier`]).
 //!
 //! Each function attaches only what it uses, because its IAM role grants only what its code
 //! can call: the IAM cross-check test (`tests/iam_least_privilege.rs`) follows these builders
@@ -143,8 +144,8 @@ fn backfill_access(backfill: &BackfillSettings) -> Option<CrossAccountAccess> {
         })
 }
 
-/// Builds `backfill-plan`: inventories, ECR's native backfill, repository creation (through
-/// the copy adapter), the run record and the jobs queue.
+/// Builds `backfill-plan`: inventories, ECR's native backfill, repository creation, the run
+/// record and the jobs queue.
 pub fn build_backfill_planner<C: Clock>(
     sdk: &SdkConfig,
     settings: &Settings,
@@ -160,7 +161,7 @@ pub fn build_backfill_planner<C: Clock>(
     Ok(BackfillPlanner {
         inventory: EcrInventoryReader::new(sdk.clone(), home.clone(), access.clone()),
         native: EcrNativeBackfill::new(sdk.clone(), home.clone(), access.clone()),
-        writer: EcrRepositoryCreator::new(sdk.clone(), home, access),
+        creator: EcrRepositoryCreator::new(sdk.clone(), home, access),
         runs: DynamoRunStore::new(aws_sdk_dynamodb::Client::new(sdk), settings.table.clone()),
         queue: BackfillJobQueue::new(aws_sdk_sqs::Client::new(sdk), queue_url),
         clock,

@@ -63,7 +63,7 @@ pub struct PlanPorts<'a, I, N, W, S, Q> {
     pub inventory: &'a I,
     pub native: &'a N,
     /// Creates the destination repositories copies go to.
-    pub writer: &'a W,
+    pub creator: &'a W,
     pub runs: &'a S,
     pub queue: &'a Q,
 }
@@ -247,7 +247,7 @@ where
     let mut planned_bytes = 0;
     for destination_plan in plan.destinations.iter().filter(|p| !p.is_empty()) {
         let destination = &destination_plan.destination;
-        report.repositories_created += create_repositories(ports.writer, destination_plan).await?;
+        report.repositories_created += create_repositories(ports.creator, destination_plan).await?;
         let copy_all = match destination_plan.strategy {
             Strategy::Copy => true,
             Strategy::Native => {
@@ -522,7 +522,7 @@ mod tests {
             let ports = PlanPorts {
                 inventory: &self.ecr,
                 native: &self.native,
-                writer: &self.ecr,
+                creator: &self.ecr,
                 runs: &self.runs,
                 queue: &self.queue,
             };
