@@ -404,6 +404,22 @@ impl LocalAws {
 
     /// A minimal HTTP/1.1 exchange with the loopback test bed: enough for its JSON control
     /// endpoint and blob downloads, without pulling an HTTP client crate into the build.
+    /// A call to one of the test bed's control endpoints (`/_localaws/faults`,
+    /// `/_localaws/calls`, ...), its JSON answer parsed.
+    pub fn control(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, Error> {
+        let body = body.map(|b| b.to_string());
+        let answer = self.http(method, path, body.as_deref())?;
+        if answer.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        Ok(serde_json::from_slice(&answer)?)
+    }
+
     fn http(&self, method: &str, path: &str, body: Option<&str>) -> Result<Vec<u8>, Error> {
         let authority = self
             .endpoint
