@@ -246,13 +246,11 @@ async fn holdings(
     Ok(out)
 }
 
-/// Blob uploads the test bed saw into `account`'s registry in `region`: (completed, refused as
-/// already there) per (repository, digest).
-fn uploads(
-    aws: &LocalAws,
-    account: &str,
-    region: &str,
-) -> Result<BTreeMap<(String, String), (u64, u64)>, Error> {
+/// (completed, refused as already there) per (repository, blob digest).
+type Uploads = BTreeMap<(String, String), (u64, u64)>;
+
+/// Blob uploads the test bed saw into `account`'s registry in `region`.
+fn uploads(aws: &LocalAws, account: &str, region: &str) -> Result<Uploads, Error> {
     let calls = aws.control(
         "GET",
         &format!("/_localaws/calls?account={account}&region={region}"),
