@@ -420,17 +420,54 @@ impl LocalAws {
         Ok(serde_json::from_slice(&answer)?)
     }
 
+    /// Creates the IAM role `name` in `account` with `trust_policy`. From then on the test bed
+    /// checks trust policies when anyone assumes a role in that account (see
+    /// `infra/local-aws/replwatch_localaws/trust.py`). A plain IAM Query request, so the test
+    /// build does not need the IAM SDK for one call.
+    pub fn create_role(&self, account: &str, name: &str, trust_policy: &str) -> Result<(), Error> {
+        let body = format!(
+            "Action=CreateRole&Version=2010-05-08&RoleName={}&AssumeRolePolicyDocument={}",
+            form_encode(name),
+            form_encode(trust_policy)
+        );
+        let authorization = format!(
+            "AWS4-HMAC-SHA256 Credential={account}/20260101/us-east-1/iam/aws4_request, \
+             SignedHeaders=host, Signature=0"
+        );
+        self.exchange(
+            "POST",
+            "/",
+            "application/x-www-form-urlencoded",
+            Some(&authorization),
+            &body,
+        )
+        .map(|_| ())
+    }
+
     fn http(&self, method: &str, path: &str, body: Option<&str>) -> Result<Vec<u8>, Error> {
+        self.exchange(method, path, "application/json", None, body.unwrap_or(""))
+    }
+
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        authorization: Option<&str>,
+        body: &str,
+    ) -> Result<Vec<u8>, Error> {
         let authority = self
             .endpoint
             .strip_prefix("http://")
             .ok_or("the local AWS endpoint must be http://")?;
         let mut stream = TcpStream::connect(authority)?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let body = body.unwrap_or("");
+        let authorization = authorization
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: {content_type}\r\n{authorization}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )?;
         let mut response = Vec::new();
@@ -460,6 +497,19 @@ impl LocalAws {
         }
         Ok(payload)
     }
+}
+
+/// `application/x-www-form-urlencoded` value encoding.
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn dechunk(mut data: &[u8]) -> Result<Vec<u8>, Error> {

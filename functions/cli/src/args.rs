@@ -77,6 +77,40 @@ pub enum Command {
     /// encryption, lifecycle and repository policy present or not). Summary per destination
     /// first, then every finding. Exit 0 in sync, 1 drift found, 2 error.
     Audit(AuditArgs),
+    /// Preflight of the replication setup: what will make images fail, arrive unseen, or
+    /// arrive with other settings, each finding with a severity and the fix.
+    ///
+    /// Checks the source's rules (or a proposed --configuration) against ECR's limits and
+    /// partitions; for every destination the
+    /// rules name: a cross-account registry's permissions policy (ecr:ReplicateImage and
+    /// ecr:CreateRepository for the source account), the destination's own rules that expect
+    /// chained replication (ECR never replicates a replicated image again), repository creation
+    /// templates for REPLICATION (or replicated repositories get ECR's defaults); with
+    /// --central-bus, the rule forwarding ECR Replication Action events in each destination
+    /// account and Region; with --reader-role, that the stack's reader role can be assumed in
+    /// each destination account. Other accounts are read through --role-name. Exit 0 when
+    /// nothing needs fixing, 1 on any error or warning, 2 when the source cannot be read.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Check this replication configuration (a JSON file: `{"rules": [...]}`, as
+    /// PutReplicationConfiguration takes it) instead of the registry's current one: a preflight
+    /// before applying it.
+    #[arg(long, value_name = "FILE")]
+    pub configuration: Option<std::path::PathBuf>,
+    /// The deployed stack's central event bus (output CentralBusArn): check that every
+    /// destination account and Region forwards replication events to it.
+    #[arg(long, value_name = "ARN", env = "REPLWATCH_CENTRAL_BUS")]
+    pub central_bus: Option<String>,
+    /// The deployed stack's reader role name (parameter ReaderRoleName): check that it can be
+    /// assumed in every destination account.
+    #[arg(long, value_name = "NAME")]
+    pub reader_role: Option<String>,
+    /// The external id the reader role requires (parameter ReaderExternalId).
+    #[arg(long, value_name = "ID", requires = "reader_role")]
+    pub reader_external_id: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,7 @@ mod args;
 mod audit;
 mod aws;
 mod backfill;
+mod doctor;
 mod progress;
 mod status;
 
@@ -35,6 +36,9 @@ async fn main() -> ExitCode {
             .await
             .map_err(|e| e.to_string()),
         Command::Audit(args) => audit::run(&cli.global, args)
+            .await
+            .map_err(|e| e.to_string()),
+        Command::Doctor(args) => doctor::run(&cli.global, args)
             .await
             .map_err(|e| e.to_string()),
     };

@@ -34,6 +34,17 @@ pub fn colours_enabled() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
 }
 
+/// `text` in the ANSI colour `code` (`31` red, `32` green, `33` yellow) when standard output is
+/// a terminal and `NO_COLOR` is unset; as is otherwise, so pipes and files get plain text.
+pub fn paint(text: &str, code: &str) -> String {
+    if std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+    {
+        format!("\x1b[{code}m{text}\x1b[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
 /// A table of strings: a header row and data rows.
 #[derive(Debug, Clone, Default)]
 pub struct Table {

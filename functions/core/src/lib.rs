@@ -11,6 +11,9 @@
 //! - [`pipeline`]: what the functions do with an event or a sweep tick, over the ports;
 //! - [`alerts`]: what is told to a human, folded under storms, and the notifier port;
 //! - [`metrics`]: per-event metrics as CloudWatch EMF lines, and the gauge publisher port;
+//! - [`audit`]: drift between a source and its destinations, for `replwatch audit`;
+//! - [`doctor`]: the preflight of a replication setup, for `replwatch doctor`, with
+//!   [`registry_policy`] deciding what a destination registry's policy allows;
 //! - [`backfill`]: the plan and the digest-preserving copy that bring destinations up to date;
 //! - [`clock`]: time (and waiting) as a dependency.
 
@@ -18,11 +21,13 @@ pub mod alerts;
 pub mod audit;
 pub mod backfill;
 pub mod clock;
+pub mod doctor;
 pub mod events;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod registry;
+pub mod registry_policy;
 pub mod rules;
 pub mod store;
 pub mod tracker;

@@ -17,6 +17,8 @@ each of which documents the AWS behaviour it reproduces:
 - ``backfill``:    StartReplicationBackfill & co., on the replication engine.
 - ``templates``:   repository creation templates (Create/Describe/Update/
                    DeleteRepositoryCreationTemplate), applied by replication.
+- ``trust``:       AssumeRole checks trust policies in accounts that have IAM
+                   roles (moto lets anyone assume anything).
 - ``paging``:      maxResults/nextToken for DescribeRepositories,
                    DescribeImages and ListImages.
 - ``faults``:      ECR API throttling on demand (``/_localaws/faults``).
@@ -43,7 +45,7 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
-        from . import accounts, backfill, calls, ecr, eventbridge, faults, paging, replication, store, templates
+        from . import accounts, backfill, calls, ecr, eventbridge, faults, paging, replication, store, templates, trust
 
         store.install_reset_hook()
         accounts.install()
@@ -52,6 +54,7 @@ def install() -> None:
         replication.install()
         backfill.install()
         templates.install()
+        trust.install()
         paging.install()
         calls.install()
         faults.install()

@@ -81,3 +81,40 @@ def test_control_endpoint_validates_and_reset_restores_defaults():
     settings = http("GET", "/_localaws/replication")
     assert settings["event_drop_rate"] == 0.0 and settings["destinations"] == {}
     assert ENDPOINT.startswith("http://127.0.0.1")
+
+
+def _trust(principal_account: str, external_id: str | None = None) -> str:
+    statement: dict = {"Effect": "Allow", "Action": "sts:AssumeRole",
+                       "Principal": {"AWS": f"arn:aws:iam::{principal_account}:root"}}
+    if external_id is not None:
+        statement["Condition"] = {"StringEquals": {"sts:ExternalId": external_id}}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def test_assume_role_is_open_in_an_account_without_roles():
+    sts = client("sts", SRC_REGION, A)
+    got = sts.assume_role(RoleArn=f"arn:aws:iam::{B}:role/anything", RoleSessionName="trust-test")
+    assert got["Credentials"]["AccessKeyId"]
+
+
+def test_assume_role_honours_the_trust_policy_once_the_account_has_roles():
+    import botocore.exceptions
+    import pytest
+
+    iam = client("iam", "us-east-1", B)
+    iam.create_role(RoleName="reader", AssumeRolePolicyDocument=_trust(A, "ext-1"))
+    iam.create_role(RoleName="other-account-only", AssumeRolePolicyDocument=_trust(C))
+    sts = client("sts", SRC_REGION, A)
+
+    sts.assume_role(RoleArn=f"arn:aws:iam::{B}:role/reader", RoleSessionName="trust-test", ExternalId="ext-1")
+    refused = [
+        {"RoleArn": f"arn:aws:iam::{B}:role/reader", "ExternalId": "wrong"},
+        {"RoleArn": f"arn:aws:iam::{B}:role/reader"},
+        {"RoleArn": f"arn:aws:iam::{B}:role/other-account-only"},
+        {"RoleArn": f"arn:aws:iam::{B}:role/missing"},
+    ]
+    for request in refused:
+        with pytest.raises(botocore.exceptions.ClientError) as err:
+            sts.assume_role(RoleSessionName="trust-test", **request)
+        assert err.value.response["Error"]["Code"] == "AccessDenied", request
+        assert "sts:AssumeRole" in err.value.response["Error"]["Message"]

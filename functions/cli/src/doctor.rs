@@ -1,0 +1,375 @@
+//! `replwatch doctor`: reads what the core's `doctor` checks need from the source registry and
+//! every destination its rules name, all destinations at once, and prints the findings worst
+//! first. A read that fails becomes a warning naming the AWS call, the registry and the error;
+//! it never stops the other checks. Exit 0 when nothing needs fixing, 1 otherwise, 2 when the
+//! source itself cannot be read.
+
+use aws_config::SdkConfig;
+use aws_config::sts::AssumeRoleProvider;
+use aws_sdk_ecr::config::SharedCredentialsProvider;
+use aws_sdk_ecr::error::ProvideErrorMetadata;
+use futures_util::future::join_all;
+use replwatch_aws::ecr_clients::EcrClients;
+use replwatch_aws::ecr_rules::replication_configuration;
+use replwatch_aws::service_error::describe;
+use replwatch_core::doctor::{
+    CreationTemplate, DestinationFacts, DoctorReport, Fact, ForwardingRule, Severity, diagnose,
+};
+use replwatch_core::model::Destination;
+use replwatch_core::registry::RegistryError;
+use replwatch_core::rules::ReplicationConfiguration;
+use serde_json::Value;
+
+use crate::Outcome;
+use crate::args::{DoctorArgs, GlobalOptions};
+use crate::aws::{AwsSetupError, home_registry, sdk_config};
+use crate::output::{OutputFormat, Table, paint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DoctorError {
+    #[error(transparent)]
+    Setup(#[from] AwsSetupError),
+    #[error("{0}")]
+    Aws(#[from] RegistryError),
+    #[error("--configuration {0}")]
+    Configuration(String),
+}
+
+pub async fn run(global: &GlobalOptions, args: &DoctorArgs) -> Result<Outcome, DoctorError> {
+    let base = sdk_config(global).await?;
+    let source = home_registry(&base).await?;
+    let source_ecr = aws_sdk_ecr::Client::new(&base);
+    let configuration = match &args.configuration {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|json| ReplicationConfiguration::from_json(&json).map_err(|e| e.to_string()))
+            .map_err(|e| DoctorError::Configuration(format!("{}: {e}", path.display())))?,
+        None => replication_configuration(&source_ecr, &source).await?,
+    };
+    let reader = Reader {
+        base: &base,
+        source: &source,
+        global,
+        args,
+    };
+    let destinations: Vec<Destination> = configuration
+        .all_destinations()
+        .into_iter()
+        .filter(|d| *d != source)
+        .collect();
+    let facts = join_all(destinations.iter().map(|d| reader.facts(d))).await;
+    let report = diagnose(&source, &configuration, &facts);
+    print_report(&report, global.output);
+    Ok(if report.healthy() {
+        Outcome::Clean
+    } else {
+        Outcome::Findings
+    })
+}
+
+struct Reader<'a> {
+    base: &'a SdkConfig,
+    source: &'a Destination,
+    global: &'a GlobalOptions,
+    args: &'a DoctorArgs,
+}
+
+impl Reader<'_> {
+    async fn facts(&self, destination: &Destination) -> DestinationFacts {
+        let cross_account = destination.registry_id != self.source.registry_id;
+        let reader_role = self.reader_role(destination, cross_account).await;
+        let config = match self.config_for(destination, cross_account).await {
+            Ok(config) => config,
+            Err(not_checked) => {
+                return DestinationFacts {
+                    destination: destination.clone(),
+                    registry_policy: Fact::NotChecked(not_checked.clone()),
+                    replication_configuration: Fact::NotChecked(not_checked.clone()),
+                    creation_templates: Fact::NotChecked(not_checked.clone()),
+                    forwarding_rules: Fact::NotChecked(not_checked),
+                    reader_role,
+                };
+            }
+        };
+        let ecr = aws_sdk_ecr::Client::new(&config);
+        let (registry_policy, rules, templates, forwarding) = tokio::join!(
+            async {
+                if cross_account {
+                    registry_policy(&ecr, destination).await
+                } else {
+                    Fact::Read(None)
+                }
+            },
+            async {
+                match replication_configuration(&ecr, destination).await {
+                    Ok(rules) => Fact::Read(rules),
+                    Err(e) => Fact::Unreadable(format!("ecr:{e}")),
+                }
+            },
+            creation_templates(&ecr, destination),
+            self.forwarding_rules(&config, destination),
+        );
+        DestinationFacts {
+            destination: destination.clone(),
+            registry_policy,
+            replication_configuration: rules,
+            creation_templates: templates,
+            forwarding_rules: forwarding,
+            reader_role,
+        }
+    }
+
+    /// The SDK configuration that reads `destination`: the caller's own credentials in its
+    /// account, the `--role-name` role in any other.
+    async fn config_for(
+        &self,
+        destination: &Destination,
+        cross_account: bool,
+    ) -> Result<SdkConfig, String> {
+        let mut builder = self
+            .base
+            .to_builder()
+            .region(aws_config::Region::new(destination.region.to_string()));
+        if cross_account {
+            let Some(role_name) = &self.global.role_name else {
+                return Err(format!(
+                    "{} is another account: pass --role-name, a role there that may read ECR \
+                     registry settings and EventBridge rules",
+                    destination.registry_id
+                ));
+            };
+            let arn =
+                EcrClients::role_arn(role_name, &destination.registry_id, &destination.region);
+            let mut provider = AssumeRoleProvider::builder(arn)
+                .configure(self.base)
+                .session_name("replwatch-doctor");
+            if let Some(external_id) = &self.global.external_id {
+                provider = provider.external_id(external_id);
+            }
+            builder = builder
+                .credentials_provider(SharedCredentialsProvider::new(provider.build().await));
+        }
+        Ok(builder.build())
+    }
+
+    async fn reader_role(&self, destination: &Destination, cross_account: bool) -> Fact<()> {
+        if !cross_account {
+            return Fact::Read(());
+        }
+        let Some(role_name) = &self.args.reader_role else {
+            return Fact::NotChecked(
+                "pass --reader-role (the stack's ReaderRoleName) and --reader-external-id to \
+                 check the role the stack reads other accounts with"
+                    .into(),
+            );
+        };
+        let arn = EcrClients::role_arn(role_name, &destination.registry_id, &destination.region);
+        let sts = aws_sdk_sts::Client::new(self.base);
+        let mut request = sts
+            .assume_role()
+            .role_arn(&arn)
+            .role_session_name("replwatch-doctor");
+        if let Some(external_id) = &self.args.reader_external_id {
+            request = request.external_id(external_id);
+        }
+        match request.send().await {
+            Ok(_) => Fact::Read(()),
+            Err(e) => Fact::Unreadable(format!("sts:AssumeRole {arn}: {}", describe(&e))),
+        }
+    }
+
+    async fn forwarding_rules(
+        &self,
+        config: &SdkConfig,
+        destination: &Destination,
+    ) -> Fact<Vec<ForwardingRule>> {
+        let Some(bus) = &self.args.central_bus else {
+            return Fact::NotChecked(
+                "pass --central-bus (the stack's CentralBusArn output) to check that every \
+                 destination Region forwards replication events"
+                    .into(),
+            );
+        };
+        let events = aws_sdk_eventbridge::Client::new(config);
+        let unreadable = |call: &str, e: String| {
+            Fact::Unreadable(format!("events:{call} in {destination}: {e}"))
+        };
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let page = events
+                .list_rule_names_by_target()
+                .target_arn(bus)
+                .set_next_token(token)
+                .send()
+                .await;
+            match page {
+                Ok(page) => {
+                    names.extend(page.rule_names().iter().cloned());
+                    token = page.next_token().map(str::to_owned);
+                    if token.is_none() {
+                        break;
+                    }
+                }
+                Err(e) => return unreadable("ListRuleNamesByTarget", describe(&e)),
+            }
+        }
+        let mut rules = Vec::new();
+        for name in names {
+            match events.describe_rule().name(&name).send().await {
+                Ok(rule) => rules.push(ForwardingRule {
+                    enabled: rule.state().is_some_and(|s| s.as_str() == "ENABLED"),
+                    forwards_replication_events: rule
+                        .event_pattern()
+                        .is_some_and(admits_replication_events),
+                    name,
+                }),
+                Err(e) => return unreadable(&format!("DescribeRule {name}"), describe(&e)),
+            }
+        }
+        Fact::Read(rules)
+    }
+}
+
+async fn registry_policy(
+    ecr: &aws_sdk_ecr::Client,
+    destination: &Destination,
+) -> Fact<Option<String>> {
+    match ecr.get_registry_policy().send().await {
+        Ok(policy) => Fact::Read(policy.policy_text().map(str::to_owned)),
+        Err(e) if e.code() == Some("RegistryPolicyNotFoundException") => Fact::Read(None),
+        Err(e) => Fact::Unreadable(format!(
+            "ecr:GetRegistryPolicy {destination}: {}",
+            describe(&e)
+        )),
+    }
+}
+
+async fn creation_templates(
+    ecr: &aws_sdk_ecr::Client,
+    destination: &Destination,
+) -> Fact<Vec<CreationTemplate>> {
+    let mut templates = Vec::new();
+    let mut token = None;
+    loop {
+        let page = ecr
+            .describe_repository_creation_templates()
+            .set_next_token(token)
+            .send()
+            .await;
+        match page {
+            Ok(page) => {
+                templates.extend(page.repository_creation_templates().iter().map(|t| {
+                    CreationTemplate {
+                        prefix: t.prefix().unwrap_or_default().to_owned(),
+                        applied_for: t
+                            .applied_for()
+                            .iter()
+                            .map(|a| a.as_str().to_owned())
+                            .collect(),
+                    }
+                }));
+                token = page.next_token().map(str::to_owned);
+                if token.is_none() {
+                    return Fact::Read(templates);
+                }
+            }
+            Err(e) => {
+                return Fact::Unreadable(format!(
+                    "ecr:DescribeRepositoryCreationTemplates {destination}: {}",
+                    describe(&e)
+                ));
+            }
+        }
+    }
+}
+
+/// Whether an EventBridge pattern lets `ECR Replication Action` events from `aws.ecr` through:
+/// each of `source` and `detail-type`, when present, must list the value (exact-match patterns,
+/// which is what the forwarding stack writes).
+fn admits_replication_events(pattern: &str) -> bool {
+    let Ok(pattern) = serde_json::from_str::<Value>(pattern) else {
+        return false;
+    };
+    let lists = |field: &str, wanted: &str| match pattern.get(field) {
+        None => true,
+        Some(Value::Array(values)) => values.iter().any(|v| v.as_str() == Some(wanted)),
+        Some(_) => false,
+    };
+    lists("source", "aws.ecr") && lists("detail-type", "ECR Replication Action")
+}
+
+fn print_report(report: &DoctorReport, format: OutputFormat) {
+    match format {
+        OutputFormat::Json => match serde_json::to_string_pretty(report) {
+            Ok(json) => outln!("{json}"),
+            Err(e) => eprintln!("replwatch: cannot write JSON: {e}"),
+        },
+        OutputFormat::Markdown => {
+            let mut table = Table::new(&["severity", "check", "subject", "finding", "fix"]);
+            for f in &report.findings {
+                table.push(vec![
+                    f.severity.as_str().to_owned(),
+                    f.check.as_str().to_owned(),
+                    f.subject.clone(),
+                    f.problem.clone(),
+                    f.fix.clone(),
+                ]);
+            }
+            outln!("{}\n", summary(report));
+            out!("{}", table.to_markdown());
+        }
+        OutputFormat::Table => {
+            outln!("{}\n", summary(report));
+            let width = report
+                .findings
+                .iter()
+                .map(|f| f.check.as_str().len())
+                .max()
+                .unwrap_or(0);
+            for f in &report.findings {
+                let label = format!("{:<7}", f.severity.as_str().to_uppercase());
+                let label = match f.severity {
+                    Severity::Error => paint(&label, "31"),
+                    Severity::Warning => paint(&label, "33"),
+                    Severity::Ok => paint(&label, "32"),
+                    Severity::Info => label,
+                };
+                outln!("{label}  {:<width$}  {}", f.check.as_str(), f.subject);
+                outln!("         {}", f.problem);
+                if !f.fix.is_empty() {
+                    outln!("         fix: {}", f.fix);
+                }
+            }
+        }
+    }
+}
+
+fn summary(report: &DoctorReport) -> String {
+    format!(
+        "Replication doctor for source {}: {} errors, {} warnings, {} notes, {} checks passed",
+        report.source,
+        report.count(Severity::Error),
+        report.count(Severity::Warning),
+        report.count(Severity::Info),
+        report.count(Severity::Ok),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_patterns_must_let_replication_events_through() {
+        // The pattern infra/destination-region.yaml deploys.
+        assert!(admits_replication_events(
+            r#"{"source":["aws.ecr"],"detail-type":["ECR Replication Action"]}"#
+        ));
+        assert!(admits_replication_events(r#"{"source":["aws.ecr"]}"#));
+        assert!(!admits_replication_events(
+            r#"{"source":["aws.ecr"],"detail-type":["ECR Image Action"]}"#
+        ));
+        assert!(!admits_replication_events("not json"));
+    }
+}

@@ -1,0 +1,328 @@
+//! `replwatch doctor` against the local AWS, through the real binary: one setup with every
+//! problem the doctor knows, one with none. The source replicates `team-a/` to a cross-account
+//! destination and to another Region of its own account.
+
+use std::process::{Command, Output};
+
+use aws_sdk_ecr::types::RctAppliedFor;
+use replwatch_core::model::{AccountId, Destination, Region};
+use replwatch_core::rules::{
+    PREFIX_MATCH, ReplicationConfiguration, ReplicationRule, RepositoryFilter,
+};
+use serde_json::Value;
+use testbed::{LocalAws, unique_account};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const SOURCE_REGION: &str = "us-west-2";
+const CROSS_REGION: &str = "eu-west-1";
+const SAME_ACCOUNT_REGION: &str = "us-east-1";
+/// What the operator reads other accounts with (`--role-name`).
+const AUDIT_ROLE: &str = "platform-audit";
+const READER_ROLE: &str = "replwatch-reader";
+const EXTERNAL_ID: &str = "replwatch-ext-7";
+
+struct Setup {
+    aws: LocalAws,
+    source: String,
+    partner: String,
+    bus_arn: String,
+}
+
+impl Setup {
+    async fn new() -> Result<Self, Error> {
+        let aws = LocalAws::from_env()?;
+        let (source, partner) = (unique_account(), unique_account());
+        let rule = |destinations: Vec<Destination>, prefix: &str| ReplicationRule {
+            destinations,
+            repository_filters: vec![RepositoryFilter {
+                filter: prefix.into(),
+                filter_type: PREFIX_MATCH.into(),
+            }],
+        };
+        aws.put_replication_configuration(
+            &source,
+            SOURCE_REGION,
+            &ReplicationConfiguration {
+                rules: vec![rule(
+                    vec![
+                        registry(CROSS_REGION, &partner)?,
+                        registry(SAME_ACCOUNT_REGION, &source)?,
+                    ],
+                    "team-a/",
+                )],
+            },
+        )
+        .await?;
+        let bus_arn = aws_sdk_eventbridge::Client::new(&aws.config(&source, SOURCE_REGION).await)
+            .create_event_bus()
+            .name("replwatch-central")
+            .send()
+            .await?
+            .event_bus_arn()
+            .ok_or("no bus ARN")?
+            .to_owned();
+        // The partner account has IAM set up: from here on, assuming its roles obeys their
+        // trust policies.
+        aws.create_role(&partner, AUDIT_ROLE, &trust(&source, None))?;
+        Ok(Self {
+            aws,
+            source,
+            partner,
+            bus_arn,
+        })
+    }
+
+    fn doctor(&self, reader_external_id: &str, extra: &[&str]) -> (Option<i32>, Value) {
+        let output: Output = Command::new(env!("CARGO_BIN_EXE_replwatch"))
+            .args([
+                "--endpoint-url",
+                self.aws.endpoint(),
+                "--region",
+                SOURCE_REGION,
+            ])
+            .args(["--output", "json", "--role-name", AUDIT_ROLE, "doctor"])
+            .args(["--central-bus", &self.bus_arn, "--reader-role", READER_ROLE])
+            .args(["--reader-external-id", reader_external_id])
+            .args(extra)
+            .env("AWS_ACCESS_KEY_ID", &self.source)
+            .env("AWS_SECRET_ACCESS_KEY", "local")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("replwatch runs");
+        let report = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        (output.status.code(), report)
+    }
+
+    /// A forwarding rule in `account`/`region` to the central bus, as the destination-Region
+    /// stack deploys it.
+    async fn forward(&self, account: &str, region: &str, enabled: bool) -> Result<(), Error> {
+        let events = aws_sdk_eventbridge::Client::new(&self.aws.config(account, region).await);
+        let state = if enabled {
+            aws_sdk_eventbridge::types::RuleState::Enabled
+        } else {
+            aws_sdk_eventbridge::types::RuleState::Disabled
+        };
+        events
+            .put_rule()
+            .name("replwatch-forward")
+            .event_pattern(r#"{"source":["aws.ecr"],"detail-type":["ECR Replication Action"]}"#)
+            .state(state)
+            .send()
+            .await?;
+        events
+            .put_targets()
+            .rule("replwatch-forward")
+            .targets(
+                aws_sdk_eventbridge::types::Target::builder()
+                    .id("central")
+                    .arn(&self.bus_arn)
+                    .build()?,
+            )
+            .send()
+            .await?;
+        Ok(())
+    }
+}
+
+fn registry(region: &str, account: &str) -> Result<Destination, Error> {
+    Ok(Destination::new(
+        Region::parse(region)?,
+        AccountId::parse(account)?,
+    ))
+}
+
+fn trust(account: &str, external_id: Option<&str>) -> String {
+    let condition = external_id.map_or(String::new(), |id| {
+        format!(r#","Condition":{{"StringEquals":{{"sts:ExternalId":"{id}"}}}}"#)
+    });
+    format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"sts:AssumeRole",
+           "Principal":{{"AWS":"arn:aws:iam::{account}:root"}}{condition}}}]}}"#
+    )
+}
+
+/// The (severity, subject) of each finding of `check`.
+fn findings(report: &Value, check: &str) -> Vec<(String, String, String)> {
+    report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["check"] == check)
+        .map(|f| {
+            (
+                f["severity"].as_str().unwrap_or_default().to_owned(),
+                f["subject"].as_str().unwrap_or_default().to_owned(),
+                f["problem"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn severities(report: &Value, check: &str) -> Vec<String> {
+    let mut found: Vec<String> = findings(report, check).into_iter().map(|f| f.0).collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn a_setup_with_every_problem_gets_every_finding_with_its_fix() -> Result<(), Error> {
+    let setup = Setup::new().await?;
+    let (source, partner) = (&setup.source, &setup.partner);
+    // Partner: no registry policy; its own rule sends team-a/ on to a third Region (chaining);
+    // no creation template; the forwarding rule exists but is disabled; the reader role wants
+    // another external id. Source's other Region: no creation template, no forwarding rule.
+    setup
+        .aws
+        .put_replication_configuration(
+            partner,
+            CROSS_REGION,
+            &ReplicationConfiguration {
+                rules: vec![ReplicationRule {
+                    destinations: vec![registry("ap-southeast-2", partner)?],
+                    repository_filters: vec![RepositoryFilter {
+                        filter: "team-a/web".into(),
+                        filter_type: PREFIX_MATCH.into(),
+                    }],
+                }],
+            },
+        )
+        .await?;
+    setup.forward(partner, CROSS_REGION, false).await?;
+    setup
+        .aws
+        .create_role(partner, READER_ROLE, &trust(source, Some(EXTERNAL_ID)))?;
+
+    let (code, report) = setup.doctor("not-the-external-id", &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let cross = format!("{CROSS_REGION}/{partner}");
+    let same = format!("{SAME_ACCOUNT_REGION}/{source}");
+
+    let policy = findings(&report, "registry-policy");
+    assert_eq!(policy.len(), 1, "{report:#}");
+    assert_eq!((policy[0].0.as_str(), &policy[0].1), ("error", &cross));
+    assert!(policy[0].2.starts_with("no registry permissions policy"));
+
+    let chained = findings(&report, "chained-replication");
+    let warned: Vec<&(String, String, String)> =
+        chained.iter().filter(|f| f.0 == "warning").collect();
+    assert_eq!(warned.len(), 1, "{report:#}");
+    assert_eq!(warned[0].1, cross);
+    assert!(
+        warned[0]
+            .2
+            .contains(&format!("on to ap-southeast-2/{partner}"))
+    );
+
+    assert_eq!(
+        severities(&report, "creation-template"),
+        ["warning", "warning"]
+    );
+
+    let forwarding = findings(&report, "event-forwarding");
+    assert_eq!(forwarding.len(), 2, "{report:#}");
+    for (severity, subject, problem) in &forwarding {
+        assert_eq!(severity, "error");
+        let expected = if *subject == cross {
+            "disabled"
+        } else {
+            "no EventBridge rule"
+        };
+        assert!(problem.contains(expected), "{subject}: {problem}");
+    }
+    assert!(forwarding.iter().any(|f| f.1 == same));
+
+    let reader = findings(&report, "reader-role");
+    assert_eq!(reader.len(), 1, "one check per account: {report:#}");
+    assert_eq!(reader[0].0, "error");
+    assert!(reader[0].2.contains("AccessDenied"), "{}", reader[0].2);
+
+    // Every problem comes with its fix; the worst come first.
+    for finding in report["findings"].as_array().into_iter().flatten() {
+        if matches!(finding["severity"].as_str(), Some("error" | "warning")) {
+            assert!(
+                !finding["fix"].as_str().unwrap_or_default().is_empty(),
+                "{finding}"
+            );
+        }
+    }
+    assert_eq!(report["findings"][0]["severity"], "error");
+
+    // A proposed configuration is checked before it is applied: ECR would refuse 11 rules.
+    let proposed = std::env::temp_dir().join(format!("replwatch-doctor-{source}.json"));
+    let rules: Vec<Value> = (0..11)
+        .map(|n| {
+            serde_json::json!({"destinations": [{"region": CROSS_REGION, "registryId": partner}],
+                               "repositoryFilters": [{"filter": format!("team-{n}/"), "filterType": "PREFIX_MATCH"}]})
+        })
+        .collect();
+    std::fs::write(&proposed, serde_json::json!({ "rules": rules }).to_string())?;
+    let (code, report) = setup.doctor(
+        EXTERNAL_ID,
+        &["--configuration", &proposed.to_string_lossy()],
+    );
+    std::fs::remove_file(&proposed)?;
+    assert_eq!(code, Some(1));
+    let limits = findings(&report, "limits");
+    assert_eq!(limits.len(), 1, "{report:#}");
+    assert_eq!(limits[0].0, "error");
+    assert!(limits[0].2.starts_with("11 rules"), "{}", limits[0].2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_sound_setup_passes_every_check() -> Result<(), Error> {
+    let setup = Setup::new().await?;
+    let (source, partner) = (&setup.source, &setup.partner);
+    let policy = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"ReplicationAccessCrossAccount",
+           "Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{source}:root"}},
+           "Action":["ecr:CreateRepository","ecr:ReplicateImage"],
+           "Resource":"arn:aws:ecr:{CROSS_REGION}:{partner}:repository/*"}}]}}"#
+    );
+    setup
+        .aws
+        .ecr(partner, CROSS_REGION)
+        .await
+        .put_registry_policy()
+        .policy_text(policy)
+        .send()
+        .await?;
+    for (account, region) in [(partner, CROSS_REGION), (source, SAME_ACCOUNT_REGION)] {
+        setup
+            .aws
+            .ecr(account, region)
+            .await
+            .create_repository_creation_template()
+            .prefix("ROOT")
+            .applied_for(RctAppliedFor::Replication)
+            .send()
+            .await?;
+        setup.forward(account, region, true).await?;
+    }
+    setup
+        .aws
+        .create_role(partner, READER_ROLE, &trust(source, Some(EXTERNAL_ID)))?;
+
+    let (code, report) = setup.doctor(EXTERNAL_ID, &[]);
+    assert_eq!(code, Some(0), "{report:#}");
+    for check in [
+        "limits",
+        "registry-policy",
+        "chained-replication",
+        "creation-template",
+        "event-forwarding",
+        "reader-role",
+    ] {
+        let found = severities(&report, check);
+        assert!(!found.is_empty(), "{check} was not checked: {report:#}");
+        assert!(found.iter().all(|s| s == "ok"), "{check}: {report:#}");
+    }
+    Ok(())
+}
