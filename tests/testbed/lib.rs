@@ -34,6 +34,10 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+/// How long a control or IAM request to the test bed may take to answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a replication flush may take (it answers once every job ran).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// The local AWS at one endpoint.
 #[derive(Debug, Clone)]
@@ -172,13 +176,15 @@ impl LocalAws {
         Ok(())
     }
 
-    /// Uploads `bytes` as a blob of `repository` the way a registry client does.
+    /// Uploads `bytes` as a blob of `repository` the way a registry client does: in parts of
+    /// ECR's largest part size, 10 MiB.
     pub async fn upload_blob(
         &self,
         ecr: &aws_sdk_ecr::Client,
         repository: &str,
         bytes: &[u8],
     ) -> Result<String, Error> {
+        const PART: usize = 10 * 1024 * 1024;
         let digest = sha256_digest(bytes);
         let upload = ecr
             .initiate_layer_upload()
@@ -186,14 +192,24 @@ impl LocalAws {
             .send()
             .await?;
         let upload_id = upload.upload_id().ok_or("no upload id")?;
-        ecr.upload_layer_part()
-            .repository_name(repository)
-            .upload_id(upload_id)
-            .part_first_byte(0)
-            .part_last_byte(bytes.len().saturating_sub(1) as i64)
-            .layer_part_blob(Blob::new(bytes.to_vec()))
-            .send()
-            .await?;
+        let mut offset = 0usize;
+        // An empty blob is one empty part.
+        let parts: Vec<&[u8]> = if bytes.is_empty() {
+            vec![bytes]
+        } else {
+            bytes.chunks(PART).collect()
+        };
+        for part in parts {
+            ecr.upload_layer_part()
+                .repository_name(repository)
+                .upload_id(upload_id)
+                .part_first_byte(offset as i64)
+                .part_last_byte((offset + part.len()).saturating_sub(1) as i64)
+                .layer_part_blob(Blob::new(part.to_vec()))
+                .send()
+                .await?;
+            offset += part.len();
+        }
         ecr.complete_layer_upload()
             .repository_name(repository)
             .upload_id(upload_id)
@@ -349,11 +365,16 @@ impl LocalAws {
     /// or not (the test bed's flush endpoint). Returns how many completed.
     pub fn flush_replication(&self, source_account: &str) -> Result<u64, Error> {
         let request = serde_json::json!({"source_account": source_account}).to_string();
-        let body: serde_json::Value = serde_json::from_slice(&self.http(
+        // The flush runs every job before it answers: tens of thousands take minutes.
+        let answer = self.exchange(
             "POST",
             "/_localaws/replication/flush",
-            Some(&request),
-        )?)?;
+            "application/json",
+            None,
+            &request,
+            FLUSH_TIMEOUT,
+        )?;
+        let body: serde_json::Value = serde_json::from_slice(&answer)?;
         body["completed"]
             .as_u64()
             .ok_or_else(|| "flush answered without a count".into())
@@ -440,12 +461,20 @@ impl LocalAws {
             "application/x-www-form-urlencoded",
             Some(&authorization),
             &body,
+            ANSWER_TIMEOUT,
         )
         .map(|_| ())
     }
 
     fn http(&self, method: &str, path: &str, body: Option<&str>) -> Result<Vec<u8>, Error> {
-        self.exchange(method, path, "application/json", None, body.unwrap_or(""))
+        self.exchange(
+            method,
+            path,
+            "application/json",
+            None,
+            body.unwrap_or(""),
+            ANSWER_TIMEOUT,
+        )
     }
 
     fn exchange(
@@ -455,13 +484,14 @@ impl LocalAws {
         content_type: &str,
         authorization: Option<&str>,
         body: &str,
+        timeout: Duration,
     ) -> Result<Vec<u8>, Error> {
         let authority = self
             .endpoint
             .strip_prefix("http://")
             .ok_or("the local AWS endpoint must be http://")?;
         let mut stream = TcpStream::connect(authority)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_read_timeout(Some(timeout))?;
         let authorization = authorization
             .map(|a| format!("Authorization: {a}\r\n"))
             .unwrap_or_default();
@@ -471,7 +501,14 @@ impl LocalAws {
             body.len()
         )?;
         let mut response = Vec::new();
-        stream.read_to_end(&mut response)?;
+        stream
+            .read_to_end(&mut response)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    format!("{method} {path}: no answer within {} s", timeout.as_secs())
+                }
+                _ => format!("{method} {path}: {e}"),
+            })?;
         let split = response
             .windows(4)
             .position(|w| w == b"\r\n\r\n")

@@ -22,6 +22,8 @@ each of which documents the AWS behaviour it reproduces:
 - ``paging``:      maxResults/nextToken for DescribeRepositories,
                    DescribeImages and ListImages.
 - ``faults``:      ECR API throttling on demand (``/_localaws/faults``).
+- ``network``:     a modelled round trip and stream rate for ECR calls and
+                   blob downloads (``/_localaws/network``), off by default.
 - ``calls``:       ECR API call and layer upload counters (``/_localaws/calls``).
 - ``cloudwatch_cbor``: CloudWatch over Smithy RPCv2 CBOR (what aws-sdk-rust
                    speaks), bridged to moto's AWS JSON 1.0.
@@ -45,7 +47,7 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
-        from . import accounts, backfill, calls, ecr, eventbridge, faults, paging, replication, store, templates, trust
+        from . import accounts, backfill, calls, ecr, eventbridge, faults, network, paging, replication, store, templates, trust
 
         store.install_reset_hook()
         accounts.install()
@@ -58,4 +60,5 @@ def install() -> None:
         paging.install()
         calls.install()
         faults.install()
+        network.install()
         _installed = True

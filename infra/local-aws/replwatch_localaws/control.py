@@ -14,6 +14,8 @@ Endpoints (JSON in and out):
 - ``GET    /_localaws/faults``             -> ECR throttling rules (see ``faults``)
 - ``POST   /_localaws/faults``             -> merge rules: ``{"ecr": {"PutImage": {"throttle_next": 5}}}``
 - ``DELETE /_localaws/faults[?account=A]`` -> remove all rules (or those limited to account A)
+- ``GET|POST|DELETE /_localaws/network``  -> a modelled round trip and stream rate for ECR
+  calls and blob downloads, off by default (see ``network``)
 - ``GET    /_localaws/calls[?account=A&region=R]`` -> ECR call and layer upload counters (see ``calls``)
 - ``DELETE /_localaws/calls[?account=A]``  -> zero them (or only account A's)
 - ``GET|HEAD /_localaws/blobs/<account>/<region>/<repository>/<digest>``
@@ -35,7 +37,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from . import calls, cloudwatch_cbor, faults, replication, store
+from . import calls, cloudwatch_cbor, faults, network, replication, store
 
 PREFIX = "/_localaws/"
 
@@ -79,7 +81,7 @@ def _blob(request: Request, rest: str) -> Response:
     headers = {"Content-Length": str(len(data)), "Docker-Content-Digest": digest}
     if request.method == "HEAD":
         return Response(b"", status=200, headers=headers, mimetype="application/octet-stream")
-    return Response(_chunks(data), status=200, headers=headers, mimetype="application/octet-stream",
+    return Response(network.paced(_chunks(data)), status=200, headers=headers, mimetype="application/octet-stream",
                     direct_passthrough=True)
 
 
@@ -126,6 +128,18 @@ def _handle(request: Request) -> Response:
             faults.clear(request.args.get("account"))
             return _json(200, faults.get())
         return _json(405, {"message": "use GET, POST or DELETE"})
+    if path == "network":
+        if method == "GET":
+            return _json(200, network.get())
+        if method == "POST":
+            try:
+                return _json(200, network.update(json.loads(request.get_data() or b"{}")))
+            except ValueError as err:  # NetworkError too
+                return _json(400, {"message": str(err)})
+        if method == "DELETE":
+            network.clear()
+            return _json(200, network.get())
+        return _json(405, {"message": "use GET, POST or DELETE"})
     if path == "calls":
         if method == "GET":
             return _json(200, calls.snapshot(request.args.get("account"), request.args.get("region")))
@@ -149,6 +163,8 @@ class LocalAwsApp:
         path = environ.get("PATH_INFO", "")
         if path.startswith(PREFIX):
             return _handle(Request(environ))(environ, start_response)
+        if network.is_ecr_call(environ):
+            network.before_call(environ)
         if cloudwatch_cbor.operation_of(path) is not None:
             return cloudwatch_cbor.wsgi(environ, start_response, self.moto_app)
         return self.moto_app(environ, start_response)

@@ -148,3 +148,44 @@ def test_large_layer_upload_and_download_are_fast():
     downloaded = time.perf_counter()
     assert digest == sha256(data)
     assert uploaded - start < 10 and downloaded - uploaded < 5, (uploaded - start, downloaded - uploaded)
+
+
+def test_network_model_delays_ecr_calls_and_downloads_but_not_other_services():
+    ecr = client("ecr", SRC_REGION)
+    ecr.create_repository(repositoryName=REPO)
+    data = bytes(range(256)) * (4 * 4096)  # 4 MiB
+    digest = upload_blob(ecr, REPO, data)
+    for bad in ([], {"latency_ms": -1}, {"latency_ms": "40"}, {"jitter": 1}, {"stream_mib_per_s": True}):
+        with pytest.raises(urllib.error.HTTPError) as excinfo:
+            http("POST", "/_localaws/network", bad)
+        assert excinfo.value.code == 400
+    assert http("POST", "/_localaws/network", {"latency_ms": 200}) == {"latency_ms": 200.0, "stream_mib_per_s": 0.0}
+
+    start = time.perf_counter()
+    ecr.describe_repositories()
+    assert time.perf_counter() - start >= 0.2
+    start = time.perf_counter()
+    client("sts", SRC_REGION).get_caller_identity()
+    assert time.perf_counter() - start < 0.2
+
+    # 4 MiB at 8 MiB/s: half a second each way, on top of the round trip.
+    http("POST", "/_localaws/network", {"stream_mib_per_s": 8})
+    start = time.perf_counter()
+    assert download(ecr, REPO, digest) == data  # GetDownloadUrlForLayer, then the download
+    assert time.perf_counter() - start >= 2 * 0.2 + 0.5
+    start = time.perf_counter()
+    upload_blob(ecr, REPO, data + b"x", part_size=8 * 1024 * 1024)  # one part: 4 MiB body
+    assert time.perf_counter() - start >= 3 * 0.2 + 0.5
+
+    # Concurrent requests wait concurrently, like separate connections.
+    from concurrent.futures import ThreadPoolExecutor
+
+    http("POST", "/_localaws/network", {"latency_ms": 300, "stream_mib_per_s": None})
+    clients = [client("ecr", SRC_REGION) for _ in range(4)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda c: c.describe_repositories(), clients))
+    assert time.perf_counter() - start < 4 * 0.3
+
+    http("POST", "/moto-api/reset")
+    assert http("GET", "/_localaws/network") == {"latency_ms": 0.0, "stream_mib_per_s": 0.0}

@@ -7,7 +7,8 @@
 //! 2. the manifest is read from the source and its bytes hashed: a read that does not hash to
 //!    the job's digest is refused before anything is written;
 //! 3. an index's children are copied first (untagged), since ECR refuses an index whose
-//!    children are missing; then the blobs the destination lacks, each claimed so that
+//!    children are missing; then the blobs the destination lacks, a few at once
+//!    ([`CopyOptions::blob_concurrency`]), each claimed so that
 //!    concurrent copies sharing a blob upload it once per destination repository (a granted
 //!    claim is followed by one more check, since the blob may have arrived meanwhile);
 //! 4. the manifest is put last, once per tag (untagged when there is none), so a destination
@@ -20,6 +21,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::{StreamExt, stream};
 use serde::{Deserialize, Serialize};
 
 use crate::backfill::manifest::{ManifestBytes, ManifestError, ManifestReferences};
@@ -47,6 +49,39 @@ pub struct CopyJob {
     pub tags: Vec<String>,
 }
 
+/// Puts copy jobs in the order that lets concurrent copies work apart: one job of each
+/// destination repository in turn, each repository's jobs keeping their order.
+///
+/// ECR keeps layers per repository, so copies into different repositories never share an
+/// upload. The images of one repository usually share base layers: a plan lists them together,
+/// and copies started together from that list all need the same layers first, so all but one
+/// would wait on that one's blob claims. Also used for the order of the SQS messages of a
+/// Lambda backfill, for the same reason.
+pub fn spread_over_repositories<T>(items: Vec<T>, job: impl Fn(&T) -> &CopyJob) -> Vec<T> {
+    let mut queues: Vec<std::collections::VecDeque<T>> = Vec::new();
+    let mut queue_of: std::collections::HashMap<(Destination, RepositoryName), usize> =
+        std::collections::HashMap::new();
+    for item in items {
+        let j = job(&item);
+        let key = (j.destination.clone(), j.destination_repository.clone());
+        let index = *queue_of.entry(key).or_insert_with(|| {
+            queues.push(std::collections::VecDeque::new());
+            queues.len() - 1
+        });
+        queues[index].push_back(item);
+    }
+    let total: usize = queues.iter().map(|q| q.len()).sum();
+    let mut spread = Vec::with_capacity(total);
+    while spread.len() < total {
+        for queue in &mut queues {
+            if let Some(item) = queue.pop_front() {
+                spread.push(item);
+            }
+        }
+    }
+    spread
+}
+
 impl std::fmt::Display for CopyJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -68,6 +103,11 @@ pub struct CopyOptions {
     /// After this many waits in vain, the blob is uploaded without a claim: a second upload
     /// costs bytes, a copy stuck behind a claim that never ends costs the backfill.
     pub max_claim_rounds: u32,
+    /// Blobs of one image transferred at once. An image's layers are independent uploads, and
+    /// a copy's time is mostly waiting on the network, so a large base layer need not hold up
+    /// the others (Docker's own default is 3 concurrent layer transfers). Each transfer holds
+    /// one upload part in memory.
+    pub blob_concurrency: usize,
 }
 
 impl Default for CopyOptions {
@@ -76,6 +116,7 @@ impl Default for CopyOptions {
             claim_poll: Duration::from_secs(2),
             claim_wait: Duration::from_secs(120),
             max_claim_rounds: 5,
+            blob_concurrency: 3,
         }
     }
 }
@@ -243,6 +284,16 @@ where
     Ok(report)
 }
 
+/// How one missing blob came to be in the destination.
+enum BlobArrival {
+    /// ECR refused the upload as already there.
+    AlreadyPresent,
+    /// Another copy uploaded it.
+    UploadedElsewhere,
+    /// This copy uploaded these bytes.
+    Uploaded(u64),
+}
+
 /// One copy in progress: the job and where it reports.
 struct OneCopy<'a, R, C, S, O> {
     context: CopyContext<'a, R, C, S>,
@@ -345,18 +396,43 @@ where
             .missing_blobs(&job.destination, &job.destination_repository, &digests)
             .await
             .map_err(at_step(CopyStep::CheckBlobs))?;
+        let mut to_bring: Vec<&Digest> = Vec::new();
         for blob in &digests {
-            if missing.contains(blob) {
-                self.bring_blob(blob, report).await?;
-            } else {
+            if !missing.contains(blob) {
                 report.blobs_already_present += 1;
+            } else if !to_bring.contains(&blob) {
+                // A manifest may list one layer twice; it is brought once.
+                to_bring.push(blob);
+            }
+        }
+        let concurrency = self.context.options.blob_concurrency.max(1);
+        // Every transfer runs to its end, even after one failed, so that each releases its
+        // claim: copies waiting on it go on at once instead of after the claim expires.
+        // The futures are made before the stream: a closure inside it would make this
+        // future's type higher-ranked, which the boxed recursion of `bring_content` rejects.
+        let transfers: Vec<_> = to_bring
+            .into_iter()
+            .map(|blob| self.bring_blob(blob))
+            .collect();
+        let arrivals: Vec<Result<BlobArrival, CopyError>> = stream::iter(transfers)
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        for arrival in arrivals {
+            match arrival? {
+                BlobArrival::AlreadyPresent => report.blobs_already_present += 1,
+                BlobArrival::UploadedElsewhere => report.blobs_uploaded_elsewhere += 1,
+                BlobArrival::Uploaded(bytes) => {
+                    report.blobs_uploaded += 1;
+                    report.bytes_uploaded += bytes;
+                }
             }
         }
         Ok(())
     }
 
     /// Uploads one missing blob under a claim, or waits for the copy that holds the claim.
-    async fn bring_blob(&self, blob: &Digest, report: &mut CopyReport) -> Result<(), CopyError> {
+    async fn bring_blob(&self, blob: &Digest) -> Result<BlobArrival, CopyError> {
         let job = self.job;
         let (claims, options) = (self.context.claims, self.context.options);
         let mut rounds = 0;
@@ -378,15 +454,13 @@ where
                     // again costs the blob.
                     if claimed && !self.still_missing(blob).await? {
                         self.release(blob).await;
-                        report.blobs_uploaded_elsewhere += 1;
-                        return Ok(());
+                        return Ok(BlobArrival::UploadedElsewhere);
                     }
-                    return self.transfer(blob, claimed, report).await;
+                    return self.transfer(blob, claimed).await;
                 }
                 Claim::HeldElsewhere => {
                     if self.wait_for_blob(blob).await? {
-                        report.blobs_uploaded_elsewhere += 1;
-                        return Ok(());
+                        return Ok(BlobArrival::UploadedElsewhere);
                     }
                     rounds += 1;
                 }
@@ -394,12 +468,7 @@ where
         }
     }
 
-    async fn transfer(
-        &self,
-        blob: &Digest,
-        claimed: bool,
-        report: &mut CopyReport,
-    ) -> Result<(), CopyError> {
+    async fn transfer(&self, blob: &Digest, claimed: bool) -> Result<BlobArrival, CopyError> {
         let job = self.job;
         let transferred = self
             .context
@@ -419,13 +488,10 @@ where
         let bytes = transferred.map_err(at_step(CopyStep::TransferBlob))?;
         if bytes == 0 {
             // ECR had it after all (`LayerAlreadyExistsException`).
-            report.blobs_already_present += 1;
-        } else {
-            report.blobs_uploaded += 1;
-            report.bytes_uploaded += bytes;
-            self.observer.blob_uploaded(blob, bytes);
+            return Ok(BlobArrival::AlreadyPresent);
         }
-        Ok(())
+        self.observer.blob_uploaded(blob, bytes);
+        Ok(BlobArrival::Uploaded(bytes))
     }
 
     async fn release(&self, blob: &Digest) {
@@ -594,6 +660,37 @@ mod tests {
         RepositoryName::parse(name).expect("repository")
     }
 
+    #[test]
+    fn copies_start_one_repository_after_another_and_keep_each_repository_s_order() {
+        let digest = Digest::parse(&format!("sha256:{}", "cd".repeat(32))).expect("digest");
+        let into = |destination: Destination, repository: &str, tag: &str| CopyJob {
+            source: source(),
+            source_repository: repo(repository),
+            destination,
+            destination_repository: repo(repository),
+            digest: digest.clone(),
+            tags: vec![tag.to_owned()],
+        };
+        let other = dest("us-east-1", "333333333333");
+        let jobs = vec![
+            into(target(), "web", "web-1"),
+            into(target(), "web", "web-2"),
+            into(target(), "web", "web-3"),
+            into(target(), "api", "api-1"),
+            into(other.clone(), "web", "other-web-1"),
+            into(target(), "api", "api-2"),
+        ];
+        let tags: Vec<String> = spread_over_repositories(jobs, |job| job)
+            .into_iter()
+            .map(|job| job.tags[0].clone())
+            .collect();
+        assert_eq!(
+            tags,
+            ["web-1", "api-1", "other-web-1", "web-2", "api-2", "web-3"]
+        );
+        assert!(spread_over_repositories(Vec::<CopyJob>::new(), |job| job).is_empty());
+    }
+
     fn job(digest: &Digest, tags: &[&str]) -> CopyJob {
         CopyJob {
             source: source(),
@@ -635,6 +732,163 @@ mod tests {
             sleeper: &BriefSleeper,
             options: CopyOptions::default(),
         }
+    }
+
+    /// The in-memory ECR with blob transfers that take a while, counting how many overlap.
+    struct SlowTransfers<'a> {
+        ecr: &'a InMemoryEcr,
+        in_flight: std::sync::atomic::AtomicUsize,
+        most_at_once: std::sync::atomic::AtomicUsize,
+    }
+
+    impl<'a> SlowTransfers<'a> {
+        fn new(ecr: &'a InMemoryEcr) -> Self {
+            Self {
+                ecr,
+                in_flight: 0.into(),
+                most_at_once: 0.into(),
+            }
+        }
+    }
+
+    impl CopyRegistry for SlowTransfers<'_> {
+        async fn image(
+            &self,
+            registry: &Destination,
+            repository: &RepositoryName,
+            digest: &Digest,
+        ) -> Result<Option<crate::backfill::inventory::ImageRecord>, RegistryError> {
+            self.ecr.image(registry, repository, digest).await
+        }
+
+        async fn manifest(
+            &self,
+            registry: &Destination,
+            repository: &RepositoryName,
+            digest: &Digest,
+        ) -> Result<ManifestBytes, RegistryError> {
+            self.ecr.manifest(registry, repository, digest).await
+        }
+
+        async fn missing_blobs(
+            &self,
+            registry: &Destination,
+            repository: &RepositoryName,
+            blobs: &[Digest],
+        ) -> Result<Vec<Digest>, RegistryError> {
+            self.ecr.missing_blobs(registry, repository, blobs).await
+        }
+
+        async fn transfer_blob(
+            &self,
+            source: &Destination,
+            source_repository: &RepositoryName,
+            destination: &Destination,
+            destination_repository: &RepositoryName,
+            blob: &Digest,
+        ) -> Result<u64, RegistryError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+            self.most_at_once.fetch_max(now, SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let result = self
+                .ecr
+                .transfer_blob(
+                    source,
+                    source_repository,
+                    destination,
+                    destination_repository,
+                    blob,
+                )
+                .await;
+            self.in_flight.fetch_sub(1, SeqCst);
+            result
+        }
+
+        async fn put_manifest(
+            &self,
+            registry: &Destination,
+            repository: &RepositoryName,
+            manifest: &ManifestBytes,
+            digest: &Digest,
+            tag: Option<&str>,
+        ) -> Result<PutOutcome, RegistryError> {
+            self.ecr
+                .put_manifest(registry, repository, manifest, digest, tag)
+                .await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_layers_of_one_image_travel_a_few_at_a_time() {
+        let (ecr, claims) = fixture();
+        let layers: [&[u8]; 5] = [b"base", b"runtime", b"deps", b"app", b"assets"];
+        let digest = ecr.push_image(&source(), &repo("team-a/web"), &["v1"], &layers);
+        for (blob_concurrency, expected) in [(3, 3), (1, 1)] {
+            let target_repository = repo(&format!("team-a/web-{blob_concurrency}"));
+            ecr.create_repository_with(
+                &target(),
+                &target_repository,
+                InMemoryEcr::default_settings(),
+            );
+            let slow = SlowTransfers::new(&ecr);
+            let context = CopyContext {
+                registry: &slow,
+                claims: &claims,
+                sleeper: &BriefSleeper,
+                options: CopyOptions {
+                    blob_concurrency,
+                    ..CopyOptions::default()
+                },
+            };
+            let copy = CopyJob {
+                destination_repository: target_repository.clone(),
+                ..job(&digest, &["v1"])
+            };
+            let report = copy_image(&context, &copy).await.expect("copies");
+
+            assert_eq!(report.blobs_uploaded, 6, "config and five layers");
+            assert_eq!(
+                slow.most_at_once.load(std::sync::atomic::Ordering::SeqCst),
+                expected,
+                "blob_concurrency {blob_concurrency}"
+            );
+            assert_eq!(
+                ecr.tags_of(&target(), &target_repository, &digest),
+                Some(vec!["v1".to_owned()])
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_layer_fails_the_copy_after_the_others_finish_and_a_rerun_sends_only_it() {
+        let (ecr, claims) = fixture();
+        let layers: [&[u8]; 3] = [b"base", b"deps", b"app"];
+        let digest = ecr.push_image(&source(), &repo("team-a/web"), &["v1"], &layers);
+        let context = context(&ecr, &claims);
+        ecr.fail_next(operation::TRANSFER_BLOB, false);
+
+        let error = copy_image(&context, &job(&digest, &["v1"]))
+            .await
+            .expect_err("one transfer fails");
+        assert!(
+            matches!(
+                error,
+                CopyError::Registry {
+                    step: CopyStep::TransferBlob,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(ecr.tags_of(&target(), &repo("team-a/web"), &digest), None);
+        assert!(claims.held().is_empty(), "every claim released");
+
+        let rerun = copy_image(&context, &job(&digest, &["v1"]))
+            .await
+            .expect("the rerun copies");
+        assert_eq!(rerun.blobs_uploaded, 1, "only the blob that failed");
+        assert_eq!(rerun.blobs_already_present, 3);
     }
 
     #[tokio::test]
@@ -950,6 +1204,7 @@ mod tests {
                 claim_poll: Duration::from_secs(10),
                 claim_wait: Duration::from_secs(120),
                 max_claim_rounds: 10,
+                blob_concurrency: 3,
             },
         };
 

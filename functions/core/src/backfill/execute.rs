@@ -3,7 +3,8 @@
 //! on tokio and tests run it in microseconds.
 //!
 //! - [`create_repositories`] creates what the plan says is missing, before anything else;
-//! - [`execute_copies`] runs copy jobs, at most `concurrency` at once, telling a
+//! - [`execute_copies`] runs copy jobs, at most `concurrency` at once and spread over the
+//!   destination repositories (see [`spread_over_repositories`]), telling a
 //!   [`ProgressSink`] as each starts, uploads a blob, ends or fails (a progress bar in the CLI,
 //!   metrics in a Lambda). A [`CancelFlag`] (Ctrl-C) stops new jobs from starting while the
 //!   running ones finish, so no image is left half-copied by the stop;
@@ -23,6 +24,7 @@ use serde::Serialize;
 
 use crate::backfill::copy::{
     CopyContext, CopyError, CopyJob, CopyObserver, CopyReport, copy_image_observed,
+    spread_over_repositories,
 };
 use crate::backfill::plan::{CopyAction, DestinationPlan};
 use crate::backfill::port::{
@@ -277,7 +279,9 @@ where
     P: ProgressSink,
 {
     let total = jobs.len();
-    let mut outcomes: Vec<(usize, CopyJob, JobRun)> = stream::iter(jobs.into_iter().enumerate())
+    // Run in an order that spreads over repositories; report in the order given.
+    let order = spread_over_repositories(jobs.into_iter().enumerate().collect(), |(_, job)| job);
+    let mut outcomes: Vec<(usize, CopyJob, JobRun)> = stream::iter(order)
         .map(|(index, job)| async move {
             // Checked as the job's turn comes, not when the run began: a cancel stops
             // everything still queued.

@@ -17,7 +17,9 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::backfill::copy::{CopyContext, CopyJob, CopyReport, copy_image};
+use crate::backfill::copy::{
+    CopyContext, CopyJob, CopyReport, copy_image, spread_over_repositories,
+};
 use crate::backfill::execute::create_repositories;
 use crate::backfill::inventory::DestinationInventory;
 use crate::backfill::plan::{BackfillPlan, CopyAction, PlanRequest, Strategy, plan_backfill};
@@ -309,7 +311,7 @@ where
     }
     let run = BackfillRun::new(run_id, source.clone(), now, planned, planned_bytes);
     ports.runs.create_run(&run).await?;
-    let messages: Vec<CopyMessage> = jobs
+    let messages: Vec<CopyMessage> = spread_over_repositories(jobs, |job| job)
         .into_iter()
         .map(|job| CopyMessage {
             run_id: run_id.to_owned(),

@@ -1,0 +1,115 @@
+"""The network between a client and AWS, which 127.0.0.1 lacks (``/_localaws/network``).
+
+Why: against real ECR a copy spends most of its time waiting. Every API call is
+an HTTPS round trip to a Regional endpoint (a copy from us-west-2 to eu-west-1
+talks to both Regions), and each layer crosses one TCP stream in each
+direction (the pre-signed S3 download, then ``UploadLayerPart`` requests),
+whose throughput is bounded by its window and round-trip time. That waiting is
+what a copy overlaps by running calls concurrently. On the loopback interface
+a round trip costs about 0.1 ms and the only limit is this server's single
+Python process, so a benchmark there measures the test bed, not the client.
+
+This is a model of the network, not of ECR, and it is off by default (every
+test runs without it). When on:
+
+- ``latency_ms``: added once to every ECR API call and every blob download
+  (one request, one response: the round trip);
+- ``stream_mib_per_s``: the rate at which one request moves bytes: an ECR
+  call's request body (what ``UploadLayerPart`` sends) and a blob download's
+  response are paced to it, per request, as a single TCP stream would be.
+  Concurrent requests each get the full rate, like separate connections.
+
+The waiting happens in the request's own thread (the server is threaded),
+before the call reaches moto and while no lock is held, so concurrent requests
+wait concurrently, as they would on a network. Other services (STS, SQS,
+DynamoDB, ...) and the ``/_localaws/*`` control endpoints are not slowed.
+
+``GET`` reads the settings, ``POST`` merges ``{"latency_ms": 40,
+"stream_mib_per_s": 25}`` (null or 0 turns one off), ``DELETE`` turns both
+off; ``POST /moto-api/reset`` does too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+_KEYS = ("latency_ms", "stream_mib_per_s")
+MIB = 1024 * 1024
+
+_lock = threading.Lock()
+_settings: dict[str, float] = {"latency_ms": 0.0, "stream_mib_per_s": 0.0}
+
+
+class NetworkError(ValueError):
+    pass
+
+
+def get() -> dict[str, float]:
+    with _lock:
+        return dict(_settings)
+
+
+def update(body: Any) -> dict[str, float]:
+    if not isinstance(body, dict):
+        raise NetworkError('body must be a JSON object like {"latency_ms": 40, "stream_mib_per_s": 25}')
+    unknown = set(body) - set(_KEYS)
+    if unknown:
+        raise NetworkError(f"unknown keys {sorted(unknown)}; allowed: {list(_KEYS)}")
+    new: dict[str, float] = {}
+    for key, value in body.items():
+        if value is None:
+            value = 0
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise NetworkError(f"{key} must be a number >= 0 or null")
+        new[key] = float(value)
+    with _lock:
+        _settings.update(new)
+        return dict(_settings)
+
+
+def clear() -> None:
+    with _lock:
+        _settings.update(latency_ms=0.0, stream_mib_per_s=0.0)
+
+
+def _transfer_seconds(size: int, rate_mib_per_s: float) -> float:
+    return size / (rate_mib_per_s * MIB) if rate_mib_per_s > 0 and size > 0 else 0.0
+
+
+def is_ecr_call(environ: dict[str, Any]) -> bool:
+    # ECR speaks AWS JSON 1.1: the operation travels in X-Amz-Target.
+    return str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("AmazonEC2ContainerRegistry_V20150921.")
+
+
+def before_call(environ: dict[str, Any]) -> None:
+    """Wait out one round trip and the sending of the request body."""
+    settings = get()
+    if not settings["latency_ms"] and not settings["stream_mib_per_s"]:
+        return
+    try:
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        size = 0
+    time.sleep(settings["latency_ms"] / 1000 + _transfer_seconds(size, settings["stream_mib_per_s"]))
+
+
+def paced(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """A download: one round trip before the first byte, then each chunk at
+    the stream rate."""
+    settings = get()
+    if settings["latency_ms"]:
+        time.sleep(settings["latency_ms"] / 1000)
+    rate = settings["stream_mib_per_s"]
+    for chunk in chunks:
+        if rate:
+            time.sleep(_transfer_seconds(len(chunk), rate))
+        yield chunk
+
+
+def install() -> None:
+    from . import store
+
+    store.on_reset(clear)
