@@ -1082,9 +1082,7 @@ fn main() -> Result<(), Error> {
 }
 
 async fn bench(settings: Settings) -> Result<(), Error> {
-    let local = LocalAws::from_env().map_err(|e| {
-        format!("{e}: start the local AWS first: eval \"$(infra/local-aws/start)\"")
-    })?;
+    let local = LocalAws::from_env()?;
     local
         .control("GET", "/_localaws/health", None)
         .map_err(|e| format!("local AWS at {} not answering: {e}", local.endpoint()))?;

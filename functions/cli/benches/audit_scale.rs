@@ -13,7 +13,8 @@
 //! The images are one shared config and layer per repository with a distinct annotation per
 //! manifest, so each is its own digest and a push is one `PutImage`. Replication is the test
 //! bed's (flushed, not waited for). `--drift N` then removes N images from one destination and
-//! untags N in another, so the audit has something to find (and must find exactly that).
+//! leaves N others untagged in another, so the audit has something to find (and must find
+//! exactly that: N missing, N tag lost).
 //!
 //! Output: a table on stdout and one JSON line starting `{"bench":"audit_scale"`.
 
@@ -77,9 +78,7 @@ fn main() -> Result<(), Error> {
 }
 
 async fn bench(s: Settings) -> Result<(), Error> {
-    let aws = LocalAws::from_env().map_err(|e| {
-        format!("{e}: start the local AWS first: eval \"$(infra/local-aws/start)\"")
-    })?;
+    let aws = LocalAws::from_env()?;
     let source = unique_account();
     let partner = unique_account();
     let mut destinations: Vec<Destination> = SAME_ACCOUNT_REGIONS
@@ -200,6 +199,7 @@ async fn bench(s: Settings) -> Result<(), Error> {
     let total_calls: u64 = calls.values().sum();
 
     let mut found = 0u64;
+    let mut found_by_kind: BTreeMap<String, u64> = BTreeMap::new();
     println!(
         "\naudit_scale: {images} images in {} repositories, 3 destinations (2 Regions of the \
          source account, 1 other account); local AWS {}\n",
@@ -210,6 +210,11 @@ async fn bench(s: Settings) -> Result<(), Error> {
     println!("|---|---|---|");
     for d in report["destinations"].as_array().into_iter().flatten() {
         let findings = d["findings"].as_array().map_or(0, Vec::len) as u64;
+        for finding in d["findings"].as_array().into_iter().flatten() {
+            *found_by_kind
+                .entry(finding["kind"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
+        }
         found += findings;
         let destination = &d["destination"];
         println!(
@@ -235,6 +240,14 @@ async fn bench(s: Settings) -> Result<(), Error> {
         images * 4
     );
     println!(
+        "findings: {found} ({})",
+        found_by_kind
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
         "{}",
         json!({
             "bench": "audit_scale",
@@ -246,29 +259,34 @@ async fn bench(s: Settings) -> Result<(), Error> {
             "exit": output.status.code(),
             "ecr_calls": total_calls,
             "calls": calls,
-            "findings": found,
+            "findings": found_by_kind,
             "expected_findings": expected_findings,
         })
     );
-    if found != expected_findings {
-        return Err(
-            format!("the audit found {found} findings, {expected_findings} were made").into(),
-        );
+    if found_by_kind != expected_findings {
+        return Err(format!(
+            "the audit found {found} findings ({found_by_kind:?}), {expected_findings:?} were made"
+        )
+        .into());
     }
     Ok(())
 }
 
-/// Removes `n` images of the first repository from the first destination and the tags of `n`
-/// others from the second; returns the findings that must follow (one per image each).
+/// Removes `n` images of the first repository from the first destination and leaves `n` others
+/// untagged in the second; returns the findings that must follow (one per image each).
 async fn drift(
     aws: &LocalAws,
     source: &str,
     destinations: &[Destination],
     repositories: &[String],
     n: usize,
-) -> Result<u64, Error> {
+) -> Result<BTreeMap<String, u64>, Error> {
     if n == 0 {
-        return Ok(0);
+        return Ok(BTreeMap::new());
+    }
+    if n > 100 {
+        // One BatchDeleteImage / BatchGetImage call each: at most 100 image ids.
+        return Err(format!("--drift {n}: at most 100").into());
     }
     let repository = &repositories[0];
     let images = aws
@@ -293,38 +311,59 @@ async fn drift(
         )
         .into());
     }
-    let delete = |d: &Destination, ids: Vec<ImageIdentifier>| {
-        let (aws, d, repository) = (aws.clone(), d.clone(), repository.clone());
-        async move {
-            aws.ecr(d.registry_id.as_str(), d.region.as_str())
-                .await
-                .batch_delete_image()
-                .repository_name(repository)
-                .set_image_ids(Some(ids))
-                .send()
-                .await
-        }
-    };
+    // Deleting by digest removes the image. Deleting by tag would too (ECR deletes an image
+    // with its last tag), so a tag lost is made as ECR makes it: the image put again untagged.
     let by_digest = |d: &&aws_sdk_ecr::types::ImageDetail| {
         ImageIdentifier::builder()
             .image_digest(d.image_digest().unwrap_or_default())
             .build()
     };
-    let by_tag = |d: &&aws_sdk_ecr::types::ImageDetail| {
-        ImageIdentifier::builder()
-            .image_tag(d.image_tags()[0].clone())
-            .build()
-    };
-    // Deleting by digest removes the image; deleting by tag only untags it.
-    delete(
-        &destinations[0],
-        tagged[..n].iter().map(by_digest).collect(),
-    )
-    .await?;
-    delete(
-        &destinations[1],
-        tagged[n..2 * n].iter().map(by_tag).collect(),
-    )
-    .await?;
-    Ok(2 * n as u64)
+    for (destination, images) in [
+        (&destinations[0], &tagged[..n]),
+        (&destinations[1], &tagged[n..2 * n]),
+    ] {
+        aws.ecr(
+            destination.registry_id.as_str(),
+            destination.region.as_str(),
+        )
+        .await
+        .batch_delete_image()
+        .repository_name(repository)
+        .set_image_ids(Some(images.iter().map(by_digest).collect()))
+        .send()
+        .await?;
+    }
+    let untagged = aws
+        .ecr(source, SOURCE_REGION)
+        .await
+        .batch_get_image()
+        .repository_name(repository)
+        .set_image_ids(Some(tagged[n..2 * n].iter().map(by_digest).collect()))
+        .send()
+        .await?;
+    let ecr = aws
+        .ecr(
+            destinations[1].registry_id.as_str(),
+            destinations[1].region.as_str(),
+        )
+        .await;
+    for image in untagged.images() {
+        ecr.put_image()
+            .repository_name(repository)
+            .image_manifest(image.image_manifest().unwrap_or_default())
+            .image_manifest_media_type(MANIFEST_MEDIA_TYPE)
+            .send()
+            .await?;
+    }
+    if untagged.images().len() != n {
+        return Err(format!(
+            "{} of {n} images read back from the source",
+            untagged.images().len()
+        )
+        .into());
+    }
+    Ok(BTreeMap::from([
+        ("missing".to_owned(), n as u64),
+        ("tag-lost".to_owned(), n as u64),
+    ]))
 }
