@@ -734,106 +734,15 @@ mod tests {
         }
     }
 
-    /// The in-memory ECR with blob transfers that take a while, counting how many overlap.
-    struct SlowTransfers<'a> {
-        ecr: &'a InMemoryEcr,
-        in_flight: std::sync::atomic::AtomicUsize,
-        most_at_once: std::sync::atomic::AtomicUsize,
-    }
-
-    impl<'a> SlowTransfers<'a> {
-        fn new(ecr: &'a InMemoryEcr) -> Self {
-            Self {
-                ecr,
-                in_flight: 0.into(),
-                most_at_once: 0.into(),
-            }
-        }
-    }
-
-    impl CopyRegistry for SlowTransfers<'_> {
-        async fn image(
-            &self,
-            registry: &Destination,
-            repository: &RepositoryName,
-            digest: &Digest,
-        ) -> Result<Option<crate::backfill::inventory::ImageRecord>, RegistryError> {
-            self.ecr.image(registry, repository, digest).await
-        }
-
-        async fn manifest(
-            &self,
-            registry: &Destination,
-            repository: &RepositoryName,
-            digest: &Digest,
-        ) -> Result<ManifestBytes, RegistryError> {
-            self.ecr.manifest(registry, repository, digest).await
-        }
-
-        async fn missing_blobs(
-            &self,
-            registry: &Destination,
-            repository: &RepositoryName,
-            blobs: &[Digest],
-        ) -> Result<Vec<Digest>, RegistryError> {
-            self.ecr.missing_blobs(registry, repository, blobs).await
-        }
-
-        async fn transfer_blob(
-            &self,
-            source: &Destination,
-            source_repository: &RepositoryName,
-            destination: &Destination,
-            destination_repository: &RepositoryName,
-            blob: &Digest,
-        ) -> Result<u64, RegistryError> {
-            use std::sync::atomic::Ordering::SeqCst;
-            let now = self.in_flight.fetch_add(1, SeqCst) + 1;
-            self.most_at_once.fetch_max(now, SeqCst);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let result = self
-                .ecr
-                .transfer_blob(
-                    source,
-                    source_repository,
-                    destination,
-                    destination_repository,
-                    blob,
-                )
-                .await;
-            self.in_flight.fetch_sub(1, SeqCst);
-            result
-        }
-
-        async fn put_manifest(
-            &self,
-            registry: &Destination,
-            repository: &RepositoryName,
-            manifest: &ManifestBytes,
-            digest: &Digest,
-            tag: Option<&str>,
-        ) -> Result<PutOutcome, RegistryError> {
-            self.ecr
-                .put_manifest(registry, repository, manifest, digest, tag)
-                .await
-        }
-    }
-
     #[tokio::test]
     async fn the_layers_of_one_image_travel_a_few_at_a_time() {
-        let (ecr, claims) = fixture();
         let layers: [&[u8]; 5] = [b"base", b"runtime", b"deps", b"app", b"assets"];
-        let digest = ecr.push_image(&source(), &repo("team-a/web"), &["v1"], &layers);
+        // A fresh in-memory ECR for each setting: it keeps its peak for its lifetime.
         for (blob_concurrency, expected) in [(3, 3), (1, 1)] {
-            let target_repository = repo(&format!("team-a/web-{blob_concurrency}"));
-            ecr.create_repository_with(
-                &target(),
-                &target_repository,
-                InMemoryEcr::default_settings(),
-            );
-            let slow = SlowTransfers::new(&ecr);
+            let (ecr, claims) = fixture();
+            let digest = ecr.push_image(&source(), &repo("team-a/web"), &["v1"], &layers);
             let context = CopyContext {
-                registry: &slow,
+                registry: &ecr,
                 claims: &claims,
                 sleeper: &BriefSleeper,
                 options: CopyOptions {
@@ -841,20 +750,18 @@ mod tests {
                     ..CopyOptions::default()
                 },
             };
-            let copy = CopyJob {
-                destination_repository: target_repository.clone(),
-                ..job(&digest, &["v1"])
-            };
-            let report = copy_image(&context, &copy).await.expect("copies");
+            let report = copy_image(&context, &job(&digest, &["v1"]))
+                .await
+                .expect("copies");
 
             assert_eq!(report.blobs_uploaded, 6, "config and five layers");
             assert_eq!(
-                slow.most_at_once.load(std::sync::atomic::Ordering::SeqCst),
+                ecr.most_transfers_at_once(),
                 expected,
                 "blob_concurrency {blob_concurrency}"
             );
             assert_eq!(
-                ecr.tags_of(&target(), &target_repository, &digest),
+                ecr.tags_of(&target(), &repo("team-a/web"), &digest),
                 Some(vec!["v1".to_owned()])
             );
         }

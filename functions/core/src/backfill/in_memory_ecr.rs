@@ -8,9 +8,9 @@
 //! - `PutImage` checks the manifest hashes to the digest given;
 //! - an immutable tag on another image answers [`PutOutcome::TagImmutable`].
 //!
-//! Every operation is counted, blob transfers per (registry, repository, blob), and the next
-//! call of an operation can be made to fail, so tests assert what a copy costs and how it
-//! recovers.
+//! Every operation is counted, blob transfers per (registry, repository, blob) and how many
+//! were under way at once, and the next call of an operation can be made to fail, so tests
+//! assert what a copy costs and how it recovers.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -65,6 +65,9 @@ struct Registry {
 struct State {
     registries: BTreeMap<Destination, Registry>,
     pushes: i64,
+    /// Blob transfers between their start and their end, and the most there ever were.
+    transfers_in_flight: usize,
+    most_transfers_at_once: usize,
 }
 
 /// See the module documentation.
@@ -381,6 +384,11 @@ impl InMemoryEcr {
             .unwrap_or(0)
     }
 
+    /// The most blob transfers that were ever under way at once.
+    pub fn most_transfers_at_once(&self) -> usize {
+        lock(&self.state).most_transfers_at_once
+    }
+
     pub fn calls(&self, operation: &str) -> usize {
         lock(&self.calls).get(operation).copied().unwrap_or(0)
     }
@@ -605,11 +613,15 @@ impl CopyRegistry for InMemoryEcr {
                     )
                 })?;
             *repo.transfers.entry(blob.clone()).or_default() += 1;
+            state.transfers_in_flight += 1;
+            state.most_transfers_at_once =
+                state.most_transfers_at_once.max(state.transfers_in_flight);
             size
         };
         // The bytes take time to cross: other copies run meanwhile, as they would.
         yield_now().await;
         let mut state = lock(&self.state);
+        state.transfers_in_flight -= 1;
         let repo = state
             .registries
             .get_mut(destination)
