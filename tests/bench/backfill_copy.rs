@@ -50,7 +50,7 @@
 //!
 //! Output: a table on stdout and one JSON line starting `{"bench":"backfill_copy"`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -283,7 +283,6 @@ fn generate_bytes(seed: u64, len: usize) -> Vec<u8> {
 #[derive(Debug, Clone)]
 struct BlobSpec {
     digest: String,
-    size: u64,
     bytes: Arc<Vec<u8>>,
 }
 
@@ -291,9 +290,12 @@ impl BlobSpec {
     fn new(bytes: Vec<u8>) -> Self {
         Self {
             digest: sha256_digest(&bytes),
-            size: bytes.len() as u64,
             bytes: Arc::new(bytes),
         }
+    }
+
+    fn size(&self) -> u64 {
+        self.bytes.len() as u64
     }
 }
 
@@ -310,9 +312,9 @@ fn manifest_of(config: &BlobSpec, layers: &[&BlobSpec]) -> String {
     json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
-        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config.digest, "size": config.size},
+        "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config.digest, "size": config.size()},
         "layers": layers.iter().map(|l| json!({
-            "mediaType": LAYER_MEDIA_TYPE, "digest": l.digest, "size": l.size
+            "mediaType": LAYER_MEDIA_TYPE, "digest": l.digest, "size": l.size()
         })).collect::<Vec<_>>(),
     })
     .to_string()
@@ -462,22 +464,13 @@ impl DataSet {
         out
     }
 
-    /// Bytes a destination needs: each distinct blob once per repository.
-    fn unique_bytes(&self) -> u64 {
-        self.blobs_per_repository()
-            .values()
-            .flat_map(|b| b.values())
-            .map(|b| b.size)
-            .sum()
-    }
-
     /// Bytes of every blob of every image, shared ones counted each time.
     fn referenced_bytes(&self) -> u64 {
         self.images
             .iter()
             .flat_map(|i| &i.manifests)
             .flat_map(|m| &m.blobs)
-            .map(|b| b.size)
+            .map(BlobSpec::size)
             .sum()
     }
 
@@ -676,15 +669,23 @@ fn round(value: f64, digits: i32) -> f64 {
     (value * scale).round() / scale
 }
 
-/// The test bed's counters for `account`: (bytes of uploads per `layer_uploads`, bytes of
-/// parts, completed uploads, refused uploads, calls, calls by operation).
-#[allow(clippy::type_complexity)]
-fn uploads_of(
+/// What the test bed counted for one account in one Region.
+struct Counters {
+    /// Completed uploads' bytes plus the size of each upload refused as already there.
+    uploaded_bytes: u64,
+    /// Every byte `UploadLayerPart` accepted.
+    part_bytes: u64,
+    completed_uploads: u64,
+    refused_uploads: u64,
+    calls_by_operation: BTreeMap<String, u64>,
+}
+
+fn counters_of(
     local: &LocalAws,
     account: &str,
     region: &str,
     sizes: &BTreeMap<String, u64>,
-) -> Result<(u64, u64, u64, u64, u64, BTreeMap<String, u64>), Error> {
+) -> Result<Counters, Error> {
     let calls = local.control(
         "GET",
         &format!("/_localaws/calls?account={account}&region={region}"),
@@ -715,14 +716,13 @@ fn uploads_of(
             *by_operation.entry(op.to_owned()).or_insert(0) += count;
         }
     }
-    Ok((
-        bytes,
-        parts,
-        completed,
-        refused,
-        by_operation.values().sum(),
-        by_operation,
-    ))
+    Ok(Counters {
+        uploaded_bytes: bytes,
+        part_bytes: parts,
+        completed_uploads: completed,
+        refused_uploads: refused,
+        calls_by_operation: by_operation,
+    })
 }
 
 /// Checks that every image of the set is in `destination` with its tag and digest, every
@@ -957,7 +957,7 @@ async fn run_once(
         Mode::Concurrent(c) => (
             format!(
                 "execute_copies, concurrency {c}x{}",
-                CopyOptions::default().blob_concurrency
+                context.options.blob_concurrency
             ),
             "concurrent",
             c,
@@ -1001,11 +1001,10 @@ async fn run_once(
     let server_cpu = server_before.and_then(|b| Some(cpu_seconds(server?)? - b));
     let load_after = load_average();
 
-    let (uploaded_bytes, part_bytes, completed_uploads, refused_uploads, dest_calls, mut by_op) =
-        uploads_of(local, &destination_account, DESTINATION_REGION, sizes)?;
-    let (_, _, _, _, source_calls, source_ops) =
-        uploads_of(local, source_account, SOURCE_REGION, sizes)?;
-    for (op, count) in source_ops {
+    let counted = counters_of(local, &destination_account, DESTINATION_REGION, sizes)?;
+    let mut by_op = counted.calls_by_operation;
+    for (op, count) in counters_of(local, source_account, SOURCE_REGION, sizes)?.calls_by_operation
+    {
         *by_op.entry(op).or_insert(0) += count;
     }
     if failed == 0 {
@@ -1024,12 +1023,12 @@ async fn run_once(
         seconds,
         images: jobs.len(),
         failed,
-        uploaded_bytes,
-        part_bytes,
-        completed_uploads,
-        refused_uploads,
+        uploaded_bytes: counted.uploaded_bytes,
+        part_bytes: counted.part_bytes,
+        completed_uploads: counted.completed_uploads,
+        refused_uploads: counted.refused_uploads,
         reported_bytes,
-        ecr_calls: dest_calls + source_calls,
+        ecr_calls: by_op.values().sum(),
         calls_by_operation: by_op,
         server_cpu,
         bench_cpu,
@@ -1097,16 +1096,20 @@ async fn bench(settings: Settings) -> Result<(), Error> {
 
     let generated = Instant::now();
     let set = DataSet::generate(&settings);
-    let unique = set.unique_bytes();
-    let referenced = set.referenced_bytes();
-    let sizes: BTreeMap<String, u64> = set
-        .blobs_per_repository()
+    let needed = set.blobs_per_repository();
+    // What a destination needs: each distinct blob once per repository.
+    let unique: u64 = needed
+        .values()
+        .flat_map(|b| b.values())
+        .map(BlobSpec::size)
+        .sum();
+    let blobs_needed: usize = needed.values().map(|b| b.len()).sum();
+    let sizes: BTreeMap<String, u64> = needed
         .into_values()
         .flat_map(|b| b.into_values())
-        .map(|b| (b.digest, b.size))
+        .map(|b| (b.digest.clone(), b.size()))
         .collect();
-    let distinct_blobs: BTreeSet<&String> = sizes.keys().collect();
-    let blobs_needed: usize = set.blobs_per_repository().values().map(|b| b.len()).sum();
+    let referenced = set.referenced_bytes();
     let source_account = testbed::unique_account();
     push_set(&local, &source_account, &set).await?;
     let generation_seconds = generated.elapsed().as_secs_f64();
@@ -1118,7 +1121,7 @@ async fn bench(settings: Settings) -> Result<(), Error> {
         set.indexes(),
         set.manifests(),
         set.repositories.len(),
-        distinct_blobs.len(),
+        sizes.len(),
         unique as f64 / MIB as f64,
         referenced as f64 / MIB as f64,
     );

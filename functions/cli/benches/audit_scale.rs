@@ -198,7 +198,6 @@ async fn bench(s: Settings) -> Result<(), Error> {
     }
     let total_calls: u64 = calls.values().sum();
 
-    let mut found = 0u64;
     let mut found_by_kind: BTreeMap<String, u64> = BTreeMap::new();
     println!(
         "\naudit_scale: {images} images in {} repositories, 3 destinations (2 Regions of the \
@@ -215,7 +214,6 @@ async fn bench(s: Settings) -> Result<(), Error> {
                 .entry(finding["kind"].as_str().unwrap_or("?").to_owned())
                 .or_default() += 1;
         }
-        found += findings;
         let destination = &d["destination"];
         println!(
             "| {}/{} | {} | {findings} |",
@@ -224,14 +222,11 @@ async fn bench(s: Settings) -> Result<(), Error> {
             d["images"]
         );
     }
+    let found: u64 = found_by_kind.values().sum();
     println!(
         "\naudit: {seconds:.2} s, exit {:?}, {total_calls} ECR API calls: {}",
         output.status.code(),
-        calls
-            .iter()
-            .map(|(op, n)| format!("{op} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        counts(&calls)
     );
     let describe_images = calls.get("DescribeImages").copied().unwrap_or(0);
     println!(
@@ -239,14 +234,7 @@ async fn bench(s: Settings) -> Result<(), Error> {
         describe_images as f64 / (images * 4) as f64,
         images * 4
     );
-    println!(
-        "findings: {found} ({})",
-        found_by_kind
-            .iter()
-            .map(|(kind, n)| format!("{kind} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    println!("findings: {found} ({})", counts(&found_by_kind));
     println!(
         "{}",
         json!({
@@ -270,6 +258,15 @@ async fn bench(s: Settings) -> Result<(), Error> {
         .into());
     }
     Ok(())
+}
+
+/// `name n, name n, ...`
+fn counts(counted: &BTreeMap<String, u64>) -> String {
+    counted
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Removes `n` images of the first repository from the first destination and leaves `n` others
