@@ -115,19 +115,19 @@ async fn statuses_follow_replication_per_destination() {
     // Tags in the cross-account destination, read through the reader role.
     let tags = s
         .registry
-        .tags_in_destination(&cross, &s.image.repository, &s.image.digest)
+        .image_tags(&cross, &s.image.repository, &s.image.digest)
         .await
         .expect("tags");
     assert_eq!(tags, Some(vec!["v1".to_owned()]));
     let absent = s
         .registry
-        .tags_in_destination(&cross, &second.repository, &second.digest)
+        .image_tags(&cross, &second.repository, &second.digest)
         .await
         .expect("tags of an image not there yet");
     assert_eq!(absent, None);
     let no_repository = s
         .registry
-        .tags_in_destination(
+        .image_tags(
             &cross,
             &RepositoryName::parse("svc/none").expect("name"),
             &s.image.digest,
@@ -218,7 +218,7 @@ async fn another_account_without_a_reader_role_is_a_clear_error() {
         None,
     );
     let error = registry
-        .tags_in_destination(
+        .image_tags(
             &destination("eu-west-1", &s.other),
             &s.image.repository,
             &s.image.digest,

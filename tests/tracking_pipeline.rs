@@ -129,7 +129,7 @@ impl Run {
     }
 
     async fn sweep(&mut self, tracking: &AwsTracking<Arc<OffsetClock>>) {
-        let summary = tracking.run_sweep().await.expect("sweep");
+        let summary = tracking.run_sweep(None).await.expect("sweep");
         assert_eq!(summary.unconfirmed_images, 0);
         self.alerts.extend(summary.alerts.iter().cloned());
         self.emf.extend(summary.emf.iter().cloned());

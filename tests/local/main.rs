@@ -112,7 +112,7 @@ async fn run() -> Result<bool, Error> {
             .iter()
             .flat_map(|b| b.alerts.iter().cloned())
             .collect();
-        let summary = tracking.run_sweep().await?;
+        let summary = tracking.run_sweep(None).await?;
         fired.extend(summary.alerts.iter().cloned());
         for alert in &fired {
             println!(

@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_eventbridge::types::Target;
 use replwatch_core::registry::Registry;
-use replwatch_core::{Clock, Destination, ExpectationStore};
+use replwatch_core::store::RulesRecord;
+use replwatch_core::{AlertOutbox, Clock, Destination, ExpectationStore};
 use replwatch_runtime::Tracking;
 use replwatch_runtime::batch::BatchOutcome;
 use replwatch_runtime::services::{self, AwsTracking};
@@ -313,7 +314,7 @@ impl LocalDeployment {
     /// Delivers everything waiting on the push and replication queues to the functions, in
     /// batches of up to ten as the SQS event source does, deleting what they acknowledged.
     /// `copies` decides, per message, whether it is lost, delivered, or delivered twice.
-    pub async fn pump<S: ExpectationStore, R: Registry, C: Clock>(
+    pub async fn pump<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock>(
         &self,
         tracking: &Tracking<S, R, C>,
         copies: &mut dyn FnMut(&QueuedMessage) -> Copies,

@@ -10,8 +10,8 @@
 //!   not set yet, so exactly one invocation learns the run is complete. A redelivered job tries
 //!   again, so an invocation that died between its count and this write does not leave the
 //!   run open forever;
-//! - the last replication configuration a plan saw per source registry: `pk` =
-//!   `CONFIG#<region>#<account>`, `sk` = `CONFIG`.
+//! - the last replication configuration a plan saw per source registry, in the registry's
+//!   one rules record ([`crate::rules_record`]).
 //!
 //! Runs and jobs expire through the table's TTL ([`RUN_RETENTION_DAYS`] after creation).
 
@@ -53,16 +53,6 @@ impl DynamoRunStore {
         HashMap::from([
             ("pk".to_owned(), AttributeValue::S(format!("RUN#{run_id}"))),
             ("sk".to_owned(), AttributeValue::S("RUN".to_owned())),
-        ])
-    }
-
-    fn config_key(source: &Destination) -> Item {
-        HashMap::from([
-            (
-                "pk".to_owned(),
-                AttributeValue::S(format!("CONFIG#{}#{}", source.region, source.registry_id)),
-            ),
-            ("sk".to_owned(), AttributeValue::S("CONFIG".to_owned())),
         ])
     }
 
@@ -280,7 +270,7 @@ impl BackfillRunStore for DynamoRunStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(Self::config_key(source)))
+            .set_key(Some(crate::rules_record::key(source)))
             .consistent_read(true)
             .send()
             .await
@@ -306,15 +296,17 @@ impl BackfillRunStore for DynamoRunStore {
             id: format!("CONFIG#{source}"),
             message: e.to_string(),
         })?;
-        let mut item = Self::config_key(source);
-        item.insert("configuration".to_owned(), AttributeValue::S(json));
+        // UpdateItem, not PutItem: the tracking functions keep their view of the rules in
+        // the same item.
         self.client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_key(Some(crate::rules_record::key(source)))
+            .update_expression("SET configuration = :configuration")
+            .expression_attribute_values(":configuration", AttributeValue::S(json))
             .send()
             .await
-            .map_err(|e| backend("PutItem", e))?;
+            .map_err(|e| backend("UpdateItem", e))?;
         Ok(())
     }
 }

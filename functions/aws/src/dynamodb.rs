@@ -9,7 +9,9 @@
 //!   are spread over [`DUE_SHARDS`] partitions so a burst of pushes does not make one hot key;
 //! - `expires_at` (epoch seconds) for the table's TTL;
 //! - `version` for conditional writes: a write succeeds only if the version read is still the
-//!   stored one, which is what lets any number of handler copies run at once.
+//!   stored one, which is what lets any number of handler copies run at once;
+//! - a write that raises alerts is one transaction with their pending records
+//!   ([`crate::alert_outbox`]), so an alert is stored exactly when its state change is.
 //!
 //! Timestamps are RFC 3339 with nine fractional digits, fixed width, so their string order is
 //! their time order in the index.
@@ -18,11 +20,13 @@ use std::collections::{BTreeSet, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, SecondsFormat, Utc};
 use replwatch_core::model::{
     AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
 };
+use replwatch_core::outbox::PendingAlert;
 use replwatch_core::store::{ExpectationStore, OpenCount, StoreError, count_open};
 use replwatch_core::tracking::{AlertKind, ExpectationState, ReplicationExpectation};
 
@@ -53,6 +57,10 @@ impl DynamoExpectationStore {
 
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     async fn query_all(
@@ -101,29 +109,87 @@ impl ExpectationStore for DynamoExpectationStore {
         output.item.as_ref().map(from_item).transpose()
     }
 
-    async fn save(&self, record: &ReplicationExpectation) -> Result<u64, StoreError> {
+    async fn save(
+        &self,
+        record: &ReplicationExpectation,
+        raised: &[PendingAlert],
+    ) -> Result<u64, StoreError> {
         let next = record.version + 1;
-        let mut request = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(to_item(record, next)));
-        request = if record.version == 0 {
-            request.condition_expression("attribute_not_exists(pk)")
+        let (condition, read) = if record.version == 0 {
+            ("attribute_not_exists(pk)", None)
         } else {
-            request
-                .condition_expression("#version = :read")
-                .expression_attribute_names("#version", "version")
-                .expression_attribute_values(":read", number(record.version))
+            ("#version = :read", Some(number(record.version)))
         };
-        match request.send().await {
-            Ok(_) => Ok(next),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Err(StoreError::Conflict {
-                    key: Box::new(record.key.clone()),
-                })
+        let conflict = || StoreError::Conflict {
+            key: Box::new(record.key.clone()),
+        };
+        if raised.is_empty() {
+            // The common case: one conditional PutItem.
+            let mut request = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(to_item(record, next)))
+                .condition_expression(condition);
+            if let Some(read) = read {
+                request = request
+                    .expression_attribute_names("#version", "version")
+                    .expression_attribute_values(":read", read);
             }
-            Err(e) => Err(backend("PutItem", e)),
+            return match request.send().await {
+                Ok(_) => Ok(next),
+                Err(SdkError::ServiceError(e))
+                    if e.err().is_conditional_check_failed_exception() =>
+                {
+                    Err(conflict())
+                }
+                Err(e) => Err(backend("PutItem", e)),
+            };
+        }
+        // A change that raises alerts writes them in the same transaction: both or neither.
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(to_item(record, next)))
+            .condition_expression(condition);
+        if let Some(read) = read {
+            put = put
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":read", read);
+        }
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .put(
+                    put.build()
+                        .map_err(|e| request_error("TransactWriteItems", e))?,
+                )
+                .build(),
+        ];
+        for pending in raised {
+            items.push(
+                TransactWriteItem::builder()
+                    .put(crate::alert_outbox::put(&self.table, pending)?)
+                    .build(),
+            );
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(next),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    TransactWriteItemsError::TransactionCanceledException(c)
+                        if c.cancellation_reasons().first().and_then(|r| r.code())
+                            == Some("ConditionalCheckFailed")
+                ) =>
+            {
+                Err(conflict())
+            }
+            Err(e) => Err(backend("TransactWriteItems", e)),
         }
     }
 
@@ -227,11 +293,11 @@ fn shard_name(shard: u32) -> String {
     format!("DUE#{shard}")
 }
 
-fn timestamp(at: DateTime<Utc>) -> String {
+pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
-fn number(n: u64) -> AttributeValue {
+pub(crate) fn number(n: u64) -> AttributeValue {
     AttributeValue::N(n.to_string())
 }
 
@@ -260,6 +326,9 @@ fn to_item(record: &ReplicationExpectation, version: u64) -> Item {
     }
     if let Some(code) = &record.failure_code {
         text("failure_code", code.clone());
+    }
+    if let Some(holder) = &record.tag_held_by {
+        text("tag_held_by", holder.to_string());
     }
     for (name, value) in [
         ("pushed_at", record.pushed_at),
@@ -388,6 +457,10 @@ fn from_item(item: &Item) -> Result<ReplicationExpectation, StoreError> {
         deadline: time("deadline")?,
         arrived_at: time("arrived_at")?,
         failure_code: text("failure_code")?.map(str::to_owned),
+        tag_held_by: text("tag_held_by")?
+            .map(Digest::parse)
+            .transpose()
+            .map_err(invalid)?,
         closed_at: time("closed_at")?,
         overdue_since: time("overdue_since")?,
         last_checked_at: time("last_checked_at")?,

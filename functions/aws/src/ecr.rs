@@ -9,7 +9,8 @@
 
 use aws_config::SdkConfig;
 use aws_sdk_ecr::Client;
-use aws_sdk_ecr::types::{ImageIdentifier, ReplicationStatus};
+use aws_sdk_ecr::types::{ImageDetail, ImageIdentifier, ReplicationStatus};
+use replwatch_core::backfill::inventory::TagMutability;
 use replwatch_core::model::{AccountId, Destination, Digest, Region, RepositoryName, SourceImage};
 use replwatch_core::registry::{
     DestinationReplication, ImageReplicationStatus, Registry, RegistryError,
@@ -18,6 +19,7 @@ use replwatch_core::rules::ReplicationConfiguration;
 
 pub use crate::ecr_clients::{CrossAccountAccess, EcrClients};
 use crate::ecr_clients::{invalid, is_not_found, registry_error};
+use crate::ecr_shapes::tag_mutability;
 
 /// [`Registry`] on ECR.
 pub struct EcrRegistry {
@@ -44,6 +46,30 @@ impl EcrRegistry {
 
     async fn client(&self, account: &AccountId, region: &Region) -> Result<Client, RegistryError> {
         self.clients.client(account, region).await
+    }
+
+    /// `DescribeImages` of one image in `registry`, or `None` when it (or its repository) is
+    /// not there.
+    async fn describe_image(
+        &self,
+        registry: &Destination,
+        repository: &RepositoryName,
+        image: ImageIdentifier,
+        resource: String,
+    ) -> Result<Option<ImageDetail>, RegistryError> {
+        let client = self.client(&registry.registry_id, &registry.region).await?;
+        let output = client
+            .describe_images()
+            .registry_id(registry.registry_id.as_str())
+            .repository_name(repository.as_str())
+            .image_ids(image)
+            .send()
+            .await;
+        match output {
+            Ok(output) => Ok(output.image_details().first().cloned()),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(registry_error("DescribeImages", resource, e)),
+        }
     }
 }
 
@@ -94,35 +120,74 @@ impl Registry for EcrRegistry {
         Ok(ImageReplicationStatus::Found(statuses))
     }
 
-    async fn tags_in_destination(
+    async fn image_tags(
         &self,
-        destination: &Destination,
+        registry: &Destination,
         repository: &RepositoryName,
         digest: &Digest,
     ) -> Result<Option<Vec<String>>, RegistryError> {
-        let resource = format!("{destination} {repository}@{digest}");
-        let client = self
-            .client(&destination.registry_id, &destination.region)
-            .await?;
+        let image = ImageIdentifier::builder()
+            .image_digest(digest.as_str())
+            .build();
+        let resource = format!("{registry} {repository}@{digest}");
+        Ok(self
+            .describe_image(registry, repository, image, resource)
+            .await?
+            .map(|d| d.image_tags().to_vec()))
+    }
+
+    async fn tagged_image(
+        &self,
+        registry: &Destination,
+        repository: &RepositoryName,
+        tag: &str,
+    ) -> Result<Option<Digest>, RegistryError> {
+        let image = ImageIdentifier::builder().image_tag(tag).build();
+        let resource = format!("{registry} {repository}:{tag}");
+        let Some(detail) = self
+            .describe_image(registry, repository, image, resource.clone())
+            .await?
+        else {
+            return Ok(None);
+        };
+        detail
+            .image_digest()
+            .map(|d| {
+                Digest::parse(d).map_err(|e| invalid("DescribeImages", resource, e.to_string()))
+            })
+            .transpose()
+    }
+
+    async fn tag_mutability(
+        &self,
+        registry: &Destination,
+        repository: &RepositoryName,
+    ) -> Result<Option<TagMutability>, RegistryError> {
+        let resource = format!("{registry} {repository}");
+        let client = self.client(&registry.registry_id, &registry.region).await?;
         let output = client
-            .describe_images()
-            .registry_id(destination.registry_id.as_str())
-            .repository_name(repository.as_str())
-            .image_ids(
-                ImageIdentifier::builder()
-                    .image_digest(digest.as_str())
-                    .build(),
-            )
+            .describe_repositories()
+            .registry_id(registry.registry_id.as_str())
+            .repository_names(repository.as_str())
             .send()
             .await;
-        match output {
-            Ok(output) => Ok(output
-                .image_details()
-                .first()
-                .map(|d| d.image_tags().to_vec())),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(registry_error("DescribeImages", resource, e)),
-        }
+        let output = match output {
+            Ok(output) => output,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(registry_error("DescribeRepositories", resource, e)),
+        };
+        Ok(output.repositories().first().map(|r| {
+            tag_mutability(
+                r.image_tag_mutability(),
+                r.image_tag_mutability_exclusion_filters(),
+            )
+            .unwrap_or_else(|unknown| {
+                // A mode newer than this build: not known to be immutable, so a missing tag
+                // there is never called lost (a false alert is worse than a late fix).
+                tracing::warn!(repository = %resource, %unknown, "tag mutability read as mutable");
+                TagMutability::Mutable
+            })
+        }))
     }
 
     async fn replication_configuration(

@@ -1,5 +1,8 @@
 //! AWS adapters of replwatch: the implementations of the core's ports on AWS services.
 //!
+//! - [`alert_outbox`]: alerts waiting for delivery, on the tracking table.
+//! - [`rules_record`]: each source registry's one rules record, shared by every container
+//!   and the backfill.
 //! - [`backfill_runs`]: backfill runs and their job reports on the tracking table.
 //! - [`blob_claims`]: the backfill's blob claims on the tracking table (conditional writes
 //!   with a lease), so concurrent copies upload a shared blob once.
@@ -23,6 +26,7 @@
 //! - [`slack`]: the notifier port on a Slack incoming webhook (Block Kit, retries).
 //! - [`webhook_secret`]: the Slack webhook URL read from Secrets Manager or SSM.
 
+pub mod alert_outbox;
 pub mod backfill_queue;
 pub mod backfill_runs;
 pub mod blob_claims;
@@ -41,6 +45,7 @@ pub mod ecr_rules;
 pub mod ecr_shapes;
 pub mod local;
 pub mod provisioning;
+pub mod rules_record;
 pub mod service_error;
 pub mod slack;
 pub mod sns;

@@ -522,9 +522,10 @@ fn single_blocks(notification: &Notification, alert: &Alert) -> Vec<Value> {
             "fields": fields,
         }),
         context(&format!(
-            "replwatch · severity *{}* · detected {}",
+            "replwatch · severity *{}* · detected {} · alert id `{}`",
             severity.as_str(),
-            alert.detected_at.to_rfc3339()
+            alert.detected_at.to_rfc3339(),
+            alert.id()
         )),
     ];
     if button.get("url").is_some() {
@@ -613,8 +614,8 @@ fn summary_blocks(notification: &Notification, summary: &AlertSummary) -> Vec<Va
     let (examples, _) = pack_lines(&example_lines, TEXT_MAX_CHARS, 2);
 
     // Whatever is left of the 50 blocks goes to the destinations: header, intro, divider,
-    // the examples, the closing context and a possible "more" line are already counted.
-    let reserved = blocks.len() + examples.len() + 2;
+    // the examples, the two closing contexts and a possible "more" line are already counted.
+    let reserved = blocks.len() + examples.len() + 3;
     let budget = MAX_BLOCKS.saturating_sub(reserved).max(1);
     let mut lines = vec!["*Per destination:*".to_owned()];
     lines.extend(destination_lines);
@@ -630,6 +631,11 @@ fn summary_blocks(notification: &Notification, summary: &AlertSummary) -> Vec<Va
         "replwatch · severity *{}* · {} alerts folded into one message",
         severity.as_str(),
         summary.total
+    )));
+    // The ids let a reader match the alerts folded here with ones seen one by one.
+    blocks.push(context(&crate::sns::truncate_chars(
+        &format!("alert ids: {}", summary.alert_ids.join(" ")),
+        TEXT_MAX_CHARS,
     )));
     blocks
 }

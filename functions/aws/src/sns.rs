@@ -54,6 +54,9 @@ pub const KIND_ATTRIBUTE: &str = "kind";
 pub const SEVERITY_ATTRIBUTE: &str = "severity";
 /// The attribute carrying [`Notification::destination_region`].
 pub const DESTINATION_REGION_ATTRIBUTE: &str = "destination_region";
+/// The attribute carrying [`Notification::id`]: the same on every delivery attempt, so a
+/// subscriber can drop a repeat.
+pub const ALERT_ID_ATTRIBUTE: &str = "alert_id";
 
 /// The longest message sent, in bytes: SNS takes at most 262,144 bytes, message attributes
 /// included, so 4 KiB are left for them and the subject.
@@ -152,6 +155,7 @@ impl Notifier for SnsNotifier {
                 DESTINATION_REGION_ATTRIBUTE,
                 string_attribute(&notification.destination_region())?,
             )
+            .message_attributes(ALERT_ID_ATTRIBUTE, string_attribute(&notification.id())?)
             .send()
             .await
             .map_err(|e| publish_error(&self.topic_arn, e))?;
@@ -161,6 +165,7 @@ impl Notifier for SnsNotifier {
             format = %self.format,
             kind = notification.kind(),
             severity = notification.severity().as_str(),
+            alert_id = %notification.id(),
             message_id = output.message_id().unwrap_or_default(),
             "alert published"
         );
@@ -255,7 +260,7 @@ fn chat_backfill(notification: &Notification, run: &BackfillRun) -> Value {
     json!({
         "version": "1.0",
         "source": "custom",
-        "id": stable_id("backfill", &run.id),
+        "id": notification.id(),
         "content": {
             "textType": "client-markdown",
             "title": truncate_chars(&title, CHAT_TITLE_MAX_CHARS),
@@ -327,6 +332,7 @@ fn chat_single(notification: &Notification, alert: &Alert) -> Value {
     };
     put("kind", alert.kind.as_str().to_owned());
     put("severity", severity.as_str().to_owned());
+    put("alertId", alert.id());
     put("repository", image.repository.to_string());
     if let Some(tag) = &alert.key.tag {
         put("tag", tag.clone());
@@ -354,7 +360,7 @@ fn chat_single(notification: &Notification, alert: &Alert) -> Value {
     json!({
         "version": "1.0",
         "source": "custom",
-        "id": stable_id("alert", &alert.dedup_key()),
+        "id": notification.id(),
         "content": {
             "textType": "client-markdown",
             "title": truncate_chars(&title, CHAT_TITLE_MAX_CHARS),
@@ -441,6 +447,13 @@ fn chat_summary(notification: &Notification, summary: &AlertSummary) -> Value {
     context.insert("severity".into(), Value::String(severity.as_str().into()));
     context.insert("total".into(), Value::String(summary.total.to_string()));
     context.insert(
+        "alertIds".into(),
+        Value::String(truncate_chars(
+            &summary.alert_ids.join(" "),
+            CHAT_CONTEXT_VALUE_MAX_CHARS,
+        )),
+    );
+    context.insert(
         "destinations".into(),
         Value::String(summary.by_destination.len().to_string()),
     );
@@ -471,10 +484,7 @@ fn chat_summary(notification: &Notification, summary: &AlertSummary) -> Value {
     json!({
         "version": "1.0",
         "source": "custom",
-        "id": stable_id(
-            "summary",
-            &format!("{}|{}|{:?}", summary.detected_at.to_rfc3339(), summary.total, summary.by_destination),
-        ),
+        "id": notification.id(),
         "content": {
             "textType": "client-markdown",
             "title": truncate_chars(&title, CHAT_TITLE_MAX_CHARS),

@@ -81,7 +81,9 @@ pub enum Command {
     /// arrive with other settings, each finding with a severity and the fix.
     ///
     /// Checks the source's rules (or a proposed --configuration) against ECR's limits and
-    /// partitions; for every destination the
+    /// partitions; that a CloudTrail trail covering the source Region is logging write
+    /// management events (without one, rule changes are noticed late and the rules-change
+    /// backfill does not run); for every destination the
     /// rules name: a cross-account registry's permissions policy (ecr:ReplicateImage and
     /// ecr:CreateRepository for the source account), the destination's own rules that expect
     /// chained replication (ECR never replicates a replicated image again), repository creation

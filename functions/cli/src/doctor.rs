@@ -1,8 +1,8 @@
-//! `replwatch doctor`: reads what the core's `doctor` checks need from the source registry and
-//! every destination its rules name, all destinations at once, and prints the findings worst
-//! first. A read that fails becomes a warning naming the AWS call, the registry and the error;
-//! it never stops the other checks. Exit 0 when nothing needs fixing, 1 otherwise, 2 when the
-//! source itself cannot be read.
+//! `replwatch doctor`: reads what the core's `doctor` checks need from the source registry, the
+//! source account's CloudTrail trails, and every destination its rules name, all at once, and
+//! prints the findings worst first. A read that fails becomes a warning naming the AWS call, the
+//! registry and the error; it never stops the other checks. Exit 0 when nothing needs fixing, 1
+//! otherwise, 2 when the source itself cannot be read.
 
 use aws_config::SdkConfig;
 use aws_config::sts::AssumeRoleProvider;
@@ -13,7 +13,9 @@ use replwatch_aws::ecr_clients::EcrClients;
 use replwatch_aws::ecr_rules::replication_configuration;
 use replwatch_aws::service_error::describe;
 use replwatch_core::doctor::{
-    CreationTemplate, DestinationFacts, DoctorReport, Fact, ForwardingRule, Severity, diagnose,
+    AdvancedEventSelector, BasicEventSelector, CloudTrailReadError, CreationTemplate,
+    DestinationFacts, DoctorReport, EventSelectors, Fact, FieldSelector, ForwardingRule, Severity,
+    Trail, Trails, diagnose,
 };
 use replwatch_core::model::Destination;
 use replwatch_core::registry::RegistryError;
@@ -57,8 +59,11 @@ pub async fn run(global: &GlobalOptions, args: &DoctorArgs) -> Result<Outcome, D
         .into_iter()
         .filter(|d| *d != source)
         .collect();
-    let facts = join_all(destinations.iter().map(|d| reader.facts(d))).await;
-    let report = diagnose(&source, &configuration, &facts);
+    let (trails, facts) = tokio::join!(
+        trails(&base, &source),
+        join_all(destinations.iter().map(|d| reader.facts(d)))
+    );
+    let report = diagnose(&source, &trails, &configuration, &facts);
     print_report(&report, global.output);
     Ok(if report.healthy() {
         Outcome::Clean
@@ -284,6 +289,119 @@ async fn creation_templates(
     }
 }
 
+/// The trails CloudTrail lists in the source account and Region, with each one's status and
+/// event selectors, for the core's `cloudtrail` check. `DescribeTrails` in a Region lists the
+/// trails created there and the shadow copies of multi-Region and organization trails created
+/// elsewhere; each trail's status and selectors are asked of its home Region, by ARN, since
+/// `GetTrailStatus` "returns trail status from a single Region" and a shadow trail's must be
+/// asked for by ARN (CloudTrail API reference).
+async fn trails(base: &SdkConfig, source: &Destination) -> Trails {
+    let listed = aws_sdk_cloudtrail::Client::new(base)
+        .describe_trails()
+        .include_shadow_trails(true)
+        .send()
+        .await
+        .map_err(|e| {
+            read_error(
+                "cloudtrail:DescribeTrails",
+                &format!("in {}", source.region),
+                &e,
+            )
+        })?;
+    let region = source.region.to_string();
+    Ok(join_all(
+        listed
+            .trail_list()
+            .iter()
+            .map(|summary| trail(base, summary, &region)),
+    )
+    .await)
+}
+
+async fn trail(
+    base: &SdkConfig,
+    summary: &aws_sdk_cloudtrail::types::Trail,
+    region: &str,
+) -> Trail {
+    let arn = summary.trail_arn().or(summary.name()).unwrap_or_default();
+    let name = summary.name().unwrap_or(arn).to_owned();
+    // A trail listed without its home Region can only be one of this Region's own.
+    let home_region = summary.home_region().unwrap_or(region).to_owned();
+    let home = base
+        .to_builder()
+        .region(aws_config::Region::new(home_region.clone()))
+        .build();
+    let cloudtrail = aws_sdk_cloudtrail::Client::new(&home);
+    let about = format!("trail {name} in {home_region}");
+    let (status, selectors) = tokio::join!(
+        cloudtrail.get_trail_status().name(arn).send(),
+        cloudtrail.get_event_selectors().trail_name(arn).send(),
+    );
+    let logging = match status {
+        Ok(status) => status.is_logging().ok_or_else(|| CloudTrailReadError {
+            action: "cloudtrail:GetTrailStatus".into(),
+            access_denied: false,
+            error: format!("cloudtrail:GetTrailStatus {about}: the answer has no IsLogging"),
+        }),
+        Err(e) => Err(read_error("cloudtrail:GetTrailStatus", &about, &e)),
+    };
+    let selectors = selectors
+        .map(|found| EventSelectors {
+            custom: summary.has_custom_event_selectors().unwrap_or(false),
+            basic: found
+                .event_selectors()
+                .iter()
+                .map(|s| BasicEventSelector {
+                    read_write_type: s.read_write_type().map(|t| t.as_str().to_owned()),
+                    include_management_events: s.include_management_events(),
+                    exclude_management_event_sources: s.exclude_management_event_sources().to_vec(),
+                })
+                .collect(),
+            advanced: found
+                .advanced_event_selectors()
+                .iter()
+                .map(|s| AdvancedEventSelector {
+                    name: s.name().map(str::to_owned),
+                    field_selectors: s
+                        .field_selectors()
+                        .iter()
+                        .map(|f| FieldSelector {
+                            field: f.field().to_owned(),
+                            equals: f.equals().to_vec(),
+                            starts_with: f.starts_with().to_vec(),
+                            ends_with: f.ends_with().to_vec(),
+                            not_equals: f.not_equals().to_vec(),
+                            not_starts_with: f.not_starts_with().to_vec(),
+                            not_ends_with: f.not_ends_with().to_vec(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .map_err(|e| read_error("cloudtrail:GetEventSelectors", &about, &e));
+    Trail {
+        name,
+        home_region,
+        multi_region: summary.is_multi_region_trail().unwrap_or(false),
+        logging,
+        selectors,
+    }
+}
+
+/// A failed CloudTrail call as the core reports it: a refusal (IAM's `AccessDeniedException`)
+/// names the permission to grant; anything else is worth another try.
+fn read_error<E: std::error::Error + ProvideErrorMetadata>(
+    action: &str,
+    about: &str,
+    error: &E,
+) -> CloudTrailReadError {
+    CloudTrailReadError {
+        action: action.to_owned(),
+        access_denied: error.code().is_some_and(|c| c.starts_with("AccessDenied")),
+        error: format!("{action} {about}: {}", describe(error)),
+    }
+}
+
 /// Whether an EventBridge pattern lets `ECR Replication Action` events from `aws.ecr` through:
 /// each of `source` and `detail-type`, when present, must list the value (exact-match patterns,
 /// which is what the forwarding stack writes).
@@ -371,5 +489,36 @@ mod tests {
             r#"{"source":["aws.ecr"],"detail-type":["ECR Image Action"]}"#
         ));
         assert!(!admits_replication_events("not json"));
+    }
+
+    #[test]
+    fn a_refused_cloudtrail_read_names_the_permission() {
+        use aws_sdk_cloudtrail::error::ErrorMetadata;
+        use aws_sdk_cloudtrail::operation::describe_trails::DescribeTrailsError;
+
+        let refused = DescribeTrailsError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .message(
+                    "User: arn:aws:iam::111111111111:user/ops is not authorized to perform: \
+                     cloudtrail:DescribeTrails",
+                )
+                .build(),
+        );
+        let error = read_error("cloudtrail:DescribeTrails", "in us-west-2", &refused);
+        assert!(error.access_denied);
+        assert_eq!(error.action, "cloudtrail:DescribeTrails");
+        assert!(
+            error.error.starts_with(
+                "cloudtrail:DescribeTrails in us-west-2: AccessDeniedException: User:"
+            ),
+            "{}",
+            error.error
+        );
+
+        let throttled = DescribeTrailsError::generic(
+            ErrorMetadata::builder().code("ThrottlingException").build(),
+        );
+        assert!(!read_error("cloudtrail:DescribeTrails", "in us-west-2", &throttled).access_denied);
     }
 }

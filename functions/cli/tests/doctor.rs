@@ -1,8 +1,14 @@
 //! `replwatch doctor` against the local AWS, through the real binary: one setup with every
-//! problem the doctor knows, one with none. The source replicates `team-a/` to a cross-account
-//! destination and to another Region of its own account.
+//! problem the doctor knows, one with none, and the CloudTrail trail in its states. The source
+//! replicates `team-a/` to a cross-account destination and to another Region of its own
+//! account.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, Output};
+use std::time::Duration;
+
+use aws_sdk_cloudtrail::types::{AdvancedEventSelector, AdvancedFieldSelector, EventSelector};
 
 use aws_sdk_ecr::types::RctAppliedFor;
 use replwatch_core::model::{AccountId, Destination, Region};
@@ -129,6 +135,53 @@ impl Setup {
             .await?;
         Ok(())
     }
+
+    /// A trail of the source account created in `home_region`, not yet logging, with CloudTrail's
+    /// default selectors. Its bucket is created first: moto, like CloudTrail, refuses a trail
+    /// whose bucket does not exist. The client answers in the trail's home Region.
+    async fn trail(
+        &self,
+        name: &str,
+        home_region: &str,
+        multi_region: bool,
+    ) -> Result<aws_sdk_cloudtrail::Client, Error> {
+        let bucket = format!("{name}-{}", self.source);
+        create_bucket(self.aws.endpoint(), &self.source, &bucket)?;
+        let cloudtrail =
+            aws_sdk_cloudtrail::Client::new(&self.aws.config(&self.source, home_region).await);
+        cloudtrail
+            .create_trail()
+            .name(name)
+            .s3_bucket_name(bucket)
+            .is_multi_region_trail(multi_region)
+            .send()
+            .await?;
+        Ok(cloudtrail)
+    }
+}
+
+/// S3 `CreateBucket` in `account`, as a plain request (the test bed reads the account from the
+/// access key id of the signature and checks no signature): the only S3 call the tests make,
+/// not worth building the S3 SDK for.
+fn create_bucket(endpoint: &str, account: &str, bucket: &str) -> Result<(), Error> {
+    let host = endpoint
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("not a plain HTTP endpoint: {endpoint}"))?;
+    let mut stream = TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nAuthorization: AWS4-HMAC-SHA256 \
+         Credential={account}/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, \
+         Signature=0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    if answer.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!("CreateBucket {bucket}: {answer}").into())
+    }
 }
 
 fn registry(region: &str, account: &str) -> Result<Destination, Error> {
@@ -238,6 +291,20 @@ async fn a_setup_with_every_problem_gets_every_finding_with_its_fix() -> Result<
     }
     assert!(forwarding.iter().any(|f| f.1 == same));
 
+    // No trail in the source account: the rules-change event never comes.
+    let trail = findings(&report, "cloudtrail");
+    assert_eq!(trail.len(), 1, "{report:#}");
+    assert_eq!(trail[0].0, "warning");
+    assert_eq!(trail[0].1, format!("source {SOURCE_REGION}/{source}"));
+    assert!(
+        trail[0]
+            .2
+            .starts_with(&format!("no CloudTrail trail covers {SOURCE_REGION}")),
+        "{}",
+        trail[0].2
+    );
+    assert!(trail[0].2.contains("about 5 minutes"), "{}", trail[0].2);
+
     let reader = findings(&report, "reader-role");
     assert_eq!(reader.len(), 1, "one check per account: {report:#}");
     assert_eq!(reader[0].0, "error");
@@ -309,20 +376,120 @@ async fn a_sound_setup_passes_every_check() -> Result<(), Error> {
     setup
         .aws
         .create_role(partner, READER_ROLE, &trust(source, Some(EXTERNAL_ID)))?;
+    // A logging multi-Region trail recording management events, created in another Region:
+    // its shadow covers the source Region.
+    let cloudtrail = setup.trail("org-trail", SAME_ACCOUNT_REGION, true).await?;
+    cloudtrail
+        .put_event_selectors()
+        .trail_name("org-trail")
+        .event_selectors(
+            EventSelector::builder()
+                .read_write_type(aws_sdk_cloudtrail::types::ReadWriteType::All)
+                .include_management_events(true)
+                .build(),
+        )
+        .send()
+        .await?;
+    cloudtrail.start_logging().name("org-trail").send().await?;
 
     let (code, report) = setup.doctor(EXTERNAL_ID, &[]);
     assert_eq!(code, Some(0), "{report:#}");
+    let trail = findings(&report, "cloudtrail");
+    assert_eq!(trail.len(), 1, "{report:#}");
+    assert!(
+        trail[0]
+            .2
+            .starts_with("trail org-trail (multi-Region) is logging"),
+        "{}",
+        trail[0].2
+    );
     for check in [
         "limits",
         "registry-policy",
         "chained-replication",
         "creation-template",
         "event-forwarding",
+        "cloudtrail",
         "reader-role",
     ] {
         let found = severities(&report, check);
         assert!(!found.is_empty(), "{check} was not checked: {report:#}");
         assert!(found.iter().all(|s| s == "ok"), "{check}: {report:#}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_trail_that_is_stopped_or_skips_write_events_is_named() -> Result<(), Error> {
+    let setup = Setup::new().await?;
+    let cloudtrail = setup.trail("replwatch-trail", SOURCE_REGION, false).await?;
+    let trail_finding = |report: &Value| {
+        let found = findings(report, "cloudtrail");
+        assert_eq!(found.len(), 1, "{report:#}");
+        (found[0].0.clone(), found[0].2.clone())
+    };
+
+    // Created but never started.
+    let (_, report) = setup.doctor(EXTERNAL_ID, &[]);
+    let (severity, problem) = trail_finding(&report);
+    assert_eq!(severity, "warning");
+    assert!(
+        problem.starts_with("trail replwatch-trail is not logging: "),
+        "{problem}"
+    );
+
+    // Logging, but only read-only management events (advanced selectors).
+    cloudtrail
+        .start_logging()
+        .name("replwatch-trail")
+        .send()
+        .await?;
+    let selector = |read_only: &str| -> Result<AdvancedEventSelector, Error> {
+        Ok(AdvancedEventSelector::builder()
+            .name("management events")
+            .field_selectors(
+                AdvancedFieldSelector::builder()
+                    .field("eventCategory")
+                    .equals("Management")
+                    .build()?,
+            )
+            .field_selectors(
+                AdvancedFieldSelector::builder()
+                    .field("readOnly")
+                    .equals(read_only)
+                    .build()?,
+            )
+            .build()?)
+    };
+    cloudtrail
+        .put_event_selectors()
+        .trail_name("replwatch-trail")
+        .advanced_event_selectors(selector("true")?)
+        .send()
+        .await?;
+    let (_, report) = setup.doctor(EXTERNAL_ID, &[]);
+    let (severity, problem) = trail_finding(&report);
+    assert_eq!(severity, "warning");
+    assert!(
+        problem.starts_with("trail replwatch-trail does not record write management events"),
+        "{problem}"
+    );
+
+    // Write management events: the rule changes arrive.
+    cloudtrail
+        .put_event_selectors()
+        .trail_name("replwatch-trail")
+        .advanced_event_selectors(selector("false")?)
+        .send()
+        .await?;
+    let (_, report) = setup.doctor(EXTERNAL_ID, &[]);
+    let (severity, problem) = trail_finding(&report);
+    assert_eq!(severity, "ok", "{problem}");
+    assert!(
+        problem.starts_with(&format!(
+            "trail replwatch-trail (in {SOURCE_REGION}) is logging"
+        )),
+        "{problem}"
+    );
     Ok(())
 }

@@ -13,15 +13,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use replwatch_core::backfill::inventory::TagMutability;
 use replwatch_core::pipeline::{Pipeline, PipelineSettings};
 use replwatch_core::registry::{
     DestinationReplication, ImageReplicationStatus, Registry, RegistryError,
 };
-use replwatch_core::store::{OpenCount, StoreError};
+use replwatch_core::store::{OpenCount, RecordedRules, RulesRecord, StoreError};
 use replwatch_core::{
     Destination, Digest, ExpectationKey, ExpectationStore, InMemoryStore, ParsedEvent,
-    ReplicationConfiguration, ReplicationExpectation, RepositoryName, SourceImage, SystemClock,
-    parse_event,
+    PendingAlert, ReplicationConfiguration, ReplicationExpectation, RepositoryName, SourceImage,
+    SystemClock, parse_event,
 };
 
 const CONFIGURATION: &str = r#"{"rules": [
@@ -54,9 +55,13 @@ impl ExpectationStore for CountingStore<'_> {
         self.counts.get.fetch_add(1, Ordering::Relaxed);
         self.inner.get(key).await
     }
-    async fn save(&self, item: &ReplicationExpectation) -> Result<u64, StoreError> {
+    async fn save(
+        &self,
+        item: &ReplicationExpectation,
+        raised: &[PendingAlert],
+    ) -> Result<u64, StoreError> {
         self.counts.save.fetch_add(1, Ordering::Relaxed);
-        self.inner.save(item).await
+        self.inner.save(item, raised).await
     }
     async fn for_image(
         &self,
@@ -76,6 +81,24 @@ impl ExpectationStore for CountingStore<'_> {
     async fn open_counts(&self) -> Result<Vec<OpenCount>, StoreError> {
         self.counts.query.fetch_add(1, Ordering::Relaxed);
         self.inner.open_counts().await
+    }
+}
+
+impl RulesRecord for CountingStore<'_> {
+    async fn recorded_rules(
+        &self,
+        registry: &Destination,
+    ) -> Result<Option<RecordedRules>, StoreError> {
+        self.counts.get.fetch_add(1, Ordering::Relaxed);
+        self.inner.recorded_rules(registry).await
+    }
+    async fn record_rules(
+        &self,
+        registry: &Destination,
+        rules: &RecordedRules,
+    ) -> Result<bool, StoreError> {
+        self.counts.save.fetch_add(1, Ordering::Relaxed);
+        self.inner.record_rules(registry, rules).await
     }
 }
 
@@ -100,7 +123,7 @@ impl Registry for InstantRegistry<'_> {
                 .collect(),
         ))
     }
-    async fn tags_in_destination(
+    async fn image_tags(
         &self,
         _: &Destination,
         _: &RepositoryName,
@@ -108,6 +131,22 @@ impl Registry for InstantRegistry<'_> {
     ) -> Result<Option<Vec<String>>, RegistryError> {
         self.counts.describe_images.fetch_add(1, Ordering::Relaxed);
         Ok(Some(vec!["v1".to_owned()]))
+    }
+    async fn tagged_image(
+        &self,
+        _: &Destination,
+        _: &RepositoryName,
+        _: &str,
+    ) -> Result<Option<Digest>, RegistryError> {
+        self.counts.describe_images.fetch_add(1, Ordering::Relaxed);
+        Ok(None)
+    }
+    async fn tag_mutability(
+        &self,
+        _: &Destination,
+        _: &RepositoryName,
+    ) -> Result<Option<TagMutability>, RegistryError> {
+        Ok(Some(TagMutability::Mutable))
     }
     async fn replication_configuration(
         &self,

@@ -16,8 +16,10 @@ use std::future::Future;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use sha2::{Digest as _, Sha256};
+
 use crate::backfill::run::BackfillRun;
-use crate::model::{Destination, ExpectationKey};
+use crate::model::{Destination, Digest, ExpectationKey};
 use crate::tracking::{AlertKind, ReplicationExpectation};
 
 /// How urgent an alert is; carried as the SNS `severity` attribute.
@@ -48,6 +50,9 @@ pub struct Alert {
     pub pushed_at: Option<DateTime<Utc>>,
     pub detected_at: DateTime<Utc>,
     pub failure_code: Option<String>,
+    /// For TAG_LOST: the image that holds the tag in the destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_held_by: Option<Digest>,
 }
 
 impl Alert {
@@ -62,7 +67,15 @@ impl Alert {
             pushed_at: record.pushed_at,
             detected_at,
             failure_code: record.failure_code.clone(),
+            tag_held_by: record.tag_held_by.clone(),
         }
+    }
+
+    /// The alert's id: the same for every delivery attempt of this problem (one per image,
+    /// tag, destination and kind), so a subscriber can drop a repeat.
+    pub fn id(&self) -> String {
+        let digest = Sha256::digest(self.dedup_key().as_bytes());
+        format!("rw-{}", &hex::encode(digest)[..ALERT_ID_HEX])
     }
 
     /// A failed replication will not fix itself; a late or untagged one may be waited out or
@@ -135,17 +148,23 @@ impl Alert {
                 "Fix the cause named by the failure code, then push the image again or run `replwatch backfill` for this destination."
             }
             AlertKind::TagLost => {
-                "The destination repository has immutable tags and already holds this tag on another digest; retag there or make the tag unique."
+                "ECR replicated the image without this tag because the destination repository's tags are immutable and the tag already names another image there. Use a tag that is never reused (a version or commit), add the tag to the repository's immutability exclusion filters, or move it there by hand after deleting the old image."
             }
         }
     }
 }
+
+/// Characters of an alert id after `rw-`: 80 bits, no collision in any realistic history.
+const ALERT_ID_HEX: usize = 20;
 
 /// Many alerts in one batch, folded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertSummary {
     pub detected_at: DateTime<Utc>,
     pub total: usize,
+    /// The id of every alert folded in, so a subscriber that saw some of them one by one can
+    /// tell which.
+    pub alert_ids: Vec<String>,
     /// Counts per destination and kind.
     pub by_destination: BTreeMap<Destination, BTreeMap<AlertKind, usize>>,
     /// The first few alerts, to show what kind of images are affected.
@@ -185,9 +204,12 @@ pub fn fold(alerts: Vec<Alert>, storm_threshold: usize) -> Vec<Notification> {
         .map(|a| a.detected_at)
         .max()
         .unwrap_or_else(Utc::now);
+    let mut alert_ids: Vec<String> = alerts.iter().map(Alert::id).collect();
+    alert_ids.sort_unstable();
     vec![Notification::Summary(AlertSummary {
         detected_at,
         total: alerts.len(),
+        alert_ids,
         by_destination,
         examples: alerts.into_iter().take(SUMMARY_EXAMPLES).collect(),
     })]
@@ -211,6 +233,28 @@ impl Notification {
             }
             Notification::BackfillCompleted(run) if run.failed > 0 => Severity::Warning,
             Notification::BackfillCompleted(_) => Severity::Info,
+        }
+    }
+
+    /// The notification's id, the same on every attempt to deliver it: the alert's id, a
+    /// summary's id from the ids it folds, or the backfill run's id.
+    pub fn id(&self) -> String {
+        match self {
+            Notification::Single(a) => a.id(),
+            Notification::Summary(s) => {
+                let digest = Sha256::digest(s.alert_ids.join(",").as_bytes());
+                format!("rw-summary-{}", &hex::encode(digest)[..ALERT_ID_HEX])
+            }
+            Notification::BackfillCompleted(run) => format!("rw-backfill-{}", run.id),
+        }
+    }
+
+    /// The ids of the alerts inside (none for a backfill notice).
+    pub fn alert_ids(&self) -> Vec<String> {
+        match self {
+            Notification::Single(a) => vec![a.id()],
+            Notification::Summary(s) => s.alert_ids.clone(),
+            Notification::BackfillCompleted(_) => Vec::new(),
         }
     }
 
@@ -305,6 +349,8 @@ impl Notification {
                         a.kind.as_str()
                     );
                 }
+                let _ = writeln!(out);
+                let _ = writeln!(out, "Alert ids: {}", s.alert_ids.join(" "));
             }
             Notification::BackfillCompleted(run) => write_backfill(&mut out, run),
         }
@@ -385,7 +431,14 @@ fn write_alert(out: &mut String, a: &Alert) {
     if let Some(code) = &a.failure_code {
         let _ = writeln!(out, "Failure:     {code}");
     }
+    if let Some(holder) = &a.tag_held_by {
+        let _ = writeln!(
+            out,
+            "Tag holder:  {holder} (the destination's tags are immutable)"
+        );
+    }
     let _ = writeln!(out, "Console:     {}", a.console_url());
+    let _ = writeln!(out, "Alert id:    {}", a.id());
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", a.next_step());
 }
@@ -488,6 +541,8 @@ pub mod samples {
             pushed_at: Some(t0),
             detected_at: t0 + TimeDelta::minutes(31),
             failure_code: (kind == AlertKind::Failed).then(|| "ACCESS_DENIED".to_owned()),
+            tag_held_by: (kind == AlertKind::TagLost)
+                .then(|| Digest::parse(&format!("sha256:{}", "ee".repeat(32))).expect("digest")),
         }
     }
 

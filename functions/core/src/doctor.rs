@@ -20,7 +20,10 @@
 //! - `event-forwarding`: each destination account and Region needs the rule that forwards
 //!   `ECR Replication Action` events to the central bus, or arrivals are only seen by the sweep;
 //! - `reader-role`: the deployed stack reads other accounts through a role it must be able to
-//!   assume with its external id.
+//!   assume with its external id;
+//! - `cloudtrail`: the `PutReplicationConfiguration` event that refreshes the cached rules and
+//!   starts the rules-change backfill comes from CloudTrail, and only while a trail covering the
+//!   source Region logs write management events (see [`cloudtrail`]).
 
 use std::fmt;
 
@@ -67,16 +70,18 @@ pub enum Check {
     ChainedReplication,
     CreationTemplate,
     EventForwarding,
+    Cloudtrail,
     ReaderRole,
 }
 
 impl Check {
-    pub const ALL: [Check; 6] = [
+    pub const ALL: [Check; 7] = [
         Check::Limits,
         Check::RegistryPolicy,
         Check::ChainedReplication,
         Check::CreationTemplate,
         Check::EventForwarding,
+        Check::Cloudtrail,
         Check::ReaderRole,
     ];
 
@@ -87,6 +92,7 @@ impl Check {
             Check::ChainedReplication => "chained-replication",
             Check::CreationTemplate => "creation-template",
             Check::EventForwarding => "event-forwarding",
+            Check::Cloudtrail => "cloudtrail",
             Check::ReaderRole => "reader-role",
         }
     }
@@ -155,6 +161,191 @@ pub struct DestinationFacts {
     pub reader_role: Fact<()>,
 }
 
+/// A CloudTrail call of the `cloudtrail` check that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct CloudTrailReadError {
+    /// The IAM action of the call, `cloudtrail:GetTrailStatus` say: the permission to grant
+    /// when it was denied.
+    pub action: String,
+    /// The service refused the caller (`AccessDeniedException`), as opposed to failing.
+    pub access_denied: bool,
+    /// The call, what it was about and the service's error, as the user should see them.
+    pub error: String,
+}
+
+/// The trails `DescribeTrails` lists in the source account and Region (shadow copies of
+/// multi-Region and organization trails included), or why they could not be listed.
+pub type Trails = Result<Vec<Trail>, CloudTrailReadError>;
+
+/// One trail, with what `GetTrailStatus` and `GetEventSelectors` said of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trail {
+    pub name: String,
+    /// The Region the trail was created in (where it is started, stopped and configured).
+    pub home_region: String,
+    pub multi_region: bool,
+    /// `IsLogging`.
+    pub logging: Result<bool, CloudTrailReadError>,
+    pub selectors: Result<EventSelectors, CloudTrailReadError>,
+}
+
+/// What a trail records. A trail has either basic or advanced event selectors, never both
+/// (CloudTrail API reference, `PutEventSelectors`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EventSelectors {
+    /// `DescribeTrails`' `HasCustomEventSelectors`. A trail nobody configured records every
+    /// read and write management event ("By default, trails created without specific event
+    /// selectors are configured to log all read and write management events", API reference,
+    /// `PutEventSelectors`), and may list no selector for it: moto does.
+    pub custom: bool,
+    pub basic: Vec<BasicEventSelector>,
+    pub advanced: Vec<AdvancedEventSelector>,
+}
+
+/// A basic event selector
+/// (<https://docs.aws.amazon.com/awscloudtrail/latest/APIReference/API_EventSelector.html>).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BasicEventSelector {
+    /// `All`, `ReadOnly` or `WriteOnly`; `None` when absent ("By default, the value is All").
+    pub read_write_type: Option<String>,
+    /// `None` when absent ("By default, the value is true").
+    pub include_management_events: Option<bool>,
+    /// Event sources whose management events are not recorded (`kms.amazonaws.com`, ...).
+    pub exclude_management_event_sources: Vec<String>,
+}
+
+/// An advanced event selector: it admits an event when every one of its field selectors does.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AdvancedEventSelector {
+    pub name: Option<String>,
+    pub field_selectors: Vec<FieldSelector>,
+}
+
+/// One condition of an advanced event selector on one field of the CloudTrail record.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FieldSelector {
+    pub field: String,
+    pub equals: Vec<String>,
+    pub starts_with: Vec<String>,
+    pub ends_with: Vec<String>,
+    pub not_equals: Vec<String>,
+    pub not_starts_with: Vec<String>,
+    pub not_ends_with: Vec<String>,
+}
+
+/// The CloudTrail record of ECR's `PutReplicationConfiguration`, the fields a trail's
+/// selectors can filter management events on: a write (`readOnly` false) management event.
+const RULE_CHANGE_RECORD: [(&str, &str); 5] = [
+    ("eventCategory", "Management"),
+    ("eventSource", ECR_EVENT_SOURCE),
+    ("eventName", "PutReplicationConfiguration"),
+    ("eventType", "AwsApiCall"),
+    ("readOnly", "false"),
+];
+const ECR_EVENT_SOURCE: &str = "ecr.amazonaws.com";
+
+/// The permissions the `cloudtrail` check reads with.
+const CLOUDTRAIL_PERMISSIONS: &str =
+    "cloudtrail:DescribeTrails, cloudtrail:GetTrailStatus and cloudtrail:GetEventSelectors";
+
+impl FieldSelector {
+    /// Whether a record whose field holds `value` passes: it matches some value of each
+    /// including operator given (`Equals`, `StartsWith`, `EndsWith`) and no value of any
+    /// excluding one (`NotEquals`, ...). For management events `readOnly` "can be set to Equals
+    /// a value of true or false. If you do not add this field, CloudTrail logs both read and
+    /// write events"
+    /// (<https://docs.aws.amazon.com/awscloudtrail/latest/APIReference/API_AdvancedFieldSelector.html>).
+    fn admits(&self, value: &str) -> bool {
+        let includes = |values: &[String], test: fn(&str, &str) -> bool| {
+            values.is_empty() || values.iter().any(|v| test(value, v))
+        };
+        let excludes =
+            |values: &[String], test: fn(&str, &str) -> bool| values.iter().any(|v| test(value, v));
+        let equal: fn(&str, &str) -> bool = |a, b| a == b;
+        let starts: fn(&str, &str) -> bool = |a, b| a.starts_with(b);
+        let ends: fn(&str, &str) -> bool = |a, b| a.ends_with(b);
+        includes(&self.equals, equal)
+            && includes(&self.starts_with, starts)
+            && includes(&self.ends_with, ends)
+            && !excludes(&self.not_equals, equal)
+            && !excludes(&self.not_starts_with, starts)
+            && !excludes(&self.not_ends_with, ends)
+    }
+}
+
+impl AdvancedEventSelector {
+    fn records_rule_changes(&self) -> bool {
+        self.field_selectors.iter().all(|selector| {
+            RULE_CHANGE_RECORD
+                .iter()
+                .find(|(field, _)| *field == selector.field)
+                // A field a management event record does not have (`resources.type`,
+                // `resources.ARN`): the selector is for data or other events.
+                .is_some_and(|(_, value)| selector.admits(value))
+        })
+    }
+}
+
+impl BasicEventSelector {
+    fn records_rule_changes(&self) -> bool {
+        self.include_management_events.unwrap_or(true)
+            && matches!(
+                self.read_write_type.as_deref().unwrap_or("All"),
+                "All" | "WriteOnly"
+            )
+            && !self
+                .exclude_management_event_sources
+                .iter()
+                .any(|s| s == ECR_EVENT_SOURCE)
+    }
+}
+
+impl EventSelectors {
+    /// Whether the trail records ECR's `PutReplicationConfiguration`: an event is recorded
+    /// when it matches any of the trail's selectors.
+    pub fn records_rule_changes(&self) -> bool {
+        if !self.advanced.is_empty() {
+            self.advanced
+                .iter()
+                .any(AdvancedEventSelector::records_rule_changes)
+        } else if !self.basic.is_empty() {
+            self.basic
+                .iter()
+                .any(BasicEventSelector::records_rule_changes)
+        } else {
+            !self.custom
+        }
+    }
+
+    /// Why it does not record them, for the report.
+    fn gap(&self) -> String {
+        if !self.advanced.is_empty() {
+            return "none of its advanced event selectors admits write management events from \
+                    ecr.amazonaws.com"
+                .into();
+        }
+        if self.basic.is_empty() {
+            return "it has no event selectors, so it records nothing".into();
+        }
+        let management: Vec<&BasicEventSelector> = self
+            .basic
+            .iter()
+            .filter(|s| s.include_management_events.unwrap_or(true))
+            .collect();
+        if management.is_empty() {
+            "its event selectors exclude management events".into()
+        } else if management
+            .iter()
+            .all(|s| s.read_write_type.as_deref() == Some("ReadOnly"))
+        {
+            "its event selectors record only read-only management events".into()
+        } else {
+            "its event selectors exclude management events from ecr.amazonaws.com".into()
+        }
+    }
+}
+
 /// The doctor's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DoctorReport {
@@ -180,13 +371,15 @@ impl DoctorReport {
     }
 }
 
-/// Runs every check.
+/// Runs every check: `trails` as read in the source account and Region.
 pub fn diagnose(
     source: &Destination,
+    trails: &Trails,
     configuration: &ReplicationConfiguration,
     destinations: &[DestinationFacts],
 ) -> DoctorReport {
     let mut findings = limits(source, configuration);
+    findings.extend(cloudtrail(source, trails));
     for facts in destinations {
         let subject = facts.destination.to_string();
         let mut push = |severity, check, problem: String, fix: String| {
@@ -658,6 +851,166 @@ fn forwarding(facts: &DestinationFacts) -> Vec<Line> {
     vec![(Severity::Error, problem, deploy)]
 }
 
+/// What is lost without the `PutReplicationConfiguration` event on the source's default bus.
+const WITHOUT_RULE_CHANGE_EVENTS: &str = "PutReplicationConfiguration calls never reach \
+     EventBridge, so replication rule changes are only noticed when the cached rules expire \
+     (CONFIGURATION_TTL_MINUTES, about 5 minutes; pushes meanwhile are tracked against the old \
+     rules) and the rules-change backfill (backfill-plan on the event, as `replwatch backfill \
+     --since-config-change`) does not run for destinations added to the rules";
+
+/// `cloudtrail`: whether the source account and Region has a trail that delivers the
+/// `PutReplicationConfiguration` event. replwatch's rules rely on the EventBridge event `AWS API
+/// Call via CloudTrail`, and "To record events with a detail-type value of AWS API Call via
+/// CloudTrail, a CloudTrail trail with logging enabled is required"
+/// (<https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-service-event-cloudtrail.html>);
+/// the trail must cover the Region (created there, or multi-Region) and record write management
+/// events, which `PutReplicationConfiguration` is
+/// (<https://docs.aws.amazon.com/awscloudtrail/latest/userguide/logging-management-events-with-cloudtrail.html>).
+/// One trail that does is enough; otherwise every trail covering the Region says why it does
+/// not, or why it could not be checked.
+pub fn cloudtrail(source: &Destination, trails: &Trails) -> Vec<DoctorFinding> {
+    let account = &source.registry_id;
+    let region = source.region.to_string();
+    let finding = |(severity, problem, fix): Line| DoctorFinding {
+        severity,
+        check: Check::Cloudtrail,
+        subject: format!("source {source}"),
+        problem,
+        fix,
+    };
+    let permissions = |error: &CloudTrailReadError| {
+        if error.access_denied {
+            format!(
+                "allow {} to the credentials doctor runs with in account {account} (the check \
+                 needs {CLOUDTRAIL_PERMISSIONS}), then run again",
+                error.action
+            )
+        } else {
+            format!("run again; the check needs {CLOUDTRAIL_PERMISSIONS} in account {account}")
+        }
+    };
+    let trails = match trails {
+        Ok(trails) => trails,
+        Err(error) => {
+            return vec![finding((
+                Severity::Warning,
+                format!(
+                    "could not check for a CloudTrail trail that delivers replication rule \
+                     changes: {}",
+                    error.error
+                ),
+                permissions(error),
+            ))];
+        }
+    };
+    let covering: Vec<&Trail> = trails
+        .iter()
+        .filter(|t| t.multi_region || t.home_region == region)
+        .collect();
+    let delivers = |t: &Trail| {
+        t.logging == Ok(true)
+            && t.selectors
+                .as_ref()
+                .is_ok_and(EventSelectors::records_rule_changes)
+    };
+    if let Some(trail) = covering.iter().find(|t| delivers(t)) {
+        let scope = if trail.multi_region {
+            "multi-Region".to_owned()
+        } else {
+            format!("in {region}")
+        };
+        return vec![finding(ok(format!(
+            "trail {} ({scope}) is logging and records write management events: replication \
+             rule changes reach replwatch as events",
+            trail.name
+        )))];
+    }
+    if covering.is_empty() {
+        let trail = "replwatch-management-events";
+        return vec![finding((
+            Severity::Warning,
+            format!(
+                "no CloudTrail trail covers {region} (none created there, no multi-Region \
+                 trail): {WITHOUT_RULE_CHANGE_EVENTS}"
+            ),
+            format!(
+                "in account {account}, `aws cloudtrail create-trail --name {trail} \
+                 --s3-bucket-name <a bucket whose policy lets CloudTrail write> \
+                 --is-multi-region-trail --region {region}` then `aws cloudtrail start-logging \
+                 --name {trail} --region {region}` (a new trail records every management \
+                 event); or rely on the scheduled backfill plan (BackfillSchedule) to catch up \
+                 destinations added to the rules"
+            ),
+        ))];
+    }
+    covering
+        .into_iter()
+        .map(|trail| {
+            let (name, home) = (&trail.name, &trail.home_region);
+            // What is known to be wrong, and what could not be read.
+            let mut wrong: Vec<String> = Vec::new();
+            let mut unknown: Vec<&CloudTrailReadError> = Vec::new();
+            let mut fixes: Vec<String> = Vec::new();
+            match &trail.logging {
+                Ok(true) => {}
+                Ok(false) => {
+                    wrong.push("is not logging".into());
+                    fixes.push(format!(
+                        "`aws cloudtrail start-logging --name {name} --region {home}` in account \
+                         {account}"
+                    ));
+                }
+                Err(error) => unknown.push(error),
+            }
+            match &trail.selectors {
+                Ok(selectors) if selectors.records_rule_changes() => {}
+                Ok(selectors) => {
+                    wrong.push(format!(
+                        "does not record write management events ({})",
+                        selectors.gap()
+                    ));
+                    fixes.push(format!(
+                        "make trail {name} record write management events: `aws cloudtrail \
+                         get-event-selectors --trail-name {name} --region {home}`, then `aws \
+                         cloudtrail put-event-selectors --trail-name {name} --region {home}` \
+                         with those selectors plus one recording management events (basic: \
+                         IncludeManagementEvents true, ReadWriteType All or WriteOnly; \
+                         advanced: eventCategory Management without readOnly true)"
+                    ));
+                }
+                Err(error) => unknown.push(error),
+            }
+            for error in &unknown {
+                fixes.push(permissions(error));
+            }
+            let unread: Vec<&str> = unknown.iter().map(|e| e.error.as_str()).collect();
+            let problem = if wrong.is_empty() {
+                format!(
+                    "could not check whether trail {name} delivers replication rule changes: {}",
+                    unread.join("; ")
+                )
+            } else {
+                let mut problem = format!(
+                    "trail {name} {}: {WITHOUT_RULE_CHANGE_EVENTS}",
+                    wrong.join(" and ")
+                );
+                if !unread.is_empty() {
+                    problem.push_str(&format!(" (also unread: {})", unread.join("; ")));
+                }
+                problem
+            };
+            if !wrong.is_empty() {
+                fixes.push(
+                    "or rely on the scheduled backfill plan (BackfillSchedule) to catch up \
+                     destinations added to the rules"
+                        .into(),
+                );
+            }
+            finding((Severity::Warning, problem, fixes.join("; ")))
+        })
+        .collect()
+}
+
 /// The reader role, once per destination account.
 fn reader_roles(source: &Destination, destinations: &[DestinationFacts]) -> Vec<DoctorFinding> {
     let mut findings: Vec<DoctorFinding> = Vec::new();
@@ -753,6 +1106,62 @@ mod tests {
         }
     }
 
+    fn trail(name: &str, home_region: &str, multi_region: bool, logging: bool) -> Trail {
+        Trail {
+            name: name.into(),
+            home_region: home_region.into(),
+            multi_region,
+            logging: Ok(logging),
+            selectors: Ok(EventSelectors::default()),
+        }
+    }
+
+    /// A multi-Region trail created in another Region, logging, with CloudTrail's default
+    /// selectors: what most accounts have.
+    fn delivering() -> Trails {
+        Ok(vec![trail("org-trail", "us-east-1", true, true)])
+    }
+
+    fn error(action: &str, access_denied: bool) -> CloudTrailReadError {
+        CloudTrailReadError {
+            action: action.into(),
+            access_denied,
+            error: format!("{action} in us-west-2: AccessDeniedException: not authorized"),
+        }
+    }
+
+    fn basic(read_write_type: &str, management: bool) -> BasicEventSelector {
+        BasicEventSelector {
+            read_write_type: Some(read_write_type.into()),
+            include_management_events: Some(management),
+            exclude_management_event_sources: vec![],
+        }
+    }
+
+    fn field(field: &str, equals: &[&str]) -> FieldSelector {
+        FieldSelector {
+            field: field.into(),
+            equals: equals.iter().map(|v| (*v).to_owned()).collect(),
+            ..FieldSelector::default()
+        }
+    }
+
+    fn advanced(fields: Vec<FieldSelector>) -> AdvancedEventSelector {
+        AdvancedEventSelector {
+            name: Some("selector".into()),
+            field_selectors: fields,
+        }
+    }
+
+    /// (severity, problem, fix) of each `cloudtrail` finding.
+    fn trail_findings(trails: &Trails) -> Vec<(Severity, String, String)> {
+        cloudtrail(&source(), trails)
+            .into_iter()
+            .inspect(|f| assert_eq!(f.check, Check::Cloudtrail))
+            .map(|f| (f.severity, f.problem, f.fix))
+            .collect()
+    }
+
     fn problems(report: &DoctorReport, check: Check) -> Vec<(Severity, String)> {
         report
             .findings
@@ -768,7 +1177,7 @@ mod tests {
         let config = ReplicationConfiguration {
             rules: vec![rule(std::slice::from_ref(&dest), &["team-a/"])],
         };
-        let report = diagnose(&source(), &config, &[healthy_facts(dest)]);
+        let report = diagnose(&source(), &delivering(), &config, &[healthy_facts(dest)]);
         assert!(report.healthy(), "{:#?}", report.findings);
         let checks: Vec<Check> = report.findings.iter().map(|f| f.check).collect();
         for check in Check::ALL {
@@ -783,7 +1192,12 @@ mod tests {
             .collect();
         rules.push(rule(&[registry("cn-north-1", OTHER)], &[""]));
         rules.push(rule(&[source()], &["x"]));
-        let report = diagnose(&source(), &ReplicationConfiguration { rules }, &[]);
+        let report = diagnose(
+            &source(),
+            &delivering(),
+            &ReplicationConfiguration { rules },
+            &[],
+        );
         let found = problems(&report, Check::Limits);
         assert!(
             found
@@ -812,7 +1226,7 @@ mod tests {
         };
         let mut facts = healthy_facts(dest.clone());
         facts.registry_policy = Fact::Read(None);
-        let report = diagnose(&source(), &config, &[facts.clone()]);
+        let report = diagnose(&source(), &delivering(), &config, &[facts.clone()]);
         let found = problems(&report, Check::RegistryPolicy);
         assert_eq!(found.len(), 1);
         assert!(found[0].1.starts_with("no registry permissions policy"));
@@ -822,7 +1236,7 @@ mod tests {
                "Action":"ecr:ReplicateImage",
                "Resource":"arn:aws:ecr:eu-west-1:{OTHER}:repository/team-a/*"}}}}"#
         )));
-        let report = diagnose(&source(), &config, &[facts]);
+        let report = diagnose(&source(), &delivering(), &config, &[facts]);
         let found = problems(&report, Check::RegistryPolicy);
         assert_eq!(found.len(), 2, "{found:#?}");
         assert_eq!(found[0].0, Severity::Error);
@@ -844,7 +1258,7 @@ mod tests {
         };
         let mut facts = healthy_facts(dest);
         facts.registry_policy = Fact::Read(None);
-        let report = diagnose(&source(), &config, &[facts]);
+        let report = diagnose(&source(), &delivering(), &config, &[facts]);
         assert!(problems(&report, Check::RegistryPolicy).is_empty());
         assert!(!report.findings.iter().any(|f| f.check == Check::ReaderRole));
     }
@@ -864,7 +1278,7 @@ mod tests {
                 rule(&[registry("us-east-1", OTHER)], &["team-z/"]),
             ],
         });
-        let report = diagnose(&source(), &config, &[facts.clone()]);
+        let report = diagnose(&source(), &delivering(), &config, &[facts.clone()]);
         let found = problems(&report, Check::ChainedReplication);
         assert_eq!(found.len(), 1, "{found:#?}");
         assert!(found[0].1.contains("on to ap-southeast-2/222222222222"));
@@ -873,7 +1287,7 @@ mod tests {
         let direct = ReplicationConfiguration {
             rules: vec![rule(&[dest, third], &["team-a/"])],
         };
-        let report = diagnose(&source(), &direct, &[facts]);
+        let report = diagnose(&source(), &delivering(), &direct, &[facts]);
         assert!(problems(&report, Check::ChainedReplication).is_empty());
     }
 
@@ -894,7 +1308,7 @@ mod tests {
                 applied_for: vec!["PULL_THROUGH_CACHE".into()],
             },
         ]);
-        let report = diagnose(&source(), &config, &[facts]);
+        let report = diagnose(&source(), &delivering(), &config, &[facts]);
         let found = problems(&report, Check::CreationTemplate);
         assert_eq!(found.len(), 1, "{found:#?}");
         assert!(found[0].1.contains("repositories team-b/*"));
@@ -909,7 +1323,7 @@ mod tests {
         let mut facts = healthy_facts(dest);
         facts.forwarding_rules = Fact::Read(vec![]);
         let found = problems(
-            &diagnose(&source(), &config, &[facts.clone()]),
+            &diagnose(&source(), &delivering(), &config, &[facts.clone()]),
             Check::EventForwarding,
         );
         assert_eq!(found[0].0, Severity::Error);
@@ -921,7 +1335,7 @@ mod tests {
             forwards_replication_events: true,
         }]);
         let found = problems(
-            &diagnose(&source(), &config, &[facts.clone()]),
+            &diagnose(&source(), &delivering(), &config, &[facts.clone()]),
             Check::EventForwarding,
         );
         assert!(found[0].1.contains("disabled"));
@@ -929,7 +1343,7 @@ mod tests {
         facts.forwarding_rules =
             Fact::Unreadable("events:ListRuleNamesByTarget in eu-west-1: AccessDenied".into());
         let found = problems(
-            &diagnose(&source(), &config, &[facts]),
+            &diagnose(&source(), &delivering(), &config, &[facts]),
             Check::EventForwarding,
         );
         assert_eq!(found[0].0, Severity::Warning);
@@ -948,9 +1362,256 @@ mod tests {
         fa.forwarding_rules = Fact::NotChecked("pass --central-bus".into());
         let mut fb = fa.clone();
         fb.destination = b;
-        let report = diagnose(&source(), &config, &[fa, fb]);
+        let report = diagnose(&source(), &delivering(), &config, &[fa, fb]);
         assert_eq!(problems(&report, Check::ReaderRole).len(), 1);
         assert_eq!(problems(&report, Check::EventForwarding).len(), 1);
         assert_eq!(report.findings[0].severity, Severity::Error);
+    }
+
+    #[test]
+    fn without_a_trail_covering_the_region_rule_changes_arrive_late() {
+        // No trail at all, and a single-Region trail elsewhere: both leave us-west-2 uncovered.
+        for trails in [vec![], vec![trail("eu-only", "eu-west-1", false, true)]] {
+            let found = trail_findings(&Ok(trails));
+            assert_eq!(found.len(), 1, "{found:#?}");
+            let (severity, problem, fix) = &found[0];
+            assert_eq!(*severity, Severity::Warning);
+            assert!(
+                problem.starts_with("no CloudTrail trail covers us-west-2"),
+                "{problem}"
+            );
+            assert!(problem.contains("about 5 minutes"), "{problem}");
+            assert!(problem.contains("--since-config-change"), "{problem}");
+            for part in [
+                "aws cloudtrail create-trail",
+                "--is-multi-region-trail --region us-west-2",
+                "aws cloudtrail start-logging",
+                "in account 111111111111",
+                "scheduled backfill plan",
+            ] {
+                assert!(fix.contains(part), "{part}: {fix}");
+            }
+        }
+        let report = diagnose(
+            &source(),
+            &Ok(vec![]),
+            &ReplicationConfiguration::default(),
+            &[],
+        );
+        assert!(!report.healthy());
+    }
+
+    #[test]
+    fn a_logging_trail_that_records_write_management_events_is_enough() {
+        let write_only = EventSelectors {
+            custom: true,
+            basic: vec![basic("WriteOnly", true)],
+            advanced: vec![],
+        };
+        // What the console writes for "management events: write", and one that also drops
+        // KMS events; and a data-event selector beside a management one.
+        let management = field("eventCategory", &["Management"]);
+        let advanced_sets = [
+            vec![advanced(vec![
+                management.clone(),
+                field("readOnly", &["false"]),
+            ])],
+            vec![advanced(vec![
+                management.clone(),
+                FieldSelector {
+                    field: "eventSource".into(),
+                    not_equals: vec!["kms.amazonaws.com".into()],
+                    ..FieldSelector::default()
+                },
+            ])],
+            vec![
+                advanced(vec![
+                    field("eventCategory", &["Data"]),
+                    field("resources.type", &["AWS::S3::Object"]),
+                ]),
+                advanced(vec![management]),
+            ],
+        ];
+        let mut cases = vec![EventSelectors::default(), write_only];
+        cases.extend(advanced_sets.into_iter().map(|advanced| EventSelectors {
+            custom: true,
+            basic: vec![],
+            advanced,
+        }));
+        for selectors in cases {
+            let mut regional = trail("regional", "us-west-2", false, true);
+            regional.selectors = Ok(selectors.clone());
+            let found = trail_findings(&Ok(vec![regional]));
+            assert_eq!(found.len(), 1);
+            assert_eq!(found[0].0, Severity::Ok, "{selectors:#?}: {found:#?}");
+            assert!(
+                found[0]
+                    .1
+                    .starts_with("trail regional (in us-west-2) is logging")
+            );
+        }
+        // One delivering trail settles it, whatever the others are.
+        let mut stopped = trail("stopped", "us-west-2", false, false);
+        stopped.selectors = Err(error("cloudtrail:GetEventSelectors", true));
+        let mut trails = delivering();
+        if let Ok(list) = &mut trails {
+            list.insert(0, stopped);
+        }
+        let found = trail_findings(&trails);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].0, Severity::Ok);
+        assert!(found[0].1.contains("org-trail (multi-Region)"));
+    }
+
+    #[test]
+    fn a_stopped_trail_gets_its_own_message() {
+        let found = trail_findings(&Ok(vec![trail("org-trail", "us-east-1", true, false)]));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let (severity, problem, fix) = &found[0];
+        assert_eq!(*severity, Severity::Warning);
+        assert!(
+            problem.starts_with("trail org-trail is not logging: "),
+            "{problem}"
+        );
+        assert!(problem.contains("about 5 minutes"));
+        assert!(
+            fix.starts_with("`aws cloudtrail start-logging --name org-trail --region us-east-1`"),
+            "{fix}"
+        );
+        assert!(!fix.contains("put-event-selectors"));
+    }
+
+    #[test]
+    fn selectors_without_write_management_events_get_their_own_message() {
+        let readonly = field("readOnly", &["true"]);
+        let cases = [
+            (
+                vec![basic("ReadOnly", true)],
+                vec![],
+                "record only read-only management events",
+            ),
+            (
+                vec![basic("All", false)],
+                vec![],
+                "exclude management events",
+            ),
+            (
+                vec![BasicEventSelector {
+                    exclude_management_event_sources: vec![ECR_EVENT_SOURCE.into()],
+                    ..BasicEventSelector::default()
+                }],
+                vec![],
+                "exclude management events from ecr.amazonaws.com",
+            ),
+            (
+                vec![],
+                vec![advanced(vec![
+                    field("eventCategory", &["Management"]),
+                    readonly,
+                ])],
+                "none of its advanced event selectors",
+            ),
+            (
+                vec![],
+                vec![advanced(vec![
+                    field("eventCategory", &["Data"]),
+                    field("resources.type", &["AWS::S3::Object"]),
+                ])],
+                "none of its advanced event selectors",
+            ),
+            (
+                vec![],
+                vec![advanced(vec![
+                    field("eventCategory", &["Management"]),
+                    FieldSelector {
+                        field: "eventSource".into(),
+                        not_equals: vec![ECR_EVENT_SOURCE.into()],
+                        ..FieldSelector::default()
+                    },
+                ])],
+                "none of its advanced event selectors",
+            ),
+            (vec![], vec![], "it has no event selectors"),
+        ];
+        for (basic, advanced, expected) in cases {
+            let mut narrow = trail("narrow", "us-west-2", false, true);
+            narrow.selectors = Ok(EventSelectors {
+                custom: true,
+                basic,
+                advanced,
+            });
+            let found = trail_findings(&Ok(vec![narrow]));
+            assert_eq!(found.len(), 1, "{found:#?}");
+            let (severity, problem, fix) = &found[0];
+            assert_eq!(*severity, Severity::Warning);
+            assert!(
+                problem.starts_with("trail narrow does not record write management events ("),
+                "{problem}"
+            );
+            assert!(problem.contains(expected), "{expected}: {problem}");
+            assert!(
+                fix.contains("put-event-selectors --trail-name narrow --region us-west-2"),
+                "{fix}"
+            );
+        }
+        // Stopped as well: both are said.
+        let mut both = trail("both", "us-west-2", false, false);
+        both.selectors = Ok(EventSelectors {
+            custom: true,
+            basic: vec![basic("ReadOnly", true)],
+            advanced: vec![],
+        });
+        let found = trail_findings(&Ok(vec![both]));
+        assert!(
+            found[0]
+                .1
+                .starts_with("trail both is not logging and does not record write"),
+            "{found:#?}"
+        );
+        assert!(found[0].2.contains("start-logging") && found[0].2.contains("put-event-selectors"));
+    }
+
+    #[test]
+    fn access_denied_says_the_check_could_not_run_and_which_permission_it_needs() {
+        let found = trail_findings(&Err(error("cloudtrail:DescribeTrails", true)));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let (severity, problem, fix) = &found[0];
+        assert_eq!(*severity, Severity::Warning);
+        assert!(
+            problem.starts_with("could not check for a CloudTrail trail"),
+            "{problem}"
+        );
+        assert!(problem.contains("AccessDeniedException"));
+        assert!(
+            fix.starts_with("allow cloudtrail:DescribeTrails to the credentials"),
+            "{fix}"
+        );
+        for permission in [
+            "cloudtrail:DescribeTrails",
+            "cloudtrail:GetTrailStatus",
+            "cloudtrail:GetEventSelectors",
+        ] {
+            assert!(fix.contains(permission), "{permission}: {fix}");
+        }
+
+        // Listed, but its status could not be read: not known to be wrong, so no claim that
+        // rule changes are lost.
+        let mut unknown = trail("org-trail", "us-east-1", true, true);
+        unknown.logging = Err(error("cloudtrail:GetTrailStatus", true));
+        let found = trail_findings(&Ok(vec![unknown.clone()]));
+        assert_eq!(found[0].0, Severity::Warning);
+        assert!(
+            found[0]
+                .1
+                .starts_with("could not check whether trail org-trail delivers"),
+            "{found:#?}"
+        );
+        assert!(!found[0].1.contains("5 minutes"));
+        assert!(found[0].2.starts_with("allow cloudtrail:GetTrailStatus"));
+
+        // A failure that is not a refusal: no permission to grant, try again.
+        unknown.logging = Err(error("cloudtrail:GetTrailStatus", false));
+        let found = trail_findings(&Ok(vec![unknown]));
+        assert!(found[0].2.starts_with("run again"), "{found:#?}");
     }
 }

@@ -1,9 +1,10 @@
 //! The EventBridge events replwatch consumes, parsed into domain values.
 //!
-//! Three detail types matter: `ECR Image Action` (pushes and deletes in a source Region),
+//! Three detail types matter: `ECR Image Action` (pushes, restores from the archive storage
+//! class and deletes in a source Region),
 //! `ECR Replication Action` (delivered in the destination Region and forwarded to the central
 //! bus) and `AWS API Call via CloudTrail` for `PutReplicationConfiguration`. Everything else
-//! that reaches a function (another detail type, a failed push, a storage-class change) is
+//! that reaches a function (another detail type, a failed push, an archive) is
 //! recognised and returned as [`ParsedEvent::Skipped`] so the caller can log it and move on.
 //!
 //! A malformed event is an [`EventError`] that names the event id (when the JSON got that far)
@@ -49,6 +50,9 @@ pub struct EventEnvelope {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageActionKind {
     Push,
+    /// `UPDATE_STORAGE_CLASS` to `STANDARD`: an archived image was restored, and ECR
+    /// replicates a restored image as it does a pushed one.
+    Restore,
     Delete,
 }
 
@@ -136,6 +140,7 @@ struct ImageActionDetail {
     action_type: String,
     image_tag: Option<String>,
     manifest_media_type: Option<String>,
+    target_storage_class: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -243,6 +248,15 @@ pub fn parse_event(input: &[u8]) -> Result<ParsedEvent, EventError> {
             let action = match d.action_type.as_str() {
                 "PUSH" => ImageActionKind::Push,
                 "DELETE" => ImageActionKind::Delete,
+                "UPDATE_STORAGE_CLASS" => match d.target_storage_class.as_deref() {
+                    Some("STANDARD") => ImageActionKind::Restore,
+                    other => {
+                        return skip(format!(
+                            "UPDATE_STORAGE_CLASS to {} (archiving does not replicate)",
+                            other.unwrap_or("an unnamed class")
+                        ));
+                    }
+                },
                 other => return skip(format!("image action {other} does not affect replication")),
             };
             let image = SourceImage {
@@ -456,7 +470,7 @@ mod tests {
     }
 
     #[test]
-    fn storage_class_change_is_skipped_with_a_reason() {
+    fn archiving_is_skipped_with_a_reason() {
         match parse_event(&shared_event("archive-storage-class.json")) {
             Ok(ParsedEvent::Skipped(s)) => {
                 assert_eq!(
@@ -464,8 +478,27 @@ mod tests {
                     Some("4f5ec4d5-3a1c-4b8e-9d0c-1a2b3c4d5e04")
                 );
                 assert!(s.reason.contains("UPDATE_STORAGE_CLASS"), "{}", s.reason);
+                assert!(s.reason.contains("ARCHIVE"), "{}", s.reason);
             }
             other => panic!("expected skip, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_restore_to_standard_is_tracked_like_a_push() {
+        let text = String::from_utf8(shared_event("archive-storage-class.json")).expect("utf-8");
+        let restore = text.replace(
+            "\"target-storage-class\": \"ARCHIVE\"",
+            "\"target-storage-class\": \"STANDARD\"",
+        );
+        assert_ne!(text, restore, "the sample names its target class");
+        match parse_event(restore.as_bytes()) {
+            Ok(ParsedEvent::Handled(EcrEvent::Image(e))) => {
+                assert_eq!(e.action, ImageActionKind::Restore);
+                assert_eq!(e.image.repository.as_str(), "team-a/web");
+                assert_eq!(e.tag, None);
+            }
+            other => panic!("expected a restore, got {other:?}"),
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`registry`]: the port through which ECR's authoritative answers are read;
 //! - [`pipeline`]: what the functions do with an event or a sweep tick, over the ports;
 //! - [`alerts`]: what is told to a human, folded under storms, and the notifier port;
+//! - [`outbox`]: alerts stored with the change that raised them until every sink took them;
 //! - [`metrics`]: per-event metrics as CloudWatch EMF lines, and the gauge publisher port;
 //! - [`audit`]: drift between a source and its destinations, for `replwatch audit`;
 //! - [`doctor`]: the preflight of a replication setup, for `replwatch doctor`, with
@@ -25,6 +26,7 @@ pub mod doctor;
 pub mod events;
 pub mod metrics;
 pub mod model;
+pub mod outbox;
 pub mod pipeline;
 pub mod registry;
 pub mod registry_policy;
@@ -42,9 +44,11 @@ pub use events::{EcrEvent, EventError, ParsedEvent, parse_event};
 pub use model::{
     AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
 };
+pub use outbox::{AlertOutbox, PendingAlert};
 pub use rules::{ConfigurationError, ReplicationConfiguration};
 pub use store::{ExpectationStore, InMemoryStore, StoreError};
 pub use tracker::{Applied, Creation, Tracker, TrackerError};
 pub use tracking::{
-    AlertKind, ExpectationState, Observation, ReplicationExpectation, TrackingPolicy, Transition,
+    AlertKind, ExpectationState, Observation, ReplicationExpectation, TagArrival, TrackingPolicy,
+    Transition,
 };

@@ -41,6 +41,12 @@ pub const DIMENSION_ACCOUNT: &str = "DestinationAccount";
 pub const DIMENSION_FUNCTION: &str = "Function";
 /// The metric counting events parked in the dead-letter queue.
 pub const DEAD_LETTERED_EVENTS: &str = "DeadLetteredEvents";
+/// Deliveries of an alert to one sink that failed (it stays pending and is retried).
+pub const ALERT_DELIVERY_FAILURES: &str = "AlertDeliveryFailures";
+/// Alerts stored but not yet delivered to every sink, counted by each sweep.
+pub const UNDELIVERED_ALERTS: &str = "UndeliveredAlerts";
+/// 1 per finished sweep: its absence is what the heartbeat alarm watches.
+pub const SWEEP_HEARTBEAT: &str = "SweepHeartbeat";
 /// EMF: a metric's value array holds at most this many values.
 pub const MAX_VALUES_PER_MEMBER: usize = 100;
 /// EMF: one directive names at most this many metrics.
@@ -75,8 +81,11 @@ pub enum MetricName {
     Failed,
     /// An image was confirmed still missing after its deadline.
     Overdue,
-    /// An image arrived without the tag that was pushed.
+    /// An image arrived without the tag that was pushed: ECR dropped it.
     TagLost,
+    /// An image arrived after its tag had moved on (a later push, out-of-order completions):
+    /// not a problem, counted so the rate of re-pushed tags is visible.
+    TagSuperseded,
     /// Images a backfill run planned to bring to a destination.
     BackfillPlanned,
     /// Images a backfill brought (or found already there).
@@ -88,12 +97,13 @@ pub enum MetricName {
 }
 
 impl MetricName {
-    pub const ALL: [MetricName; 9] = [
+    pub const ALL: [MetricName; 10] = [
         MetricName::ReplicationLatency,
         MetricName::Replicated,
         MetricName::Failed,
         MetricName::Overdue,
         MetricName::TagLost,
+        MetricName::TagSuperseded,
         MetricName::BackfillPlanned,
         MetricName::BackfillCopied,
         MetricName::BackfillBytes,
@@ -107,6 +117,7 @@ impl MetricName {
             MetricName::Failed => "Failed",
             MetricName::Overdue => "Overdue",
             MetricName::TagLost => "TagLost",
+            MetricName::TagSuperseded => "TagSuperseded",
             MetricName::BackfillPlanned => "BackfillPlanned",
             MetricName::BackfillCopied => "BackfillCopied",
             MetricName::BackfillBytes => "BackfillBytes",
@@ -129,6 +140,7 @@ impl MetricName {
             ExpectationState::Failed => Some(MetricName::Failed),
             ExpectationState::Overdue => Some(MetricName::Overdue),
             ExpectationState::TagLost => Some(MetricName::TagLost),
+            ExpectationState::Superseded => Some(MetricName::TagSuperseded),
             ExpectationState::Pending | ExpectationState::Deleted => None,
         }
     }
@@ -253,10 +265,32 @@ pub fn dead_lettered_line(
     function_name: &str,
     count: u32,
 ) -> String {
-    let definitions = vec![json!({"Name": DEAD_LETTERED_EVENTS, "Unit": Unit::Count.as_str()})];
+    function_counts_line(
+        namespace,
+        at,
+        function_name,
+        &[(DEAD_LETTERED_EVENTS, f64::from(count))],
+    )
+}
+
+/// One EMF line of counts about replwatch itself (`Unit` Count), with the [`DIMENSION_FUNCTION`]
+/// dimension: dead-lettered events, alert deliveries that failed, undelivered alerts, the
+/// sweep's heartbeat.
+pub fn function_counts_line(
+    namespace: &str,
+    at: DateTime<Utc>,
+    function_name: &str,
+    counts: &[(&str, f64)],
+) -> String {
+    let definitions = counts
+        .iter()
+        .map(|(name, _)| json!({"Name": name, "Unit": Unit::Count.as_str()}))
+        .collect();
     let mut root = Map::new();
     root.insert(DIMENSION_FUNCTION.to_owned(), Value::from(function_name));
-    root.insert(DEAD_LETTERED_EVENTS.to_owned(), Value::from(count));
+    for (name, value) in counts {
+        root.insert((*name).to_owned(), Value::from(*value));
+    }
     root.insert(
         "_aws".to_owned(),
         metadata(namespace, at, &[DIMENSION_FUNCTION], definitions),
@@ -475,7 +509,13 @@ mod tests {
         Observation::Arrived {
             arrived_at: Some(at),
             observed_at: at,
-            tag_present,
+            tag: if tag_present {
+                crate::tracking::TagArrival::Present
+            } else {
+                crate::tracking::TagArrival::Lost {
+                    held_by: Digest::parse(&format!("sha256:{}", "cd".repeat(32))).expect("digest"),
+                }
+            },
         }
     }
 
@@ -620,6 +660,7 @@ mod tests {
                 ("Failed", "Count"),
                 ("Overdue", "Count"),
                 ("TagLost", "Count"),
+                ("TagSuperseded", "Count"),
                 ("BackfillPlanned", "Count"),
                 ("BackfillCopied", "Count"),
                 ("BackfillBytes", "Bytes"),

@@ -26,18 +26,23 @@ use crate::events::{EcrEvent, ImageActionKind, ImageEvent, ReplicationEvent, Rep
 use crate::model::{Destination, ExpectationKey, SourceImage};
 use crate::registry::{DestinationReplication, ImageReplicationStatus, Registry, RegistryError};
 use crate::rules::ReplicationConfiguration;
-use crate::store::{ExpectationStore, OpenCount, StoreError};
+use crate::store::{ExpectationStore, RecordedRules, RulesRecord, StoreError};
 use crate::tracker::{Applied, Creation, Tracker, TrackerError};
-use crate::tracking::{Observation, ReplicationExpectation, TrackingPolicy};
+use crate::tracking::{Observation, ReplicationExpectation, TagArrival, TrackingPolicy};
 
 /// How the pipeline behaves; every field has a production default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PipelineSettings {
     pub policy: TrackingPolicy,
     /// How long a registry's replication rules are trusted before `DescribeRegistry` is asked
-    /// again (a `PutReplicationConfiguration` event refreshes them at once).
+    /// again (a `PutReplicationConfiguration` event refreshes them at once). Every container
+    /// shares what it reads through the rules record, so one read serves them all.
     pub configuration_ttl: TimeDelta,
-    /// How many due records one sweep invocation handles; the rest wait for the next tick.
+    /// How often a container compares its cached rules with the shared rules record: the
+    /// longest a rules change seen by one container takes to reach the others.
+    pub rules_check_interval: TimeDelta,
+    /// How many due records one round of a sweep reads; a sweep runs rounds until nothing is
+    /// due or its invocation is near its deadline.
     pub sweep_batch: usize,
 }
 
@@ -46,6 +51,7 @@ impl Default for PipelineSettings {
         Self {
             policy: TrackingPolicy::default(),
             configuration_ttl: TimeDelta::minutes(5),
+            rules_check_interval: TimeDelta::seconds(10),
             sweep_batch: 1_000,
         }
     }
@@ -66,19 +72,17 @@ pub enum PipelineError {
 pub struct Effects {
     /// Every record written, with what the write did.
     pub applied: Vec<Applied>,
-    /// Problems raised for the first time, to notify.
+    /// Problems raised for the first time, already stored as pending: to send now.
     pub alerts: Vec<Alert>,
 }
 
 impl Effects {
-    fn record(&mut self, applied: Option<Applied>, now: DateTime<Utc>) {
+    fn record(&mut self, applied: Option<Applied>) {
         let Some(applied) = applied else { return };
         if !applied.transition.changed {
             return;
         }
-        for kind in &applied.transition.raised {
-            self.alerts.push(Alert::new(*kind, &applied.record, now));
-        }
+        self.alerts.extend(applied.alerts.iter().cloned());
         self.applied.push(applied);
     }
 }
@@ -95,41 +99,32 @@ pub struct SweepReport {
     pub reconciled: usize,
     /// Images that could not be confirmed this time (they stay due).
     pub failures: Vec<RegistryError>,
-    /// Open records per destination after the sweep.
-    pub open: Vec<OpenCount>,
 }
 
-/// A registry's rules and when they were read.
-type CachedConfiguration = (Arc<ReplicationConfiguration>, DateTime<Utc>);
+/// A registry's rules in one container: as of when they were seen (by anyone), and when this
+/// container last compared them with the shared record.
+#[derive(Debug, Clone)]
+struct CachedRules {
+    configuration: Arc<ReplicationConfiguration>,
+    seen_at: DateTime<Utc>,
+    checked_at: DateTime<Utc>,
+}
 
 /// Cached replication configurations per source registry.
 #[derive(Debug, Default)]
 struct ConfigurationCache {
-    entries: Mutex<HashMap<Destination, CachedConfiguration>>,
+    entries: Mutex<HashMap<Destination, CachedRules>>,
 }
 
 impl ConfigurationCache {
-    fn get(
-        &self,
-        registry: &Destination,
-        now: DateTime<Utc>,
-        ttl: TimeDelta,
-    ) -> Option<Arc<ReplicationConfiguration>> {
+    fn get(&self, registry: &Destination) -> Option<CachedRules> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(registry)
-            .filter(|(_, fetched)| now - *fetched < ttl)
-            .map(|(config, _)| Arc::clone(config))
+        entries.get(registry).cloned()
     }
 
-    fn put(
-        &self,
-        registry: Destination,
-        configuration: Arc<ReplicationConfiguration>,
-        now: DateTime<Utc>,
-    ) {
+    fn put(&self, registry: Destination, rules: CachedRules) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.insert(registry, (configuration, now));
+        entries.insert(registry, rules);
     }
 }
 
@@ -142,7 +137,7 @@ pub struct Pipeline<S, R, C> {
     configurations: ConfigurationCache,
 }
 
-impl<S: ExpectationStore, R: Registry, C: Clock> Pipeline<S, R, C> {
+impl<S, R, C> Pipeline<S, R, C> {
     pub fn new(store: S, registry: R, clock: C, settings: PipelineSettings) -> Self {
         Self {
             store,
@@ -168,27 +163,88 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Pipeline<S, R, C> {
     pub fn settings(&self) -> &PipelineSettings {
         &self.settings
     }
+}
 
+impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C> {
     fn tracker(&self) -> Tracker<'_, S> {
-        Tracker::new(&self.store, self.settings.policy)
+        Tracker::new(&self.store, self.settings.policy, self.clock.now())
     }
 
-    /// The rules of `registry`, from the cache or `DescribeRegistry`.
+    /// The rules of `registry`: from this container's cache while it is fresh, else from the
+    /// shared rules record when some container saw them recently, else from
+    /// `DescribeRegistry` (and then recorded for the others).
     pub async fn configuration(
         &self,
         registry: &Destination,
-    ) -> Result<Arc<ReplicationConfiguration>, RegistryError> {
+    ) -> Result<Arc<ReplicationConfiguration>, PipelineError> {
         let now = self.clock.now();
-        if let Some(cached) =
-            self.configurations
-                .get(registry, now, self.settings.configuration_ttl)
+        let ttl = self.settings.configuration_ttl;
+        let cached = self.configurations.get(registry);
+        if let Some(c) = &cached
+            && now - c.checked_at < self.settings.rules_check_interval
+            && now - c.seen_at < ttl
         {
-            return Ok(cached);
+            return Ok(Arc::clone(&c.configuration));
         }
-        let fresh = Arc::new(self.registry.replication_configuration(registry).await?);
-        self.configurations
-            .put(registry.clone(), Arc::clone(&fresh), now);
-        Ok(fresh)
+        let recorded = self.store.recorded_rules(registry).await?;
+        let newest = match (cached, recorded) {
+            (Some(c), Some(r)) if r.seen_at > c.seen_at => {
+                Some((Arc::new(r.configuration), r.seen_at))
+            }
+            (Some(c), _) => Some((c.configuration, c.seen_at)),
+            (None, Some(r)) => Some((Arc::new(r.configuration), r.seen_at)),
+            (None, None) => None,
+        };
+        if let Some((configuration, seen_at)) = newest
+            && now - seen_at < ttl
+        {
+            self.configurations.put(
+                registry.clone(),
+                CachedRules {
+                    configuration: Arc::clone(&configuration),
+                    seen_at,
+                    checked_at: now,
+                },
+            );
+            return Ok(configuration);
+        }
+        let fresh = self.registry.replication_configuration(registry).await?;
+        self.remember_rules(registry, fresh, now).await
+    }
+
+    /// Records `configuration` as seen at `seen_at`, for this container and the others.
+    async fn remember_rules(
+        &self,
+        registry: &Destination,
+        configuration: ReplicationConfiguration,
+        seen_at: DateTime<Utc>,
+    ) -> Result<Arc<ReplicationConfiguration>, PipelineError> {
+        // An event stamped later than this clock says "now", not "in the future": a future
+        // time would keep these rules fresh past their TTL.
+        let rules = RecordedRules {
+            configuration,
+            seen_at: seen_at.min(self.clock.now()),
+        };
+        let seen_at = rules.seen_at;
+        // Rules older than the record are not adopted here either: the next check reads the
+        // newer ones.
+        let recorded = self.store.record_rules(registry, &rules).await?;
+        let configuration = Arc::new(rules.configuration);
+        let newer_here = self
+            .configurations
+            .get(registry)
+            .is_some_and(|c| c.seen_at > seen_at);
+        if recorded && !newer_here {
+            self.configurations.put(
+                registry.clone(),
+                CachedRules {
+                    configuration: Arc::clone(&configuration),
+                    seen_at,
+                    checked_at: self.clock.now(),
+                },
+            );
+        }
+        Ok(configuration)
     }
 
     /// Applies one event.
@@ -196,6 +252,7 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Pipeline<S, R, C> {
         match event {
             EcrEvent::Image(e) => match e.action {
                 ImageActionKind::Push => self.on_push(e).await,
+                ImageActionKind::Restore => self.on_restore(e).await,
                 ImageActionKind::Delete => self.on_delete(e).await,
             },
             EcrEvent::Replication(e) => match e.result {
@@ -203,33 +260,69 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Pipeline<S, R, C> {
                 ReplicationResult::Failed => self.on_failed(e).await,
             },
             EcrEvent::ConfigurationChange(change) => {
-                self.configurations.put(
-                    change.registry.clone(),
-                    Arc::new(change.configuration.clone()),
-                    self.clock.now(),
-                );
+                self.remember_rules(
+                    &change.registry,
+                    change.configuration.clone(),
+                    change.envelope.time,
+                )
+                .await?;
                 Ok(Effects::default())
             }
         }
     }
 
     async fn on_push(&self, e: &ImageEvent) -> Result<Effects, PipelineError> {
-        let configuration = self.configuration(&e.image.registry).await?;
         let observation = Observation::Pushed {
             at: e.envelope.time,
         };
+        self.expect(
+            e,
+            std::slice::from_ref(&e.tag),
+            &observation,
+            Creation::ExpectNew,
+        )
+        .await
+    }
+
+    /// A restored image replicates like a pushed one, with the tags it carries now (the
+    /// storage-class event names none).
+    async fn on_restore(&self, e: &ImageEvent) -> Result<Effects, PipelineError> {
+        let tags: Vec<Option<String>> = match self
+            .registry
+            .image_tags(&e.image.registry, &e.image.repository, &e.image.digest)
+            .await?
+        {
+            // Deleted again since: nothing will replicate.
+            None => return Ok(Effects::default()),
+            Some(tags) if tags.is_empty() => vec![None],
+            Some(tags) => tags.into_iter().map(Some).collect(),
+        };
+        let observation = Observation::Restored {
+            at: e.envelope.time,
+        };
+        self.expect(e, &tags, &observation, Creation::Create).await
+    }
+
+    /// One expectation per destination the rules select and per tag.
+    async fn expect(
+        &self,
+        e: &ImageEvent,
+        tags: &[Option<String>],
+        observation: &Observation,
+        creation: Creation,
+    ) -> Result<Effects, PipelineError> {
+        let configuration = self.configuration(&e.image.registry).await?;
         let mut effects = Effects::default();
         for destination in configuration.destinations_for(&e.image.registry, &e.image.repository) {
-            let key = ExpectationKey {
-                image: e.image.clone(),
-                tag: e.tag.clone(),
-                destination,
-            };
-            let applied = self
-                .tracker()
-                .observe(&key, &observation, Creation::ExpectNew)
-                .await?;
-            effects.record(applied, self.clock.now());
+            for tag in tags {
+                let key = ExpectationKey {
+                    image: e.image.clone(),
+                    tag: tag.clone(),
+                    destination: destination.clone(),
+                };
+                let applied = self.tracker().observe(&key, observation, creation).await?;
+                effects.record(applied);
+            }
         }
         Ok(effects)
     }
@@ -267,27 +360,66 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Pipeline<S, R, C> {
                 .tracker()
                 .observe(&key, &observation, Creation::Create)
                 .await?;
-            effects.record(applied, self.clock.now());
+            effects.record(applied);
         }
         Ok(effects)
     }
 
-    /// Whether the destination holds `tag` on the image; an image not (yet) visible there is
-    /// taken on the event's word.
-    async fn tag_present(
+    /// What became of `tag` when `image` arrived in `destination`, as ECR would tell it:
+    /// `None` while the image is not (yet) visible there.
+    ///
+    /// ECR drops a tag on replication only when the destination repository's tags are
+    /// immutable (the tag not excluded) and the tag already names another image there; the
+    /// image then arrives untagged (ECR user guide, private image replication considerations).
+    /// So a missing tag is a loss only when all of these hold, and only while the source still
+    /// puts the tag on this image (otherwise the source moved it on, and so did replication).
+    /// Anything else (a later push in a mutable repository, completions out of order, a tag
+    /// deleted by hand) is [`TagArrival::Superseded`]: never an alert. The reads after the
+    /// first happen only when the tag is missing.
+    async fn tag_arrival(
         &self,
         image: &SourceImage,
         destination: &Destination,
         tag: Option<&str>,
-    ) -> Result<Option<bool>, RegistryError> {
+    ) -> Result<Option<TagArrival>, RegistryError> {
         let Some(tag) = tag else {
-            return Ok(Some(true));
+            return Ok(Some(TagArrival::Present));
         };
-        let tags = self
+        let Some(tags) = self
             .registry
-            .tags_in_destination(destination, &image.repository, &image.digest)
+            .image_tags(destination, &image.repository, &image.digest)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if tags.iter().any(|t| t == tag) {
+            return Ok(Some(TagArrival::Present));
+        }
+        let immutable = self
+            .registry
+            .tag_mutability(destination, &image.repository)
+            .await?
+            .is_some_and(|m| m.is_immutable(tag));
+        if !immutable {
+            return Ok(Some(TagArrival::Superseded));
+        }
+        let Some(held_by) = self
+            .registry
+            .tagged_image(destination, &image.repository, tag)
+            .await?
+            .filter(|holder| holder != &image.digest)
+        else {
+            return Ok(Some(TagArrival::Superseded));
+        };
+        let in_source = self
+            .registry
+            .tagged_image(&image.registry, &image.repository, tag)
             .await?;
-        Ok(tags.map(|tags| tags.iter().any(|t| t == tag)))
+        Ok(Some(if in_source.as_ref() == Some(&image.digest) {
+            TagArrival::Lost { held_by }
+        } else {
+            TagArrival::Superseded
+        }))
     }
 
     async fn on_replicated(&self, e: &ReplicationEvent) -> Result<Effects, PipelineError> {
@@ -319,20 +451,21 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Pipeline<S, R, C> {
             }
         }
         for key in keys {
-            let present = self
-                .tag_present(&key.image, &key.destination, key.tag.as_deref())
+            // An image not yet visible in the destination is taken on the event's word.
+            let tag = self
+                .tag_arrival(&key.image, &key.destination, key.tag.as_deref())
                 .await?
-                .unwrap_or(true);
+                .unwrap_or(TagArrival::Present);
             let observation = Observation::Arrived {
                 arrived_at: Some(e.envelope.time),
                 observed_at: now,
-                tag_present: present,
+                tag,
             };
             let applied = self
                 .tracker()
                 .observe(&key, &observation, Creation::Create)
                 .await?;
-            effects.record(applied, now);
+            effects.record(applied);
         }
         Ok(effects)
     }
@@ -348,14 +481,14 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Pipeline<S, R, C> {
         let observation = match status.for_destination(&e.destination) {
             // The event was stale: the image is there now.
             Some(DestinationReplication::Complete) => {
-                let present = self
-                    .tag_present(&e.source, &e.destination, e.tag.as_deref())
+                let tag = self
+                    .tag_arrival(&e.source, &e.destination, e.tag.as_deref())
                     .await?
-                    .unwrap_or(true);
+                    .unwrap_or(TagArrival::Present);
                 Observation::Arrived {
                     arrived_at: None,
                     observed_at: now,
-                    tag_present: present,
+                    tag,
                 }
             }
             Some(DestinationReplication::Failed { failure_code }) => {
@@ -374,14 +507,16 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Pipeline<S, R, C> {
             .observe(&key, &observation, Creation::Create)
             .await?;
         let mut effects = Effects::default();
-        effects.record(applied, now);
+        effects.record(applied);
         Ok(effects)
     }
 
-    /// Confirms every due record with the API and applies what it says.
-    pub async fn sweep(&self) -> Result<SweepReport, PipelineError> {
+    /// Confirms up to `limit` due records with the API and applies what it says. A sweep
+    /// calls this in rounds, delivering each round's alerts before the next, until nothing is
+    /// due or its time is up.
+    pub async fn sweep(&self, limit: usize) -> Result<SweepReport, PipelineError> {
         let now = self.clock.now();
-        let due = self.store.due(now, self.settings.sweep_batch).await?;
+        let due = self.store.due(now, limit).await?;
         let mut report = SweepReport {
             checked: due.len(),
             ..SweepReport::default()
@@ -401,7 +536,7 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Pipeline<S, R, C> {
                         let reconciles = matches!(
                             observation,
                             Observation::Arrived {
-                                tag_present: true,
+                                tag: TagArrival::Present | TagArrival::Superseded,
                                 ..
                             }
                         );
@@ -412,13 +547,12 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Pipeline<S, R, C> {
                         if reconciles && applied.as_ref().is_some_and(|a| a.transition.changed) {
                             report.reconciled += 1;
                         }
-                        report.effects.record(applied, now);
+                        report.effects.record(applied);
                     }
                 }
                 Err(error) => report.failures.push(error),
             }
         }
-        report.open = self.store.open_counts().await?;
         Ok(report)
     }
 
@@ -452,13 +586,13 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Pipeline<S, R, C> {
                         // push): the destination itself says whether the image is there.
                         Some(DestinationReplication::Complete) | None => {
                             match self
-                                .tag_present(image, &key.destination, key.tag.as_deref())
+                                .tag_arrival(image, &key.destination, key.tag.as_deref())
                                 .await?
                             {
-                                Some(present) => Observation::Arrived {
+                                Some(tag) => Observation::Arrived {
                                     arrived_at: None,
                                     observed_at: now,
-                                    tag_present: present,
+                                    tag,
                                 },
                                 None => Observation::StillInProgress { at: now },
                             }

@@ -2,12 +2,15 @@
 //!
 //! Events are best effort, so every alert is confirmed with an authoritative answer:
 //! `DescribeImageReplicationStatus` in the source (per-destination IN_PROGRESS, COMPLETE or
-//! FAILED with a failure code), and `DescribeImages` in the destination (is the pushed tag
-//! there?). The adapter on ECR lives in `replwatch-aws`; reads in another account go through
-//! that account's read-only role.
+//! FAILED with a failure code), `DescribeImages` in the destination (is the pushed tag there?
+//! which image holds it?) and in the source (does the source still put the tag on this
+//! image?), and `DescribeRepositories` in the destination (are its tags immutable?). The
+//! adapter on ECR lives in `replwatch-aws`; reads in another account go through that
+//! account's read-only role.
 
 use std::future::Future;
 
+use crate::backfill::inventory::TagMutability;
 use crate::model::{Destination, Digest, RepositoryName, SourceImage};
 use crate::rules::ReplicationConfiguration;
 
@@ -61,14 +64,30 @@ pub trait Registry: Send + Sync {
         image: &SourceImage,
     ) -> impl Future<Output = Result<ImageReplicationStatus, RegistryError>> + Send;
 
-    /// The tags `digest` carries in `repository` of `destination`, or `None` when the image
-    /// (or the repository) is not there.
-    fn tags_in_destination(
+    /// The tags `digest` carries in `repository` of `registry` (a destination, or the source
+    /// itself), or `None` when the image (or the repository) is not there.
+    fn image_tags(
         &self,
-        destination: &Destination,
+        registry: &Destination,
         repository: &RepositoryName,
         digest: &Digest,
     ) -> impl Future<Output = Result<Option<Vec<String>>, RegistryError>> + Send;
+
+    /// The image `tag` names in `repository` of `registry`, or `None` when no image carries
+    /// it (or the repository is not there).
+    fn tagged_image(
+        &self,
+        registry: &Destination,
+        repository: &RepositoryName,
+        tag: &str,
+    ) -> impl Future<Output = Result<Option<Digest>, RegistryError>> + Send;
+
+    /// The tag mutability of `repository` in `registry`, or `None` when it is not there.
+    fn tag_mutability(
+        &self,
+        registry: &Destination,
+        repository: &RepositoryName,
+    ) -> impl Future<Output = Result<Option<TagMutability>, RegistryError>> + Send;
 
     /// The replication configuration of a source registry (`DescribeRegistry`).
     fn replication_configuration(
@@ -86,13 +105,28 @@ macro_rules! forward_registry {
             ) -> impl Future<Output = Result<ImageReplicationStatus, RegistryError>> + Send {
                 (**self).replication_status(image)
             }
-            fn tags_in_destination(
+            fn image_tags(
                 &self,
-                destination: &Destination,
+                registry: &Destination,
                 repository: &RepositoryName,
                 digest: &Digest,
             ) -> impl Future<Output = Result<Option<Vec<String>>, RegistryError>> + Send {
-                (**self).tags_in_destination(destination, repository, digest)
+                (**self).image_tags(registry, repository, digest)
+            }
+            fn tagged_image(
+                &self,
+                registry: &Destination,
+                repository: &RepositoryName,
+                tag: &str,
+            ) -> impl Future<Output = Result<Option<Digest>, RegistryError>> + Send {
+                (**self).tagged_image(registry, repository, tag)
+            }
+            fn tag_mutability(
+                &self,
+                registry: &Destination,
+                repository: &RepositoryName,
+            ) -> impl Future<Output = Result<Option<TagMutability>, RegistryError>> + Send {
+                (**self).tag_mutability(registry, repository)
             }
             fn replication_configuration(
                 &self,

@@ -14,6 +14,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 
 use crate::model::{Destination, ExpectationKey, SourceImage};
+use crate::outbox::{AlertOutbox, CLAIM_LEASE, PendingAlert};
+use crate::rules::ReplicationConfiguration;
 use crate::tracking::{ExpectationState, ReplicationExpectation};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +43,13 @@ pub trait ExpectationStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<ReplicationExpectation>, StoreError>> + Send;
 
     /// Writes `item` if the stored version still equals `item.version` (0: the record must
-    /// not exist yet). Returns the version now stored.
+    /// not exist yet), and in the same atomic write the alerts this change raised as pending
+    /// records of the [`AlertOutbox`]: either both are stored or neither. Returns the version
+    /// now stored.
     fn save(
         &self,
         item: &ReplicationExpectation,
+        raised: &[PendingAlert],
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Every record of one source image: all its tags and destinations.
@@ -78,8 +83,9 @@ macro_rules! forward_store {
             fn save(
                 &self,
                 item: &ReplicationExpectation,
+                raised: &[PendingAlert],
             ) -> impl Future<Output = Result<u64, StoreError>> + Send {
-                (**self).save(item)
+                (**self).save(item, raised)
             }
             fn for_image(
                 &self,
@@ -103,6 +109,85 @@ macro_rules! forward_store {
 
 // A store shared by reference or behind an `Arc` is still a store.
 forward_store!(&T, std::sync::Arc<T>);
+
+macro_rules! forward_outbox {
+    ($($pointer:ty),*) => {$(
+        impl<T: AlertOutbox + ?Sized> AlertOutbox for $pointer {
+            fn claim_due(
+                &self,
+                now: DateTime<Utc>,
+                limit: usize,
+            ) -> impl Future<Output = Result<Vec<PendingAlert>, StoreError>> + Send {
+                (**self).claim_due(now, limit)
+            }
+            fn delivered(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
+                (**self).delivered(id)
+            }
+            fn retry_later(
+                &self,
+                pending: &PendingAlert,
+            ) -> impl Future<Output = Result<(), StoreError>> + Send {
+                (**self).retry_later(pending)
+            }
+            fn undelivered(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
+                (**self).undelivered()
+            }
+        }
+    )*};
+}
+
+forward_outbox!(&T, std::sync::Arc<T>);
+
+/// A source registry's replication rules as some container last saw them: from a
+/// `PutReplicationConfiguration` event (as of the event's time) or from `DescribeRegistry`
+/// (as of the read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRules {
+    pub configuration: ReplicationConfiguration,
+    pub seen_at: DateTime<Utc>,
+}
+
+/// The one shared record of each source registry's rules, so that a rules change one
+/// container learns reaches every other within one cheap read (see
+/// [`crate::pipeline::PipelineSettings::rules_check_interval`]). The backfill keeps the rules
+/// its last plan saw in the same record.
+pub trait RulesRecord: Send + Sync {
+    /// The rules recorded for `registry`, if any.
+    fn recorded_rules(
+        &self,
+        registry: &Destination,
+    ) -> impl Future<Output = Result<Option<RecordedRules>, StoreError>> + Send;
+
+    /// Records `rules` unless rules seen at or after `rules.seen_at` are recorded already;
+    /// whether it was written.
+    fn record_rules(
+        &self,
+        registry: &Destination,
+        rules: &RecordedRules,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+macro_rules! forward_rules {
+    ($($pointer:ty),*) => {$(
+        impl<T: RulesRecord + ?Sized> RulesRecord for $pointer {
+            fn recorded_rules(
+                &self,
+                registry: &Destination,
+            ) -> impl Future<Output = Result<Option<RecordedRules>, StoreError>> + Send {
+                (**self).recorded_rules(registry)
+            }
+            fn record_rules(
+                &self,
+                registry: &Destination,
+                rules: &RecordedRules,
+            ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+                (**self).record_rules(registry, rules)
+            }
+        }
+    )*};
+}
+
+forward_rules!(&T, std::sync::Arc<T>);
 
 /// Open records of one destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,10 +220,13 @@ pub fn count_open<'a>(
         .collect()
 }
 
-/// An [`ExpectationStore`] in a map, for unit tests of the core and its benchmark.
+/// An [`ExpectationStore`] and [`AlertOutbox`] in maps, for unit tests of the core and its
+/// benchmark.
 #[derive(Debug, Default)]
 pub struct InMemoryStore {
     records: Mutex<HashMap<ExpectationKey, ReplicationExpectation, BuildHasherDefault<FxHasher>>>,
+    outbox: Mutex<BTreeMap<String, PendingAlert>>,
+    rules: Mutex<HashMap<Destination, RecordedRules>>,
 }
 
 /// The multiply-rotate hash of rustc's `FxHasher`: keys here are our own, never hostile, so
@@ -191,6 +279,15 @@ impl InMemoryStore {
         all
     }
 
+    /// Every alert waiting for delivery, by id.
+    pub fn pending_alerts(&self) -> Vec<PendingAlert> {
+        self.pending().values().cloned().collect()
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PendingAlert>> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock(
         &self,
     ) -> std::sync::MutexGuard<
@@ -209,7 +306,11 @@ impl ExpectationStore for InMemoryStore {
         Ok(self.lock().get(key).cloned())
     }
 
-    async fn save(&self, item: &ReplicationExpectation) -> Result<u64, StoreError> {
+    async fn save(
+        &self,
+        item: &ReplicationExpectation,
+        raised: &[PendingAlert],
+    ) -> Result<u64, StoreError> {
         let mut records = self.lock();
         let stored = records.get(&item.key).map_or(0, |r| r.version);
         if stored != item.version {
@@ -224,6 +325,10 @@ impl ExpectationStore for InMemoryStore {
             None => {
                 records.insert(item.key.clone(), next);
             }
+        }
+        let mut outbox = self.pending();
+        for pending in raised {
+            outbox.insert(pending.id(), pending.clone());
         }
         Ok(item.version + 1)
     }
@@ -268,17 +373,85 @@ impl ExpectationStore for InMemoryStore {
     }
 }
 
+impl AlertOutbox for InMemoryStore {
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PendingAlert>, StoreError> {
+        let mut outbox = self.pending();
+        let mut due: Vec<&mut PendingAlert> = outbox
+            .values_mut()
+            .filter(|p| p.next_attempt_at <= now)
+            .collect();
+        due.sort_by_key(|p| p.next_attempt_at);
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|p| {
+                let claimed = p.clone();
+                p.next_attempt_at = now + CLAIM_LEASE;
+                claimed
+            })
+            .collect())
+    }
+
+    async fn delivered(&self, id: &str) -> Result<(), StoreError> {
+        self.pending().remove(id);
+        Ok(())
+    }
+
+    async fn retry_later(&self, pending: &PendingAlert) -> Result<(), StoreError> {
+        self.pending().insert(pending.id(), pending.clone());
+        Ok(())
+    }
+
+    async fn undelivered(&self) -> Result<u64, StoreError> {
+        Ok(self.pending().len() as u64)
+    }
+}
+
+impl RulesRecord for InMemoryStore {
+    async fn recorded_rules(
+        &self,
+        registry: &Destination,
+    ) -> Result<Option<RecordedRules>, StoreError> {
+        let rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(rules.get(registry).cloned())
+    }
+
+    async fn record_rules(
+        &self,
+        registry: &Destination,
+        rules: &RecordedRules,
+    ) -> Result<bool, StoreError> {
+        let mut recorded = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        if recorded
+            .get(registry)
+            .is_some_and(|r| r.seen_at >= rules.seen_at)
+        {
+            return Ok(false);
+        }
+        recorded.insert(registry.clone(), rules.clone());
+        Ok(true)
+    }
+}
+
 /// The behaviour every [`ExpectationStore`] must show. Each function takes a fresh, empty
 /// store; [`crate::expectation_store_contract!`] turns them into one `#[tokio::test]` each.
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract {
     use chrono::{TimeDelta, TimeZone, Utc};
 
-    use super::{ExpectationStore, StoreError};
+    use super::{ExpectationStore, RecordedRules, RulesRecord, StoreError};
+    use crate::alerts::Alert;
     use crate::model::{
         AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
     };
-    use crate::tracking::{AlertKind, Observation, ReplicationExpectation, TrackingPolicy};
+    use crate::outbox::{AlertOutbox, CLAIM_LEASE, FIRST_RETRY_AFTER, PendingAlert};
+    use crate::tracking::{
+        AlertKind, Observation, ReplicationExpectation, TagArrival, TrackingPolicy,
+    };
 
     fn at(minutes: i64) -> chrono::DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
@@ -333,7 +506,7 @@ pub mod contract {
             &TrackingPolicy::default(),
         );
         assert_eq!(e.alerts.len(), 2);
-        let version = store.save(&e).await.expect("save");
+        let version = store.save(&e, &[]).await.expect("save");
         assert_eq!(version, 1);
         let read = store.get(&e.key).await.expect("get").expect("present");
         let mut expected = e.clone();
@@ -345,8 +518,8 @@ pub mod contract {
     pub async fn untagged_and_tagged_records_are_distinct<S: ExpectationStore>(store: S) {
         let untagged = pushed(key(2, None, "us-east-1", "111111111111"), 0);
         let tagged = pushed(key(2, Some("latest"), "us-east-1", "111111111111"), 1);
-        store.save(&untagged).await.expect("save untagged");
-        store.save(&tagged).await.expect("save tagged");
+        store.save(&untagged, &[]).await.expect("save untagged");
+        store.save(&tagged, &[]).await.expect("save tagged");
         let read = store
             .get(&untagged.key)
             .await
@@ -365,22 +538,22 @@ pub mod contract {
 
     pub async fn stale_version_is_a_conflict_and_changes_nothing<S: ExpectationStore>(store: S) {
         let e = pushed(key(4, Some("v1"), "us-east-1", "111111111111"), 0);
-        store.save(&e).await.expect("first save");
+        store.save(&e, &[]).await.expect("first save");
         // A second writer that also read "absent" loses.
         let mut racer = e.clone();
         racer.failure_code = Some("RACER".into());
         assert!(matches!(
-            store.save(&racer).await,
+            store.save(&racer, &[]).await,
             Err(StoreError::Conflict { .. })
         ));
         let mut current = store.get(&e.key).await.expect("get").expect("present");
         assert_eq!(current.failure_code, None);
         // The winner's next write, from the version it read, goes through.
         current.failure_code = Some("X".into());
-        assert_eq!(store.save(&current).await.expect("update"), 2);
+        assert_eq!(store.save(&current, &[]).await.expect("update"), 2);
         // And the stale copy at version 1 now conflicts.
         assert!(matches!(
-            store.save(&current).await,
+            store.save(&current, &[]).await,
             Err(StoreError::Conflict { .. })
         ));
     }
@@ -396,10 +569,13 @@ pub mod contract {
             key(5, None, "us-east-1", "111111111111"),
         ];
         for k in &mine {
-            store.save(&pushed(k.clone(), 0)).await.expect("save");
+            store.save(&pushed(k.clone(), 0), &[]).await.expect("save");
         }
         store
-            .save(&pushed(key(6, Some("v1"), "us-east-1", "111111111111"), 0))
+            .save(
+                &pushed(key(6, Some("v1"), "us-east-1", "111111111111"), 0),
+                &[],
+            )
             .await
             .expect("save other image");
         let mut found: Vec<ExpectationKey> = store
@@ -430,12 +606,12 @@ pub mod contract {
             &Observation::Arrived {
                 arrived_at: Some(at(1)),
                 observed_at: at(1),
-                tag_present: true,
+                tag: TagArrival::Present,
             },
             &policy,
         );
         for e in [&later, &closed, &second, &first] {
-            store.save(e).await.expect("save");
+            store.save(e, &[]).await.expect("save");
         }
         let due = store.due(at(36), 100).await.expect("due");
         let tags: Vec<Option<String>> = due.iter().map(|r| r.key.tag.clone()).collect();
@@ -449,11 +625,11 @@ pub mod contract {
             &Observation::Arrived {
                 arrived_at: Some(at(32)),
                 observed_at: at(32),
-                tag_present: true,
+                tag: TagArrival::Present,
             },
             &policy,
         );
-        store.save(&now_closed).await.expect("close");
+        store.save(&now_closed, &[]).await.expect("close");
         let due = store.due(at(60), 100).await.expect("due");
         let tags: Vec<Option<String>> = due.iter().map(|r| r.key.tag.clone()).collect();
         assert_eq!(tags, vec![Some("b".to_owned()), Some("c".to_owned())]);
@@ -465,7 +641,7 @@ pub mod contract {
         let policy = TrackingPolicy::default();
         let mut e = pushed(key(8, Some("v1"), "eu-west-1", "222222222222"), 0);
         e.apply(&Observation::StillInProgress { at: at(31) }, &policy);
-        store.save(&e).await.expect("save");
+        store.save(&e, &[]).await.expect("save");
         assert!(store.due(at(40), 10).await.expect("due").is_empty());
         let due = store.due(at(46), 10).await.expect("due");
         assert_eq!(due.len(), 1);
@@ -489,7 +665,7 @@ pub mod contract {
             overdue,
             closed,
         ] {
-            store.save(&e).await.expect("save");
+            store.save(&e, &[]).await.expect("save");
         }
         let counts: Vec<(String, u64, u64)> = store
             .open_counts()
@@ -507,6 +683,108 @@ pub mod contract {
         );
     }
 
+    pub async fn a_raised_alert_is_stored_with_its_state_change_and_only_then<
+        S: ExpectationStore + AlertOutbox,
+    >(
+        store: S,
+    ) {
+        let policy = TrackingPolicy::default();
+        let mut e = pushed(key(11, Some("v1"), "eu-west-1", "222222222222"), 0);
+        store.save(&e, &[]).await.expect("push");
+        e.version = 1;
+        e.apply(&Observation::StillInProgress { at: at(31) }, &policy);
+        let raised = PendingAlert::raised(Alert::new(AlertKind::Overdue, &e, at(31)));
+        // A writer that lost the race stores neither the state nor the alert.
+        let mut stale = e.clone();
+        stale.version = 0;
+        assert!(matches!(
+            store.save(&stale, std::slice::from_ref(&raised)).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(store.undelivered().await.expect("count"), 0);
+        store
+            .save(&e, std::slice::from_ref(&raised))
+            .await
+            .expect("raise");
+        assert_eq!(store.undelivered().await.expect("count"), 1);
+        // Its raiser has FIRST_RETRY_AFTER to send it; only then is it anyone's to send.
+        assert!(store.claim_due(at(32), 10).await.expect("claim").is_empty());
+        let retry_at = at(31) + FIRST_RETRY_AFTER;
+        let claimed = store.claim_due(retry_at, 10).await.expect("claim");
+        assert_eq!(claimed, vec![raised.clone()]);
+        assert!(
+            store
+                .claim_due(retry_at, 10)
+                .await
+                .expect("claim")
+                .is_empty(),
+            "claimed: a second sweep leaves it alone"
+        );
+        // A sink still down: it comes back after its backoff, with what was delivered.
+        let mut failed = claimed[0].clone();
+        failed.delivered_to.insert("sns".to_owned());
+        failed.failed_at(retry_at);
+        store.retry_later(&failed).await.expect("retry later");
+        let again = store
+            .claim_due(failed.next_attempt_at, 10)
+            .await
+            .expect("claim");
+        assert_eq!(again, vec![failed.clone()]);
+        store.delivered(&failed.id()).await.expect("delivered");
+        assert_eq!(store.undelivered().await.expect("count"), 0);
+        assert!(
+            store
+                .claim_due(failed.next_attempt_at + CLAIM_LEASE, 10)
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+    }
+
+    pub async fn the_newest_rules_win_whatever_the_order_they_are_recorded_in<
+        S: ExpectationStore + RulesRecord,
+    >(
+        store: S,
+    ) {
+        let registry = image(12).registry;
+        assert_eq!(store.recorded_rules(&registry).await.expect("read"), None);
+        let rules = |prefix: &str, minutes: i64| {
+            RecordedRules {
+            configuration: crate::rules::ReplicationConfiguration::from_json(
+                format!(
+                    r#"{{"rules":[{{"destinations":[{{"region":"eu-west-1","registryId":"222222222222"}}],"repositoryFilters":[{{"filter":"{prefix}","filterType":"PREFIX_MATCH"}}]}}]}}"#
+                )
+                .as_bytes(),
+            )
+            .expect("rules"),
+            seen_at: at(minutes),
+        }
+        };
+        assert!(
+            store
+                .record_rules(&registry, &rules("a", 5))
+                .await
+                .expect("record")
+        );
+        assert!(
+            !store
+                .record_rules(&registry, &rules("b", 3))
+                .await
+                .expect("older"),
+            "an older view does not replace a newer one"
+        );
+        assert!(
+            store
+                .record_rules(&registry, &rules("c", 9))
+                .await
+                .expect("newer")
+        );
+        assert_eq!(
+            store.recorded_rules(&registry).await.expect("read"),
+            Some(rules("c", 9))
+        );
+    }
+
     /// Generates one `#[tokio::test]` per contract case; `$make` is an expression evaluating
     /// to a future that yields a fresh, empty store.
     #[macro_export]
@@ -521,6 +799,8 @@ pub mod contract {
                 due_returns_only_open_records_past_their_check_time_earliest_first,
                 overdue_records_come_back_after_the_recheck_interval,
                 open_counts_count_pending_and_overdue_per_destination,
+                a_raised_alert_is_stored_with_its_state_change_and_only_then,
+                the_newest_rules_win_whatever_the_order_they_are_recorded_in,
             );
         };
         (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -1,8 +1,13 @@
 //! Applying an observation to a stored expectation: read, transition, conditional write, and
-//! on a lost race read again. This is the one loop every handler shares, so the "alert at most
-//! once" guarantee of [`crate::tracking`] holds across concurrent Lambda invocations.
+//! on a lost race read again. This is the one loop every handler shares, so the "each alert
+//! raised once" guarantee of [`crate::tracking`] holds across concurrent Lambda invocations,
+//! and the alerts a write raises are stored in that same write ([`crate::outbox`]).
 
+use chrono::{DateTime, Utc};
+
+use crate::alerts::Alert;
 use crate::model::ExpectationKey;
+use crate::outbox::PendingAlert;
 use crate::store::{ExpectationStore, StoreError};
 use crate::tracking::{Observation, ReplicationExpectation, TrackingPolicy, Transition};
 
@@ -29,6 +34,8 @@ pub enum Creation {
 pub struct Applied {
     pub record: ReplicationExpectation,
     pub transition: Transition,
+    /// The alerts this write raised, already stored as pending for delivery.
+    pub alerts: Vec<Alert>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,16 +46,34 @@ pub enum TrackerError {
     Contended { key: Box<ExpectationKey> },
 }
 
-/// Applies observations to stored expectations under one policy.
+/// Applies observations to stored expectations under one policy, at one instant (the time
+/// its alerts say they were detected).
 #[derive(Debug)]
 pub struct Tracker<'a, S> {
     store: &'a S,
     policy: TrackingPolicy,
+    now: DateTime<Utc>,
 }
 
 impl<'a, S: ExpectationStore> Tracker<'a, S> {
-    pub fn new(store: &'a S, policy: TrackingPolicy) -> Self {
-        Self { store, policy }
+    pub fn new(store: &'a S, policy: TrackingPolicy, now: DateTime<Utc>) -> Self {
+        Self { store, policy, now }
+    }
+
+    /// Writes `record` with the alerts `transition` raised; the version stored.
+    async fn write(
+        &self,
+        record: &ReplicationExpectation,
+        transition: &Transition,
+    ) -> Result<(u64, Vec<Alert>), StoreError> {
+        let alerts: Vec<Alert> = transition
+            .raised
+            .iter()
+            .map(|kind| Alert::new(*kind, record, self.now))
+            .collect();
+        let pending: Vec<PendingAlert> = alerts.iter().cloned().map(PendingAlert::raised).collect();
+        let version = self.store.save(record, &pending).await?;
+        Ok((version, alerts))
     }
 
     pub fn policy(&self) -> &TrackingPolicy {
@@ -68,10 +93,14 @@ impl<'a, S: ExpectationStore> Tracker<'a, S> {
             let mut record = ReplicationExpectation::new(key.clone());
             let transition = record.apply(observation, &self.policy);
             if record.is_known() {
-                match self.store.save(&record).await {
-                    Ok(version) => {
+                match self.write(&record, &transition).await {
+                    Ok((version, alerts)) => {
                         record.version = version;
-                        return Ok(Some(Applied { record, transition }));
+                        return Ok(Some(Applied {
+                            record,
+                            transition,
+                            alerts,
+                        }));
                     }
                     Err(StoreError::Conflict { .. }) => {}
                     Err(other) => return Err(other.into()),
@@ -88,15 +117,23 @@ impl<'a, S: ExpectationStore> Tracker<'a, S> {
             };
             let transition = record.apply(observation, &self.policy);
             if !transition.changed {
-                return Ok(Some(Applied { record, transition }));
+                return Ok(Some(Applied {
+                    record,
+                    transition,
+                    alerts: Vec::new(),
+                }));
             }
             if !record.is_known() {
                 return Ok(None);
             }
-            match self.store.save(&record).await {
-                Ok(version) => {
+            match self.write(&record, &transition).await {
+                Ok((version, alerts)) => {
                     record.version = version;
-                    return Ok(Some(Applied { record, transition }));
+                    return Ok(Some(Applied {
+                        record,
+                        transition,
+                        alerts,
+                    }));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(other) => return Err(other.into()),
@@ -149,7 +186,11 @@ mod tests {
             self.inner.get(key).await
         }
 
-        async fn save(&self, item: &ReplicationExpectation) -> Result<u64, StoreError> {
+        async fn save(
+            &self,
+            item: &ReplicationExpectation,
+            raised: &[PendingAlert],
+        ) -> Result<u64, StoreError> {
             let competitor = self.competitor.lock().expect("lock").take();
             if let Some(observation) = competitor {
                 let mut theirs = self.inner.get(&item.key).await?.expect("exists");
@@ -159,9 +200,9 @@ mod tests {
                     vec![AlertKind::Overdue],
                     "competitor alerts"
                 );
-                self.inner.save(&theirs).await?;
+                self.inner.save(&theirs, &[]).await?;
             }
-            self.inner.save(item).await
+            self.inner.save(item, raised).await
         }
 
         async fn for_image(
@@ -197,7 +238,7 @@ mod tests {
             inner: InMemoryStore::new(),
             competitor: std::sync::Mutex::new(None),
         };
-        let tracker = Tracker::new(&store, TrackingPolicy::default());
+        let tracker = Tracker::new(&store, TrackingPolicy::default(), Utc::now());
         tracker
             .observe(&key(), &Observation::Pushed { at: t0 }, Creation::Create)
             .await
@@ -209,7 +250,7 @@ mod tests {
             .expect("observe")
             .expect("exists");
         assert!(
-            ours.transition.raised.is_empty(),
+            ours.transition.raised.is_empty() && ours.alerts.is_empty(),
             "the competitor already alerted"
         );
         assert!(!ours.transition.changed);
@@ -228,7 +269,7 @@ mod tests {
     #[tokio::test]
     async fn sweep_confirmations_do_not_create_records() {
         let store = InMemoryStore::new();
-        let tracker = Tracker::new(&store, TrackingPolicy::default());
+        let tracker = Tracker::new(&store, TrackingPolicy::default(), Utc::now());
         let now = Utc::now();
         let applied = tracker
             .observe(
@@ -254,7 +295,7 @@ mod tests {
     #[tokio::test]
     async fn expect_new_falls_back_to_read_modify_write_when_the_record_exists() {
         let store = InMemoryStore::new();
-        let tracker = Tracker::new(&store, TrackingPolicy::default());
+        let tracker = Tracker::new(&store, TrackingPolicy::default(), Utc::now());
         let t0 = Utc
             .with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
             .single()
@@ -262,7 +303,7 @@ mod tests {
         let arrived = Observation::Arrived {
             arrived_at: Some(t0 + TimeDelta::minutes(2)),
             observed_at: t0 + TimeDelta::minutes(2),
-            tag_present: true,
+            tag: crate::tracking::TagArrival::Present,
         };
         tracker
             .observe(&key(), &arrived, Creation::Create)
@@ -285,7 +326,7 @@ mod tests {
     #[tokio::test]
     async fn a_duplicate_event_writes_nothing() {
         let store = InMemoryStore::new();
-        let tracker = Tracker::new(&store, TrackingPolicy::default());
+        let tracker = Tracker::new(&store, TrackingPolicy::default(), Utc::now());
         let push = Observation::Pushed { at: Utc::now() };
         tracker
             .observe(&key(), &push, Creation::Create)

@@ -8,8 +8,13 @@
 //!    │                                                  │
 //!    └──────────────┬───────────────────────────────────┘
 //!                   ▼
-//!   FAILED < TAG_LOST < REPLICATED < DELETED      (closed states, ranked)
+//!   FAILED < TAG_LOST < SUPERSEDED < REPLICATED < DELETED      (closed states, ranked)
 //! ```
+//!
+//! An image that arrived without its pushed tag is TAG_LOST only when ECR dropped the tag:
+//! the pipeline decides that with the registry (`Pipeline`'s tag verdict). Any other missing tag (a later push
+//! moved it, replications finished out of order, someone deleted it by hand) closes the
+//! record as SUPERSEDED: the image arrived, and nothing was lost by replication.
 //!
 //! Events are best effort: duplicated, late, out of order or lost. So a transition is the
 //! maximum of the current state and what the observation implies, in the rank order of
@@ -29,7 +34,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::ExpectationKey;
+use crate::model::{Digest, ExpectationKey};
 
 /// How long an image may take, and how long records are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +71,13 @@ pub enum ExpectationState {
     Overdue,
     /// ECR reported the replication failed.
     Failed,
-    /// The image arrived, but without the tag that was pushed (immutable tag conflict).
+    /// The image arrived, but without the tag that was pushed, because the destination
+    /// repository's tags are immutable and the tag already named another image there.
     TagLost,
+    /// The image arrived; the tag it was pushed with has since moved on (a later push in a
+    /// mutable repository, out-of-order completions, a tag moved or deleted by hand). Not a
+    /// problem of replication, so never an alert.
+    Superseded,
     /// The image arrived with its tag.
     Replicated,
     /// The source image (or the pushed tag) was deleted: there is nothing left to track,
@@ -97,6 +107,7 @@ impl ExpectationState {
             ExpectationState::Overdue => "OVERDUE",
             ExpectationState::Failed => "FAILED",
             ExpectationState::TagLost => "TAG_LOST",
+            ExpectationState::Superseded => "SUPERSEDED",
             ExpectationState::Deleted => "DELETED",
             ExpectationState::Replicated => "REPLICATED",
         }
@@ -108,6 +119,7 @@ impl ExpectationState {
             ExpectationState::Overdue,
             ExpectationState::Failed,
             ExpectationState::TagLost,
+            ExpectationState::Superseded,
             ExpectationState::Replicated,
             ExpectationState::Deleted,
         ]
@@ -149,14 +161,16 @@ pub enum Observation {
     /// The source image was deleted (`ECR Image Action` DELETE).
     SourceDeleted { at: DateTime<Utc> },
     /// The image is in the destination. `arrived_at` is known from a replication event and
-    /// unknown when the API reports COMPLETE for an image whose event was lost.
-    /// `tag_present` says whether the destination holds the pushed tag on this digest
-    /// (always true for an untagged push).
+    /// unknown when the API reports COMPLETE for an image whose event was lost. `tag` says
+    /// what became of the pushed tag there (always present for an untagged push).
     Arrived {
         arrived_at: Option<DateTime<Utc>>,
         observed_at: DateTime<Utc>,
-        tag_present: bool,
+        tag: TagArrival,
     },
+    /// The image was restored from the archive storage class: ECR replicates it as it would a
+    /// push, so it is expected anew from `at`.
+    Restored { at: DateTime<Utc> },
     /// ECR reports the replication FAILED (confirmed with `DescribeImageReplicationStatus`
     /// when possible).
     ReplicationFailed {
@@ -165,6 +179,17 @@ pub enum Observation {
     },
     /// `DescribeImageReplicationStatus` said IN_PROGRESS at `at`.
     StillInProgress { at: DateTime<Utc> },
+}
+
+/// What became of the pushed tag when the image arrived (decided by the pipeline from ECR's answers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagArrival {
+    /// The destination holds the tag on this image (or the push was untagged).
+    Present,
+    /// The tag is elsewhere or gone, and replication is not the cause.
+    Superseded,
+    /// ECR dropped the tag: the destination's tags are immutable and `held_by` already had it.
+    Lost { held_by: Digest },
 }
 
 /// What one observation did to an expectation.
@@ -190,6 +215,8 @@ pub struct ReplicationExpectation {
     pub deadline: Option<DateTime<Utc>>,
     pub arrived_at: Option<DateTime<Utc>>,
     pub failure_code: Option<String>,
+    /// For TAG_LOST: the image the tag names in the destination, which kept ECR from moving it.
+    pub tag_held_by: Option<Digest>,
     /// When the record closed (observation time), for retention and reporting.
     pub closed_at: Option<DateTime<Utc>>,
     pub overdue_since: Option<DateTime<Utc>>,
@@ -214,6 +241,7 @@ impl ReplicationExpectation {
             deadline: None,
             arrived_at: None,
             failure_code: None,
+            tag_held_by: None,
             closed_at: None,
             overdue_since: None,
             last_checked_at: None,
@@ -236,7 +264,7 @@ impl ReplicationExpectation {
     pub fn arrived_late(&self) -> bool {
         matches!(
             self.state,
-            ExpectationState::Replicated | ExpectationState::TagLost
+            ExpectationState::Replicated | ExpectationState::TagLost | ExpectationState::Superseded
         ) && (self.overdue_since.is_some()
             || matches!((self.arrived_at, self.deadline), (Some(a), Some(d)) if a > d))
     }
@@ -259,17 +287,33 @@ impl ReplicationExpectation {
             Observation::Arrived {
                 arrived_at,
                 observed_at,
-                tag_present,
+                tag,
             } => {
                 if let Some(at) = arrived_at {
                     self.arrived_at = Some(earliest(self.arrived_at, *at));
                 }
-                let state = if *tag_present {
-                    ExpectationState::Replicated
-                } else {
-                    ExpectationState::TagLost
+                let state = match tag {
+                    TagArrival::Present => ExpectationState::Replicated,
+                    TagArrival::Superseded => ExpectationState::Superseded,
+                    TagArrival::Lost { .. } => ExpectationState::TagLost,
                 };
                 self.close(state, *observed_at);
+                if let TagArrival::Lost { held_by } = tag
+                    && self.state == ExpectationState::TagLost
+                    && self.tag_held_by.is_none()
+                {
+                    self.tag_held_by = Some(held_by.clone());
+                }
+            }
+            Observation::Restored { at } => {
+                // A restore after the record closed is a new replication of an image that was
+                // replicated (or not) before; the verdict of the first one stands, and the
+                // restore is tracked only while nothing is known yet.
+                if !self.state.is_closed() {
+                    let pushed = earliest(self.pushed_at, *at);
+                    self.pushed_at = Some(pushed);
+                    self.deadline = Some(pushed + policy.sla);
+                }
             }
             Observation::ReplicationFailed { at, failure_code } => {
                 self.close(ExpectationState::Failed, *at);
@@ -350,6 +394,7 @@ struct Snapshot {
     state: ExpectationState,
     times: [Option<DateTime<Utc>>; 8],
     failure_code_len: Option<usize>,
+    tag_held: bool,
     // Alerts are only ever added, so their number tells whether the set changed.
     alerts: usize,
     latency: Option<TimeDelta>,
@@ -371,6 +416,8 @@ impl Snapshot {
             ],
             // The failure code is only ever set once, from none.
             failure_code_len: e.failure_code.as_ref().map(String::len),
+            // Set once, from none, like the failure code.
+            tag_held: e.tag_held_by.is_some(),
             alerts: e.alerts.len(),
             latency: e.latency(),
         }
@@ -416,7 +463,13 @@ mod tests {
         Observation::Arrived {
             arrived_at: Some(t(minutes)),
             observed_at: t(minutes),
-            tag_present,
+            tag: if tag_present {
+                TagArrival::Present
+            } else {
+                TagArrival::Lost {
+                    held_by: Digest::parse(&format!("sha256:{}", "ef".repeat(32))).expect("digest"),
+                }
+            },
         }
     }
 
@@ -540,6 +593,60 @@ mod tests {
     }
 
     #[test]
+    fn a_superseded_tag_closes_the_record_without_an_alert() {
+        let policy = TrackingPolicy::default();
+        let mut e = ReplicationExpectation::new(key(Some("latest")));
+        e.apply(&Observation::Pushed { at: t(0) }, &policy);
+        let tr = e.apply(
+            &Observation::Arrived {
+                arrived_at: Some(t(2)),
+                observed_at: t(3),
+                tag: TagArrival::Superseded,
+            },
+            &policy,
+        );
+        assert_eq!(tr.to, ExpectationState::Superseded);
+        assert!(tr.raised.is_empty());
+        assert_eq!(tr.new_latency, Some(TimeDelta::minutes(2)));
+        assert_eq!(e.next_check_at, None);
+        let tr = e.apply(&arrived(2, true), &policy);
+        assert_eq!(
+            tr.to,
+            ExpectationState::Replicated,
+            "the tag seen on the image outranks a moved one"
+        );
+        assert!(tr.raised.is_empty());
+    }
+
+    #[test]
+    fn tag_lost_keeps_the_image_that_holds_the_tag() {
+        let policy = TrackingPolicy::default();
+        let mut e = ReplicationExpectation::new(key(Some("v1")));
+        e.apply(&Observation::Pushed { at: t(0) }, &policy);
+        e.apply(&arrived(2, false), &policy);
+        assert_eq!(
+            e.tag_held_by.as_ref().map(Digest::as_str),
+            Some(format!("sha256:{}", "ef".repeat(32)).as_str())
+        );
+    }
+
+    #[test]
+    fn a_restore_is_expected_like_a_push_until_a_verdict_exists() {
+        let policy = TrackingPolicy::default();
+        let mut e = ReplicationExpectation::new(key(None));
+        let tr = e.apply(&Observation::Restored { at: t(0) }, &policy);
+        assert!(tr.changed && tr.raised.is_empty());
+        assert_eq!(e.deadline, Some(t(30)));
+        assert_eq!(e.next_check_at, Some(t(30)));
+
+        let mut closed = ReplicationExpectation::new(key(None));
+        closed.apply(&Observation::Pushed { at: t(0) }, &policy);
+        closed.apply(&arrived(2, true), &policy);
+        let tr = closed.apply(&Observation::Restored { at: t(600) }, &policy);
+        assert!(!tr.changed, "the first replication's verdict stands");
+    }
+
+    #[test]
     fn deleting_the_source_closes_a_pending_item_silently() {
         let policy = TrackingPolicy::default();
         let mut e = ReplicationExpectation::new(key(Some("v1")));
@@ -574,6 +681,7 @@ mod tests {
             ExpectationState::Overdue,
             ExpectationState::Failed,
             ExpectationState::TagLost,
+            ExpectationState::Superseded,
             ExpectationState::Deleted,
             ExpectationState::Replicated,
         ] {

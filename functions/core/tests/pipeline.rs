@@ -7,14 +7,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use replwatch_core::alerts::Alert;
+use replwatch_core::backfill::inventory::TagMutability;
 use replwatch_core::events::{ParsedEvent, parse_event};
 use replwatch_core::pipeline::{Pipeline, PipelineSettings};
 use replwatch_core::registry::{
     DestinationReplication, ImageReplicationStatus, Registry, RegistryError,
 };
 use replwatch_core::{
-    AlertKind, Destination, Digest, EcrEvent, ExpectationState, InMemoryStore, ManualClock,
-    ReplicationConfiguration, RepositoryName, SourceImage,
+    AlertKind, Destination, Digest, EcrEvent, ExpectationState, ExpectationStore, InMemoryStore,
+    ManualClock, ReplicationConfiguration, RepositoryName, SourceImage,
 };
 
 const DIGEST: &str = "sha256:3b1f1c2e4d5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c";
@@ -25,8 +26,13 @@ struct ScriptedRegistry {
     configuration: Mutex<ReplicationConfiguration>,
     /// Per destination region: the status ECR reports; absent = IN_PROGRESS.
     statuses: Mutex<HashMap<String, DestinationReplication>>,
-    /// Per destination region: the tags there; absent = image not there.
+    /// Per region (destinations, and the source's us-west-2): the tags the image carries
+    /// there; absent = image not there.
     tags: Mutex<HashMap<String, Vec<String>>>,
+    /// Per region: which image each tag names there.
+    tag_holders: Mutex<HashMap<(String, String), Digest>>,
+    /// Per destination region: the repository's tag mutability; absent = MUTABLE.
+    mutability: Mutex<HashMap<String, TagMutability>>,
     source_deleted: Mutex<bool>,
     status_calls: AtomicUsize,
     tag_calls: AtomicUsize,
@@ -46,6 +52,20 @@ impl ScriptedRegistry {
             region.to_owned(),
             tags.iter().map(|t| (*t).to_owned()).collect(),
         );
+    }
+
+    fn tag_holder(&self, region: &str, tag: &str, digest: &str) {
+        self.tag_holders.lock().expect("lock").insert(
+            (region.to_owned(), tag.to_owned()),
+            Digest::parse(digest).expect("digest"),
+        );
+    }
+
+    fn immutable(&self, region: &str) {
+        self.mutability
+            .lock()
+            .expect("lock")
+            .insert(region.to_owned(), TagMutability::Immutable);
     }
 }
 
@@ -75,7 +95,7 @@ impl Registry for ScriptedRegistry {
         ))
     }
 
-    async fn tags_in_destination(
+    async fn image_tags(
         &self,
         destination: &Destination,
         _repository: &RepositoryName,
@@ -88,6 +108,36 @@ impl Registry for ScriptedRegistry {
             .expect("lock")
             .get(destination.region.as_str())
             .cloned())
+    }
+
+    async fn tagged_image(
+        &self,
+        registry: &Destination,
+        _repository: &RepositoryName,
+        tag: &str,
+    ) -> Result<Option<Digest>, RegistryError> {
+        self.tag_calls.fetch_add(1, Ordering::SeqCst);
+        Ok(self
+            .tag_holders
+            .lock()
+            .expect("lock")
+            .get(&(registry.region.to_string(), tag.to_owned()))
+            .cloned())
+    }
+
+    async fn tag_mutability(
+        &self,
+        registry: &Destination,
+        _repository: &RepositoryName,
+    ) -> Result<Option<TagMutability>, RegistryError> {
+        Ok(Some(
+            self.mutability
+                .lock()
+                .expect("lock")
+                .get(registry.region.as_str())
+                .cloned()
+                .unwrap_or(TagMutability::Mutable),
+        ))
     }
 
     async fn replication_configuration(
@@ -214,8 +264,13 @@ async fn rules_are_read_once_and_refreshed_by_a_configuration_change() {
     }
     assert_eq!(world.registry.configuration_calls.load(Ordering::SeqCst), 1);
     // The CloudTrail event carries the new rules: one rule, two destinations, no API call.
+    world.clock.advance(TimeDelta::seconds(2));
     pipeline
-        .handle(&event("cloudtrail-put-replication-configuration.json"))
+        .handle(&edited(
+            "cloudtrail-put-replication-configuration.json",
+            "2026-11-20T09:00:00Z",
+            "2026-11-20T10:00:06Z",
+        ))
         .await
         .expect("configuration change");
     pipeline
@@ -273,14 +328,18 @@ async fn a_success_with_the_tag_closes_with_latency_and_without_alert() {
 }
 
 #[tokio::test]
-async fn a_success_without_the_tag_in_the_destination_is_tag_lost() {
+async fn a_tag_refused_by_an_immutable_destination_is_tag_lost_and_says_who_holds_it() {
     let world = World::new();
     let pipeline = world.pipeline();
     pipeline
         .handle(&event("push-tagged.json"))
         .await
         .expect("push");
+    let holder = format!("sha256:{}", "e1".repeat(32));
     world.registry.tags("eu-west-1", &[]);
+    world.registry.immutable("eu-west-1");
+    world.registry.tag_holder("eu-west-1", "v1.4.2", &holder);
+    world.registry.tag_holder("us-west-2", "v1.4.2", DIGEST);
     let effects = pipeline
         .handle(&event("replication-success-cross-account.json"))
         .await
@@ -289,12 +348,83 @@ async fn a_success_without_the_tag_in_the_destination_is_tag_lost() {
         kinds(&effects.alerts),
         vec![("eu-west-1".into(), AlertKind::TagLost)]
     );
+    assert_eq!(
+        effects.alerts[0].tag_held_by.as_ref().map(Digest::as_str),
+        Some(holder.as_str())
+    );
+    assert_eq!(
+        world.store.pending_alerts().len(),
+        1,
+        "stored for delivery with the state change"
+    );
     // The same event again: nothing new.
     let again = pipeline
         .handle(&event("replication-success-cross-account.json"))
         .await
         .expect("duplicate");
     assert!(again.alerts.is_empty() && again.applied.is_empty());
+}
+
+/// Each case: the destination's tags are immutable or not, which image the tag names there
+/// and in the source. Only an immutable destination whose tag names another image, with the
+/// source still putting the tag on this one, is a loss.
+#[tokio::test]
+async fn a_tag_that_moved_on_is_superseded_never_lost() {
+    let other = format!("sha256:{}", "e2".repeat(32));
+    let later = format!("sha256:{}", "e3".repeat(32));
+    let cases: [(&str, bool, Option<&str>, Option<&str>); 4] = [
+        (
+            "a later push in a mutable repository",
+            false,
+            Some(&other),
+            Some(&other),
+        ),
+        (
+            "the source moved the tag first",
+            true,
+            Some(&other),
+            Some(&later),
+        ),
+        (
+            "the tag was deleted by hand there",
+            true,
+            None,
+            Some(DIGEST),
+        ),
+        ("the source no longer has the tag", true, Some(&other), None),
+    ];
+    for (case, immutable, in_destination, in_source) in cases {
+        let world = World::new();
+        let pipeline = world.pipeline();
+        pipeline
+            .handle(&event("push-tagged.json"))
+            .await
+            .expect("push");
+        world.registry.tags("eu-west-1", &["other-tag"]);
+        if immutable {
+            world.registry.immutable("eu-west-1");
+        }
+        if let Some(holder) = in_destination {
+            world.registry.tag_holder("eu-west-1", "v1.4.2", holder);
+        }
+        if let Some(holder) = in_source {
+            world.registry.tag_holder("us-west-2", "v1.4.2", holder);
+        }
+        let effects = pipeline
+            .handle(&event("replication-success-cross-account.json"))
+            .await
+            .expect("replicated");
+        assert!(effects.alerts.is_empty(), "{case}: {:?}", effects.alerts);
+        let [applied] = effects.applied.as_slice() else {
+            panic!("{case}: one record")
+        };
+        assert_eq!(applied.record.state, ExpectationState::Superseded, "{case}");
+        assert!(
+            applied.transition.new_latency.is_some(),
+            "{case}: the image arrived, so its latency counts"
+        );
+        assert!(world.store.pending_alerts().is_empty(), "{case}");
+    }
 }
 
 #[tokio::test]
@@ -305,7 +435,15 @@ async fn an_untagged_success_settles_the_tagged_records_of_that_destination() {
         .handle(&event("push-tagged.json"))
         .await
         .expect("push");
+    // An immutable destination where another image holds the tag, as ECR would have it.
     world.registry.tags("us-east-1", &[]);
+    world.registry.immutable("us-east-1");
+    world.registry.tag_holder(
+        "us-east-1",
+        "v1.4.2",
+        &format!("sha256:{}", "e4".repeat(32)),
+    );
+    world.registry.tag_holder("us-west-2", "v1.4.2", DIGEST);
     let untagged = edited(
         "replication-success.json",
         "\"image-tag\": \"v1.4.2\"",
@@ -379,7 +517,7 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
 
     // Before the deadline the sweep reads nothing and calls nothing.
     world.clock.set(push_time() + TimeDelta::minutes(29));
-    let early = pipeline.sweep().await.expect("sweep");
+    let early = pipeline.sweep(1_000).await.expect("sweep");
     assert_eq!((early.checked, early.images), (0, 0));
     assert_eq!(world.registry.status_calls.load(Ordering::SeqCst), 0);
 
@@ -396,7 +534,7 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
         },
     );
     world.clock.set(push_time() + TimeDelta::minutes(31));
-    let report = pipeline.sweep().await.expect("sweep");
+    let report = pipeline.sweep(1_000).await.expect("sweep");
     assert_eq!(
         (report.checked, report.images, report.reconciled),
         (3, 1, 1)
@@ -415,8 +553,11 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
             ("eu-west-1".into(), AlertKind::Overdue),
         ]
     );
-    let open: Vec<(String, u64, u64)> = report
-        .open
+    let open: Vec<(String, u64, u64)> = world
+        .store
+        .open_counts()
+        .await
+        .expect("open counts")
         .iter()
         .map(|c| (c.destination.region.to_string(), c.pending, c.overdue))
         .collect();
@@ -424,7 +565,7 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
 
     // Next sweep within the recheck interval: nothing due, no new alert.
     world.clock.set(push_time() + TimeDelta::minutes(40));
-    let quiet = pipeline.sweep().await.expect("sweep");
+    let quiet = pipeline.sweep(1_000).await.expect("sweep");
     assert_eq!(quiet.checked, 0);
 
     // It finally arrives, event lost again: closed as a late arrival, no alert.
@@ -433,10 +574,10 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
         .status("eu-west-1", DestinationReplication::Complete);
     world.registry.tags("eu-west-1", &["v1.4.2"]);
     world.clock.set(push_time() + TimeDelta::minutes(47));
-    let late = pipeline.sweep().await.expect("sweep");
+    let late = pipeline.sweep(1_000).await.expect("sweep");
     assert!(late.effects.alerts.is_empty());
     assert_eq!(late.reconciled, 1);
-    assert!(late.open.is_empty());
+    assert!(world.store.open_counts().await.expect("open").is_empty());
     assert_eq!(
         world.states(),
         vec![
@@ -461,7 +602,7 @@ async fn a_deleted_source_is_never_reported_missing() {
         .await
         .expect("late push");
     world.clock.set(push_time() + TimeDelta::hours(2));
-    let report = pipeline.sweep().await.expect("sweep");
+    let report = pipeline.sweep(1_000).await.expect("sweep");
     assert!(report.effects.alerts.is_empty());
     assert!(
         world
@@ -479,7 +620,7 @@ async fn a_deleted_source_is_never_reported_missing() {
         .expect("push");
     *world.registry.source_deleted.lock().expect("lock") = true;
     world.clock.set(push_time() + TimeDelta::hours(2));
-    let report = pipeline.sweep().await.expect("sweep");
+    let report = pipeline.sweep(1_000).await.expect("sweep");
     assert!(report.effects.alerts.is_empty());
     assert!(
         world
@@ -487,4 +628,100 @@ async fn a_deleted_source_is_never_reported_missing() {
             .iter()
             .all(|(_, s)| *s == ExpectationState::Deleted)
     );
+}
+
+#[tokio::test]
+async fn a_restored_image_is_expected_with_the_tags_it_carries() {
+    let world = World::new();
+    let pipeline = world.pipeline();
+    world.registry.tags("us-west-2", &["v1.4.2", "stable"]);
+    let effects = pipeline
+        .handle(&edited(
+            "archive-storage-class.json",
+            "\"target-storage-class\": \"ARCHIVE\"",
+            "\"target-storage-class\": \"STANDARD\"",
+        ))
+        .await
+        .expect("restore");
+    assert!(effects.alerts.is_empty());
+    let mut keys: Vec<(String, Option<String>)> = world
+        .store
+        .all()
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.state, ExpectationState::Pending);
+            assert!(r.deadline.is_some(), "the SLA runs from the restore");
+            (r.key.destination.region.to_string(), r.key.tag)
+        })
+        .collect();
+    keys.sort();
+    let expected: Vec<(String, Option<String>)> = ["ap-southeast-2", "eu-west-1", "us-east-1"]
+        .into_iter()
+        .flat_map(|r| {
+            [
+                (r.to_owned(), Some("stable".to_owned())),
+                (r.to_owned(), Some("v1.4.2".to_owned())),
+            ]
+        })
+        .collect();
+    assert_eq!(keys, expected);
+
+    // Not replicated in time: the sweep reports it like a push.
+    world.clock.set(push_time() + TimeDelta::hours(3));
+    let report = pipeline.sweep(1_000).await.expect("sweep");
+    assert_eq!(report.effects.alerts.len(), 6);
+    assert!(
+        report
+            .effects
+            .alerts
+            .iter()
+            .all(|a| a.kind == AlertKind::Overdue)
+    );
+}
+
+#[tokio::test]
+async fn a_rules_change_seen_by_one_container_reaches_another_within_seconds() {
+    let world = World::new();
+    let first = world.pipeline();
+    let second = world.pipeline();
+    let push = |n: u64| edited("push-tagged.json", DIGEST, &format!("sha256:{n:064x}"));
+    let destinations_of = |n: u64| {
+        let digest = Digest::parse(&format!("sha256:{n:064x}")).expect("digest");
+        let mut regions: Vec<String> = world
+            .store
+            .all()
+            .into_iter()
+            .filter(|r| r.key.image.digest == digest)
+            .map(|r| r.key.destination.region.to_string())
+            .collect();
+        regions.sort();
+        regions
+    };
+    first.handle(&push(1)).await.expect("push");
+    second.handle(&push(2)).await.expect("push");
+    assert_eq!(
+        world.registry.configuration_calls.load(Ordering::SeqCst),
+        1,
+        "the second container took the rules the first one recorded"
+    );
+    assert_eq!(destinations_of(2).len(), 3);
+
+    // The change reaches the first container only.
+    world.clock.advance(TimeDelta::seconds(2));
+    first
+        .handle(&edited(
+            "cloudtrail-put-replication-configuration.json",
+            "2026-11-20T09:00:00Z",
+            "2026-11-20T10:00:06Z",
+        ))
+        .await
+        .expect("configuration change");
+    let new_rules = ["eu-west-1", "us-east-1"];
+    // Within the check interval the second container may still use what it has...
+    second.handle(&push(3)).await.expect("push");
+    // ...and after it, the new rules, without asking ECR.
+    world.clock.advance(TimeDelta::seconds(11));
+    second.handle(&push(4)).await.expect("push");
+    assert_eq!(destinations_of(4), new_rules);
+    assert_eq!(world.registry.configuration_calls.load(Ordering::SeqCst), 1);
 }

@@ -9,8 +9,8 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use proptest::prelude::*;
 use replwatch_core::{
     AccountId, AlertKind, Creation, Destination, Digest, ExpectationKey, ExpectationState,
-    ExpectationStore, InMemoryStore, Observation, Region, RepositoryName, SourceImage, Tracker,
-    TrackingPolicy,
+    ExpectationStore, InMemoryStore, Observation, Region, RepositoryName, SourceImage, TagArrival,
+    Tracker, TrackingPolicy,
 };
 
 /// What really happens to one image in one destination.
@@ -234,13 +234,25 @@ fn confirmed(images: &[Image], image: usize, destination: usize, now: i64) -> Ob
         } if m <= now => Observation::Arrived {
             arrived_at: None,
             observed_at: at,
-            tag_present: tag_kept || !tagged,
+            tag: tag_arrival(tag_kept || !tagged),
         },
         Truth::Fails { minute: m } if m <= now => Observation::ReplicationFailed {
             at,
             failure_code: Some("REPLICATION_FAILED".into()),
         },
         _ => Observation::StillInProgress { at },
+    }
+}
+
+/// The tag's fate as the pipeline reports it: these scenarios model only immutable
+/// conflicts, so a tag not kept is lost.
+fn tag_arrival(kept: bool) -> TagArrival {
+    if kept {
+        TagArrival::Present
+    } else {
+        TagArrival::Lost {
+            held_by: Digest::parse(&format!("sha256:{}", "99".repeat(32))).expect("digest"),
+        }
     }
 }
 
@@ -251,7 +263,7 @@ async fn run(
     deliveries: &[Delivery],
 ) -> (BTreeMap<ExpectationKey, ExpectationState>, Alerts) {
     let store = InMemoryStore::new();
-    let tracker = Tracker::new(&store, TrackingPolicy::default());
+    let tracker = Tracker::new(&store, TrackingPolicy::default(), minute(0));
     let mut alerts: Alerts = BTreeMap::new();
     let images = &s.images;
     let mut record = |applied: Option<replwatch_core::Applied>| {
@@ -325,7 +337,7 @@ async fn run(
                     } => Observation::Arrived {
                         arrived_at: Some(minute(m)),
                         observed_at: minute(m),
-                        tag_present: tag_kept || images[image].tag.is_none(),
+                        tag: tag_arrival(tag_kept || images[image].tag.is_none()),
                     },
                     Truth::Fails { minute: m } => Observation::ReplicationFailed {
                         at: minute(m),

@@ -5,15 +5,20 @@
 //! dead-letter queue untouched, and acknowledged (retrying cannot fix it); an event replwatch
 //! does not handle is logged and acknowledged; an event whose handling failed (throttling, a
 //! store error) is reported as a batch item failure so SQS redelivers only that message, and
-//! after the queue's `maxReceiveCount` moves it to the dead-letter queue itself. Alerts of the
-//! whole batch are folded and delivered once; metrics come back as EMF lines for the caller
-//! to print.
+//! after the queue's `maxReceiveCount` moves it to the dead-letter queue itself. The alerts the
+//! batch raised are already stored as pending with their state changes; they are folded,
+//! delivered once at the end of the batch, and what a sink refused stays pending for the
+//! sweep to send again. Metrics come back as EMF lines for the caller to print.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use replwatch_core::alerts::{Alert, fold};
+use replwatch_core::alerts::Alert;
 use replwatch_core::events::{ParsedEvent, parse_event};
-use replwatch_core::metrics::{dead_lettered_line, emf_lines, points_for};
+use replwatch_core::metrics::{
+    ALERT_DELIVERY_FAILURES, dead_lettered_line, emf_lines, function_counts_line, points_for,
+};
+use replwatch_core::outbox::{AlertOutbox, PendingAlert};
 use replwatch_core::registry::Registry;
+use replwatch_core::store::RulesRecord;
 use replwatch_core::{Clock, ExpectationStore};
 
 use crate::Tracking;
@@ -33,7 +38,7 @@ pub struct BatchOutcome {
     pub changed: usize,
 }
 
-impl<S: ExpectationStore, R: Registry, C: Clock> Tracking<S, R, C> {
+impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tracking<S, R, C> {
     /// Processes one batch; never fails as a whole.
     pub async fn process_batch(&self, event: SqsEvent) -> BatchOutcome {
         let mut outcome = BatchOutcome::default();
@@ -110,11 +115,20 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Tracking<S, R, C> {
                 }
             }
         }
-        let notifications = fold(alerts.clone(), self.storm_threshold);
+        let delivery = self
+            .deliver_alerts(alerts.iter().cloned().map(PendingAlert::raised).collect())
+            .await;
         outcome.alerts = alerts;
-        self.delivery.deliver(&notifications).await;
         let now = self.pipeline.clock().now();
         outcome.emf = emf_lines(&self.namespace, now, &points);
+        if delivery.failed > 0 {
+            outcome.emf.push(function_counts_line(
+                &self.namespace,
+                now,
+                &self.function_name,
+                &[(ALERT_DELIVERY_FAILURES, delivery.failed as f64)],
+            ));
+        }
         if outcome.parked > 0 {
             outcome.emf.push(dead_lettered_line(
                 &self.namespace,

@@ -1,12 +1,27 @@
-//! Where alerts go: the SNS topic and the Slack webhook, whichever are configured.
+//! Where alerts go: the SNS topic and the Slack webhook, whichever are configured, and how
+//! their pending records ([`replwatch_core::outbox`]) are settled afterwards.
 //!
-//! A sink that fails does not stop the others, and a failure is logged with the alert's
-//! subject (never the webhook URL): the alert is already recorded as raised on its item, so
-//! the log line is what an operator can find if a sink was down.
+//! Each sink gets the alerts it has not taken yet, storm-folded on their own, so a Slack
+//! outage never makes SNS subscribers see an alert twice. An alert that every sink took loses
+//! its pending record; one that some sink refused keeps it with what was delivered, one more
+//! attempt counted and the next one backed off, for the sweep to send again. A failure is
+//! logged with the alert's subject and id (never the webhook URL) and counted in the
+//! `AlertDeliveryFailures` metric.
+
+use std::collections::BTreeSet;
 
 use replwatch_aws::slack::SlackNotifier;
 use replwatch_aws::sns::SnsNotifier;
-use replwatch_core::alerts::{Notification, Notifier};
+use replwatch_core::alerts::{Notification, Notifier, NotifyError, fold};
+use replwatch_core::outbox::{AlertOutbox, PendingAlert};
+use replwatch_core::registry::Registry;
+use replwatch_core::{Clock, ExpectationStore};
+
+use crate::Tracking;
+
+/// The sink names kept in a pending alert's `delivered_to`.
+pub const SNS_SINK: &str = "sns";
+pub const SLACK_SINK: &str = "slack";
 
 /// The configured sinks.
 #[derive(Default)]
@@ -18,47 +33,143 @@ pub struct Delivery {
 /// What a delivery round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DeliveryReport {
+    /// Notifications a sink took.
     pub delivered: usize,
+    /// Notifications a sink refused.
     pub failed: usize,
+    /// Alerts now delivered to every sink.
+    pub settled: usize,
+    /// Alerts still pending after this round.
+    pub pending: usize,
 }
 
 impl Delivery {
+    /// The configured sinks' names.
+    pub fn sinks(&self) -> Vec<&'static str> {
+        let mut sinks = Vec::new();
+        if self.sns.is_some() {
+            sinks.push(SNS_SINK);
+        }
+        if self.slack.is_some() {
+            sinks.push(SLACK_SINK);
+        }
+        sinks
+    }
+
+    async fn send(&self, sink: &str, notification: &Notification) -> Result<(), NotifyError> {
+        match (sink, &self.sns, &self.slack) {
+            (SNS_SINK, Some(sns), _) => sns.notify(notification).await,
+            (SLACK_SINK, _, Some(slack)) => slack.notify(notification).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends notifications that have no pending record (a backfill's completion notice).
     pub async fn deliver(&self, notifications: &[Notification]) -> DeliveryReport {
         let mut report = DeliveryReport::default();
         for notification in notifications {
-            if let Some(sns) = &self.sns {
+            for sink in self.sinks() {
                 record(
                     &mut report,
                     notification,
-                    "sns",
-                    sns.notify(notification).await,
+                    sink,
+                    self.send(sink, notification).await,
                 );
             }
-            if let Some(slack) = &self.slack {
-                record(
-                    &mut report,
-                    notification,
-                    "slack",
-                    slack.notify(notification).await,
-                );
-            }
-            tracing::info!(
-                kind = notification.kind(),
-                severity = notification.severity().as_str(),
-                destination_region = %notification.destination_region(),
-                subject = %notification.subject(),
-                "alert"
-            );
+            log_alert(notification);
         }
         report
     }
+
+    /// Sends each alert of `pending` to every sink that has not taken it, folded per sink
+    /// past `storm_threshold`, and marks in each what was delivered.
+    pub async fn deliver_pending(
+        &self,
+        pending: &mut [PendingAlert],
+        storm_threshold: usize,
+    ) -> DeliveryReport {
+        let mut report = DeliveryReport::default();
+        for sink in self.sinks() {
+            let lacking: Vec<usize> = (0..pending.len())
+                .filter(|&i| !pending[i].delivered_to.contains(sink))
+                .collect();
+            let alerts = lacking.iter().map(|&i| pending[i].alert.clone()).collect();
+            for notification in fold(alerts, storm_threshold) {
+                let result = self.send(sink, &notification).await;
+                let took = result.is_ok();
+                record(&mut report, &notification, sink, result);
+                if took {
+                    let ids: BTreeSet<String> = notification.alert_ids().into_iter().collect();
+                    for &i in &lacking {
+                        if ids.contains(&pending[i].id()) {
+                            pending[i].delivered_to.insert(sink.to_owned());
+                        }
+                    }
+                }
+                if sink == SNS_SINK || self.sns.is_none() {
+                    log_alert(&notification);
+                }
+            }
+        }
+        report
+    }
+}
+
+impl<S: ExpectationStore + AlertOutbox, R: Registry, C: Clock> Tracking<S, R, C> {
+    /// Sends `pending` and settles their records: removed when every sink took them, kept
+    /// with the next attempt backed off otherwise.
+    pub async fn deliver_alerts(&self, mut pending: Vec<PendingAlert>) -> DeliveryReport {
+        if pending.is_empty() {
+            return DeliveryReport::default();
+        }
+        let mut report = self
+            .delivery
+            .deliver_pending(&mut pending, self.storm_threshold)
+            .await;
+        let sinks = self.delivery.sinks();
+        let outbox = self.pipeline.store();
+        let now = self.pipeline.clock().now();
+        for mut alert in pending {
+            let id = alert.id();
+            let settled = if alert.delivered_everywhere(sinks.iter().copied()) {
+                report.settled += 1;
+                outbox.delivered(&id).await
+            } else {
+                report.pending += 1;
+                alert.failed_at(now);
+                tracing::warn!(
+                    alert_id = %id,
+                    attempts = alert.attempts,
+                    next_attempt_at = %alert.next_attempt_at.to_rfc3339(),
+                    "alert kept for another delivery attempt"
+                );
+                outbox.retry_later(&alert).await
+            };
+            if let Err(error) = settled {
+                // The record stays as it was: the alert is sent again later, with its id.
+                tracing::error!(alert_id = %id, error = %error, "pending alert not settled");
+            }
+        }
+        report
+    }
+}
+
+fn log_alert(notification: &Notification) {
+    tracing::info!(
+        alert_id = %notification.id(),
+        kind = notification.kind(),
+        severity = notification.severity().as_str(),
+        destination_region = %notification.destination_region(),
+        subject = %notification.subject(),
+        "alert"
+    );
 }
 
 fn record(
     report: &mut DeliveryReport,
     notification: &Notification,
     sink: &'static str,
-    result: Result<(), replwatch_core::alerts::NotifyError>,
+    result: Result<(), NotifyError>,
 ) {
     match result {
         Ok(()) => report.delivered += 1,
@@ -66,6 +177,7 @@ fn record(
             report.failed += 1;
             tracing::error!(
                 sink,
+                alert_id = %notification.id(),
                 subject = %notification.subject(),
                 retryable = error.retryable,
                 error = %error,

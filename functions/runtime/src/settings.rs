@@ -84,7 +84,8 @@ impl Settings {
         };
         let retention = seconds(number("RETENTION_DAYS", 14.0)? * 86_400.0);
         let configuration_ttl = seconds(number("CONFIGURATION_TTL_MINUTES", 5.0)? * 60.0);
-        let sweep_batch = number("SWEEP_BATCH", 1_000.0)? as usize;
+        let rules_check_interval = seconds(number("RULES_CHECK_SECONDS", 10.0)?);
+        let sweep_batch = number("SWEEP_BATCH", 250.0)? as usize;
         let storm_threshold = number("STORM_THRESHOLD", 10.0)? as usize;
         let home_account = required("REPLWATCH_HOME_ACCOUNT")?;
         let home_account = AccountId::parse(&home_account).map_err(|e| SettingsError {
@@ -117,6 +118,7 @@ impl Settings {
                     retention,
                 },
                 configuration_ttl,
+                rules_check_interval,
                 sweep_batch,
             },
             metric_namespace: get("METRIC_NAMESPACE").unwrap_or_else(|| "replwatch".into()),
@@ -158,6 +160,8 @@ mod tests {
         assert_eq!(s.pipeline.policy.sla, TimeDelta::minutes(30));
         assert_eq!(s.pipeline.policy.recheck_interval, TimeDelta::minutes(15));
         assert_eq!(s.pipeline.configuration_ttl, TimeDelta::minutes(5));
+        assert_eq!(s.pipeline.rules_check_interval, TimeDelta::seconds(10));
+        assert_eq!(s.pipeline.sweep_batch, 250);
         assert_eq!(s.metric_namespace, "replwatch");
         assert_eq!(s.alert_format, AlertFormat::Text);
         assert_eq!(s.storm_threshold, 10);

@@ -1,16 +1,30 @@
-//! The scheduled sweep: confirm what is due, alert on what is wrong, publish the gauges.
+//! The scheduled sweep: send the alerts still pending, confirm what is due in rounds and
+//! deliver each round's alerts before the next, stop before the invocation's deadline with
+//! the rest left due, publish the gauges and a heartbeat.
 
 use std::collections::BTreeSet;
 
+use chrono::{DateTime, TimeDelta, Utc};
 use replwatch_core::Destination;
-use replwatch_core::alerts::{Alert, fold};
-use replwatch_core::metrics::{GaugePublisher, emf_lines, gauges_from_open_counts, points_for};
+use replwatch_core::alerts::Alert;
+use replwatch_core::metrics::{
+    ALERT_DELIVERY_FAILURES, GaugePublisher, SWEEP_HEARTBEAT, UNDELIVERED_ALERTS, emf_lines,
+    function_counts_line, gauges_from_open_counts, points_for,
+};
+use replwatch_core::outbox::{AlertOutbox, PendingAlert};
+use replwatch_core::pipeline::PipelineError;
 use replwatch_core::registry::Registry;
-use replwatch_core::store::OpenCount;
+use replwatch_core::store::{OpenCount, RulesRecord};
 use replwatch_core::{Clock, ExpectationStore};
 use serde::Serialize;
 
 use crate::Tracking;
+
+/// The least time a sweep keeps in hand before its deadline; more when its rounds are slow.
+pub const DEADLINE_MARGIN: TimeDelta = TimeDelta::seconds(10);
+
+/// How many pending alerts one sweep sends again at most.
+pub const PENDING_ALERTS_PER_SWEEP: usize = 1_000;
 
 /// What one sweep did; also the sweep function's response.
 #[derive(Debug, Default, Serialize)]
@@ -21,39 +35,146 @@ pub struct SweepSummary {
     /// Problems raised by this sweep (before folding into notifications).
     #[serde(serialize_with = "count")]
     pub alerts: Vec<Alert>,
+    /// Alerts raised earlier whose delivery this sweep tried again.
+    pub retried_alerts: usize,
+    /// Alerts not yet delivered to every sink when the sweep ended.
+    pub undelivered_alerts: u64,
     pub unconfirmed_images: usize,
+    /// Whether due records were left for the next sweep (time ran out, or a round was
+    /// full).
+    pub stopped_early: bool,
     pub open_pending: u64,
     pub open_overdue: u64,
     #[serde(skip)]
     pub emf: Vec<String>,
 }
 
-impl<S: ExpectationStore, R: Registry, C: Clock> Tracking<S, R, C> {
-    pub async fn run_sweep(&self) -> Result<SweepSummary, replwatch_core::pipeline::PipelineError> {
-        let report = self.pipeline.sweep().await?;
-        for failure in &report.failures {
-            tracing::warn!(error = %failure, retryable = failure.retryable, "image not confirmed; it stays due");
-        }
-        let points: Vec<_> = report
-            .effects
-            .applied
-            .iter()
-            .flat_map(|a| points_for(&a.record, &a.transition))
-            .collect();
-        let alerts = report.effects.alerts;
-        let notifications = fold(alerts.clone(), self.storm_threshold);
-        self.delivery.deliver(&notifications).await;
+impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tracking<S, R, C> {
+    /// One sweep; `deadline` is when the invocation is cut off (Lambda's), if there is one.
+    pub async fn run_sweep(
+        &self,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<SweepSummary, PipelineError> {
+        let clock = self.pipeline.clock();
+        let store = self.pipeline.store();
+        let mut summary = SweepSummary::default();
+        let mut failed_deliveries = 0;
 
+        // Alerts whose first delivery failed or never happened: before anything new.
+        let retry = match store.claim_due(clock.now(), PENDING_ALERTS_PER_SWEEP).await {
+            Ok(retry) => retry,
+            Err(error) => {
+                // They stay pending: the next sweep tries again. The due records still get
+                // checked now.
+                tracing::error!(error = %error, "pending alerts not read");
+                Vec::new()
+            }
+        };
+        summary.retried_alerts = retry.len();
+        failed_deliveries += self.deliver_alerts(retry).await.failed;
+
+        let round = self.pipeline.settings().sweep_batch.max(1);
+        let mut points = Vec::new();
+        let mut slowest = TimeDelta::zero();
+        loop {
+            let started = clock.now();
+            let report = self.pipeline.sweep(round).await?;
+            for failure in &report.failures {
+                tracing::warn!(error = %failure, retryable = failure.retryable, "image not confirmed; it stays due");
+            }
+            points.extend(
+                report
+                    .effects
+                    .applied
+                    .iter()
+                    .flat_map(|a| points_for(&a.record, &a.transition)),
+            );
+            let raised: Vec<PendingAlert> = report
+                .effects
+                .alerts
+                .iter()
+                .cloned()
+                .map(PendingAlert::raised)
+                .collect();
+            failed_deliveries += self.deliver_alerts(raised).await.failed;
+            summary.checked += report.checked;
+            summary.images += report.images;
+            summary.reconciled += report.reconciled;
+            summary.unconfirmed_images += report.failures.len();
+            summary.alerts.extend(report.effects.alerts);
+
+            slowest = slowest.max(clock.now() - started);
+            let full = report.checked >= round;
+            // A round in which no image could be confirmed would read the same records again.
+            let progressed = report.failures.len() < report.images;
+            let time_left =
+                deadline.is_none_or(|d| d - clock.now() > (slowest * 3 / 2).max(DEADLINE_MARGIN));
+            if !(full && progressed && time_left) {
+                summary.stopped_early = full;
+                break;
+            }
+        }
+
+        let now = clock.now();
+        let open = match store.open_counts().await {
+            Ok(open) => Some(open),
+            Err(error) => {
+                tracing::error!(error = %error, "open counts not read; gauges skipped");
+                None
+            }
+        };
+        summary.undelivered_alerts = match store.undelivered().await {
+            Ok(n) => n,
+            Err(error) => {
+                tracing::error!(error = %error, "undelivered alerts not counted");
+                0
+            }
+        };
+        if let Some(open) = open {
+            summary.open_pending = open.iter().map(|c| c.pending).sum();
+            summary.open_overdue = open.iter().map(|c| c.overdue).sum();
+            self.publish_gauges(open).await;
+        }
+        summary.emf = emf_lines(&self.namespace, now, &points);
+        let mut counts = vec![
+            (SWEEP_HEARTBEAT, 1.0),
+            (UNDELIVERED_ALERTS, summary.undelivered_alerts as f64),
+        ];
+        if failed_deliveries > 0 {
+            counts.push((ALERT_DELIVERY_FAILURES, failed_deliveries as f64));
+        }
+        summary.emf.push(function_counts_line(
+            &self.namespace,
+            now,
+            &self.function_name,
+            &counts,
+        ));
+        tracing::info!(
+            checked = summary.checked,
+            images = summary.images,
+            reconciled = summary.reconciled,
+            alerts = summary.alerts.len(),
+            retried_alerts = summary.retried_alerts,
+            undelivered_alerts = summary.undelivered_alerts,
+            unconfirmed_images = summary.unconfirmed_images,
+            stopped_early = summary.stopped_early,
+            open_pending = summary.open_pending,
+            open_overdue = summary.open_overdue,
+            "sweep done"
+        );
+        Ok(summary)
+    }
+
+    async fn publish_gauges(&self, open: Vec<OpenCount>) {
         // Destinations that had open records before and have none now get an explicit zero,
         // so the dashboard shows the backlog draining instead of a gap.
-        let mut counts = report.open.clone();
+        let mut counts = open.clone();
         {
             let mut known = self
                 .known_destinations
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let open: BTreeSet<Destination> =
-                report.open.iter().map(|c| c.destination.clone()).collect();
+            let open: BTreeSet<Destination> = open.iter().map(|c| c.destination.clone()).collect();
             counts.extend(known.difference(&open).map(|destination| OpenCount {
                 destination: destination.clone(),
                 pending: 0,
@@ -69,27 +190,6 @@ impl<S: ExpectationStore, R: Registry, C: Clock> Tracking<S, R, C> {
         {
             tracing::error!(error = %error, "gauges not published");
         }
-        let summary = SweepSummary {
-            checked: report.checked,
-            images: report.images,
-            reconciled: report.reconciled,
-            alerts,
-            unconfirmed_images: report.failures.len(),
-            open_pending: report.open.iter().map(|c| c.pending).sum(),
-            open_overdue: report.open.iter().map(|c| c.overdue).sum(),
-            emf: emf_lines(&self.namespace, self.pipeline.clock().now(), &points),
-        };
-        tracing::info!(
-            checked = summary.checked,
-            images = summary.images,
-            reconciled = summary.reconciled,
-            alerts = summary.alerts.len(),
-            unconfirmed_images = summary.unconfirmed_images,
-            open_pending = summary.open_pending,
-            open_overdue = summary.open_overdue,
-            "sweep done"
-        );
-        Ok(summary)
     }
 }
 

@@ -1,6 +1,8 @@
-//! sweep: on a schedule, confirms every due expectation with one
-//! `DescribeImageReplicationStatus` per image, alerts on overdue and failed images, reconciles
-//! the ones whose events were lost, and publishes the pending and overdue gauges.
+//! sweep: on a schedule, sends again the alerts no sink took yet, confirms every due
+//! expectation with one `DescribeImageReplicationStatus` per image, alerts on overdue and
+//! failed images as it goes, reconciles the ones whose events were lost, stops before the
+//! invocation's deadline with the rest left due, and publishes the pending and overdue gauges
+//! and its heartbeat.
 //!
 //! The scheduled event's content is ignored: the table says what is due.
 
@@ -19,8 +21,9 @@ async fn main() -> Result<(), Error> {
     services::attach_gauges(&mut tracking, &sdk, &settings);
     let tracking = &tracking;
     lambda_runtime::run(service_fn(
-        move |_: LambdaEvent<serde_json::Value>| async move {
-            let summary: SweepSummary = tracking.run_sweep().await?;
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            let deadline = chrono::DateTime::<chrono::Utc>::from(event.context.deadline());
+            let summary: SweepSummary = tracking.run_sweep(Some(deadline)).await?;
             for line in &summary.emf {
                 println!("{line}");
             }

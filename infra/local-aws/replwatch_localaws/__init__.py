@@ -15,6 +15,9 @@ each of which documents the AWS behaviour it reproduces:
 - ``replication``: the replication engine (rules, delays, failures, pausing,
                    event loss/duplication) driven by ``/_localaws/replication``.
 - ``backfill``:    StartReplicationBackfill & co., on the replication engine.
+- ``storage_class``: UpdateImageStorageClass (archive / restore), image
+                   status, archived images refused to pulls, restore events and
+                   replication.
 - ``templates``:   repository creation templates (Create/Describe/Update/
                    DeleteRepositoryCreationTemplate), applied by replication.
 - ``trust``:       AssumeRole checks trust policies in accounts that have IAM
@@ -47,12 +50,14 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
-        from . import accounts, backfill, calls, ecr, eventbridge, faults, network, paging, replication, store, templates, trust
+        from . import (accounts, backfill, calls, ecr, eventbridge, faults, network, paging, replication,
+                      storage_class, store, templates, trust)
 
         store.install_reset_hook()
         accounts.install()
         eventbridge.install()
         ecr.install()
+        storage_class.install()  # wraps some of ecr's patches
         replication.install()
         backfill.install()
         templates.install()

@@ -25,6 +25,8 @@ PutImage (``ECRResponse.put_image``)
   is configured for tag immutability" (moto answered ImageAlreadyExists); in a
   mutable repository a tag moves and the image that had it stays, untagged
   (moto deleted that image).
+- A push of an archived (or activating) image restores it at once
+  (``storage_class``), then goes on as any push.
 - Untagged pushes are always allowed, whatever the tag mutability. moto
   matched exclusion filters with ``re.match(filter, tag)``: HTTP 500 for an
   untagged push into a ``*_WITH_EXCLUSION`` repository (``tag`` None) and for
@@ -238,7 +240,7 @@ def _push_event_detail(repo_name: str, digest: str, tag: str | None, media_type:
 def put_image(self: Any) -> ActionResult:
     from moto.ecr.exceptions import ImageAlreadyExistsException, InvalidParameterException
 
-    from . import replication
+    from . import replication, storage_class
 
     repository_name = self._get_param("repositoryName")
     registry_id = self._get_param("registryId")
@@ -272,7 +274,10 @@ def put_image(self: Any) -> ActionResult:
         _check_references(repo, repo.registry_id, parsed, media_type)
 
         existing = _find_image(repo, digest)
-        if existing is not None and (not tag or tag in existing.image_tags):
+        # "When you push an image that is currently archived, that image will be
+        # immediately restored" (User Guide, Restoring an image).
+        restoring = existing is not None and storage_class.status(existing) != storage_class.ACTIVE
+        if existing is not None and not restoring and (not tag or tag in existing.image_tags):
             raise ImageAlreadyExistsException(
                 repository_name=repository_name, registry_id=repo.registry_id,
                 digest=digest, image_tag=tag or "null",
@@ -285,7 +290,13 @@ def put_image(self: Any) -> ActionResult:
                     f"and cannot be overwritten because the repository is immutable."
                 )
             untag(holder, tag)
-        image = backend.put_image(repository_name, manifest, tag, given_media_type, digest)
+        if restoring:
+            storage_class.activate(existing)
+            if tag and tag not in existing.image_tags:
+                existing.update_tag(tag)
+            image = existing
+        else:
+            image = backend.put_image(repository_name, manifest, tag, given_media_type, digest)
         emit(account, region, "ECR Image Action",
              _push_event_detail(repository_name, digest, tag, image.image_manifest_media_type, parsed))
         replication.on_push(account, region, repository_name, image, tag)

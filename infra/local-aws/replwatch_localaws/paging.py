@@ -17,6 +17,10 @@ Reference, the ``maxResults`` / ``nextToken`` members of each request):
 - ``DescribeImages`` honours ``filter.tagStatus`` TAGGED|UNTAGGED|ANY (moto
   ignored it); ``ListImages`` pages its image ids (one per tag, as moto lists
   them).
+- Both honour ``filter.imageStatus`` ACTIVE|ARCHIVED|ACTIVATING|ANY: "If not
+  specified, only images with ``ACTIVE`` status are returned" (statuses: see
+  ``storage_class``); ``DescribeImages`` with ``imageIds`` describes the
+  images whatever their status (our assumption).
 
 Tokens are base64url JSON of the listing's scope (operation, registry,
 repository, filter) and the offset; order is moto's (repositories and images
@@ -32,6 +36,8 @@ import json
 from typing import Any
 
 from moto.core.responses import ActionResult
+
+from . import storage_class
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -75,6 +81,16 @@ def max_results(self: Any) -> int:
         raise _invalid(
             f"Invalid parameter at 'maxResults' failed to satisfy constraint: "
             f"'Member must have value between 1 and {MAX_PAGE}'"
+        )
+    return value
+
+
+def _image_status(self: Any) -> str:
+    value = (self._get_param("filter") or {}).get("imageStatus") or storage_class.ACTIVE
+    if value not in storage_class.STATUS_FILTERS:
+        raise _invalid(
+            "Invalid parameter at 'filter.imageStatus' failed to satisfy constraint: "
+            "'Member must satisfy enum value set: [ACTIVE, ARCHIVED, ACTIVATING, ANY]'"
         )
     return value
 
@@ -124,8 +140,10 @@ def describe_images_factory(original: Any) -> Any:
                 "Invalid parameter at 'filter.tagStatus' failed to satisfy constraint: "
                 "'Member must satisfy enum value set: [TAGGED, UNTAGGED, ANY]'"
             )
+        image_status = _image_status(self)
         scope = {"op": "DescribeImages", "registry": self._get_param("registryId") or self.current_account,
-                 "repository": self._get_param("repositoryName"), "tagStatus": tag_status}
+                 "repository": self._get_param("repositoryName"), "tagStatus": tag_status,
+                 "imageStatus": image_status}
         start = offset(self._get_param("nextToken"), scope)
         result = original(self)
         if image_ids:
@@ -133,6 +151,8 @@ def describe_images_factory(original: Any) -> Any:
         details = list(result.result["imageDetails"])  # type: ignore[index]
         if tag_status != "ANY":
             details = [d for d in details if bool(getattr(d, "image_tags", None)) == (tag_status == "TAGGED")]
+        if image_status != "ANY":
+            details = [d for d in details if storage_class.status(d) == image_status]
         return _paged(ActionResult({**result.result, "imageDetails": details}),  # type: ignore[dict-item]
                       "imageDetails", limit, start, scope)
 
@@ -143,10 +163,19 @@ def list_images_factory(original: Any) -> Any:
     def list_images(self: Any) -> ActionResult:
         limit = max_results(self)
         tag_status = (self._get_param("filter") or {}).get("tagStatus") or "ANY"
+        image_status = _image_status(self)
         scope = {"op": "ListImages", "registry": self._get_param("registryId") or self.current_account,
-                 "repository": self._get_param("repositoryName"), "tagStatus": tag_status}
+                 "repository": self._get_param("repositoryName"), "tagStatus": tag_status,
+                 "imageStatus": image_status}
         start = offset(self._get_param("nextToken"), scope)
-        return _paged(original(self), "imageIds", limit, start, scope)
+        result = original(self)
+        if image_status != "ANY":
+            repo = self.ecr_backend._get_repository(self._get_param("repositoryName"), self._get_param("registryId"))
+            statuses = {i.image_digest: storage_class.status(i) for i in repo.images}
+            ids = [i for i in result.result["imageIds"]  # type: ignore[index]
+                   if statuses.get(i["imageDigest"], storage_class.ACTIVE) == image_status]
+            result = ActionResult({**result.result, "imageIds": ids})  # type: ignore[dict-item]
+        return _paged(result, "imageIds", limit, start, scope)
 
     return list_images
 

@@ -29,6 +29,12 @@ AWS facts reproduced (Amazon ECR User Guide, "Private image replication"):
   untagged and the replication still counts as COMPLETE.
 - ``DescribeImageReplicationStatus`` reports IN_PROGRESS until the copy is
   done, then COMPLETE, or FAILED with a ``failureCode``.
+- "If replication is configured for the repository, the restored image will
+  be replicated" (User Guide, "Restoring an image"): when a restore from the
+  archive storage class completes (``storage_class``), the image is
+  replicated exactly as after a push, with the configuration of that moment
+  and the tags the image has then (``replicate_image``, shared with
+  ``on_push``). Archiving neither replicates nor deletes replicas.
 - "ECR Replication Action" events (User Guide, "Amazon ECR events and
   EventBridge") go to the default bus of the *destination* account and
   Region: ``result`` SUCCESS or FAILED, ``action-type`` REPLICATE,
@@ -46,7 +52,9 @@ flush that completes every pending job immediately (and the jobs those
 schedule: a backfill's next replications). ``backfill`` runs its PREPARING
 step and its replications as jobs of this engine (``runner``), so the same
 settings apply to them; ``backfill_prepare_seconds`` and
-``backfill_concurrency`` are its own.
+``backfill_concurrency`` are its own. ``storage_class`` runs a restore's
+ACTIVATING period as a job too (``restore_seconds``, default 0; not held by
+``paused``; ``flush`` completes it and the replications it schedules).
 
 The ECR API reference types ``failureCode`` as a free string and documents no
 values; ``DEFAULT_FAILURE_CODE`` is our choice.
@@ -74,7 +82,7 @@ DEFAULT_FAILURE_CODE = "ACCESS_DENIED"
 _DEST_KEYS = {"delay_seconds", "fail", "failure_code", "paused"}
 _TOP_KEYS = {"default_delay_seconds", "default_failure_code", "destinations",
              "event_drop_rate", "event_duplicate_rate", "seed",
-             "backfill_prepare_seconds", "backfill_concurrency"}
+             "backfill_prepare_seconds", "backfill_concurrency", "restore_seconds"}
 
 
 def _default_settings() -> dict[str, Any]:
@@ -87,6 +95,7 @@ def _default_settings() -> dict[str, Any]:
         "seed": 0,
         "backfill_prepare_seconds": 0.0,
         "backfill_concurrency": 5,
+        "restore_seconds": 0.0,
     }
 
 
@@ -140,6 +149,8 @@ def update_settings(body: Any) -> dict[str, Any]:
         new["default_delay_seconds"] = _number(body["default_delay_seconds"], "default_delay_seconds", 0)
     if "backfill_prepare_seconds" in body:
         new["backfill_prepare_seconds"] = _number(body["backfill_prepare_seconds"], "backfill_prepare_seconds", 0)
+    if "restore_seconds" in body:
+        new["restore_seconds"] = _number(body["restore_seconds"], "restore_seconds", 0)
     if "backfill_concurrency" in body:
         value = body["backfill_concurrency"]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -242,6 +253,8 @@ def _put_replica(account: str, region: str, repo: Any, snap: dict[str, Any], tag
     A manifest already there (same digest) is not copied again, only tagged."""
     from moto.ecr.models import Image
 
+    from . import storage_class
+
     existing = next((i for i in repo.images if i.image_digest == snap["digest"]), None)
     if existing is None:
         for digest, data in snap["blobs"].items():
@@ -255,6 +268,8 @@ def _put_replica(account: str, region: str, repo: Any, snap: dict[str, Any], tag
             else:  # the tag moves; the old image stays, untagged if that was its only tag
                 untag(holder, tag)
     if existing is not None:
+        if storage_class.status(existing) != storage_class.ACTIVE:
+            storage_class.activate(existing)  # an archived replica: restored, as by a push
         if tag and tag not in existing.image_tags:
             existing.update_tag(tag)
     else:
@@ -322,7 +337,7 @@ class Job:
     # None: a push's replication (status + event). Otherwise called instead,
     # under store.LOCK, when the job is due (backfill replications and steps).
     runner: Callable[["Job"], None] | None = field(default=None, repr=False)
-    kind: str = "push"  # push | backfill | backfill-prepare
+    kind: str = "push"  # push | backfill | backfill-prepare | restore
     backfill_id: str | None = None
     pausable: bool = True  # a paused destination holds the job (until flushed)
 
@@ -460,8 +475,12 @@ def setting(name: str) -> Any:
     return _settings[name]
 
 
-def on_push(account: str, region: str, repository: str, image: Any, tag: str | None) -> None:
-    """Called (under store.LOCK) after every successful PutImage."""
+def replicate_image(account: str, region: str, repository: str, image: Any,
+                    tags: list[str | None]) -> None:
+    """Schedule the replication of ``image`` as ECR does after a push: one job
+    per destination the current configuration selects, and per tag in ``tags``
+    (``[None]``: untagged). Called under store.LOCK, for a push (``on_push``)
+    and for a completed restore from the archive (``storage_class``)."""
     from moto.ecr.models import ecr_backends
 
     backend = ecr_backends[account][region]
@@ -474,7 +493,14 @@ def on_push(account: str, region: str, repository: str, image: Any, tag: str | N
     now = time.monotonic()
     for dest in destinations:
         store.set_status(source, dest, "IN_PROGRESS")
-        _scheduler.add(Job(due=now + delay_for(dest), source=source, dest=dest, snapshot=snap, tag=tag or None))
+        for tag in tags or [None]:
+            _scheduler.add(Job(due=now + delay_for(dest), source=source, dest=dest, snapshot=snap,
+                               tag=tag or None))
+
+
+def on_push(account: str, region: str, repository: str, image: Any, tag: str | None) -> None:
+    """Called (under store.LOCK) after every successful PutImage."""
+    replicate_image(account, region, repository, image, [tag or None])
 
 
 def install() -> None:

@@ -1,0 +1,214 @@
+//! Undelivered alerts on the tracking table, each its own item:
+//!
+//! - `pk` = `ALERT#<alert id>`, `sk` = `ALERT`;
+//! - `alert`: the alert as JSON (it never changes after it is raised);
+//! - `delivered_to`: the sinks that took it (a string set, absent while none did);
+//! - `attempts`: failed delivery attempts;
+//! - `due_shard` = `OUTBOX` and `next_check` = the next attempt's time: the items sit in
+//!   their own partition of the table's sparse `due` index, apart from the expectations'
+//!   `DUE#n` shards, so the sweep finds what is due in one query. Alerts are rare (one per
+//!   problem), so one partition takes them: even a storm of a thousand alerts is a second of
+//!   its write capacity.
+//!
+//! The item is put in the same transaction as the state change that raised the alert
+//! ([`crate::dynamodb`]), and deleted once every sink took it. It has no TTL: an alert waits
+//! until it is delivered, and the `UndeliveredAlerts` alarm says when that takes too long.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, Select};
+use chrono::{DateTime, Utc};
+use replwatch_core::alerts::Alert;
+use replwatch_core::outbox::{AlertOutbox, CLAIM_LEASE, PendingAlert};
+use replwatch_core::store::StoreError;
+
+use crate::dynamodb::{DUE_INDEX, DynamoExpectationStore, number, timestamp};
+use crate::dynamodb_table::{backend, request_error};
+
+/// The `due_shard` of every pending alert.
+pub const OUTBOX_SHARD: &str = "OUTBOX";
+
+type Item = HashMap<String, AttributeValue>;
+
+fn key(id: &str) -> Item {
+    HashMap::from([
+        ("pk".to_owned(), AttributeValue::S(format!("ALERT#{id}"))),
+        ("sk".to_owned(), AttributeValue::S("ALERT".to_owned())),
+    ])
+}
+
+fn corrupt(id: &str, message: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        id: format!("ALERT#{id}"),
+        message: message.into(),
+    }
+}
+
+fn to_item(pending: &PendingAlert) -> Result<Item, StoreError> {
+    let id = pending.id();
+    let alert = serde_json::to_string(&pending.alert).map_err(|e| corrupt(&id, e.to_string()))?;
+    let mut item = key(&id);
+    item.insert("alert".to_owned(), AttributeValue::S(alert));
+    item.insert("attempts".to_owned(), number(u64::from(pending.attempts)));
+    item.insert(
+        "due_shard".to_owned(),
+        AttributeValue::S(OUTBOX_SHARD.to_owned()),
+    );
+    item.insert(
+        "next_check".to_owned(),
+        AttributeValue::S(timestamp(pending.next_attempt_at)),
+    );
+    if !pending.delivered_to.is_empty() {
+        item.insert(
+            "delivered_to".to_owned(),
+            AttributeValue::Ss(pending.delivered_to.iter().cloned().collect()),
+        );
+    }
+    Ok(item)
+}
+
+fn from_item(item: &Item) -> Result<PendingAlert, StoreError> {
+    let id = match item.get("pk") {
+        Some(AttributeValue::S(pk)) => pk.trim_start_matches("ALERT#").to_owned(),
+        _ => "<no pk>".to_owned(),
+    };
+    let Some(AttributeValue::S(alert)) = item.get("alert") else {
+        return Err(corrupt(&id, "no alert document"));
+    };
+    let alert: Alert = serde_json::from_str(alert).map_err(|e| corrupt(&id, e.to_string()))?;
+    let attempts = match item.get("attempts") {
+        Some(AttributeValue::N(n)) => n
+            .parse::<u32>()
+            .map_err(|e| corrupt(&id, format!("attempts {n:?}: {e}")))?,
+        _ => 0,
+    };
+    let next_attempt_at = match item.get("next_check") {
+        Some(AttributeValue::S(at)) => DateTime::parse_from_rfc3339(at)
+            .map_err(|e| corrupt(&id, format!("next_check: {e}")))?
+            .with_timezone(&Utc),
+        _ => return Err(corrupt(&id, "next_check is missing")),
+    };
+    let delivered_to = match item.get("delivered_to") {
+        Some(AttributeValue::Ss(sinks)) => sinks.iter().cloned().collect(),
+        _ => Default::default(),
+    };
+    Ok(PendingAlert {
+        alert,
+        delivered_to,
+        attempts,
+        next_attempt_at,
+    })
+}
+
+/// The put of a pending alert, for the transaction that raises it.
+pub fn put(table: &str, pending: &PendingAlert) -> Result<Put, StoreError> {
+    Put::builder()
+        .table_name(table)
+        .set_item(Some(to_item(pending)?))
+        .build()
+        .map_err(|e| request_error("TransactWriteItems", e))
+}
+
+impl AlertOutbox for DynamoExpectationStore {
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<PendingAlert>, StoreError> {
+        let page = self
+            .client()
+            .query()
+            .table_name(self.table())
+            .index_name(DUE_INDEX)
+            .key_condition_expression("due_shard = :shard AND next_check <= :now")
+            .expression_attribute_values(":shard", AttributeValue::S(OUTBOX_SHARD.to_owned()))
+            .expression_attribute_values(":now", AttributeValue::S(timestamp(now)))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| backend("Query(due)", e))?;
+        let lease = AttributeValue::S(timestamp(now + CLAIM_LEASE));
+        let mut claimed = Vec::new();
+        for item in page.items() {
+            let pending = from_item(item)?;
+            // The claim moves the next attempt past the lease, on condition that no one else
+            // moved it since the query: the index is read eventually consistent.
+            let result = self
+                .client()
+                .update_item()
+                .table_name(self.table())
+                .set_key(Some(key(&pending.id())))
+                .update_expression("SET next_check = :lease")
+                .condition_expression("next_check = :seen")
+                .expression_attribute_values(":lease", lease.clone())
+                .expression_attribute_values(
+                    ":seen",
+                    AttributeValue::S(timestamp(pending.next_attempt_at)),
+                )
+                .send()
+                .await;
+            match result {
+                Ok(_) => claimed.push(pending),
+                Err(SdkError::ServiceError(e))
+                    if e.err().is_conditional_check_failed_exception() => {}
+                Err(e) => return Err(backend("UpdateItem", e)),
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn delivered(&self, id: &str) -> Result<(), StoreError> {
+        self.client()
+            .delete_item()
+            .table_name(self.table())
+            .set_key(Some(key(id)))
+            .send()
+            .await
+            .map_err(|e| backend("DeleteItem", e))?;
+        Ok(())
+    }
+
+    async fn retry_later(&self, pending: &PendingAlert) -> Result<(), StoreError> {
+        // Only over the item itself: one delivered (and deleted) meanwhile stays gone.
+        let result = self
+            .client()
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(to_item(pending)?))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(())
+            }
+            Err(e) => Err(backend("PutItem", e)),
+        }
+    }
+
+    async fn undelivered(&self) -> Result<u64, StoreError> {
+        let mut count = 0u64;
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client()
+                .query()
+                .table_name(self.table())
+                .index_name(DUE_INDEX)
+                .key_condition_expression("due_shard = :shard")
+                .expression_attribute_values(":shard", AttributeValue::S(OUTBOX_SHARD.to_owned()))
+                .select(Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend("Query(due)", e))?;
+            count += u64::try_from(page.count()).unwrap_or(0);
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => return Ok(count),
+            }
+        }
+    }
+}
