@@ -55,7 +55,9 @@ impl RulesRecord for DynamoExpectationStore {
             .get_item()
             .table_name(self.table())
             .set_key(Some(key(registry)))
-            .projection_expression("rules, rules_seen_at")
+            // `rules` is a DynamoDB reserved word.
+            .projection_expression("#rules, rules_seen_at")
+            .expression_attribute_names("#rules", "rules")
             .send()
             .await
             .map_err(|e| backend("GetItem", e))?;
@@ -90,7 +92,8 @@ impl RulesRecord for DynamoExpectationStore {
             .update_item()
             .table_name(self.table())
             .set_key(Some(key(registry)))
-            .update_expression("SET rules = :rules, rules_seen_at = :seen")
+            .update_expression("SET #rules = :rules, rules_seen_at = :seen")
+            .expression_attribute_names("#rules", "rules")
             .condition_expression("attribute_not_exists(rules_seen_at) OR rules_seen_at < :seen")
             .expression_attribute_values(":rules", AttributeValue::S(json))
             .expression_attribute_values(":seen", AttributeValue::S(timestamp(rules.seen_at)))

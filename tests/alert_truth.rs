@@ -1,0 +1,582 @@
+//! Every alert true, none lost, on the local AWS through the real handlers:
+//! - `latest` pushed twenty times within a minute into mutable repositories replicated to
+//!   three destinations, a fifth of the replication events lost: no alert; the same into a
+//!   destination whose tags are immutable and already hold `latest`: exactly one TAG_LOST,
+//!   for the one image the source still tags `latest`, saying why;
+//! - SNS unreachable while a replication batch and a sweep raise alerts: each alert arrives
+//!   once, with its id, after SNS recovers; a sweep stopped by its deadline loses nothing;
+//! - an archived image restored after replication was configured is tracked to its verdict;
+//! - a rules change one container learns is applied by another within seconds.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ecr::types::{ImageIdentifier, ImageTagMutability, TargetStorageClass};
+use chrono::TimeDelta;
+use replwatch_core::events::{ParsedEvent, parse_event};
+use replwatch_core::{
+    AccountId, AlertKind, AlertOutbox, Clock, Destination, ExpectationState, OffsetClock, Region,
+    ReplicationConfiguration,
+};
+use replwatch_runtime::services::AwsTracking;
+use testbed::deployment::{Copies, PublishedAlert, QueuedMessage};
+use testbed::{LocalAws, LocalDeployment, unique_account};
+
+const SOURCE_REGION: &str = "us-west-2";
+
+struct World {
+    aws: LocalAws,
+    central: String,
+    deployment: LocalDeployment,
+    destinations: Vec<Destination>,
+    clock: Arc<OffsetClock>,
+}
+
+fn destination(region: &str, account: &str) -> Destination {
+    Destination::new(
+        Region::parse(region).expect("region"),
+        AccountId::parse(account).expect("account"),
+    )
+}
+
+impl World {
+    /// A source account replicating every repository to two Regions of its own and one of a
+    /// partner account; `settings` is the test bed's per-destination behaviour.
+    async fn new(settings: impl Fn(&[Destination]) -> serde_json::Value) -> Self {
+        let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
+        let central = unique_account();
+        let partner = unique_account();
+        let destinations = vec![
+            destination("us-east-1", &central),
+            destination("ap-southeast-2", &central),
+            destination("eu-west-1", &partner),
+        ];
+        let deployment = LocalDeployment::create(&aws, &central, SOURCE_REGION, &destinations)
+            .await
+            .expect("deployment");
+        aws.configure_replication(&settings(&destinations))
+            .expect("test bed settings");
+        Self {
+            aws,
+            central,
+            deployment,
+            destinations,
+            clock: Arc::new(OffsetClock::new()),
+        }
+    }
+
+    fn rules(&self) -> ReplicationConfiguration {
+        serde_json::from_value(serde_json::json!({"rules": [
+            {"destinations": self.destinations}
+        ]}))
+        .expect("rules")
+    }
+
+    async fn replicate_everything(&self) {
+        self.aws
+            .put_replication_configuration(&self.central, SOURCE_REGION, &self.rules())
+            .await
+            .expect("rules");
+    }
+
+    async fn tracking(&self, extra: &[(&str, &str)]) -> AwsTracking<Arc<OffsetClock>> {
+        self.deployment
+            .tracking(Arc::clone(&self.clock), extra)
+            .await
+            .expect("tracking")
+    }
+
+    async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pending = self
+                .aws
+                .pending_replications(&self.central)
+                .expect("pending");
+            if pending.iter().all(|(_, paused)| *paused) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "replication did not settle");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Hands every queued event to the functions, losing every fifth replication event;
+    /// returns the alerts raised.
+    async fn pump(&self, tracking: &AwsTracking<Arc<OffsetClock>>) -> Vec<AlertKind> {
+        let mut seen = 0usize;
+        let mut lose_a_fifth = |m: &QueuedMessage| {
+            if m.queue != "replication" {
+                return Copies::Once;
+            }
+            seen += 1;
+            if seen % 5 == 0 {
+                Copies::Drop
+            } else {
+                Copies::Once
+            }
+        };
+        let report = self
+            .deployment
+            .pump(tracking, &mut lose_a_fifth)
+            .await
+            .expect("pump");
+        report
+            .batches
+            .iter()
+            .flat_map(|b| {
+                assert!(
+                    b.response.batch_item_failures.is_empty(),
+                    "{:?}",
+                    b.response
+                );
+                b.alerts.iter().map(|a| a.kind)
+            })
+            .collect()
+    }
+
+    /// A sweep past the SLA and one past the recheck interval: every verdict reached.
+    async fn sweep_to_the_end(&self, tracking: &AwsTracking<Arc<OffsetClock>>) -> Vec<AlertKind> {
+        let mut kinds = Vec::new();
+        for minutes in [31, 16] {
+            self.clock.advance(TimeDelta::minutes(minutes));
+            let summary = tracking.run_sweep(None).await.expect("sweep");
+            assert_eq!(summary.unconfirmed_images, 0);
+            kinds.extend(summary.alerts.iter().map(|a| a.kind));
+        }
+        kinds
+    }
+
+    async fn push_latest(&self, repository: &str, count: usize) {
+        for i in 0..count {
+            self.aws
+                .push_image(
+                    &self.central,
+                    SOURCE_REGION,
+                    repository,
+                    Some("latest"),
+                    &format!("{repository}-build-{i}"),
+                )
+                .await
+                .expect("push");
+        }
+    }
+
+    async fn states(&self) -> BTreeMap<ExpectationState, usize> {
+        let dynamodb =
+            aws_sdk_dynamodb::Client::new(&self.aws.config(&self.central, SOURCE_REGION).await);
+        let items = dynamodb
+            .scan()
+            .table_name(&self.deployment.table)
+            .send()
+            .await
+            .expect("scan");
+        let mut states = BTreeMap::new();
+        for item in items.items() {
+            if let Some(aws_sdk_dynamodb::types::AttributeValue::S(state)) = item.get("state") {
+                *states
+                    .entry(ExpectationState::parse(state).expect("state"))
+                    .or_default() += 1;
+            }
+        }
+        states
+    }
+
+    async fn published(&self) -> Vec<PublishedAlert> {
+        self.deployment.published_alerts().await.expect("published")
+    }
+}
+
+#[tokio::test]
+async fn latest_pushed_twenty_times_into_mutable_repositories_raises_no_alert() {
+    let world = World::new(|_| serde_json::json!({})).await;
+    let ecr = world.aws.ecr(&world.central, SOURCE_REGION).await;
+    ecr.create_repository()
+        .repository_name("ci/app")
+        .send()
+        .await
+        .expect("repository");
+    world.replicate_everything().await;
+    world.push_latest("ci/app", 20).await;
+    world.settle().await;
+    let tracking = world.tracking(&[]).await;
+    let mut alerts = world.pump(&tracking).await;
+    alerts.extend(world.sweep_to_the_end(&tracking).await);
+    assert_eq!(alerts, vec![], "a moved tag is not a lost tag");
+    assert!(world.published().await.is_empty());
+    let states = world.states().await;
+    assert_eq!(
+        states.get(&ExpectationState::Replicated),
+        Some(&3),
+        "the last image holds latest everywhere: {states:?}"
+    );
+    assert_eq!(
+        states.get(&ExpectationState::Superseded),
+        Some(&57),
+        "the 19 earlier ones arrived and their tag moved on: {states:?}"
+    );
+    assert_eq!(states.len(), 2, "{states:?}");
+}
+
+#[tokio::test]
+async fn an_immutable_destination_that_already_holds_latest_raises_one_tag_lost() {
+    let world = World::new(|_| serde_json::json!({})).await;
+    let partner = world.destinations[2].clone();
+    let ecr = world.aws.ecr(&world.central, SOURCE_REGION).await;
+    ecr.create_repository()
+        .repository_name("ci/app")
+        .send()
+        .await
+        .expect("repository");
+    // The partner's repository keeps its tags, and `latest` is already taken there.
+    world
+        .aws
+        .ecr(partner.registry_id.as_str(), partner.region.as_str())
+        .await
+        .create_repository()
+        .repository_name("ci/app")
+        .image_tag_mutability(ImageTagMutability::Immutable)
+        .send()
+        .await
+        .expect("immutable repository");
+    world
+        .aws
+        .push_image(
+            partner.registry_id.as_str(),
+            partner.region.as_str(),
+            "ci/app",
+            Some("latest"),
+            "partner's own latest",
+        )
+        .await
+        .expect("partner's latest");
+    world.replicate_everything().await;
+    world.push_latest("ci/app", 20).await;
+    world.settle().await;
+    let tracking = world.tracking(&[]).await;
+    let mut alerts = world.pump(&tracking).await;
+    alerts.extend(world.sweep_to_the_end(&tracking).await);
+    assert_eq!(
+        alerts,
+        vec![AlertKind::TagLost],
+        "only the image the source still tags latest lost it"
+    );
+    let published = world.published().await;
+    assert_eq!(published.len(), 1);
+    let alert = &published[0];
+    assert_eq!(
+        alert.attributes.get("kind").map(String::as_str),
+        Some("TAG_LOST")
+    );
+    assert!(alert.message.contains("immutable"), "{}", alert.message);
+    assert!(
+        alert
+            .attributes
+            .get("alert_id")
+            .is_some_and(|id| id.starts_with("rw-")),
+        "{:?}",
+        alert.attributes
+    );
+    assert!(alert.subject.contains("eu-west-1"), "{}", alert.subject);
+}
+
+#[tokio::test]
+async fn alerts_raised_while_sns_is_unreachable_arrive_once_after_it_recovers() {
+    let world = World::new(|d| {
+        serde_json::json!({"destinations": {
+            d[0].to_string(): {"paused": true},
+            d[1].to_string(): {"fail": true, "failure_code": "ACCESS_DENIED"},
+        }})
+    })
+    .await;
+    let ecr = world.aws.ecr(&world.central, SOURCE_REGION).await;
+    ecr.create_repository()
+        .repository_name("team-a/web")
+        .send()
+        .await
+        .expect("repository");
+    world.replicate_everything().await;
+    world
+        .aws
+        .push_image(
+            &world.central,
+            SOURCE_REGION,
+            "team-a/web",
+            Some("v1"),
+            "sns-down",
+        )
+        .await
+        .expect("push");
+    world.settle().await;
+    // The topic the functions publish to does not exist yet: every publish fails.
+    let later = format!(
+        "arn:aws:sns:{SOURCE_REGION}:{}:replwatch-alerts-later",
+        world.central
+    );
+    let tracking = world.tracking(&[("ALERT_TOPIC_ARN", later.as_str())]).await;
+    let from_batch = world.pump(&tracking).await;
+    assert_eq!(from_batch, vec![AlertKind::Failed]);
+    world.clock.advance(TimeDelta::minutes(31));
+    let sweep = tracking.run_sweep(None).await.expect("sweep");
+    assert_eq!(
+        sweep.alerts.iter().map(|a| a.kind).collect::<Vec<_>>(),
+        vec![AlertKind::Overdue]
+    );
+    assert_eq!(sweep.retried_alerts, 1, "the batch's alert, tried again");
+    assert_eq!(sweep.undelivered_alerts, 2);
+    assert!(
+        sweep
+            .emf
+            .iter()
+            .any(|l| l.contains("\"UndeliveredAlerts\":2.0")
+                || l.contains("\"UndeliveredAlerts\":2")),
+        "{:?}",
+        sweep.emf
+    );
+    assert!(world.published().await.is_empty());
+
+    // SNS is back: the topic exists, with the same subscriber.
+    let sns = aws_sdk_sns::Client::new(&world.aws.config(&world.central, SOURCE_REGION).await);
+    let topic = sns
+        .create_topic()
+        .name("replwatch-alerts-later")
+        .send()
+        .await
+        .expect("topic");
+    assert_eq!(topic.topic_arn(), Some(later.as_str()));
+    sns.subscribe()
+        .topic_arn(&later)
+        .protocol("sqs")
+        .endpoint(format!(
+            "arn:aws:sqs:{SOURCE_REGION}:{}:replwatch-alerts-subscription",
+            world.central
+        ))
+        .send()
+        .await
+        .expect("subscription");
+    for _ in 0..3 {
+        // Past every backoff, and then some: nothing is sent twice.
+        world.clock.advance(TimeDelta::minutes(31));
+        tracking.run_sweep(None).await.expect("sweep");
+    }
+    let published = world.published().await;
+    let mut kinds: Vec<String> = published
+        .iter()
+        .map(|p| p.attributes.get("kind").cloned().unwrap_or_default())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, vec!["FAILED".to_owned(), "OVERDUE".to_owned()]);
+    let mut ids: Vec<String> = published
+        .iter()
+        .map(|p| p.attributes.get("alert_id").cloned().expect("alert id"))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 2, "two alerts, each once: {ids:?}");
+    assert!(
+        ids.contains(&sweep.alerts[0].id()),
+        "the id it was raised with"
+    );
+    assert!(
+        tracking
+            .pipeline
+            .store()
+            .claim_due(world.clock.now() + TimeDelta::days(1), 10)
+            .await
+            .expect("outbox")
+            .is_empty(),
+        "nothing is left pending"
+    );
+    assert_eq!(
+        tracking
+            .pipeline
+            .store()
+            .undelivered()
+            .await
+            .expect("count"),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_sweep_stopped_by_its_deadline_loses_nothing() {
+    let world = World::new(|d| {
+        serde_json::json!({"destinations": {
+            d[0].to_string(): {"paused": true},
+            d[1].to_string(): {"paused": true},
+            d[2].to_string(): {"paused": true},
+        }})
+    })
+    .await;
+    let ecr = world.aws.ecr(&world.central, SOURCE_REGION).await;
+    ecr.create_repository()
+        .repository_name("team-a/web")
+        .send()
+        .await
+        .expect("repository");
+    world.replicate_everything().await;
+    for i in 0..2 {
+        world
+            .aws
+            .push_image(
+                &world.central,
+                SOURCE_REGION,
+                "team-a/web",
+                Some(&format!("v{i}")),
+                &format!("deadline-{i}"),
+            )
+            .await
+            .expect("push");
+    }
+    // Rounds of two records; a deadline already reached stops after the first round.
+    let tracking = world.tracking(&[("SWEEP_BATCH", "2")]).await;
+    world.pump(&tracking).await;
+    world.clock.advance(TimeDelta::minutes(31));
+    let mut rounds = 0;
+    let mut raised = 0;
+    loop {
+        let summary = tracking
+            .run_sweep(Some(world.clock.now()))
+            .await
+            .expect("sweep");
+        rounds += 1;
+        raised += summary.alerts.len();
+        if !summary.stopped_early {
+            break;
+        }
+        assert!(rounds < 10, "the sweeps do not converge");
+    }
+    assert!(
+        rounds >= 3,
+        "six due records in rounds of two: {rounds} sweeps"
+    );
+    assert_eq!(raised, 6);
+    let published = world.published().await;
+    let mut ids: Vec<String> = published
+        .iter()
+        .map(|p| p.attributes.get("alert_id").cloned().expect("alert id"))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "each alert once");
+    assert_eq!(published.len(), 6);
+}
+
+#[tokio::test]
+async fn a_restored_image_is_tracked_to_its_verdict() {
+    let world = World::new(|d| {
+        serde_json::json!({"destinations": {
+            d[1].to_string(): {"fail": true, "failure_code": "ACCESS_DENIED"},
+        }})
+    })
+    .await;
+    let ecr = world.aws.ecr(&world.central, SOURCE_REGION).await;
+    ecr.create_repository()
+        .repository_name("team-a/web")
+        .send()
+        .await
+        .expect("repository");
+    // Pushed and archived before replication was configured: never replicated.
+    let image = world
+        .aws
+        .push_image(
+            &world.central,
+            SOURCE_REGION,
+            "team-a/web",
+            Some("v7"),
+            "restored",
+        )
+        .await
+        .expect("push");
+    let tracking = world.tracking(&[]).await;
+    world.pump(&tracking).await;
+    let storage = |class: TargetStorageClass| {
+        ecr.update_image_storage_class()
+            .repository_name("team-a/web")
+            .image_id(
+                ImageIdentifier::builder()
+                    .image_digest(&image.digest)
+                    .build(),
+            )
+            .target_storage_class(class)
+            .send()
+    };
+    storage(TargetStorageClass::Archive).await.expect("archive");
+    world.replicate_everything().await;
+    world.pump(&tracking).await;
+    assert!(world.states().await.is_empty(), "nothing to expect yet");
+
+    storage(TargetStorageClass::Standard)
+        .await
+        .expect("restore");
+    world.aws.flush_replication(&world.central).expect("flush");
+    world.settle().await;
+    // No loss here: this test is about the restore being seen at all.
+    let report = world
+        .deployment
+        .pump(&tracking, &mut |_| Copies::Once)
+        .await
+        .expect("pump");
+    let alerts: Vec<AlertKind> = report
+        .batches
+        .iter()
+        .flat_map(|b| b.alerts.iter().map(|a| a.kind))
+        .collect();
+    assert_eq!(alerts, vec![AlertKind::Failed]);
+    let states = world.states().await;
+    assert_eq!(
+        states,
+        BTreeMap::from([
+            (ExpectationState::Failed, 1),
+            (ExpectationState::Replicated, 2)
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_rules_change_one_container_learns_reaches_another_within_seconds() {
+    let world = World::new(|_| serde_json::json!({})).await;
+    world.replicate_everything().await;
+    let first = world.tracking(&[]).await;
+    let second = world.tracking(&[]).await;
+    let registry = destination(SOURCE_REGION, &world.central);
+    assert_eq!(
+        second
+            .pipeline
+            .configuration(&registry)
+            .await
+            .expect("rules")
+            .all_destinations()
+            .len(),
+        3
+    );
+    // The first container gets the CloudTrail event: only the partner remains.
+    world.clock.advance(TimeDelta::seconds(1));
+    let event = serde_json::json!({
+        "version": "0", "id": "rules-change-1", "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.ecr", "account": world.central, "time": chrono::Utc::now().to_rfc3339(),
+        "region": SOURCE_REGION, "resources": [],
+        "detail": {
+            "eventSource": "ecr.amazonaws.com", "eventName": "PutReplicationConfiguration",
+            "awsRegion": SOURCE_REGION, "recipientAccountId": world.central,
+            "requestParameters": {"replicationConfiguration": {"rules": [
+                {"destinations": [world.destinations[2]]}
+            ]}}
+        }
+    });
+    let ParsedEvent::Handled(change) = parse_event(event.to_string().as_bytes()).expect("event")
+    else {
+        panic!("not handled")
+    };
+    world.clock.advance(TimeDelta::seconds(1));
+    first.pipeline.handle(&change).await.expect("rules change");
+    world.clock.advance(TimeDelta::seconds(11));
+    let seen = second
+        .pipeline
+        .configuration(&registry)
+        .await
+        .expect("rules")
+        .all_destinations();
+    assert_eq!(seen, vec![world.destinations[2].clone()]);
+}
