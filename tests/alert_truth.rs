@@ -21,6 +21,7 @@ use replwatch_core::{
 };
 use replwatch_runtime::services::AwsTracking;
 use testbed::deployment::{Copies, PublishedAlert, QueuedMessage};
+use testbed::slack_capture::SlackCapture;
 use testbed::{LocalAws, LocalDeployment, unique_account};
 
 const SOURCE_REGION: &str = "us-west-2";
@@ -579,4 +580,64 @@ async fn a_rules_change_one_container_learns_reaches_another_within_seconds() {
         .expect("rules")
         .all_destinations();
     assert_eq!(seen, vec![world.destinations[2].clone()]);
+}
+
+#[tokio::test]
+async fn slack_down_for_minutes_gets_its_alert_later_and_sns_never_twice() {
+    let world = World::new(|d| {
+        serde_json::json!({"destinations": {
+            d[1].to_string(): {"fail": true, "failure_code": "ACCESS_DENIED"},
+        }})
+    })
+    .await;
+    let ecr = world.aws.ecr(&world.central, SOURCE_REGION).await;
+    ecr.create_repository()
+        .repository_name("team-a/web")
+        .send()
+        .await
+        .expect("repository");
+    world.replicate_everything().await;
+    world
+        .aws
+        .push_image(
+            &world.central,
+            SOURCE_REGION,
+            "team-a/web",
+            Some("v1"),
+            "slack-down",
+        )
+        .await
+        .expect("push");
+    world.settle().await;
+    let slack = SlackCapture::start().await.expect("slack");
+    slack.set_down(true);
+    let parameter = world
+        .deployment
+        .slack_webhook_parameter(slack.url())
+        .await
+        .expect("parameter");
+    let tracking = world
+        .tracking(&[("SLACK_WEBHOOK_SECRET", parameter.as_str())])
+        .await;
+    assert_eq!(world.pump(&tracking).await, vec![AlertKind::Failed]);
+    assert_eq!(world.published().await.len(), 1, "SNS took it at once");
+    // Slack answers 503 through the next sweeps, minutes apart.
+    for _ in 0..2 {
+        world.clock.advance(TimeDelta::minutes(3));
+        let summary = tracking.run_sweep(None).await.expect("sweep");
+        assert_eq!(summary.undelivered_alerts, 1);
+    }
+    assert!(slack.messages().is_empty());
+    slack.set_down(false);
+    world.clock.advance(TimeDelta::minutes(31));
+    let summary = tracking.run_sweep(None).await.expect("sweep");
+    assert_eq!(summary.undelivered_alerts, 0);
+    let messages = slack.messages();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let text = messages[0].to_string();
+    assert!(text.contains("alert id"), "{text}");
+    assert!(
+        world.published().await.is_empty(),
+        "SNS already had it: no repeat"
+    );
 }

@@ -1,7 +1,9 @@
 //! A stand-in for Slack's incoming-webhook endpoint on 127.0.0.1: it answers `ok` to every
 //! POST and keeps the JSON bodies, so a test can check what replwatch would have shown in a
-//! channel.
+//! channel. Taken down ([`SlackCapture::set_down`]), it answers 503 and keeps nothing, as
+//! Slack does during an outage.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,6 +16,7 @@ use crate::Error;
 pub struct SlackCapture {
     url: String,
     messages: Arc<Mutex<Vec<serde_json::Value>>>,
+    down: Arc<AtomicBool>,
 }
 
 impl SlackCapture {
@@ -24,12 +27,21 @@ impl SlackCapture {
             listener.local_addr()?
         );
         let messages = Arc::new(Mutex::new(Vec::new()));
+        let down = Arc::new(AtomicBool::new(false));
         let kept = Arc::clone(&messages);
+        let is_down = Arc::clone(&down);
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
                 let kept = Arc::clone(&kept);
+                let is_down = Arc::clone(&is_down);
                 tokio::spawn(async move {
                     if let Ok(body) = read_request_body(&mut stream).await {
+                        if is_down.load(Ordering::SeqCst) {
+                            let _ = stream
+                                .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                                .await;
+                            return;
+                        }
                         if let Ok(json) = serde_json::from_slice(&body) {
                             kept.lock().unwrap_or_else(|p| p.into_inner()).push(json);
                         }
@@ -40,7 +52,16 @@ impl SlackCapture {
                 });
             }
         });
-        Ok(Self { url, messages })
+        Ok(Self {
+            url,
+            messages,
+            down,
+        })
+    }
+
+    /// Answers 503 to every post while `down`.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 
     /// The webhook URL to configure.

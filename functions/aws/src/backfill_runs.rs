@@ -11,7 +11,7 @@
 //!   again, so an invocation that died between its count and this write does not leave the
 //!   run open forever;
 //! - the last replication configuration a plan saw per source registry, in the registry's
-//!   one rules record ([`crate::rules_record`]).
+//!   one rules record (the `rules_record` module).
 //!
 //! Runs and jobs expire through the table's TTL ([`RUN_RETENTION_DAYS`] after creation).
 
@@ -27,7 +27,7 @@ use replwatch_core::model::Destination;
 use replwatch_core::rules::ReplicationConfiguration;
 use replwatch_core::store::StoreError;
 
-use crate::dynamodb_table::{TTL_ATTRIBUTE, backend, request_error};
+use crate::dynamodb_table::{TTL_ATTRIBUTE, backend, request_error, rules_record_key};
 
 /// How long runs and their job records are kept.
 pub const RUN_RETENTION_DAYS: i64 = 30;
@@ -270,7 +270,7 @@ impl BackfillRunStore for DynamoRunStore {
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(crate::rules_record::key(source)))
+            .set_key(Some(rules_record_key(source)))
             .consistent_read(true)
             .send()
             .await
@@ -301,7 +301,7 @@ impl BackfillRunStore for DynamoRunStore {
         self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(crate::rules_record::key(source)))
+            .set_key(Some(rules_record_key(source)))
             .update_expression("SET configuration = :configuration")
             .expression_attribute_values(":configuration", AttributeValue::S(json))
             .send()

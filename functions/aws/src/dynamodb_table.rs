@@ -7,6 +7,24 @@ use replwatch_core::store::StoreError;
 
 use crate::service_error::describe;
 
+/// The key of `registry`'s one rules record (the `rules_record` module keeps the tracking
+/// functions' view in it, `backfill_runs` the last plan's).
+pub fn rules_record_key(
+    registry: &replwatch_core::model::Destination,
+) -> std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    std::collections::HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S(format!(
+                "CONFIG#{}#{}",
+                registry.region, registry.registry_id
+            )),
+        ),
+        ("sk".to_owned(), AttributeValue::S("CONFIG".to_owned())),
+    ])
+}
+
 /// Epoch seconds after which DynamoDB deletes the item (the table's TTL attribute).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 

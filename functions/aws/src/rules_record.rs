@@ -10,8 +10,6 @@
 //!   the rules-change trigger plan only the destinations added since
 //!   ([`crate::backfill_runs`]).
 
-use std::collections::HashMap;
-
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -20,21 +18,7 @@ use replwatch_core::rules::ReplicationConfiguration;
 use replwatch_core::store::{RecordedRules, RulesRecord, StoreError};
 
 use crate::dynamodb::{DynamoExpectationStore, timestamp};
-use crate::dynamodb_table::backend;
-
-/// The key of `registry`'s rules record.
-pub fn key(registry: &Destination) -> HashMap<String, AttributeValue> {
-    HashMap::from([
-        (
-            "pk".to_owned(),
-            AttributeValue::S(format!(
-                "CONFIG#{}#{}",
-                registry.region, registry.registry_id
-            )),
-        ),
-        ("sk".to_owned(), AttributeValue::S("CONFIG".to_owned())),
-    ])
-}
+use crate::dynamodb_table::{backend, rules_record_key as key};
 
 fn corrupt(registry: &Destination, message: String) -> StoreError {
     StoreError::Corrupt {

@@ -130,11 +130,18 @@ fn attributes(envelope: &Value) -> HashMap<String, String> {
         .collect()
 }
 
-fn expected_attributes(kind: &str, severity: &str, region: &str) -> HashMap<String, String> {
+fn expected_attributes(
+    notification: &Notification,
+    kind: &str,
+    severity: &str,
+    region: &str,
+) -> HashMap<String, String> {
+    let id = notification.id();
     [
         ("kind", kind),
         ("severity", severity),
         ("destination_region", region),
+        ("alert_id", id.as_str()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -165,7 +172,7 @@ async fn text_alerts_arrive_with_subject_body_and_filterable_attributes() {
     }
     assert_eq!(
         attributes(single_envelope),
-        expected_attributes("FAILED", "critical", "eu-west-1")
+        expected_attributes(&single, "FAILED", "critical", "eu-west-1")
     );
 
     let summary_envelope = &got["[replwatch] 10 replication problems in 2 destinations"];
@@ -177,7 +184,7 @@ async fn text_alerts_arrive_with_subject_body_and_filterable_attributes() {
     assert!(body.contains("eu-west-1/222222222222: 7 OVERDUE"), "{body}");
     assert_eq!(
         attributes(summary_envelope),
-        expected_attributes("SUMMARY", "critical", "multiple")
+        expected_attributes(&summary, "SUMMARY", "critical", "multiple")
     );
 }
 
@@ -201,7 +208,11 @@ async fn chat_alerts_arrive_as_documented_custom_notifications() {
         .expect("the message is JSON");
     assert_eq!(chat["version"], "1.0");
     assert_eq!(chat["source"], "custom");
-    assert!(chat["id"].as_str().is_some_and(|id| !id.is_empty()));
+    assert_eq!(
+        chat["id"].as_str(),
+        Some(single.id().as_str()),
+        "the alert's id"
+    );
     assert_eq!(chat["content"]["textType"], "client-markdown");
     assert_eq!(
         chat["content"]["title"],
@@ -223,7 +234,7 @@ async fn chat_alerts_arrive_as_documented_custom_notifications() {
     );
     assert_eq!(
         attributes(single_envelope),
-        expected_attributes("TAG_LOST", "warning", "eu-central-1")
+        expected_attributes(&single, "TAG_LOST", "warning", "eu-central-1")
     );
 
     let summary_envelope = &got["[replwatch] 10 replication problems in 2 destinations"];
@@ -242,7 +253,7 @@ async fn chat_alerts_arrive_as_documented_custom_notifications() {
     assert_eq!(chat["metadata"]["eventType"], "ReplicationSummary");
     assert_eq!(
         attributes(summary_envelope),
-        expected_attributes("SUMMARY", "critical", "multiple")
+        expected_attributes(&summary, "SUMMARY", "critical", "multiple")
     );
 }
 

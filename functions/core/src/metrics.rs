@@ -269,7 +269,7 @@ pub fn dead_lettered_line(
         namespace,
         at,
         function_name,
-        &[(DEAD_LETTERED_EVENTS, f64::from(count))],
+        &[(DEAD_LETTERED_EVENTS, u64::from(count))],
     )
 }
 
@@ -280,7 +280,7 @@ pub fn function_counts_line(
     namespace: &str,
     at: DateTime<Utc>,
     function_name: &str,
-    counts: &[(&str, f64)],
+    counts: &[(&str, u64)],
 ) -> String {
     let definitions = counts
         .iter()

@@ -126,7 +126,7 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
                 &self.namespace,
                 now,
                 &self.function_name,
-                &[(ALERT_DELIVERY_FAILURES, delivery.failed as f64)],
+                &[(ALERT_DELIVERY_FAILURES, delivery.failed as u64)],
             ));
         }
         if outcome.parked > 0 {

@@ -137,11 +137,11 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
         }
         summary.emf = emf_lines(&self.namespace, now, &points);
         let mut counts = vec![
-            (SWEEP_HEARTBEAT, 1.0),
-            (UNDELIVERED_ALERTS, summary.undelivered_alerts as f64),
+            (SWEEP_HEARTBEAT, 1),
+            (UNDELIVERED_ALERTS, summary.undelivered_alerts),
         ];
         if failed_deliveries > 0 {
-            counts.push((ALERT_DELIVERY_FAILURES, failed_deliveries as f64));
+            counts.push((ALERT_DELIVERY_FAILURES, failed_deliveries as u64));
         }
         summary.emf.push(function_counts_line(
             &self.namespace,
