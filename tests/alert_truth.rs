@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use aws_sdk_ecr::types::{ImageIdentifier, ImageTagMutability, TargetStorageClass};
 use chrono::TimeDelta;
@@ -81,6 +80,19 @@ impl World {
             .expect("rules");
     }
 
+    /// Creates `repository` in the source, then the rules that replicate it everywhere.
+    async fn replicated_repository(&self, repository: &str) {
+        self.aws
+            .ecr(&self.central, SOURCE_REGION)
+            .await
+            .create_repository()
+            .repository_name(repository)
+            .send()
+            .await
+            .expect("repository");
+        self.replicate_everything().await;
+    }
+
     async fn tracking(&self, extra: &[(&str, &str)]) -> AwsTracking<Arc<OffsetClock>> {
         self.deployment
             .tracking(Arc::clone(&self.clock), extra)
@@ -89,18 +101,10 @@ impl World {
     }
 
     async fn settle(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let pending = self
-                .aws
-                .pending_replications(&self.central)
-                .expect("pending");
-            if pending.iter().all(|(_, paused)| *paused) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "replication did not settle");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.aws
+            .settle_replication(&self.central)
+            .await
+            .expect("settle");
     }
 
     /// Hands every queued event to the functions, losing every fifth replication event;
@@ -192,13 +196,7 @@ impl World {
 #[tokio::test]
 async fn latest_pushed_twenty_times_into_mutable_repositories_raises_no_alert() {
     let world = World::new(|_| serde_json::json!({})).await;
-    let ecr = world.aws.ecr(&world.central, SOURCE_REGION).await;
-    ecr.create_repository()
-        .repository_name("ci/app")
-        .send()
-        .await
-        .expect("repository");
-    world.replicate_everything().await;
+    world.replicated_repository("ci/app").await;
     world.push_latest("ci/app", 20).await;
     world.settle().await;
     let tracking = world.tracking(&[]).await;
@@ -224,12 +222,7 @@ async fn latest_pushed_twenty_times_into_mutable_repositories_raises_no_alert() 
 async fn an_immutable_destination_that_already_holds_latest_raises_one_tag_lost() {
     let world = World::new(|_| serde_json::json!({})).await;
     let partner = world.destinations[2].clone();
-    let ecr = world.aws.ecr(&world.central, SOURCE_REGION).await;
-    ecr.create_repository()
-        .repository_name("ci/app")
-        .send()
-        .await
-        .expect("repository");
+    world.replicated_repository("ci/app").await;
     // The partner's repository keeps its tags, and `latest` is already taken there.
     world
         .aws
@@ -252,7 +245,6 @@ async fn an_immutable_destination_that_already_holds_latest_raises_one_tag_lost(
         )
         .await
         .expect("partner's latest");
-    world.replicate_everything().await;
     world.push_latest("ci/app", 20).await;
     world.settle().await;
     let tracking = world.tracking(&[]).await;
@@ -291,13 +283,7 @@ async fn alerts_raised_while_sns_is_unreachable_arrive_once_after_it_recovers() 
         }})
     })
     .await;
-    let ecr = world.aws.ecr(&world.central, SOURCE_REGION).await;
-    ecr.create_repository()
-        .repository_name("team-a/web")
-        .send()
-        .await
-        .expect("repository");
-    world.replicate_everything().await;
+    world.replicated_repository("team-a/web").await;
     world
         .aws
         .push_image(
@@ -410,13 +396,7 @@ async fn a_sweep_stopped_by_its_deadline_loses_nothing() {
         }})
     })
     .await;
-    let ecr = world.aws.ecr(&world.central, SOURCE_REGION).await;
-    ecr.create_repository()
-        .repository_name("team-a/web")
-        .send()
-        .await
-        .expect("repository");
-    world.replicate_everything().await;
+    world.replicated_repository("team-a/web").await;
     for i in 0..2 {
         world
             .aws
@@ -590,13 +570,7 @@ async fn slack_down_for_minutes_gets_its_alert_later_and_sns_never_twice() {
         }})
     })
     .await;
-    let ecr = world.aws.ecr(&world.central, SOURCE_REGION).await;
-    ecr.create_repository()
-        .repository_name("team-a/web")
-        .send()
-        .await
-        .expect("repository");
-    world.replicate_everything().await;
+    world.replicated_repository("team-a/web").await;
     world
         .aws
         .push_image(

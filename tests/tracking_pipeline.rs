@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
 use replwatch_core::alerts::Alert;
@@ -76,21 +75,10 @@ impl Run {
 
     /// Waits until every replication not held back by a paused destination has run.
     async fn settle(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let pending = self
-                .aws
-                .pending_replications(&self.scenario.central)
-                .expect("pending");
-            if pending.iter().all(|(_, paused)| *paused) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "replication did not settle: {pending:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.aws
+            .settle_replication(&self.scenario.central)
+            .await
+            .expect("settle");
     }
 
     async fn pump(

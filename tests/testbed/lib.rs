@@ -380,6 +380,22 @@ impl LocalAws {
             .ok_or_else(|| "flush answered without a count".into())
     }
 
+    /// Waits (up to 30 s) until every replication of `source_account` not held back by a
+    /// paused destination has run.
+    pub async fn settle_replication(&self, source_account: &str) -> Result<(), Error> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let pending = self.pending_replications(source_account)?;
+            if pending.iter().all(|(_, paused)| *paused) {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("replication did not settle: {pending:?}").into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Scheduled replications of images pushed in `source_account`: (destination as
     /// `region/account`, paused).
     pub fn pending_replications(&self, source_account: &str) -> Result<Vec<(String, bool)>, Error> {

@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, Select};
 use chrono::{DateTime, Utc};
 use replwatch_core::alerts::Alert;
@@ -24,7 +23,7 @@ use replwatch_core::outbox::{AlertOutbox, CLAIM_LEASE, PendingAlert};
 use replwatch_core::store::StoreError;
 
 use crate::dynamodb::{DUE_INDEX, DynamoExpectationStore, number, timestamp};
-use crate::dynamodb_table::{backend, request_error};
+use crate::dynamodb_table::{backend, conditional, request_error};
 
 /// The `due_shard` of every pending alert.
 pub const OUTBOX_SHARD: &str = "OUTBOX";
@@ -148,11 +147,8 @@ impl AlertOutbox for DynamoExpectationStore {
                 )
                 .send()
                 .await;
-            match result {
-                Ok(_) => claimed.push(pending),
-                Err(SdkError::ServiceError(e))
-                    if e.err().is_conditional_check_failed_exception() => {}
-                Err(e) => return Err(backend("UpdateItem", e)),
+            if conditional("UpdateItem", result)? {
+                claimed.push(pending);
             }
         }
         Ok(claimed)
@@ -179,13 +175,7 @@ impl AlertOutbox for DynamoExpectationStore {
             .condition_expression("attribute_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Ok(())
-            }
-            Err(e) => Err(backend("PutItem", e)),
-        }
+        conditional("PutItem", result).map(|_| ())
     }
 
     async fn undelivered(&self) -> Result<u64, StoreError> {

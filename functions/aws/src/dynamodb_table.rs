@@ -38,6 +38,23 @@ pub fn request_error(
     }
 }
 
+/// A conditional write's outcome: `true` when it went through, `false` when its condition did
+/// not hold (someone else wrote first), an error for anything else.
+pub fn conditional<T, E, R>(
+    operation: &'static str,
+    result: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
+) -> Result<bool, StoreError>
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(backend(operation, e)),
+    }
+}
+
 pub fn backend(
     operation: &'static str,
     error: impl std::error::Error + ProvideErrorMetadata,

@@ -9,7 +9,7 @@
 
 use aws_config::SdkConfig;
 use aws_sdk_ecr::Client;
-use aws_sdk_ecr::types::{ImageDetail, ImageIdentifier, ReplicationStatus};
+use aws_sdk_ecr::types::{ImageIdentifier, ReplicationStatus};
 use replwatch_core::backfill::inventory::TagMutability;
 use replwatch_core::model::{AccountId, Destination, Digest, Region, RepositoryName, SourceImage};
 use replwatch_core::registry::{
@@ -19,11 +19,12 @@ use replwatch_core::rules::ReplicationConfiguration;
 
 pub use crate::ecr_clients::{CrossAccountAccess, EcrClients};
 use crate::ecr_clients::{invalid, is_not_found, registry_error};
+use crate::ecr_images::{EcrImages, ImageReference};
 use crate::ecr_shapes::tag_mutability;
 
 /// [`Registry`] on ECR.
 pub struct EcrRegistry {
-    clients: EcrClients,
+    images: EcrImages,
 }
 
 impl EcrRegistry {
@@ -35,7 +36,7 @@ impl EcrRegistry {
         cross_account: Option<CrossAccountAccess>,
     ) -> Self {
         Self {
-            clients: EcrClients::new(base, home_account, cross_account),
+            images: EcrImages::new(base, home_account, cross_account),
         }
     }
 
@@ -45,31 +46,7 @@ impl EcrRegistry {
     }
 
     async fn client(&self, account: &AccountId, region: &Region) -> Result<Client, RegistryError> {
-        self.clients.client(account, region).await
-    }
-
-    /// `DescribeImages` of one image in `registry`, or `None` when it (or its repository) is
-    /// not there.
-    async fn describe_image(
-        &self,
-        registry: &Destination,
-        repository: &RepositoryName,
-        image: ImageIdentifier,
-        resource: String,
-    ) -> Result<Option<ImageDetail>, RegistryError> {
-        let client = self.client(&registry.registry_id, &registry.region).await?;
-        let output = client
-            .describe_images()
-            .registry_id(registry.registry_id.as_str())
-            .repository_name(repository.as_str())
-            .image_ids(image)
-            .send()
-            .await;
-        match output {
-            Ok(output) => Ok(output.image_details().first().cloned()),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(registry_error("DescribeImages", resource, e)),
-        }
+        self.images.clients().client(account, region).await
     }
 }
 
@@ -126,14 +103,12 @@ impl Registry for EcrRegistry {
         repository: &RepositoryName,
         digest: &Digest,
     ) -> Result<Option<Vec<String>>, RegistryError> {
-        let image = ImageIdentifier::builder()
-            .image_digest(digest.as_str())
-            .build();
-        let resource = format!("{registry} {repository}@{digest}");
+        let reference = ImageReference::Digest(digest.clone());
         Ok(self
-            .describe_image(registry, repository, image, resource)
+            .images
+            .describe(registry, repository, &reference)
             .await?
-            .map(|d| d.image_tags().to_vec()))
+            .map(|image| image.tags))
     }
 
     async fn tagged_image(
@@ -142,20 +117,12 @@ impl Registry for EcrRegistry {
         repository: &RepositoryName,
         tag: &str,
     ) -> Result<Option<Digest>, RegistryError> {
-        let image = ImageIdentifier::builder().image_tag(tag).build();
-        let resource = format!("{registry} {repository}:{tag}");
-        let Some(detail) = self
-            .describe_image(registry, repository, image, resource.clone())
+        let reference = ImageReference::Tag(tag.to_owned());
+        Ok(self
+            .images
+            .describe(registry, repository, &reference)
             .await?
-        else {
-            return Ok(None);
-        };
-        detail
-            .image_digest()
-            .map(|d| {
-                Digest::parse(d).map_err(|e| invalid("DescribeImages", resource, e.to_string()))
-            })
-            .transpose()
+            .map(|image| image.digest))
     }
 
     async fn tag_mutability(

@@ -1,6 +1,7 @@
 //! One image, looked up by tag or digest (`DescribeImages` with `imageIds`): what `replwatch
 //! status` needs in the source (which digest a tag names, when it was pushed) and in each
-//! destination (did it arrive, when, with which tags).
+//! destination (did it arrive, when, with which tags), and what the tracking registry asks
+//! before it calls a tag lost (`crate::ecr`).
 
 use aws_config::SdkConfig;
 use aws_sdk_ecr::types::ImageIdentifier;
@@ -34,6 +35,11 @@ impl EcrImages {
         Self {
             clients: EcrClients::new(base, home_account, cross_account),
         }
+    }
+
+    /// The per-(account, Region) clients these lookups use, for an adapter that shares them.
+    pub(crate) fn clients(&self) -> &EcrClients {
+        &self.clients
     }
 
     /// The image `reference` names in `repository` of `registry`; `None` when the image or the

@@ -10,7 +10,6 @@
 //!   the rules-change trigger plan only the destinations added since
 //!   ([`crate::backfill_runs`]).
 
-use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use replwatch_core::model::Destination;
@@ -18,7 +17,7 @@ use replwatch_core::rules::ReplicationConfiguration;
 use replwatch_core::store::{RecordedRules, RulesRecord, StoreError};
 
 use crate::dynamodb::{DynamoExpectationStore, timestamp};
-use crate::dynamodb_table::{backend, rules_record_key as key};
+use crate::dynamodb_table::{backend, conditional, rules_record_key as key};
 
 fn corrupt(registry: &Destination, message: String) -> StoreError {
     StoreError::Corrupt {
@@ -83,12 +82,6 @@ impl RulesRecord for DynamoExpectationStore {
             .expression_attribute_values(":seen", AttributeValue::S(timestamp(rules.seen_at)))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Ok(false)
-            }
-            Err(e) => Err(backend("UpdateItem", e)),
-        }
+        conditional("UpdateItem", result)
     }
 }

@@ -16,6 +16,7 @@ use replwatch_core::model::{Destination, Digest, RepositoryName, SourceImage};
 use replwatch_core::registry::{
     DestinationReplication, ImageReplicationStatus, Registry, RegistryError,
 };
+use replwatch_core::tracking::TagArrival;
 use serde::Serialize;
 
 use crate::Outcome;
@@ -85,9 +86,30 @@ pub struct DestinationStatus {
     pub latency_seconds: Option<i64>,
     /// Since the push, while in progress.
     pub age_seconds: Option<i64>,
-    /// Whether the destination copy carries the tag asked for (`None`: not asked by tag, or
-    /// not readable).
-    pub tag_present: Option<bool>,
+    /// What became of the tag asked for in the destination copy, as replwatch's alerts judge
+    /// it (`None`: not asked by tag, or not readable).
+    pub tag: Option<TagStatus>,
+}
+
+/// The tag asked for, in one destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TagStatus {
+    Present,
+    /// Not on this image there, and replication is not why (it moved on, or was deleted).
+    Moved,
+    /// The destination's immutable tags kept it on another image: ECR dropped it.
+    Lost,
+}
+
+impl From<&TagArrival> for TagStatus {
+    fn from(arrival: &TagArrival) -> Self {
+        match arrival {
+            TagArrival::Present => TagStatus::Present,
+            TagArrival::Superseded => TagStatus::Moved,
+            TagArrival::Lost { .. } => TagStatus::Lost,
+        }
+    }
 }
 
 /// What the states add up to.
@@ -255,13 +277,13 @@ async fn poll(
             failure_code: None,
             latency_seconds: None,
             age_seconds: None,
-            tag_present: None,
+            tag: None,
         };
         match replication {
             None => {
                 if let Some(copy) = read_copy(images, &destination, image).await {
                     status.state = State::Present;
-                    status.tag_present = tag.map(|t| copy.tags.iter().any(|c| c == t));
+                    status.tag = tag_status(registry, image, &destination, tag, &copy).await;
                 }
             }
             Some(DestinationReplication::InProgress) => {
@@ -282,13 +304,32 @@ async fn poll(
                         }
                         _ => None,
                     };
-                    status.tag_present = tag.map(|t| copy.tags.iter().any(|c| c == t));
+                    status.tag = tag_status(registry, image, &destination, tag, &copy).await;
                 }
             }
         }
         statuses.push(status);
     }
     Ok(statuses)
+}
+
+/// What became of `tag` on the copy, judged as the tracking pipeline judges it; unknown when
+/// ECR could not be asked.
+async fn tag_status(
+    registry: &EcrRegistry,
+    image: &SourceImage,
+    destination: &Destination,
+    tag: Option<&str>,
+    copy: &replwatch_core::backfill::inventory::ImageRecord,
+) -> Option<TagStatus> {
+    let tag = tag?;
+    if copy.tags.iter().any(|t| t == tag) {
+        return Some(TagStatus::Present);
+    }
+    replwatch_core::registry::missing_tag(registry, image, destination, tag)
+        .await
+        .ok()
+        .map(|arrival| TagStatus::from(&arrival))
 }
 
 /// The image's copy in `destination`; an account the role cannot reach leaves it unknown
@@ -340,9 +381,10 @@ fn print_report(report: &Report<'_>, format: OutputFormat) {
             s.failure_code.clone().unwrap_or_else(|| "-".into()),
             s.latency_seconds.map_or("-".into(), seconds),
             s.age_seconds.map_or("-".into(), seconds),
-            match s.tag_present {
-                Some(true) => "present".into(),
-                Some(false) => "LOST".into(),
+            match s.tag {
+                Some(TagStatus::Present) => "present".into(),
+                Some(TagStatus::Moved) => "moved".into(),
+                Some(TagStatus::Lost) => "LOST".into(),
                 None => "-".into(),
             },
         ]);
@@ -397,7 +439,7 @@ mod tests {
             failure_code: None,
             latency_seconds: None,
             age_seconds: None,
-            tag_present: None,
+            tag: None,
         }
     }
 

@@ -130,7 +130,7 @@ async fn wait_returns_once_every_destination_is_complete() -> Result<(), Error> 
         [("us-east-1", "COMPLETE"), ("eu-west-1", "COMPLETE")]
     );
     let same_account = &report["destinations"][0];
-    assert_eq!(same_account["tagPresent"], true, "{report}");
+    assert_eq!(same_account["tag"], "present", "{report}");
     assert!(
         same_account["latencySeconds"].as_i64().is_some(),
         "{report}"

@@ -365,61 +365,15 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         Ok(effects)
     }
 
-    /// What became of `tag` when `image` arrived in `destination`, as ECR would tell it:
-    /// `None` while the image is not (yet) visible there.
-    ///
-    /// ECR drops a tag on replication only when the destination repository's tags are
-    /// immutable (the tag not excluded) and the tag already names another image there; the
-    /// image then arrives untagged (ECR user guide, private image replication considerations).
-    /// So a missing tag is a loss only when all of these hold, and only while the source still
-    /// puts the tag on this image (otherwise the source moved it on, and so did replication).
-    /// Anything else (a later push in a mutable repository, completions out of order, a tag
-    /// deleted by hand) is [`TagArrival::Superseded`]: never an alert. The reads after the
-    /// first happen only when the tag is missing.
+    /// What became of `tag` when `image` arrived in `destination` (see
+    /// [`crate::registry::tag_arrival`]); `None` while the image is not visible there.
     async fn tag_arrival(
         &self,
         image: &SourceImage,
         destination: &Destination,
         tag: Option<&str>,
     ) -> Result<Option<TagArrival>, RegistryError> {
-        let Some(tag) = tag else {
-            return Ok(Some(TagArrival::Present));
-        };
-        let Some(tags) = self
-            .registry
-            .image_tags(destination, &image.repository, &image.digest)
-            .await?
-        else {
-            return Ok(None);
-        };
-        if tags.iter().any(|t| t == tag) {
-            return Ok(Some(TagArrival::Present));
-        }
-        let immutable = self
-            .registry
-            .tag_mutability(destination, &image.repository)
-            .await?
-            .is_some_and(|m| m.is_immutable(tag));
-        if !immutable {
-            return Ok(Some(TagArrival::Superseded));
-        }
-        let Some(held_by) = self
-            .registry
-            .tagged_image(destination, &image.repository, tag)
-            .await?
-            .filter(|holder| holder != &image.digest)
-        else {
-            return Ok(Some(TagArrival::Superseded));
-        };
-        let in_source = self
-            .registry
-            .tagged_image(&image.registry, &image.repository, tag)
-            .await?;
-        Ok(Some(if in_source.as_ref() == Some(&image.digest) {
-            TagArrival::Lost { held_by }
-        } else {
-            TagArrival::Superseded
-        }))
+        crate::registry::tag_arrival(&self.registry, image, destination, tag).await
     }
 
     async fn on_replicated(&self, e: &ReplicationEvent) -> Result<Effects, PipelineError> {

@@ -13,6 +13,7 @@ use std::future::Future;
 use crate::backfill::inventory::TagMutability;
 use crate::model::{Destination, Digest, RepositoryName, SourceImage};
 use crate::rules::ReplicationConfiguration;
+use crate::tracking::TagArrival;
 
 /// ECR's word on one destination of one image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,3 +141,68 @@ macro_rules! forward_registry {
 
 // A registry shared by reference or behind an `Arc` is still a registry.
 forward_registry!(&T, std::sync::Arc<T>);
+
+/// What became of `tag` when `image` arrived in `destination`, as ECR would tell it: `None`
+/// while the image is not (yet) visible there.
+pub async fn tag_arrival<R: Registry + ?Sized>(
+    registry: &R,
+    image: &SourceImage,
+    destination: &Destination,
+    tag: Option<&str>,
+) -> Result<Option<TagArrival>, RegistryError> {
+    let Some(tag) = tag else {
+        return Ok(Some(TagArrival::Present));
+    };
+    let Some(tags) = registry
+        .image_tags(destination, &image.repository, &image.digest)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if tags.iter().any(|t| t == tag) {
+        return Ok(Some(TagArrival::Present));
+    }
+    missing_tag(registry, image, destination, tag)
+        .await
+        .map(Some)
+}
+
+/// Why `image` is in `destination` without `tag`.
+///
+/// ECR drops a tag on replication only when the destination repository's tags are immutable
+/// (the tag not excluded) and the tag already names another image there; the image then
+/// arrives untagged (ECR user guide, private image replication considerations). So a missing
+/// tag is a loss only when all of these hold, and only while the source still puts the tag on
+/// this image (otherwise the source moved it on, and so did replication). Anything else (a
+/// later push in a mutable repository, completions out of order, a tag deleted by hand) is
+/// [`TagArrival::Superseded`]: never an alert. Each read happens only when the ones before
+/// left the question open.
+pub async fn missing_tag<R: Registry + ?Sized>(
+    registry: &R,
+    image: &SourceImage,
+    destination: &Destination,
+    tag: &str,
+) -> Result<TagArrival, RegistryError> {
+    let immutable = registry
+        .tag_mutability(destination, &image.repository)
+        .await?
+        .is_some_and(|m| m.is_immutable(tag));
+    if !immutable {
+        return Ok(TagArrival::Superseded);
+    }
+    let Some(held_by) = registry
+        .tagged_image(destination, &image.repository, tag)
+        .await?
+        .filter(|holder| holder != &image.digest)
+    else {
+        return Ok(TagArrival::Superseded);
+    };
+    let in_source = registry
+        .tagged_image(&image.registry, &image.repository, tag)
+        .await?;
+    Ok(if in_source.as_ref() == Some(&image.digest) {
+        TagArrival::Lost { held_by }
+    } else {
+        TagArrival::Superseded
+    })
+}

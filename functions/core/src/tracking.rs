@@ -12,7 +12,7 @@
 //! ```
 //!
 //! An image that arrived without its pushed tag is TAG_LOST only when ECR dropped the tag:
-//! the pipeline decides that with the registry (`Pipeline`'s tag verdict). Any other missing tag (a later push
+//! [`crate::registry::missing_tag`] decides that with ECR's answers. Any other missing tag (a later push
 //! moved it, replications finished out of order, someone deleted it by hand) closes the
 //! record as SUPERSEDED: the image arrived, and nothing was lost by replication.
 //!
@@ -181,7 +181,7 @@ pub enum Observation {
     StillInProgress { at: DateTime<Utc> },
 }
 
-/// What became of the pushed tag when the image arrived (decided by the pipeline from ECR's answers).
+/// What became of the pushed tag when the image arrived ([`crate::registry::tag_arrival`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TagArrival {
     /// The destination holds the tag on this image (or the push was untagged).
