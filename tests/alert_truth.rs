@@ -615,3 +615,77 @@ async fn slack_down_for_minutes_gets_its_alert_later_and_sns_never_twice() {
         "SNS already had it: no repeat"
     );
 }
+
+#[tokio::test]
+async fn a_tag_deleted_by_hand_in_an_immutable_destination_is_drift_not_an_alert() {
+    let world = World::new(|_| serde_json::json!({})).await;
+    let partner = world.destinations[2].clone();
+    world.replicated_repository("team-a/web").await;
+    world
+        .aws
+        .ecr(partner.registry_id.as_str(), partner.region.as_str())
+        .await
+        .create_repository()
+        .repository_name("team-a/web")
+        .image_tag_mutability(ImageTagMutability::Immutable)
+        .send()
+        .await
+        .expect("immutable repository");
+    // One image, two tags (the second push of the same manifest adds `stable`).
+    let image = world
+        .aws
+        .push_image(
+            &world.central,
+            SOURCE_REGION,
+            "team-a/web",
+            Some("v1"),
+            "by-hand",
+        )
+        .await
+        .expect("push");
+    world
+        .aws
+        .ecr(&world.central, SOURCE_REGION)
+        .await
+        .put_image()
+        .repository_name("team-a/web")
+        .image_manifest(&image.manifest)
+        .image_manifest_media_type(&image.media_type)
+        .image_tag("stable")
+        .send()
+        .await
+        .expect("second tag");
+    world.settle().await;
+    // Someone removes v1 in the partner's registry before replwatch hears of it.
+    world
+        .aws
+        .ecr(partner.registry_id.as_str(), partner.region.as_str())
+        .await
+        .batch_delete_image()
+        .repository_name("team-a/web")
+        .image_ids(ImageIdentifier::builder().image_tag("v1").build())
+        .send()
+        .await
+        .expect("untag by hand");
+    let tracking = world.tracking(&[]).await;
+    let report = world
+        .deployment
+        .pump(&tracking, &mut |_| Copies::Once)
+        .await
+        .expect("pump");
+    let mut alerts: Vec<AlertKind> = report
+        .batches
+        .iter()
+        .flat_map(|b| b.alerts.iter().map(|a| a.kind))
+        .collect();
+    alerts.extend(world.sweep_to_the_end(&tracking).await);
+    assert_eq!(alerts, vec![], "replication did not lose the tag");
+    assert_eq!(
+        world.states().await,
+        BTreeMap::from([
+            (ExpectationState::Superseded, 1),
+            (ExpectationState::Replicated, 5)
+        ]),
+        "v1 in the partner's registry closed as superseded; the rest arrived tagged"
+    );
+}
