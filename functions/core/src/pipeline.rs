@@ -3,17 +3,19 @@
 //! runner and in tests.
 //!
 //! - [`Pipeline::handle`] takes one parsed event: a PUSH records one expectation per
-//!   destination the rules select; a DELETE closes them; a REPLICATE closes one, after checking
-//!   the tag in the destination (SUCCESS) or the failure code with the status API (FAILED); a
-//!   `PutReplicationConfiguration` refreshes the cached rules.
-//! - [`Pipeline::sweep`] reads only what is due, confirms each image with one
+//!   destination the rules select, a restore from the archive one per destination and tag; a
+//!   DELETE closes them; a REPLICATE closes one, after checking the tag in the destination
+//!   (SUCCESS: present, superseded or lost, see [`crate::registry::tag_arrival`]) or the
+//!   failure code with the status API (FAILED); a `PutReplicationConfiguration` is recorded in
+//!   the shared rules record that every container checks every few seconds.
+//! - [`Pipeline::sweep`] reads what is due, up to a limit, confirms each image with one
 //!   `DescribeImageReplicationStatus`, and marks it overdue, failed, arrived (an event was
 //!   lost: reconciled silently) or deleted.
 //!
-//! Every step returns the transitions it made; the caller turns raised alerts into
-//! notifications and transitions into metrics. Nothing here sends or logs metrics itself, so
-//! a handler that fails half-way can be retried without double counting what it did not
-//! write.
+//! Every step returns the transitions it made and the alerts they raised, which the store has
+//! already kept as pending with the state change ([`crate::outbox`]); the caller sends them
+//! and turns transitions into metrics. Nothing here sends or logs metrics itself, so a handler
+//! that fails half-way can be retried without double counting what it did not write.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -52,7 +54,7 @@ impl Default for PipelineSettings {
             policy: TrackingPolicy::default(),
             configuration_ttl: TimeDelta::minutes(5),
             rules_check_interval: TimeDelta::seconds(10),
-            sweep_batch: 1_000,
+            sweep_batch: 250,
         }
     }
 }
