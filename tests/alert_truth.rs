@@ -689,3 +689,85 @@ async fn a_tag_deleted_by_hand_in_an_immutable_destination_is_drift_not_an_alert
         "v1 in the partner's registry closed as superseded; the rest arrived tagged"
     );
 }
+
+#[tokio::test]
+async fn replications_finishing_out_of_order_raise_no_alert_in_mutable_or_immutable_destinations() {
+    let world = World::new(|_| serde_json::json!({})).await;
+    let partner = world.destinations[2].clone();
+    world.replicated_repository("ci/app").await;
+    world
+        .aws
+        .ecr(&world.central, SOURCE_REGION)
+        .await
+        .create_repository()
+        .repository_name("ci/lib")
+        .send()
+        .await
+        .expect("repository");
+    // The partner keeps ci/app's tags (nothing there yet); its ci/lib is created mutable by
+    // replication.
+    world
+        .aws
+        .ecr(partner.registry_id.as_str(), partner.region.as_str())
+        .await
+        .create_repository()
+        .repository_name("ci/app")
+        .image_tag_mutability(ImageTagMutability::Immutable)
+        .send()
+        .await
+        .expect("immutable repository");
+    let delay = |seconds: u32| {
+        world
+            .aws
+            .configure_replication(&serde_json::json!({"destinations": {
+                partner.to_string(): {"delay_seconds": seconds}
+            }}))
+            .expect("delay")
+    };
+    // The first build of each repository reaches the partner two seconds after the second.
+    delay(2);
+    for repository in ["ci/app", "ci/lib"] {
+        world
+            .aws
+            .push_image(
+                &world.central,
+                SOURCE_REGION,
+                repository,
+                Some("latest"),
+                &format!("{repository}-first"),
+            )
+            .await
+            .expect("first push");
+    }
+    delay(0);
+    for repository in ["ci/app", "ci/lib"] {
+        world
+            .aws
+            .push_image(
+                &world.central,
+                SOURCE_REGION,
+                repository,
+                Some("latest"),
+                &format!("{repository}-second"),
+            )
+            .await
+            .expect("second push");
+    }
+    world.settle().await;
+    let tracking = world.tracking(&[]).await;
+    let mut alerts = world.pump(&tracking).await;
+    alerts.extend(world.sweep_to_the_end(&tracking).await);
+    assert_eq!(
+        alerts,
+        vec![],
+        "in the immutable ci/app the late first build arrives untagged, and the source tags the \
+         second: superseded; in the mutable ci/lib the late first build takes latest back"
+    );
+    assert_eq!(
+        world.states().await,
+        BTreeMap::from([
+            (ExpectationState::Superseded, 6),
+            (ExpectationState::Replicated, 6)
+        ])
+    );
+}
