@@ -540,7 +540,7 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
                         }
                         // COMPLETE, or a destination ECR does not list (rules changed since the
                         // push): the destination itself says whether the image is there.
-                        Some(DestinationReplication::Complete) | None => {
+                        listed @ (Some(DestinationReplication::Complete) | None) => {
                             match self
                                 .tag_arrival(image, &key.destination, key.tag.as_deref())
                                 .await?
@@ -549,6 +549,19 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
                                     arrived_at: None,
                                     observed_at: now,
                                     tag,
+                                },
+                                // ECR says the copy is done, but the destination no longer
+                                // shows it (a lifecycle rule or a hand removed it): replication
+                                // did its part, so no alert; what the destination holds now
+                                // is drift, for `replwatch audit`.
+                                None if listed.is_some() => Observation::Arrived {
+                                    arrived_at: None,
+                                    observed_at: now,
+                                    tag: if key.tag.is_some() {
+                                        TagArrival::Superseded
+                                    } else {
+                                        TagArrival::Present
+                                    },
                                 },
                                 None => Observation::StillInProgress { at: now },
                             }

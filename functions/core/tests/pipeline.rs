@@ -725,3 +725,37 @@ async fn a_rules_change_seen_by_one_container_reaches_another_within_seconds() {
     assert_eq!(destinations_of(4), new_rules);
     assert_eq!(world.registry.configuration_calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn an_image_ecr_completed_but_the_destination_no_longer_shows_is_not_overdue() {
+    let world = World::new();
+    let pipeline = world.pipeline();
+    pipeline
+        .handle(&event("push-tagged.json"))
+        .await
+        .expect("push");
+    // Every destination COMPLETE by ECR's word; eu-west-1's copy since removed there, and
+    // us-east-1 and ap-southeast-2 hold it with its tag.
+    for region in ["us-east-1", "ap-southeast-2", "eu-west-1"] {
+        world
+            .registry
+            .status(region, DestinationReplication::Complete);
+    }
+    world.registry.tags("us-east-1", &["v1.4.2"]);
+    world.registry.tags("ap-southeast-2", &["v1.4.2"]);
+    world.clock.set(push_time() + TimeDelta::minutes(31));
+    let report = pipeline.sweep(1_000).await.expect("sweep");
+    assert!(
+        report.effects.alerts.is_empty(),
+        "{:?}",
+        report.effects.alerts
+    );
+    assert_eq!(
+        world.states(),
+        vec![
+            ("ap-southeast-2".into(), ExpectationState::Replicated),
+            ("eu-west-1".into(), ExpectationState::Superseded),
+            ("us-east-1".into(), ExpectationState::Replicated),
+        ]
+    );
+}
