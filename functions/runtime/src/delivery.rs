@@ -89,7 +89,13 @@ impl Delivery {
         storm_threshold: usize,
     ) -> DeliveryReport {
         let mut report = DeliveryReport::default();
-        for sink in self.sinks() {
+        let sinks = self.sinks();
+        if sinks.is_empty() {
+            // The log line is then the only place the alert is told.
+            let alerts = pending.iter().map(|p| p.alert.clone()).collect();
+            fold(alerts, storm_threshold).iter().for_each(log_alert);
+        }
+        for sink in sinks {
             let lacking: Vec<usize> = (0..pending.len())
                 .filter(|&i| !pending[i].delivered_to.contains(sink))
                 .collect();

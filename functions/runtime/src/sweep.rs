@@ -37,7 +37,8 @@ pub struct SweepSummary {
     pub alerts: Vec<Alert>,
     /// Alerts raised earlier whose delivery this sweep tried again.
     pub retried_alerts: usize,
-    /// Alerts not yet delivered to every sink when the sweep ended.
+    /// Alerts not yet delivered to every sink when the sweep ended (0 also when they could
+    /// not be counted; the log says so and the metric is left out).
     pub undelivered_alerts: u64,
     pub unconfirmed_images: usize,
     /// Whether due records were left for the next sweep (time ran out, or a round was
@@ -123,23 +124,25 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
                 None
             }
         };
-        summary.undelivered_alerts = match store.undelivered().await {
-            Ok(n) => n,
+        // Not counted is not zero: the metric is left out rather than reported falsely low.
+        let undelivered = match store.undelivered().await {
+            Ok(n) => Some(n),
             Err(error) => {
                 tracing::error!(error = %error, "undelivered alerts not counted");
-                0
+                None
             }
         };
+        summary.undelivered_alerts = undelivered.unwrap_or_default();
         if let Some(open) = open {
             summary.open_pending = open.iter().map(|c| c.pending).sum();
             summary.open_overdue = open.iter().map(|c| c.overdue).sum();
             self.publish_gauges(open).await;
         }
         summary.emf = emf_lines(&self.namespace, now, &points);
-        let mut counts = vec![
-            (SWEEP_HEARTBEAT, 1),
-            (UNDELIVERED_ALERTS, summary.undelivered_alerts),
-        ];
+        let mut counts = vec![(SWEEP_HEARTBEAT, 1)];
+        if let Some(n) = undelivered {
+            counts.push((UNDELIVERED_ALERTS, n));
+        }
         if failed_deliveries > 0 {
             counts.push((ALERT_DELIVERY_FAILURES, failed_deliveries as u64));
         }
