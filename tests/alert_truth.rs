@@ -21,7 +21,7 @@ use replwatch_core::{
 use replwatch_runtime::services::AwsTracking;
 use testbed::deployment::{Copies, PublishedAlert, QueuedMessage};
 use testbed::slack_capture::SlackCapture;
-use testbed::{LocalAws, LocalDeployment, unique_account};
+use testbed::{LocalAws, LocalDeployment, PushedImage, unique_account};
 
 const SOURCE_REGION: &str = "us-west-2";
 
@@ -153,18 +153,22 @@ impl World {
         kinds
     }
 
+    /// Pushes an image made from `seed` into the source registry.
+    async fn push(&self, repository: &str, tag: Option<&str>, seed: &str) -> PushedImage {
+        self.aws
+            .push_image(&self.central, SOURCE_REGION, repository, tag, seed)
+            .await
+            .expect("push")
+    }
+
     async fn push_latest(&self, repository: &str, count: usize) {
         for i in 0..count {
-            self.aws
-                .push_image(
-                    &self.central,
-                    SOURCE_REGION,
-                    repository,
-                    Some("latest"),
-                    &format!("{repository}-build-{i}"),
-                )
-                .await
-                .expect("push");
+            self.push(
+                repository,
+                Some("latest"),
+                &format!("{repository}-build-{i}"),
+            )
+            .await;
         }
     }
 
@@ -284,17 +288,7 @@ async fn alerts_raised_while_sns_is_unreachable_arrive_once_after_it_recovers() 
     })
     .await;
     world.replicated_repository("team-a/web").await;
-    world
-        .aws
-        .push_image(
-            &world.central,
-            SOURCE_REGION,
-            "team-a/web",
-            Some("v1"),
-            "sns-down",
-        )
-        .await
-        .expect("push");
+    world.push("team-a/web", Some("v1"), "sns-down").await;
     world.settle().await;
     // The topic the functions publish to does not exist yet: every publish fails.
     let later = format!(
@@ -399,16 +393,12 @@ async fn a_sweep_stopped_by_its_deadline_loses_nothing() {
     world.replicated_repository("team-a/web").await;
     for i in 0..2 {
         world
-            .aws
-            .push_image(
-                &world.central,
-                SOURCE_REGION,
+            .push(
                 "team-a/web",
                 Some(&format!("v{i}")),
                 &format!("deadline-{i}"),
             )
-            .await
-            .expect("push");
+            .await;
     }
     // Rounds of two records; a deadline already reached stops after the first round.
     let tracking = world.tracking(&[("SWEEP_BATCH", "2")]).await;
@@ -459,17 +449,7 @@ async fn a_restored_image_is_tracked_to_its_verdict() {
         .await
         .expect("repository");
     // Pushed and archived before replication was configured: never replicated.
-    let image = world
-        .aws
-        .push_image(
-            &world.central,
-            SOURCE_REGION,
-            "team-a/web",
-            Some("v7"),
-            "restored",
-        )
-        .await
-        .expect("push");
+    let image = world.push("team-a/web", Some("v7"), "restored").await;
     let tracking = world.tracking(&[]).await;
     world.pump(&tracking).await;
     let storage = |class: TargetStorageClass| {
@@ -571,17 +551,7 @@ async fn slack_down_for_minutes_gets_its_alert_later_and_sns_never_twice() {
     })
     .await;
     world.replicated_repository("team-a/web").await;
-    world
-        .aws
-        .push_image(
-            &world.central,
-            SOURCE_REGION,
-            "team-a/web",
-            Some("v1"),
-            "slack-down",
-        )
-        .await
-        .expect("push");
+    world.push("team-a/web", Some("v1"), "slack-down").await;
     world.settle().await;
     let slack = SlackCapture::start().await.expect("slack");
     slack.set_down(true);
@@ -632,17 +602,7 @@ async fn a_tag_deleted_by_hand_in_an_immutable_destination_is_drift_not_an_alert
         .await
         .expect("immutable repository");
     // One image, two tags (the second push of the same manifest adds `stable`).
-    let image = world
-        .aws
-        .push_image(
-            &world.central,
-            SOURCE_REGION,
-            "team-a/web",
-            Some("v1"),
-            "by-hand",
-        )
-        .await
-        .expect("push");
+    let image = world.push("team-a/web", Some("v1"), "by-hand").await;
     world
         .aws
         .ecr(&world.central, SOURCE_REGION)
@@ -728,30 +688,14 @@ async fn replications_finishing_out_of_order_raise_no_alert_in_mutable_or_immuta
     delay(2);
     for repository in ["ci/app", "ci/lib"] {
         world
-            .aws
-            .push_image(
-                &world.central,
-                SOURCE_REGION,
-                repository,
-                Some("latest"),
-                &format!("{repository}-first"),
-            )
-            .await
-            .expect("first push");
+            .push(repository, Some("latest"), &format!("{repository}-first"))
+            .await;
     }
     delay(0);
     for repository in ["ci/app", "ci/lib"] {
         world
-            .aws
-            .push_image(
-                &world.central,
-                SOURCE_REGION,
-                repository,
-                Some("latest"),
-                &format!("{repository}-second"),
-            )
-            .await
-            .expect("second push");
+            .push(repository, Some("latest"), &format!("{repository}-second"))
+            .await;
     }
     world.settle().await;
     let tracking = world.tracking(&[]).await;
