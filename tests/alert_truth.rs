@@ -153,6 +153,21 @@ impl World {
         kinds
     }
 
+    /// Creates `repository` in the partner's registry with immutable tags, before replication
+    /// creates it there.
+    async fn immutable_partner_repository(&self, repository: &str) {
+        let partner = &self.destinations[2];
+        self.aws
+            .ecr(partner.registry_id.as_str(), partner.region.as_str())
+            .await
+            .create_repository()
+            .repository_name(repository)
+            .image_tag_mutability(ImageTagMutability::Immutable)
+            .send()
+            .await
+            .expect("immutable repository");
+    }
+
     /// Pushes an image made from `seed` into the source registry.
     async fn push(&self, repository: &str, tag: Option<&str>, seed: &str) -> PushedImage {
         self.aws
@@ -228,16 +243,7 @@ async fn an_immutable_destination_that_already_holds_latest_raises_one_tag_lost(
     let partner = world.destinations[2].clone();
     world.replicated_repository("ci/app").await;
     // The partner's repository keeps its tags, and `latest` is already taken there.
-    world
-        .aws
-        .ecr(partner.registry_id.as_str(), partner.region.as_str())
-        .await
-        .create_repository()
-        .repository_name("ci/app")
-        .image_tag_mutability(ImageTagMutability::Immutable)
-        .send()
-        .await
-        .expect("immutable repository");
+    world.immutable_partner_repository("ci/app").await;
     world
         .aws
         .push_image(
@@ -591,16 +597,7 @@ async fn a_tag_deleted_by_hand_in_an_immutable_destination_is_drift_not_an_alert
     let world = World::new(|_| serde_json::json!({})).await;
     let partner = world.destinations[2].clone();
     world.replicated_repository("team-a/web").await;
-    world
-        .aws
-        .ecr(partner.registry_id.as_str(), partner.region.as_str())
-        .await
-        .create_repository()
-        .repository_name("team-a/web")
-        .image_tag_mutability(ImageTagMutability::Immutable)
-        .send()
-        .await
-        .expect("immutable repository");
+    world.immutable_partner_repository("team-a/web").await;
     // One image, two tags (the second push of the same manifest adds `stable`).
     let image = world.push("team-a/web", Some("v1"), "by-hand").await;
     world
@@ -666,16 +663,7 @@ async fn replications_finishing_out_of_order_raise_no_alert_in_mutable_or_immuta
         .expect("repository");
     // The partner keeps ci/app's tags (nothing there yet); its ci/lib is created mutable by
     // replication.
-    world
-        .aws
-        .ecr(partner.registry_id.as_str(), partner.region.as_str())
-        .await
-        .create_repository()
-        .repository_name("ci/app")
-        .image_tag_mutability(ImageTagMutability::Immutable)
-        .send()
-        .await
-        .expect("immutable repository");
+    world.immutable_partner_repository("ci/app").await;
     let delay = |seconds: u32| {
         world
             .aws
