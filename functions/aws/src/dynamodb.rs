@@ -494,6 +494,51 @@ mod tests {
         assert_eq!(timestamp(a).len(), timestamp(c).len());
     }
 
+    /// What a write of today's record costs: the basis of the cost model.
+    #[test]
+    fn a_tracking_record_fits_one_write_unit() {
+        use replwatch_core::tracking::{Observation, TagArrival, TrackingPolicy};
+
+        use crate::dynamodb_table::{item_size, write_units};
+
+        let key = ExpectationKey {
+            image: SourceImage {
+                registry: Destination::new(
+                    Region::parse("ap-southeast-2").expect("region"),
+                    AccountId::parse("111111111111").expect("account"),
+                ),
+                // Long names, as platform teams use them.
+                repository: RepositoryName::parse("platform/build-tools/ci-runner-images-x86")
+                    .expect("repository"),
+                digest: Digest::parse(&format!("sha256:{}", "ab".repeat(32))).expect("digest"),
+            },
+            tag: Some("release-2026.12.03-build.4821".to_owned()),
+            destination: Destination::new(
+                Region::parse("ap-southeast-2").expect("region"),
+                AccountId::parse("222222222222").expect("account"),
+            ),
+        };
+        let policy = TrackingPolicy::default();
+        let at = DateTime::from_timestamp(1_790_000_000, 123_456_789).expect("time");
+        let mut record = ReplicationExpectation::new(key);
+        record.apply(&Observation::Pushed { at }, &policy);
+        let pending = item_size(&to_item(&record, 1));
+        record.apply(
+            &Observation::Arrived {
+                arrived_at: Some(at),
+                observed_at: at,
+                tag: TagArrival::Present,
+            },
+            &policy,
+        );
+        let closed = item_size(&to_item(&record, 2));
+        assert!(
+            pending < 1024 && closed < 1024,
+            "{pending} and {closed} bytes"
+        );
+        assert_eq!(write_units(pending), 1);
+    }
+
     #[test]
     fn an_item_missing_its_state_is_reported_by_name() {
         let mut item = Item::new();
