@@ -37,10 +37,6 @@ pub struct DeliveryReport {
     pub delivered: usize,
     /// Notifications a sink refused.
     pub failed: usize,
-    /// Alerts now delivered to every sink.
-    pub settled: usize,
-    /// Alerts still pending after this round.
-    pub pending: usize,
 }
 
 impl Delivery {
@@ -128,7 +124,7 @@ impl<S: ExpectationStore + AlertOutbox, R: Registry, C: Clock> Tracking<S, R, C>
         if pending.is_empty() {
             return DeliveryReport::default();
         }
-        let mut report = self
+        let report = self
             .delivery
             .deliver_pending(&mut pending, self.storm_threshold)
             .await;
@@ -138,10 +134,8 @@ impl<S: ExpectationStore + AlertOutbox, R: Registry, C: Clock> Tracking<S, R, C>
         for mut alert in pending {
             let id = alert.id();
             let settled = if alert.delivered_everywhere(sinks.iter().copied()) {
-                report.settled += 1;
                 outbox.delivered(&id).await
             } else {
-                report.pending += 1;
                 alert.failed_at(now);
                 tracing::warn!(
                     alert_id = %id,
