@@ -13,10 +13,12 @@ use std::sync::Arc;
 
 use aws_sdk_ecr::types::{ImageIdentifier, ImageTagMutability, TargetStorageClass};
 use chrono::TimeDelta;
+use replwatch_aws::dynamodb::DynamoExpectationStore;
 use replwatch_core::events::{ParsedEvent, parse_event};
+use replwatch_core::store::expectations_of;
 use replwatch_core::{
-    AccountId, AlertKind, AlertOutbox, Clock, Destination, ExpectationState, OffsetClock, Region,
-    ReplicationConfiguration,
+    AccountId, AlertKind, AlertOutbox, Clock, Destination, Digest, ExpectationState, OffsetClock,
+    Region, ReplicationConfiguration, RepositoryName, SourceImage, TrackingPolicy,
 };
 use replwatch_runtime::services::AwsTracking;
 use testbed::deployment::{Copies, PublishedAlert, QueuedMessage};
@@ -187,7 +189,10 @@ impl World {
         }
     }
 
+    /// How many destinations of every tracked image are in each state, as a reader sees them
+    /// (a destination's own record, else its push).
     async fn states(&self) -> BTreeMap<ExpectationState, usize> {
+        use aws_sdk_dynamodb::types::AttributeValue;
         let dynamodb =
             aws_sdk_dynamodb::Client::new(&self.aws.config(&self.central, SOURCE_REGION).await);
         let items = dynamodb
@@ -196,12 +201,38 @@ impl World {
             .send()
             .await
             .expect("scan");
-        let mut states = BTreeMap::new();
+        let text = |item: &std::collections::HashMap<String, AttributeValue>, name: &str| match item
+            .get(name)
+        {
+            Some(AttributeValue::S(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let mut images = std::collections::BTreeSet::new();
         for item in items.items() {
-            if let Some(aws_sdk_dynamodb::types::AttributeValue::S(state)) = item.get("state") {
-                *states
-                    .entry(ExpectationState::parse(state).expect("state"))
-                    .or_default() += 1;
+            if let (Some(region), Some(account), Some(repository), Some(digest)) = (
+                text(item, "source_region"),
+                text(item, "source_account"),
+                text(item, "repository"),
+                text(item, "digest"),
+            ) {
+                images.insert(SourceImage {
+                    registry: Destination::new(
+                        Region::parse(&region).expect("region"),
+                        AccountId::parse(&account).expect("account"),
+                    ),
+                    repository: RepositoryName::parse(&repository).expect("repository"),
+                    digest: Digest::parse(&digest).expect("digest"),
+                });
+            }
+        }
+        let store = DynamoExpectationStore::new(dynamodb, self.deployment.table.clone());
+        let mut states = BTreeMap::new();
+        for image in images {
+            for record in expectations_of(&store, &image, &TrackingPolicy::default())
+                .await
+                .expect("records")
+            {
+                *states.entry(record.state).or_default() += 1;
             }
         }
         states
@@ -391,13 +422,11 @@ async fn a_sweep_stopped_by_its_deadline_loses_nothing() {
     let world = World::new(|d| {
         serde_json::json!({"destinations": {
             d[0].to_string(): {"paused": true},
-            d[1].to_string(): {"paused": true},
-            d[2].to_string(): {"paused": true},
         }})
     })
     .await;
     world.replicated_repository("team-a/web").await;
-    for i in 0..2 {
+    for i in 0..6 {
         world
             .push(
                 "team-a/web",
@@ -406,7 +435,7 @@ async fn a_sweep_stopped_by_its_deadline_loses_nothing() {
             )
             .await;
     }
-    // Rounds of two records; a deadline already reached stops after the first round.
+    // Rounds of two pushes; a deadline already reached stops after the first round.
     let tracking = world.tracking(&[("SWEEP_BATCH", "2")]).await;
     world.pump(&tracking).await;
     world.clock.advance(TimeDelta::minutes(31));
@@ -426,7 +455,7 @@ async fn a_sweep_stopped_by_its_deadline_loses_nothing() {
     }
     assert!(
         rounds >= 3,
-        "six due records in rounds of two: {rounds} sweeps"
+        "six due pushes in rounds of two: {rounds} sweeps"
     );
     assert_eq!(raised, 6);
     let published = world.published().await;
@@ -438,6 +467,96 @@ async fn a_sweep_stopped_by_its_deadline_loses_nothing() {
     ids.dedup();
     assert_eq!(ids.len(), 6, "each alert once");
     assert_eq!(published.len(), 6);
+}
+
+/// 12 pushes, one destination paused: the scheduled sweep checks its part and queues the three
+/// others; each part's sweep checks only its own; together they check every push once and
+/// raise one OVERDUE per push, and a second tick's parts find nothing.
+#[tokio::test]
+async fn a_sweep_split_in_parts_checks_every_push_once() {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    use replwatch_core::store::SweepPart;
+
+    let world = World::new(|d| {
+        serde_json::json!({"destinations": {
+            d[0].to_string(): {"paused": true},
+        }})
+    })
+    .await;
+    world.replicated_repository("team-a/web").await;
+    for i in 0..12 {
+        world
+            .push("team-a/web", Some(&format!("v{i}")), &format!("part-{i}"))
+            .await;
+    }
+    let sqs = aws_sdk_sqs::Client::new(&world.aws.config(&world.central, SOURCE_REGION).await);
+    let queue = sqs
+        .create_queue()
+        .queue_name(format!("sweep-parts-{}.fifo", world.central))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("queue url");
+    let tracking = world
+        .tracking(&[("SWEEP_PARTS", "4"), ("SWEEP_QUEUE_URL", queue.as_str())])
+        .await;
+    world.pump(&tracking).await;
+    world.clock.advance(TimeDelta::minutes(31));
+
+    let mut checked = Vec::new();
+    let mut alerts = 0;
+    let scheduled = tracking.run_sweep(None).await.expect("sweep");
+    checked.push(scheduled.checked);
+    alerts += scheduled.alerts.len();
+    let queued = sqs
+        .receive_message()
+        .queue_url(&queue)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .expect("receive");
+    let parts: Vec<SweepPart> = queued
+        .messages()
+        .iter()
+        .map(|m| serde_json::from_str(m.body().unwrap_or_default()).expect("a part"))
+        .collect();
+    assert_eq!(
+        parts.iter().map(|p| (p.index, p.of)).collect::<Vec<_>>(),
+        vec![(1, 4), (2, 4), (3, 4)]
+    );
+    for part in &parts {
+        let summary = tracking
+            .run_sweep_part(None, *part)
+            .await
+            .expect("part sweep");
+        checked.push(summary.checked);
+        alerts += summary.alerts.len();
+    }
+    assert_eq!(
+        checked.iter().sum::<usize>(),
+        12,
+        "each push once: {checked:?}"
+    );
+    assert_eq!(
+        alerts, 12,
+        "one OVERDUE per push for the paused destination"
+    );
+    assert_eq!(
+        world.states().await,
+        BTreeMap::from([
+            (ExpectationState::Overdue, 12),
+            (ExpectationState::Replicated, 24)
+        ])
+    );
+    for part in &parts {
+        let again = tracking
+            .run_sweep_part(None, *part)
+            .await
+            .expect("part sweep");
+        assert_eq!(again.checked, 0, "overdue ones come back after 15 minutes");
+    }
 }
 
 #[tokio::test]
@@ -491,6 +610,11 @@ async fn a_restored_image_is_tracked_to_its_verdict() {
         .flat_map(|b| b.alerts.iter().map(|a| a.kind))
         .collect();
     assert_eq!(alerts, vec![AlertKind::Failed]);
+    // Arrivals on time wait for the restore's deadline check (unless their event came
+    // before the restore's): the check confirms them without an alert.
+    world.clock.advance(TimeDelta::minutes(31));
+    let sweep = tracking.run_sweep(None).await.expect("sweep");
+    assert!(sweep.alerts.is_empty(), "{:?}", sweep.alerts);
     let states = world.states().await;
     assert_eq!(
         states,

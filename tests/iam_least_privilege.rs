@@ -351,13 +351,26 @@ fn grants_of(template: &Value, function: &str) -> FunctionGrants {
     let role = referenced_resource(&properties["Role"])
         .unwrap_or_else(|| panic!("{function}: Role must be !GetAtt <Role>.Arn"));
 
-    let event_queues: BTreeSet<String> = properties["Events"]
+    // Queues the function is fed from: its SAM SQS events and the event source mappings
+    // declared on their own (those can carry a condition).
+    let mut event_queues: BTreeSet<String> = properties["Events"]
         .as_mapping()
         .into_iter()
         .flatten()
         .filter(|(_, event)| event["Type"].as_str() == Some("SQS"))
         .filter_map(|(_, event)| referenced_resource(&event["Properties"]["Queue"]))
         .collect();
+    event_queues.extend(
+        resources
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Lambda::EventSourceMapping"))
+            .filter(|(_, r)| {
+                referenced_resource(&r["Properties"]["FunctionName"]).as_deref() == Some(function)
+            })
+            .filter_map(|(_, r)| referenced_resource(&r["Properties"]["EventSourceArn"])),
+    );
     let on_failure = referenced_resource(
         &properties["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Destination"],
     );

@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use chrono::TimeDelta;
 use replwatch_core::alerts::Alert;
+use replwatch_core::store::expectations_of;
 use replwatch_core::{
-    AccountId, AlertKind, Destination, Digest, ExpectationState, ExpectationStore, OffsetClock,
-    Region, RepositoryName, SourceImage,
+    AccountId, AlertKind, Destination, Digest, ExpectationState, OffsetClock, Region,
+    RepositoryName, SourceImage,
 };
 use replwatch_runtime::services::AwsTracking;
 use testbed::deployment::{Copies, QueuedMessage, sqs_event};
@@ -160,10 +161,8 @@ impl Run {
                 repository: RepositoryName::parse(&push.image.repository).expect("repository"),
                 digest: Digest::parse(&push.image.digest).expect("digest"),
             };
-            for record in tracking
-                .pipeline
-                .store()
-                .for_image(&image)
+            let pipeline = &tracking.pipeline;
+            for record in expectations_of(pipeline.store(), &image, &pipeline.settings().policy)
                 .await
                 .expect("records")
             {

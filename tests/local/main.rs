@@ -11,13 +11,14 @@
 //! The SLA is 20 seconds here (`SLA_SECONDS`), the sweep runs every 2 seconds.
 
 use std::collections::BTreeMap;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use replwatch_core::alerts::{Alert, human_duration, short_digest};
+use replwatch_core::store::expectations_of;
 use replwatch_core::{
-    AccountId, Destination, Digest, ExpectationState, ExpectationStore, Region, RepositoryName,
-    SourceImage, SystemClock,
+    AccountId, Destination, Digest, ExpectationState, Region, RepositoryName, SourceImage,
+    SystemClock,
 };
 use replwatch_runtime::logging;
 use replwatch_runtime::services::AwsTracking;
@@ -44,37 +45,8 @@ async fn main() -> ExitCode {
     }
 }
 
-/// The endpoint of a running test bed, starting one if needed.
-fn local_aws() -> Result<LocalAws, Error> {
-    if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
-        return Ok(LocalAws::new(endpoint));
-    }
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/local-aws/start");
-    println!(
-        "starting the local AWS ({}; the first run installs it from PyPI, about a minute)",
-        script.display()
-    );
-    let output = Command::new(&script)
-        .output()
-        .map_err(|e| format!("{}: {e}", script.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{} failed:\n{}",
-            script.display(),
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let endpoint = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("export AWS_ENDPOINT_URL="))
-        .ok_or("the start script printed no endpoint")?;
-    Ok(LocalAws::new(endpoint.trim()))
-}
-
 async fn run() -> Result<bool, Error> {
-    let aws = local_aws()?;
+    let aws = LocalAws::connect_or_start()?;
     println!("local AWS at {} (reset for this run)", aws.endpoint());
     aws.reset()?;
     let scenario = Scenario::new(CENTRAL, PARTNER);
@@ -182,7 +154,10 @@ async fn states(
             repository: RepositoryName::parse(&push.image.repository)?,
             digest: Digest::parse(&push.image.digest)?,
         };
-        for record in tracking.pipeline.store().for_image(&image).await? {
+        let pipeline = &tracking.pipeline;
+        let records =
+            expectations_of(pipeline.store(), &image, &pipeline.settings().policy).await?;
+        for record in records {
             let detail = match record.state {
                 ExpectationState::Replicated | ExpectationState::TagLost => record
                     .latency()
@@ -193,7 +168,8 @@ async fn states(
                             if record.arrived_late() { " late" } else { "" }
                         )
                     })
-                    .unwrap_or_else(|| "reconciled".into()),
+                    // On time: its event gave only the latency metric, the check confirmed it.
+                    .unwrap_or_else(|| "confirmed".into()),
                 ExpectationState::Failed => record.failure_code.clone().unwrap_or_default(),
                 _ => String::new(),
             };

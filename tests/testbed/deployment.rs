@@ -53,18 +53,38 @@ pub struct QueuedMessage {
     pub body: String,
 }
 
+/// Messages a pump receives before it hands them to the functions and deletes them.
+const PUMP_CHUNK: usize = 200;
+
 /// What a pump delivered.
 #[derive(Debug, Default)]
 pub struct PumpReport {
     pub received: usize,
     pub delivered: usize,
     pub batches: Vec<BatchOutcome>,
+    /// How long each batch's handler ran.
+    pub batch_time: Vec<std::time::Duration>,
 }
 
 impl PumpReport {
     pub fn emf(&self) -> impl Iterator<Item = &String> {
         self.batches.iter().flat_map(|b| b.emf.iter())
     }
+
+    /// Alerts the batches raised.
+    pub fn alerts(&self) -> usize {
+        self.batches.iter().map(|b| b.alerts.len()).sum()
+    }
+}
+
+/// Which replication events the destination Regions forward to the central bus: the
+/// `Forward` parameter of infra/destination-region.yaml.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// Event mode: every `ECR Replication Action`.
+    All,
+    /// Lean mode: only those whose `result` is `FAILED`.
+    FailedOnly,
 }
 
 /// An alert as it arrived on the topic's SQS subscription.
@@ -77,12 +97,23 @@ pub struct PublishedAlert {
 
 impl LocalDeployment {
     /// Creates the central resources in `account`/`region` and the forwarding rule in every
-    /// destination account and Region.
+    /// destination account and Region, forwarding every replication event.
     pub async fn create(
         aws: &LocalAws,
         account: &str,
         region: &str,
         destinations: &[Destination],
+    ) -> Result<Self, Error> {
+        Self::create_with(aws, account, region, destinations, Forward::All).await
+    }
+
+    /// [`Self::create`], the destination Regions forwarding what `forward` says.
+    pub async fn create_with(
+        aws: &LocalAws,
+        account: &str,
+        region: &str,
+        destinations: &[Destination],
+        forward: Forward,
     ) -> Result<Self, Error> {
         let config = aws.config(account, region).await;
         let sqs = aws_sdk_sqs::Client::new(&config);
@@ -157,6 +188,14 @@ impl LocalDeployment {
         // Each destination Region forwards its replication events to the central bus
         // (infra/destination-region.yaml on AWS).
         let bus_arn = format!("arn:aws:events:{region}:{account}:event-bus/{CENTRAL_BUS}");
+        let forward_pattern = match forward {
+            Forward::All => replication_pattern.clone(),
+            Forward::FailedOnly => serde_json::json!({
+                "source": ["aws.ecr"],
+                "detail-type": ["ECR Replication Action"],
+                "detail": {"result": ["FAILED"]}
+            }),
+        };
         for destination in destinations {
             let dest_events = aws_sdk_eventbridge::Client::new(
                 &aws.config(
@@ -168,7 +207,7 @@ impl LocalDeployment {
             dest_events
                 .put_rule()
                 .name("replwatch-forward-replication")
-                .event_pattern(replication_pattern.to_string())
+                .event_pattern(forward_pattern.to_string())
                 .send()
                 .await?;
             dest_events
@@ -274,6 +313,7 @@ impl LocalDeployment {
         let mut tracking = services::build(&sdk, &settings, clock).await?;
         services::attach_gauges(&mut tracking, &sdk, &settings);
         services::attach_dead_letters(&mut tracking, &sdk, &settings);
+        services::attach_sweep_parts(&mut tracking, &sdk, &settings);
         Ok(tracking)
     }
 
@@ -319,16 +359,45 @@ impl LocalDeployment {
         tracking: &Tracking<S, R, C>,
         copies: &mut dyn FnMut(&QueuedMessage) -> Copies,
     ) -> Result<PumpReport, Error> {
+        let mut report = self.pump_queue(tracking, "push", 10, copies).await?;
+        let replication = self.pump_queue(tracking, "replication", 10, copies).await?;
+        report.received += replication.received;
+        report.delivered += replication.delivered;
+        report.batches.extend(replication.batches);
+        report.batch_time.extend(replication.batch_time);
+        Ok(report)
+    }
+
+    /// [`Self::pump`] for one queue (`push` or `replication`), in batches of up to `batch`
+    /// messages (`batch_size`, the event source mapping's `BatchSize`).
+    pub async fn pump_queue<
+        S: ExpectationStore + AlertOutbox + RulesRecord,
+        R: Registry,
+        C: Clock,
+    >(
+        &self,
+        tracking: &Tracking<S, R, C>,
+        queue: &'static str,
+        batch_size: usize,
+        copies: &mut dyn FnMut(&QueuedMessage) -> Copies,
+    ) -> Result<PumpReport, Error> {
         let sqs = aws_sdk_sqs::Client::new(&self.aws.config(&self.account, &self.region).await);
+        let url = match queue {
+            "push" => self.push_queue.clone(),
+            "replication" => self.replication_queue.clone(),
+            other => return Err(format!("no queue {other:?} to pump").into()),
+        };
         let mut report = PumpReport::default();
-        for (queue, url) in [
-            ("push", self.push_queue.clone()),
-            ("replication", self.replication_queue.clone()),
-        ] {
-            let messages = self.receive(queue, &url, usize::MAX).await?;
+        // In chunks: what is received must be handled and deleted well within the receive's
+        // visibility timeout, or it comes back.
+        loop {
+            let messages = self.receive(queue, &url, PUMP_CHUNK).await?;
+            if messages.is_empty() {
+                break;
+            }
             report.received += messages.len();
             let mut deliveries = Vec::new();
-            for (message, handle) in &messages {
+            for (message, _) in &messages {
                 match copies(message) {
                     Copies::Drop => {}
                     Copies::Once => deliveries.push(message.clone()),
@@ -337,14 +406,15 @@ impl LocalDeployment {
                         deliveries.push(message.clone());
                     }
                 }
-                let _ = handle;
             }
             report.delivered += deliveries.len();
             let mut failed = Vec::new();
-            for batch in deliveries.chunks(10) {
+            for batch in deliveries.chunks(batch_size.max(1)) {
+                let started = std::time::Instant::now();
                 let outcome = tracking
                     .process_batch(sqs_event(batch, &self.region)?)
                     .await;
+                report.batch_time.push(started.elapsed());
                 failed.extend(
                     outcome
                         .response
@@ -354,15 +424,25 @@ impl LocalDeployment {
                 );
                 report.batches.push(outcome);
             }
-            for (message, handle) in &messages {
-                if !failed.contains(&message.message_id) {
-                    sqs.delete_message()
-                        .queue_url(&url)
+            let acknowledged: Vec<_> = messages
+                .iter()
+                .filter(|(message, _)| !failed.contains(&message.message_id))
+                .enumerate()
+                .map(|(i, (_, handle))| {
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
                         .receipt_handle(handle)
-                        .send()
-                        .await?;
-                }
+                        .build()
+                })
+                .collect::<Result<_, _>>()?;
+            for entries in acknowledged.chunks(10) {
+                sqs.delete_message_batch()
+                    .queue_url(&url)
+                    .set_entries(Some(entries.to_vec()))
+                    .send()
+                    .await?;
             }
+            // What failed stays invisible until its timeout, as on SQS: a later pump has it.
         }
         Ok(report)
     }

@@ -87,6 +87,37 @@ impl LocalAws {
         &self.endpoint
     }
 
+    /// The test bed `AWS_ENDPOINT_URL` names, else the one `infra/local-aws/start` starts (or
+    /// finds running): what the local runner and the benchmarks use.
+    pub fn connect_or_start() -> Result<Self, Error> {
+        if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
+            return Ok(Self::new(endpoint));
+        }
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/local-aws/start");
+        println!(
+            "starting the local AWS ({}; the first run installs it from PyPI, about a minute)",
+            script.display()
+        );
+        let output = std::process::Command::new(&script)
+            .output()
+            .map_err(|e| format!("{}: {e}", script.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{} failed:\n{}",
+                script.display(),
+                String::from_utf8_lossy(&output.stderr)
+            )
+            .into());
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let endpoint = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("export AWS_ENDPOINT_URL="))
+            .ok_or("the start script printed no endpoint")?;
+        Ok(Self::new(endpoint.trim()))
+    }
+
     /// SDK configuration acting as `account`'s own credentials in `region`.
     pub async fn config(&self, account: &str, region: &str) -> SdkConfig {
         aws_config::defaults(BehaviorVersion::latest())

@@ -1,12 +1,15 @@
 //! The expectation store on DynamoDB.
 //!
-//! One item per (source image, tag, destination):
-//! - `pk` = `IMG#<region>#<account>#<repository>@<digest>` so one query returns every
-//!   destination and tag of an image (the sweep confirms an image with one API call);
-//! - `sk` = `DST#<region>#<account>#TAG#<tag>` (or `#UNTAGGED`);
+//! One item per push ([`crate::tracked_pushes`]) and one per (source image, tag, destination)
+//! that had to be written on its own (a problem, or what followed one):
+//! - `pk` = `IMG#<region>#<account>#<repository>@<digest>` so one query returns every push
+//!   and destination record of an image (the sweep confirms an image with one API call);
+//! - `sk` = `DST#<region>#<account>#TAG#<tag>` (or `#UNTAGGED`) for a destination record,
+//!   `PUSH#…` for a push;
 //! - `due_shard` and `next_check` only while the item is open: the global secondary index
 //!   `due` on them is sparse, so the sweep reads what is due and nothing else. The due items
-//!   are spread over [`DUE_SHARDS`] partitions so a burst of pushes does not make one hot key;
+//!   are spread over [`DUE_SHARDS`] partitions by a hash of `pk`, so no key of the index is
+//!   hot (the README has the arithmetic);
 //! - `expires_at` (epoch seconds) for the table's TTL;
 //! - `version` for conditional writes: a write succeeds only if the version read is still the
 //!   stored one, which is what lets any number of handler copies run at once;
@@ -21,21 +24,36 @@ use std::collections::{BTreeSet, HashMap};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
 use chrono::{DateTime, SecondsFormat, Utc};
+use futures_util::{StreamExt, TryStreamExt, stream};
 use replwatch_core::model::{
     AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
 };
 use replwatch_core::outbox::PendingAlert;
-use replwatch_core::store::{ExpectationStore, OpenCount, StoreError, count_open};
+use replwatch_core::push::TrackedPush;
+use replwatch_core::store::{
+    DueWork, ExpectationStore, OpenCount, Peeked, StoreError, SweepPart, count_open, image_bucket,
+};
 use replwatch_core::tracking::{AlertKind, ExpectationState, ReplicationExpectation};
 
-/// Partitions of the due index.
-pub const DUE_SHARDS: u32 = 4;
+/// Partitions of the due index for pushes and records: at three times the average rate of
+/// 10 million pushes a day to 25 destinations, even with every destination failing (each
+/// push then has 25 records entering and leaving the index), each takes 68 writes a second,
+/// and the sweep's rechecks at its full rate 156 more: under half of DynamoDB's 1,000 per
+/// partition (the README has the arithmetic).
+pub const DUE_SHARDS: u32 = 256;
+/// How many shards of the due index are read at once.
+const SHARD_READS_AT_ONCE: usize = 16;
+/// Rounds of `BatchGetItem` for keys DynamoDB left unprocessed.
+const MAX_BATCH_GET_ROUNDS: usize = 4;
+/// The sort-key prefix of destination records.
+const RECORD_PREFIX: &str = "DST#";
 pub const DUE_INDEX: &str = "due";
 /// The TTL attribute the table is configured with.
 pub use crate::dynamodb_table::TTL_ATTRIBUTE;
-pub(crate) use crate::dynamodb_table::{backend, request_error};
+pub(crate) use crate::dynamodb_table::{ItemReader, backend, request_error};
+use crate::tracked_pushes;
 const SCHEMA_VERSION: &str = "1";
 
 type Item = HashMap<String, AttributeValue>;
@@ -63,13 +81,14 @@ impl DynamoExpectationStore {
         &self.client
     }
 
+    /// Up to `limit` items of a query, and whether more were left.
     async fn query_all(
         &self,
         operation: &'static str,
         build: impl Fn() -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
         limit: usize,
-    ) -> Result<Vec<ReplicationExpectation>, StoreError> {
-        let mut records = Vec::new();
+    ) -> Result<(Vec<Item>, bool), StoreError> {
+        let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
             let page = build()
@@ -77,17 +96,120 @@ impl DynamoExpectationStore {
                 .send()
                 .await
                 .map_err(|e| backend(operation, e))?;
-            for item in page.items() {
-                records.push(from_item(item)?);
-                if records.len() >= limit {
-                    return Ok(records);
+            let more = page.last_evaluated_key().is_some_and(|k| !k.is_empty());
+            for item in page.items.unwrap_or_default() {
+                if items.len() >= limit {
+                    return Ok((items, true));
                 }
+                items.push(item);
             }
-            match page.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => return Ok(records),
+            match page.last_evaluated_key {
+                Some(key) if more => start = Some(key),
+                _ => return Ok((items, false)),
             }
         }
+    }
+
+    /// Every item of `image` whose sort key starts with `prefix`, strongly consistent.
+    async fn image_items(
+        &self,
+        image: &SourceImage,
+        prefix: &str,
+    ) -> Result<Vec<Item>, StoreError> {
+        let pk = partition_key(image);
+        let (items, _) = self
+            .query_all(
+                "Query",
+                || {
+                    self.client
+                        .query()
+                        .table_name(&self.table)
+                        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                        .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                        .expression_attribute_values(
+                            ":prefix",
+                            AttributeValue::S(prefix.to_owned()),
+                        )
+                        .consistent_read(true)
+                },
+                usize::MAX,
+            )
+            .await?;
+        Ok(items)
+    }
+
+    /// Writes `item` if the stored `version` is `read` (0: if there is none).
+    async fn put_versioned(&self, item: Item, read: u64, name: String) -> Result<(), StoreError> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
+        request = if read == 0 {
+            request.condition_expression("attribute_not_exists(pk)")
+        } else {
+            request
+                .condition_expression("#version = :read")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":read", number(read))
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Err(StoreError::Conflict { item: name })
+            }
+            Err(e) => Err(backend("PutItem", e)),
+        }
+    }
+
+    /// Up to `limit` items of one shard of the due index, and whether more were left.
+    async fn due_in_shard(
+        &self,
+        shard: u32,
+        until: &str,
+        projection: Option<&'static str>,
+        limit: usize,
+    ) -> Result<(Vec<Item>, bool), StoreError> {
+        let shard = shard_name(shard);
+        self.query_all(
+            "Query(due)",
+            || {
+                let mut query = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(DUE_INDEX)
+                    .key_condition_expression("due_shard = :shard AND next_check <= :until")
+                    .expression_attribute_values(":shard", AttributeValue::S(shard.clone()))
+                    .expression_attribute_values(":until", AttributeValue::S(until.to_owned()));
+                if let Some(projection) = projection {
+                    query = query
+                        .projection_expression(projection)
+                        .expression_attribute_names("#state", "state");
+                }
+                if limit < usize::MAX {
+                    query = query.limit(i32::try_from(limit).unwrap_or(i32::MAX));
+                }
+                query
+            },
+            limit,
+        )
+        .await
+    }
+
+    /// The due items of every shard of `part`, [`SHARD_READS_AT_ONCE`] shards at a time.
+    async fn due_everywhere(
+        &self,
+        until: &str,
+        projection: Option<&'static str>,
+        per_shard: usize,
+        part: SweepPart,
+    ) -> Result<Vec<(Vec<Item>, bool)>, StoreError> {
+        stream::iter((0..DUE_SHARDS).filter(|shard| part.holds(*shard)))
+            .map(|shard| self.due_in_shard(shard, until, projection, per_shard))
+            .buffer_unordered(SHARD_READS_AT_ONCE)
+            .try_collect()
+            .await
     }
 }
 
@@ -121,7 +243,7 @@ impl ExpectationStore for DynamoExpectationStore {
             ("#version = :read", Some(number(record.version)))
         };
         let conflict = || StoreError::Conflict {
-            key: Box::new(record.key.clone()),
+            item: record.key.to_string(),
         };
         if raised.is_empty() {
             // The common case: one conditional PutItem.
@@ -197,66 +319,232 @@ impl ExpectationStore for DynamoExpectationStore {
         &self,
         image: &SourceImage,
     ) -> Result<Vec<ReplicationExpectation>, StoreError> {
-        let pk = partition_key(image);
-        self.query_all(
-            "Query",
-            || {
-                self.client
-                    .query()
-                    .table_name(&self.table)
-                    .key_condition_expression("pk = :pk")
-                    .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-                    .consistent_read(true)
-            },
-            usize::MAX,
+        self.image_items(image, RECORD_PREFIX)
+            .await?
+            .iter()
+            .map(from_item)
+            .collect()
+    }
+
+    async fn push(
+        &self,
+        image: &SourceImage,
+        tag: Option<&str>,
+    ) -> Result<Option<TrackedPush>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(partition_key(image)))
+            .key("sk", AttributeValue::S(tracked_pushes::push_sort_key(tag)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        output
+            .item
+            .as_ref()
+            .map(tracked_pushes::from_item)
+            .transpose()
+    }
+
+    async fn save_push(&self, push: &TrackedPush) -> Result<u64, StoreError> {
+        let next = push.version + 1;
+        self.put_versioned(
+            tracked_pushes::to_item(push, next),
+            push.version,
+            format!("{} (tag {:?})", push.image, push.tag),
         )
-        .await
+        .await?;
+        Ok(next)
+    }
+
+    async fn peek(&self, key: &ExpectationKey) -> Result<Peeked, StoreError> {
+        let pk = AttributeValue::S(partition_key(&key.image));
+        let keys = [
+            sort_key(key),
+            tracked_pushes::push_sort_key(key.tag.as_deref()),
+        ]
+        .into_iter()
+        .map(|sk| {
+            HashMap::from([
+                ("pk".to_owned(), pk.clone()),
+                ("sk".to_owned(), AttributeValue::S(sk)),
+            ])
+        })
+        .collect::<Vec<Item>>();
+        let mut request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(false)
+            .build()
+            .map_err(|e| request_error("BatchGetItem", e))?;
+        let mut peeked = Peeked::default();
+        // Two small items are one page; DynamoDB may still hand some back unprocessed.
+        for _ in 0..MAX_BATCH_GET_ROUNDS {
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| backend("BatchGetItem", e))?;
+            for item in output
+                .responses
+                .and_then(|mut r| r.remove(&self.table))
+                .unwrap_or_default()
+            {
+                if is_push(&item) {
+                    peeked.push = Some(tracked_pushes::from_item(&item)?);
+                } else {
+                    peeked.record = Some(from_item(&item)?);
+                }
+            }
+            match output
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+            {
+                Some(rest) if !rest.keys.is_empty() => request = rest,
+                _ => return Ok(peeked),
+            }
+        }
+        Err(backend_message(
+            "BatchGetItem",
+            format!("{key}: keys still unprocessed after {MAX_BATCH_GET_ROUNDS} rounds"),
+        ))
+    }
+
+    async fn pushes_of(&self, image: &SourceImage) -> Result<Vec<TrackedPush>, StoreError> {
+        self.image_items(image, tracked_pushes::PUSH_PREFIX)
+            .await?
+            .iter()
+            .map(tracked_pushes::from_item)
+            .collect()
     }
 
     async fn due(
         &self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<ReplicationExpectation>, StoreError> {
-        let now = timestamp(now);
-        let mut due = Vec::new();
-        for shard in 0..DUE_SHARDS {
-            let shard = shard_name(shard);
-            let page = self
-                .query_all(
-                    "Query(due)",
-                    || {
-                        self.client
-                            .query()
-                            .table_name(&self.table)
-                            .index_name(DUE_INDEX)
-                            .key_condition_expression("due_shard = :shard AND next_check <= :now")
-                            .expression_attribute_values(":shard", AttributeValue::S(shard.clone()))
-                            .expression_attribute_values(":now", AttributeValue::S(now.clone()))
-                    },
-                    limit,
-                )
-                .await?;
-            due.extend(page);
+        part: SweepPart,
+    ) -> Result<DueWork, StoreError> {
+        // Items spread evenly over the shards, so each shard's share of the limit (and a
+        // little more) keeps a round near `limit` without reading every shard's backlog.
+        let shards_in_part = (0..DUE_SHARDS).filter(|s| part.holds(*s)).count().max(1);
+        let per_shard = (limit.div_ceil(shards_in_part) + 1).min(limit.max(1));
+        let shards = self
+            .due_everywhere(&timestamp(now), None, per_shard, part)
+            .await?;
+        let mut work = DueWork::default();
+        let mut items: Vec<Item> = Vec::new();
+        for (shard_items, more) in shards {
+            work.more |= more;
+            items.extend(shard_items);
         }
-        due.sort_by(|a, b| {
-            a.next_check_at
-                .cmp(&b.next_check_at)
-                .then(a.key.cmp(&b.key))
-        });
-        due.truncate(limit);
-        Ok(due)
+        let next_check = |item: &Item| match item.get("next_check") {
+            Some(AttributeValue::S(at)) => at.clone(),
+            _ => String::new(),
+        };
+        items.sort_by_key(next_check);
+        if items.len() > limit {
+            items.truncate(limit);
+            work.more = true;
+        }
+        for item in &items {
+            if is_push(item) {
+                work.pushes.push(tracked_pushes::from_item(item)?);
+            } else {
+                work.records.push(from_item(item)?);
+            }
+        }
+        Ok(work)
     }
 
     async fn open_counts(&self) -> Result<Vec<OpenCount>, StoreError> {
-        // Every open record is in the due index with some `next_check`; the last instant with
-        // a four-digit year (which keeps the string order) selects all of them.
-        let end_of_time = DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z")
-            .map_err(|e| backend_message("Query(due)", e.to_string()))?
-            .with_timezone(&Utc);
-        let open = self.due(end_of_time, usize::MAX).await?;
-        Ok(count_open(&open))
+        // Every open item is in the due index with some `next_check`; the last instant with
+        // a four-digit year (which keeps the string order) selects all of them. Only short
+        // attributes are read: a push's destinations by the name of their list, each list
+        // read once.
+        let end_of_time = "9999-12-31T23:59:59.000000000Z";
+        let shards = self
+            .due_everywhere(
+                end_of_time,
+                Some("pk, sk, #state, destination_region, destination_account, dset"),
+                usize::MAX,
+                SweepPart::WHOLE,
+            )
+            .await?;
+        let mut open: Vec<(Destination, ExpectationState)> = Vec::new();
+        let mut sets: HashMap<String, (u64, Item)> = HashMap::new();
+        for item in shards.into_iter().flat_map(|(items, _)| items) {
+            if is_push(&item) {
+                let Some(AttributeValue::S(set)) = item.get("dset") else {
+                    return Err(backend_message(
+                        "Query(due)",
+                        "an open push has no dset".to_owned(),
+                    ));
+                };
+                sets.entry(set.clone()).or_insert((0, item.clone())).0 += 1;
+            } else {
+                let text = |name: &str| match item.get(name) {
+                    Some(AttributeValue::S(s)) => Some(s.as_str()),
+                    _ => None,
+                };
+                let destination = text("destination_region")
+                    .zip(text("destination_account"))
+                    .and_then(|(r, a)| {
+                        Some(Destination::new(
+                            Region::parse(r).ok()?,
+                            AccountId::parse(a).ok()?,
+                        ))
+                    });
+                let state = text("state").and_then(ExpectationState::parse);
+                if let (Some(destination), Some(state)) = (destination, state) {
+                    open.push((destination, state));
+                }
+            }
+        }
+        for (count, sample) in sets.into_values() {
+            for destination in self.destinations_of(&sample).await? {
+                for _ in 0..count {
+                    open.push((destination.clone(), ExpectationState::Pending));
+                }
+            }
+        }
+        Ok(count_open(open.iter().map(|(d, s)| (d, *s))))
     }
+}
+
+impl DynamoExpectationStore {
+    /// The destinations of the push whose keys `sample` holds.
+    async fn destinations_of(&self, sample: &Item) -> Result<Vec<Destination>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(
+                ["pk", "sk"]
+                    .into_iter()
+                    .filter_map(|k| sample.get(k).map(|v| (k.to_owned(), v.clone())))
+                    .collect(),
+            ))
+            .projection_expression("dests")
+            .send()
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        let Some(AttributeValue::S(list)) = output.item.as_ref().and_then(|i| i.get("dests"))
+        else {
+            // Closed and gone since it was counted.
+            return Ok(Vec::new());
+        };
+        tracked_pushes::parse_destination_list(list).ok_or_else(|| StoreError::Corrupt {
+            id: "a push's dests".to_owned(),
+            message: format!("{list:?}"),
+        })
+    }
+}
+
+fn is_push(item: &Item) -> bool {
+    matches!(item.get("sk"), Some(AttributeValue::S(sk)) if sk.starts_with(tracked_pushes::PUSH_PREFIX))
 }
 
 fn backend_message(operation: &'static str, message: String) -> StoreError {
@@ -281,12 +569,15 @@ pub fn sort_key(key: &ExpectationKey) -> String {
     }
 }
 
-/// FNV-1a: a hash that stays the same across Rust releases, so an item's shard is stable.
+/// The due-index partition of the items of partition `pk`.
+pub(crate) fn due_shard(pk: &str) -> String {
+    shard_name(shard_of(pk))
+}
+
+/// The shard of partition `pk`: shards and sweep parts follow the same stable hash, so part
+/// `i` of `n` reads exactly the shards `s` with `s % n == i` (`n` dividing [`DUE_SHARDS`]).
 fn shard_of(pk: &str) -> u32 {
-    let hash = pk.bytes().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    });
-    hash % DUE_SHARDS
+    image_bucket(pk) % DUE_SHARDS
 }
 
 fn shard_name(shard: u32) -> String {
@@ -344,7 +635,7 @@ fn to_item(record: &ReplicationExpectation, version: u64) -> Item {
     }
     if let Some(next) = record.next_check_at {
         text("next_check", timestamp(next));
-        text("due_shard", shard_name(shard_of(&pk)));
+        text("due_shard", due_shard(&pk));
     }
     if let Some(expires) = record.expires_at {
         item.insert(
@@ -368,106 +659,59 @@ fn to_item(record: &ReplicationExpectation, version: u64) -> Item {
     item
 }
 
-/// Reads an item back; any missing or malformed attribute is a [`StoreError::Corrupt`] that
-/// names the item and the attribute.
+/// Reads a destination record back ([`ItemReader`] names what is wrong with a bad one).
 fn from_item(item: &Item) -> Result<ReplicationExpectation, StoreError> {
-    let id = match (item.get("pk"), item.get("sk")) {
-        (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => format!("{pk} / {sk}"),
-        _ => "<item without pk/sk>".to_owned(),
-    };
-    let corrupt = |message: String| StoreError::Corrupt {
-        id: id.clone(),
-        message,
-    };
-    let text = |name: &str| -> Result<Option<&str>, StoreError> {
-        match item.get(name) {
-            None => Ok(None),
-            Some(AttributeValue::S(s)) => Ok(Some(s.as_str())),
-            Some(other) => Err(corrupt(format!("{name} is not a string: {other:?}"))),
-        }
-    };
-    let required = |name: &str| -> Result<&str, StoreError> {
-        text(name)?.ok_or_else(|| corrupt(format!("{name} is missing")))
-    };
-    let time = |name: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
-        text(name)?
-            .map(|s| {
-                DateTime::parse_from_rfc3339(s)
-                    .map(|t| t.with_timezone(&Utc))
-                    .map_err(|e| corrupt(format!("{name}: {e}")))
-            })
-            .transpose()
-    };
-    let invalid = |e: replwatch_core::model::InvalidValue| corrupt(e.to_string());
-
+    let read = ItemReader::new(item);
     let key = ExpectationKey {
         image: SourceImage {
             registry: Destination::new(
-                Region::parse(required("source_region")?).map_err(invalid)?,
-                AccountId::parse(required("source_account")?).map_err(invalid)?,
+                read.parsed("source_region", Region::parse)?,
+                read.parsed("source_account", AccountId::parse)?,
             ),
-            repository: RepositoryName::parse(required("repository")?).map_err(invalid)?,
-            digest: Digest::parse(required("digest")?).map_err(invalid)?,
+            repository: read.parsed("repository", RepositoryName::parse)?,
+            digest: read.parsed("digest", Digest::parse)?,
         },
-        tag: text("tag")?.map(str::to_owned),
+        tag: read.text("tag")?.map(str::to_owned),
         destination: Destination::new(
-            Region::parse(required("destination_region")?).map_err(invalid)?,
-            AccountId::parse(required("destination_account")?).map_err(invalid)?,
+            read.parsed("destination_region", Region::parse)?,
+            read.parsed("destination_account", AccountId::parse)?,
         ),
     };
-    let state = required("state")?;
-    let state =
-        ExpectationState::parse(state).ok_or_else(|| corrupt(format!("state {state:?}")))?;
-    let alerts = match item.get("alerts") {
+    let state = read.parsed("state", |s| {
+        ExpectationState::parse(s).ok_or_else(|| format!("{s:?} is no state"))
+    })?;
+    let alerts = match read.get("alerts") {
         None => BTreeSet::new(),
         Some(AttributeValue::L(values)) => values
             .iter()
             .map(|v| match v {
                 AttributeValue::S(s) => {
-                    AlertKind::parse(s).ok_or_else(|| corrupt(format!("alert kind {s:?}")))
+                    AlertKind::parse(s).ok_or_else(|| read.corrupt(format!("alert kind {s:?}")))
                 }
-                other => Err(corrupt(format!("alert {other:?}"))),
+                other => Err(read.corrupt(format!("alert {other:?}"))),
             })
             .collect::<Result<_, _>>()?,
-        Some(other) => return Err(corrupt(format!("alerts is not a list: {other:?}"))),
-    };
-    let version = match item.get("version") {
-        Some(AttributeValue::N(n)) => n
-            .parse::<u64>()
-            .map_err(|e| corrupt(format!("version {n:?}: {e}")))?,
-        _ => return Err(corrupt("version is missing".into())),
-    };
-    let expires_at = match item.get(TTL_ATTRIBUTE) {
-        None => None,
-        Some(AttributeValue::N(n)) => {
-            let seconds = n
-                .parse::<i64>()
-                .map_err(|e| corrupt(format!("{TTL_ATTRIBUTE} {n:?}: {e}")))?;
-            Some(
-                DateTime::from_timestamp(seconds, 0)
-                    .ok_or_else(|| corrupt(format!("{TTL_ATTRIBUTE} {seconds} out of range")))?,
-            )
-        }
-        Some(other) => return Err(corrupt(format!("{TTL_ATTRIBUTE} {other:?}"))),
+        Some(other) => return Err(read.corrupt(format!("alerts is not a list: {other:?}"))),
     };
     Ok(ReplicationExpectation {
         key,
         state,
-        pushed_at: time("pushed_at")?,
-        deadline: time("deadline")?,
-        arrived_at: time("arrived_at")?,
-        failure_code: text("failure_code")?.map(str::to_owned),
-        tag_held_by: text("tag_held_by")?
+        pushed_at: read.time("pushed_at")?,
+        deadline: read.time("deadline")?,
+        arrived_at: read.time("arrived_at")?,
+        failure_code: read.text("failure_code")?.map(str::to_owned),
+        tag_held_by: read
+            .text("tag_held_by")?
             .map(Digest::parse)
             .transpose()
-            .map_err(invalid)?,
-        closed_at: time("closed_at")?,
-        overdue_since: time("overdue_since")?,
-        last_checked_at: time("last_checked_at")?,
-        next_check_at: time("next_check")?,
-        expires_at,
+            .map_err(|e| read.corrupt(format!("tag_held_by: {e}")))?,
+        closed_at: read.time("closed_at")?,
+        overdue_since: read.time("overdue_since")?,
+        last_checked_at: read.time("last_checked_at")?,
+        next_check_at: read.time("next_check")?,
+        expires_at: read.expires_at()?,
         alerts,
-        version,
+        version: read.version()?,
     })
 }
 
@@ -481,8 +725,23 @@ mod tests {
             shard_of("IMG#us-west-2#111111111111#web@sha256:00"),
             shard_of("IMG#us-west-2#111111111111#web@sha256:00")
         );
-        let used: BTreeSet<u32> = (0..64).map(|i| shard_of(&format!("IMG#x#{i}"))).collect();
+        let used: BTreeSet<u32> = (0..4096).map(|i| shard_of(&format!("IMG#x#{i}"))).collect();
         assert_eq!(used.len(), DUE_SHARDS as usize);
+        // Digests that differ in few bits still spread: 1,024 images, 4 a shard on average.
+        let mut per_shard = [0u32; DUE_SHARDS as usize];
+        for n in 0..1024u32 {
+            let pk = format!(
+                "IMG#us-west-2#111111111111#web@sha256:{}",
+                format!("{n:04x}").repeat(16)
+            );
+            per_shard[shard_of(&pk) as usize] += 1;
+        }
+        let busiest = per_shard.iter().max().copied().unwrap_or_default();
+        let used = per_shard.iter().filter(|n| **n > 0).count();
+        assert!(
+            busiest <= 16 && used >= 240,
+            "busiest {busiest}, {used} shards used"
+        );
     }
 
     #[test]

@@ -28,6 +28,91 @@ pub fn rules_record_key(
 /// Epoch seconds after which DynamoDB deletes the item (the table's TTL attribute).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
+/// Reads the attributes of one tracking-table item; any missing or malformed attribute is a
+/// [`StoreError::Corrupt`] that names the item (`pk / sk`) and the attribute.
+pub struct ItemReader<'a> {
+    item: &'a std::collections::HashMap<String, AttributeValue>,
+    id: String,
+}
+
+impl<'a> ItemReader<'a> {
+    pub fn new(item: &'a std::collections::HashMap<String, AttributeValue>) -> Self {
+        let id = match (item.get("pk"), item.get("sk")) {
+            (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => format!("{pk} / {sk}"),
+            _ => "<item without pk/sk>".to_owned(),
+        };
+        Self { item, id }
+    }
+
+    pub fn corrupt(&self, message: String) -> StoreError {
+        StoreError::Corrupt {
+            id: self.id.clone(),
+            message,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&'a AttributeValue> {
+        self.item.get(name)
+    }
+
+    pub fn text(&self, name: &str) -> Result<Option<&'a str>, StoreError> {
+        match self.item.get(name) {
+            None => Ok(None),
+            Some(AttributeValue::S(s)) => Ok(Some(s.as_str())),
+            Some(other) => Err(self.corrupt(format!("{name} is not a string: {other:?}"))),
+        }
+    }
+
+    pub fn required(&self, name: &str) -> Result<&'a str, StoreError> {
+        self.text(name)?
+            .ok_or_else(|| self.corrupt(format!("{name} is missing")))
+    }
+
+    /// A value that must parse (a digest, a Region, …) from a required string.
+    pub fn parsed<T, E: std::fmt::Display>(
+        &self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<T, StoreError> {
+        parse(self.required(name)?).map_err(|e| self.corrupt(format!("{name}: {e}")))
+    }
+
+    /// An RFC 3339 time, if present.
+    pub fn time(&self, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        self.text(name)?
+            .map(|s| {
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|e| self.corrupt(format!("{name}: {e}")))
+            })
+            .transpose()
+    }
+
+    /// The optimistic-concurrency `version`.
+    pub fn version(&self) -> Result<u64, StoreError> {
+        match self.item.get("version") {
+            Some(AttributeValue::N(n)) => n
+                .parse::<u64>()
+                .map_err(|e| self.corrupt(format!("version {n:?}: {e}"))),
+            _ => Err(self.corrupt("version is missing".into())),
+        }
+    }
+
+    /// The TTL attribute, if present.
+    pub fn expires_at(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        match self.item.get(TTL_ATTRIBUTE) {
+            None => Ok(None),
+            Some(AttributeValue::N(n)) => n
+                .parse::<i64>()
+                .ok()
+                .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0))
+                .map(Some)
+                .ok_or_else(|| self.corrupt(format!("{TTL_ATTRIBUTE} {n:?}"))),
+            Some(other) => Err(self.corrupt(format!("{TTL_ATTRIBUTE} {other:?}"))),
+        }
+    }
+}
+
 pub fn request_error(
     operation: &'static str,
     error: aws_sdk_dynamodb::error::BuildError,

@@ -40,6 +40,25 @@ impl EcrRegistry {
         }
     }
 
+    /// A registry for the tracking functions: at most `calls_per_second` ECR calls a second
+    /// per Region when set, and the SDK's adaptive retry mode, which slows its own sending
+    /// down when ECR throttles.
+    pub fn for_tracking(
+        base: SdkConfig,
+        home_account: AccountId,
+        cross_account: Option<CrossAccountAccess>,
+        calls_per_second: Option<f64>,
+    ) -> Self {
+        let mut clients = EcrClients::new(base, home_account, cross_account)
+            .with_retry(aws_config::retry::RetryConfig::adaptive());
+        if let Some(cap) = calls_per_second {
+            clients = clients.with_call_cap(cap);
+        }
+        Self {
+            images: EcrImages::with_clients(clients),
+        }
+    }
+
     /// The ARN of the reader role in `account`, in the partition of `region`.
     pub fn reader_role_arn(role_name: &str, account: &AccountId, region: &Region) -> String {
         EcrClients::role_arn(role_name, account, region)

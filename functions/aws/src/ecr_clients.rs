@@ -40,7 +40,29 @@ pub struct EcrClients {
     home_account: AccountId,
     cross_account: Option<CrossAccountAccess>,
     retry: Option<RetryConfig>,
+    pace: Option<CallPace>,
     clients: Mutex<HashMap<(AccountId, Region), Client>>,
+}
+
+/// At most so many ECR calls a second in each Region: AWS publishes no rate for the reads
+/// the tracking path makes (`DescribeImages`, `DescribeImageReplicationStatus`), so the cap is
+/// the operator's. Calls are spaced evenly: each takes the next free slot of its Region.
+struct CallPace {
+    interval: std::time::Duration,
+    next: Mutex<HashMap<Region, tokio::time::Instant>>,
+}
+
+impl CallPace {
+    async fn wait(&self, region: &Region) {
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            let slot = next.get(region).map_or(now, |n| (*n).max(now));
+            next.insert(region.clone(), slot + self.interval);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
 }
 
 impl EcrClients {
@@ -55,8 +77,21 @@ impl EcrClients {
             home_account,
             cross_account,
             retry: None,
+            pace: None,
             clients: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// At most `per_second` calls a second in each Region, counted as clients handed out:
+    /// every caller on the tracking path takes its client right before its one call.
+    pub fn with_call_cap(mut self, per_second: f64) -> Self {
+        if per_second.is_finite() && per_second > 0.0 {
+            self.pace = Some(CallPace {
+                interval: std::time::Duration::from_secs_f64(1.0 / per_second),
+                next: Mutex::new(HashMap::new()),
+            });
+        }
+        self
     }
 
     /// The ECR clients use `retry` instead of the retry configuration of `base` (the STS
@@ -91,6 +126,9 @@ impl EcrClients {
         account: &AccountId,
         region: &Region,
     ) -> Result<Client, RegistryError> {
+        if let Some(pace) = &self.pace {
+            pace.wait(region).await;
+        }
         let cache_key = (account.clone(), region.clone());
         if let Some(client) = self.lock().get(&cache_key) {
             return Ok(client.clone());

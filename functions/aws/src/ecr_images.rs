@@ -37,6 +37,11 @@ impl EcrImages {
         }
     }
 
+    /// Lookups through `clients` (a call cap, a retry mode of their own).
+    pub fn with_clients(clients: EcrClients) -> Self {
+        Self { clients }
+    }
+
     /// The per-(account, Region) clients these lookups use, for an adapter that shares them.
     pub(crate) fn clients(&self) -> &EcrClients {
         &self.clients

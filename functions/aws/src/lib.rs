@@ -49,7 +49,10 @@ pub mod rules_record;
 pub mod service_error;
 pub mod slack;
 pub mod sns;
+pub mod sqs_queue;
+pub mod sweep_queue;
 pub mod tokio_sleeper;
+pub mod tracked_pushes;
 pub mod webhook_secret;
 
 pub use dynamodb::DynamoExpectationStore;

@@ -1,4 +1,5 @@
-//! Throughput of the pure core and the AWS calls a tracked push costs.
+//! Throughput of the pure core, the AWS calls a tracked push costs, and the sweep's throughput
+//! against a registry whose every call takes a modelled 100 ms.
 //!
 //! `cargo bench -p replwatch-core` runs, on one thread, what `track-push` and
 //! `track-replication` do per event — parse the EventBridge JSON, apply it through the tracker
@@ -7,22 +8,32 @@
 //! destinations, the calls each port receives; the DynamoDB and ECR adapters make exactly one
 //! AWS API call per port call of these kinds (GetItem, PutItem, DescribeRegistry,
 //! DescribeImages), and metrics are EMF log lines, never an API call.
+//!
+//! The sweep measure fills the store with pushes all past their deadline and times
+//! [`Pipeline::sweep`] in rounds until nothing is due, the registry sleeping 100 ms per call
+//! (`DescribeImageReplicationStatus`, then one `DescribeImages` per destination): the images
+//! one sweep invocation confirms per second when ECR answers in 100 ms, with
+//! `PipelineSettings::sweep_concurrency` images at once.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use replwatch_core::backfill::inventory::TagMutability;
 use replwatch_core::pipeline::{Pipeline, PipelineSettings};
+use replwatch_core::push::TrackedPush;
 use replwatch_core::registry::{
     DestinationReplication, ImageReplicationStatus, Registry, RegistryError,
 };
-use replwatch_core::store::{OpenCount, RecordedRules, RulesRecord, StoreError};
+use replwatch_core::store::{
+    DueWork, OpenCount, Peeked, RecordedRules, RulesRecord, StoreError, SweepPart,
+};
+use replwatch_core::tracking::TrackingPolicy;
 use replwatch_core::{
-    Destination, Digest, ExpectationKey, ExpectationStore, InMemoryStore, ParsedEvent,
-    PendingAlert, ReplicationConfiguration, ReplicationExpectation, RepositoryName, SourceImage,
-    SystemClock, parse_event,
+    AccountId, Destination, Digest, ExpectationKey, ExpectationStore, InMemoryStore, ManualClock,
+    ParsedEvent, PendingAlert, Region, ReplicationConfiguration, ReplicationExpectation,
+    RepositoryName, SourceImage, SystemClock, parse_event,
 };
 
 const CONFIGURATION: &str = r#"{"rules": [
@@ -70,13 +81,34 @@ impl ExpectationStore for CountingStore<'_> {
         self.counts.query.fetch_add(1, Ordering::Relaxed);
         self.inner.for_image(image).await
     }
+    async fn push(
+        &self,
+        image: &SourceImage,
+        tag: Option<&str>,
+    ) -> Result<Option<TrackedPush>, StoreError> {
+        self.counts.get.fetch_add(1, Ordering::Relaxed);
+        self.inner.push(image, tag).await
+    }
+    async fn save_push(&self, push: &TrackedPush) -> Result<u64, StoreError> {
+        self.counts.save.fetch_add(1, Ordering::Relaxed);
+        self.inner.save_push(push).await
+    }
+    async fn peek(&self, key: &ExpectationKey) -> Result<Peeked, StoreError> {
+        self.counts.get.fetch_add(1, Ordering::Relaxed);
+        self.inner.peek(key).await
+    }
+    async fn pushes_of(&self, image: &SourceImage) -> Result<Vec<TrackedPush>, StoreError> {
+        self.counts.query.fetch_add(1, Ordering::Relaxed);
+        self.inner.pushes_of(image).await
+    }
     async fn due(
         &self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<ReplicationExpectation>, StoreError> {
+        part: SweepPart,
+    ) -> Result<DueWork, StoreError> {
         self.counts.query.fetch_add(1, Ordering::Relaxed);
-        self.inner.due(now, limit).await
+        self.inner.due(now, limit, part).await
     }
     async fn open_counts(&self) -> Result<Vec<OpenCount>, StoreError> {
         self.counts.query.fetch_add(1, Ordering::Relaxed);
@@ -102,16 +134,27 @@ impl RulesRecord for CountingStore<'_> {
     }
 }
 
-struct InstantRegistry<'a> {
+/// A registry that answers after `latency` (zero: at once).
+struct BenchRegistry<'a> {
     configuration: ReplicationConfiguration,
     counts: &'a Counts,
+    latency: Duration,
 }
 
-impl Registry for InstantRegistry<'_> {
+impl BenchRegistry<'_> {
+    async fn wait(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+    }
+}
+
+impl Registry for BenchRegistry<'_> {
     async fn replication_status(
         &self,
         _: &SourceImage,
     ) -> Result<ImageReplicationStatus, RegistryError> {
+        self.wait().await;
         self.counts
             .replication_status
             .fetch_add(1, Ordering::Relaxed);
@@ -129,6 +172,7 @@ impl Registry for InstantRegistry<'_> {
         _: &RepositoryName,
         _: &Digest,
     ) -> Result<Option<Vec<String>>, RegistryError> {
+        self.wait().await;
         self.counts.describe_images.fetch_add(1, Ordering::Relaxed);
         Ok(Some(vec!["v1".to_owned()]))
     }
@@ -138,6 +182,7 @@ impl Registry for InstantRegistry<'_> {
         _: &RepositoryName,
         _: &str,
     ) -> Result<Option<Digest>, RegistryError> {
+        self.wait().await;
         self.counts.describe_images.fetch_add(1, Ordering::Relaxed);
         Ok(None)
     }
@@ -212,6 +257,7 @@ fn main() {
         }
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("runtime");
 
@@ -221,9 +267,10 @@ fn main() {
         inner: InMemoryStore::new(),
         counts: &counts,
     };
-    let registry = InstantRegistry {
+    let registry = BenchRegistry {
         configuration: configuration.clone(),
         counts: &counts,
+        latency: Duration::ZERO,
     };
     let pipeline = Pipeline::new(store, registry, SystemClock, PipelineSettings::default());
     let started = Instant::now();
@@ -252,9 +299,10 @@ fn main() {
         inner: InMemoryStore::new(),
         counts: &counts,
     };
-    let registry = InstantRegistry {
-        configuration,
+    let registry = BenchRegistry {
+        configuration: configuration.clone(),
         counts: &counts,
+        latency: Duration::ZERO,
     };
     let pipeline = Pipeline::new(store, registry, SystemClock, PipelineSettings::default());
     let pushes = 1_000;
@@ -309,5 +357,79 @@ fn main() {
         delta(&counts.query, &before.query),
         delta(&counts.describe_images, &before.describe_images),
         delta(&counts.replication_status, &before.replication_status)
+    );
+
+    sweep_throughput(&runtime, &configuration);
+}
+
+/// Images one sweep invocation confirms per second when each ECR call takes 100 ms.
+fn sweep_throughput(runtime: &tokio::runtime::Runtime, configuration: &ReplicationConfiguration) {
+    let images = 10_000;
+    let policy = TrackingPolicy::default();
+    let pushed = DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+        .expect("time")
+        .with_timezone(&Utc);
+    let source = Destination::new(
+        Region::parse("us-west-2").expect("region"),
+        AccountId::parse("111111111111").expect("account"),
+    );
+    let repository = RepositoryName::parse("team-a/web").expect("repository");
+    let destinations = configuration.destinations_for(&source, &repository);
+    let counts = Counts::default();
+    let store = CountingStore {
+        inner: InMemoryStore::new(),
+        counts: &counts,
+    };
+    runtime.block_on(async {
+        for i in 0..images {
+            let image = SourceImage {
+                registry: source.clone(),
+                repository: repository.clone(),
+                digest: Digest::parse(&digest(i)).expect("digest"),
+            };
+            let push = TrackedPush::new(
+                image,
+                Some("v1".to_owned()),
+                destinations.clone(),
+                pushed,
+                &policy,
+            );
+            store.inner.save_push(&push).await.expect("push");
+        }
+    });
+    let registry = BenchRegistry {
+        configuration: configuration.clone(),
+        counts: &counts,
+        latency: Duration::from_millis(100),
+    };
+    let settings = PipelineSettings::default();
+    let clock = ManualClock::new(pushed + policy.sla + chrono::TimeDelta::minutes(1));
+    let pipeline = Pipeline::new(store, registry, clock, settings);
+    let started = Instant::now();
+    let confirmed = runtime.block_on(async {
+        let mut confirmed = 0;
+        loop {
+            let report = pipeline
+                .sweep(settings.sweep_batch, SweepPart::WHOLE)
+                .await
+                .expect("sweep");
+            assert!(report.failures.is_empty() && report.effects.alerts.is_empty());
+            confirmed += report.images;
+            if !report.more {
+                return confirmed;
+            }
+        }
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "sweep throughput: {confirmed} images to {} destinations confirmed in {elapsed:.1} s with 100 ms per ECR call and {} images at once: {:.0} images/s per invocation ({} ECR calls, {:.0} per second)",
+        destinations.len(),
+        settings.sweep_concurrency,
+        confirmed as f64 / elapsed,
+        counts.replication_status.load(Ordering::Relaxed)
+            + counts.describe_images.load(Ordering::Relaxed),
+        (counts.replication_status.load(Ordering::Relaxed)
+            + counts.describe_images.load(Ordering::Relaxed)) as f64
+            / elapsed,
     );
 }

@@ -5,7 +5,8 @@
 //! - [`rules`]: a registry's replication configuration and which destinations it selects;
 //! - [`model`]: the validated identities (digest, account, Region, repository, destination);
 //! - [`tracking`]: the per-(image, destination) state machine and its alert decisions;
-//! - [`store`]: the port through which expectations are kept, with an in-memory version;
+//! - [`push`]: one push tracked to every destination with one item, checked at its deadline;
+//! - [`store`]: the port through which pushes and expectations are kept, with an in-memory version;
 //! - [`tracker`]: the read–transition–conditional-write loop every handler shares;
 //! - [`registry`]: the port through which ECR's authoritative answers are read;
 //! - [`pipeline`]: what the functions do with an event or a sweep tick, over the ports;
@@ -28,6 +29,7 @@ pub mod metrics;
 pub mod model;
 pub mod outbox;
 pub mod pipeline;
+pub mod push;
 pub mod registry;
 pub mod registry_policy;
 pub mod rules;

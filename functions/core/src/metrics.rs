@@ -172,11 +172,7 @@ pub fn points_for(record: &ReplicationExpectation, transition: &Transition) -> V
     let destination = &record.key.destination;
     let mut points = Vec::new();
     if let Some(latency) = transition.new_latency {
-        points.push(MetricPoint {
-            name: MetricName::ReplicationLatency,
-            value: seconds(latency),
-            destination: destination.clone(),
-        });
+        points.push(latency_point(destination, latency));
     }
     if transition.from != transition.to
         && let Some(name) = MetricName::counting(transition.to)
@@ -188,6 +184,15 @@ pub fn points_for(record: &ReplicationExpectation, transition: &Transition) -> V
         });
     }
     points
+}
+
+/// One `ReplicationLatency` value, in fractional seconds.
+pub fn latency_point(destination: &Destination, latency: TimeDelta) -> MetricPoint {
+    MetricPoint {
+        name: MetricName::ReplicationLatency,
+        value: seconds(latency),
+        destination: destination.clone(),
+    }
 }
 
 fn seconds(d: TimeDelta) -> f64 {

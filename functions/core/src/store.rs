@@ -1,9 +1,13 @@
-//! Where expectations live between events: the [`ExpectationStore`] port, an in-memory
+//! Where tracking state lives between events: the [`ExpectationStore`] port, an in-memory
 //! implementation for unit tests of the core, and the contract every implementation must pass
 //! (the DynamoDB store in `replwatch-aws` runs the same suite against the local AWS).
 //!
+//! It keeps two kinds of item: one [`TrackedPush`] per push (every destination at once, due at
+//! its deadline) and a [`ReplicationExpectation`] per destination only where something about
+//! that destination had to be written (a problem, or what followed one); see [`crate::push`].
+//!
 //! Writes are conditional on the version read, because many copies of each function run at
-//! once and two of them may hold the same record: the loser of a race gets
+//! once and two of them may hold the same item: the loser of a race gets
 //! [`StoreError::Conflict`], reloads and applies its observation again.
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,14 +19,15 @@ use chrono::{DateTime, Utc};
 
 use crate::model::{Destination, ExpectationKey, SourceImage};
 use crate::outbox::{AlertOutbox, CLAIM_LEASE, PendingAlert};
+use crate::push::TrackedPush;
 use crate::rules::ReplicationConfiguration;
-use crate::tracking::{ExpectationState, ReplicationExpectation};
+use crate::tracking::{ExpectationState, ReplicationExpectation, TrackingPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The record changed (or appeared) since it was read.
-    #[error("{key}: changed by someone else since it was read")]
-    Conflict { key: Box<ExpectationKey> },
+    /// The record (a destination's, or a push's) changed or appeared since it was read.
+    #[error("{item}: changed by someone else since it was read")]
+    Conflict { item: String },
     /// A stored record this version cannot read.
     #[error("stored record {id} is unreadable: {message}")]
     Corrupt { id: String, message: String },
@@ -52,23 +57,128 @@ pub trait ExpectationStore: Send + Sync {
         raised: &[PendingAlert],
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Every record of one source image: all its tags and destinations.
+    /// Every destination record of one source image (all its tags), without its pushes.
     fn for_image(
         &self,
         image: &SourceImage,
     ) -> impl Future<Output = Result<Vec<ReplicationExpectation>, StoreError>> + Send;
 
-    /// Up to `limit` open records whose `next_check_at` is at or before `now`, earliest
-    /// first. Closed records are never returned.
+    /// The push of `image` with `tag`, strongly consistent.
+    fn push(
+        &self,
+        image: &SourceImage,
+        tag: Option<&str>,
+    ) -> impl Future<Output = Result<Option<TrackedPush>, StoreError>> + Send;
+
+    /// Writes `push` if the stored version still equals `push.version` (0: it must not exist
+    /// yet); the version now stored.
+    fn save_push(&self, push: &TrackedPush)
+    -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The record of `key` and the push it belongs to, eventually consistent and in one
+    /// request: what an arrival event needs to know whether it must write anything. A write
+    /// of the last second may not show yet; the callers are correct either way (a record not
+    /// seen is closed by the next check, a push not seen makes the arrival write a record).
+    fn peek(&self, key: &ExpectationKey)
+    -> impl Future<Output = Result<Peeked, StoreError>> + Send;
+
+    /// Every push of one source image (all its tags).
+    fn pushes_of(
+        &self,
+        image: &SourceImage,
+    ) -> impl Future<Output = Result<Vec<TrackedPush>, StoreError>> + Send;
+
+    /// Open pushes and records of `part` whose next check is at or before `now`, roughly
+    /// earliest first, about `limit` of them at most; `more` when some were left for the next
+    /// call. Closed ones are never returned. Every item of an image is in the same part.
     fn due(
         &self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<ReplicationExpectation>, StoreError>> + Send;
+        part: SweepPart,
+    ) -> impl Future<Output = Result<DueWork, StoreError>> + Send;
 
-    /// How many records are open (pending or overdue) per destination: the gauges the sweep
-    /// publishes. Reads the due index only, so its cost follows what is open, not history.
+    /// How many images are open per destination: pending (a push awaiting its check, or a
+    /// record pending) and overdue. The gauges the sweep publishes; reads the due index only,
+    /// so its cost follows what is open, not history.
     fn open_counts(&self) -> impl Future<Output = Result<Vec<OpenCount>, StoreError>> + Send;
+}
+
+/// One of the parts the due work is split into, so that several sweeps can run side by side
+/// without checking the same image twice: part `index` of `of`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct SweepPart {
+    pub index: u32,
+    pub of: u32,
+}
+
+impl SweepPart {
+    /// All the due work, in one part.
+    pub const WHOLE: SweepPart = SweepPart { index: 0, of: 1 };
+
+    /// Every part of a split in `of` (at least one).
+    pub fn all(of: u32) -> Vec<SweepPart> {
+        let of = of.max(1);
+        (0..of).map(|index| SweepPart { index, of }).collect()
+    }
+
+    /// Whether the item hashed to `bucket` (a stable hash of its image) is in this part.
+    pub fn holds(&self, bucket: u32) -> bool {
+        bucket % self.of.max(1) == self.index
+    }
+}
+
+/// FNV-1a over the image's name, then MurmurHash3's finalizer: a hash that stays the same
+/// across Rust releases, so an image's shard (and part) is stable, and whose low bits depend
+/// on every bit of the name (FNV-1a's own low bits do not: names differing only in their
+/// digest's high bits would share a shard).
+pub fn image_bucket(partition_key: &str) -> u32 {
+    let mut h = partition_key.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// A destination's record and its push, as [`ExpectationStore::peek`] read them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peeked {
+    pub record: Option<ReplicationExpectation>,
+    pub push: Option<TrackedPush>,
+}
+
+/// What a sweep round has to check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DueWork {
+    pub pushes: Vec<TrackedPush>,
+    pub records: Vec<ReplicationExpectation>,
+    /// Whether more was due than returned.
+    pub more: bool,
+}
+
+impl DueWork {
+    pub fn len(&self) -> usize {
+        self.pushes.len() + self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Every destination of `image` as a reader sees it: its own record where it has one, else
+/// the view of its push ([`crate::push::combined_view`]).
+pub async fn expectations_of<S: ExpectationStore + ?Sized>(
+    store: &S,
+    image: &SourceImage,
+    policy: &TrackingPolicy,
+) -> Result<Vec<ReplicationExpectation>, StoreError> {
+    let pushes = store.pushes_of(image).await?;
+    let records = store.for_image(image).await?;
+    Ok(crate::push::combined_view(&pushes, records, policy))
 }
 
 macro_rules! forward_store {
@@ -93,12 +203,38 @@ macro_rules! forward_store {
             ) -> impl Future<Output = Result<Vec<ReplicationExpectation>, StoreError>> + Send {
                 (**self).for_image(image)
             }
+            fn push(
+                &self,
+                image: &SourceImage,
+                tag: Option<&str>,
+            ) -> impl Future<Output = Result<Option<TrackedPush>, StoreError>> + Send {
+                (**self).push(image, tag)
+            }
+            fn save_push(
+                &self,
+                push: &TrackedPush,
+            ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+                (**self).save_push(push)
+            }
+            fn peek(
+                &self,
+                key: &ExpectationKey,
+            ) -> impl Future<Output = Result<Peeked, StoreError>> + Send {
+                (**self).peek(key)
+            }
+            fn pushes_of(
+                &self,
+                image: &SourceImage,
+            ) -> impl Future<Output = Result<Vec<TrackedPush>, StoreError>> + Send {
+                (**self).pushes_of(image)
+            }
             fn due(
                 &self,
                 now: DateTime<Utc>,
                 limit: usize,
-            ) -> impl Future<Output = Result<Vec<ReplicationExpectation>, StoreError>> + Send {
-                (**self).due(now, limit)
+                part: SweepPart,
+            ) -> impl Future<Output = Result<DueWork, StoreError>> + Send {
+                (**self).due(now, limit, part)
             }
             fn open_counts(&self) -> impl Future<Output = Result<Vec<OpenCount>, StoreError>> + Send {
                 (**self).open_counts()
@@ -197,14 +333,15 @@ pub struct OpenCount {
     pub overdue: u64,
 }
 
-/// Counts open records per destination, in destination order.
+/// Counts open images per destination, in destination order, from the state of each open
+/// (destination, item): an open push counts as pending in each of its destinations.
 pub fn count_open<'a>(
-    records: impl IntoIterator<Item = &'a ReplicationExpectation>,
+    open: impl IntoIterator<Item = (&'a Destination, ExpectationState)>,
 ) -> Vec<OpenCount> {
     let mut counts: BTreeMap<Destination, (u64, u64)> = BTreeMap::new();
-    for record in records {
-        let entry = counts.entry(record.key.destination.clone()).or_default();
-        match record.state {
+    for (destination, state) in open {
+        let entry = counts.entry(destination.clone()).or_default();
+        match state {
             ExpectationState::Pending => entry.0 += 1,
             ExpectationState::Overdue => entry.1 += 1,
             _ => {}
@@ -225,6 +362,7 @@ pub fn count_open<'a>(
 #[derive(Debug, Default)]
 pub struct InMemoryStore {
     records: Mutex<HashMap<ExpectationKey, ReplicationExpectation, BuildHasherDefault<FxHasher>>>,
+    pushes: Mutex<BTreeMap<(SourceImage, Option<String>), TrackedPush>>,
     outbox: Mutex<BTreeMap<String, PendingAlert>>,
     rules: Mutex<HashMap<Destination, RecordedRules>>,
 }
@@ -272,11 +410,29 @@ impl InMemoryStore {
         Self::default()
     }
 
-    /// Every record, in key order.
+    /// Every destination as a reader sees it ([`expectations_of`]), in key order.
     pub fn all(&self) -> Vec<ReplicationExpectation> {
+        let records: Vec<ReplicationExpectation> = self.lock().values().cloned().collect();
+        let pushes: Vec<TrackedPush> = self.push_map().values().cloned().collect();
+        crate::push::combined_view(&pushes, records, &TrackingPolicy::default())
+    }
+
+    /// The destination records alone: what had to be written per destination.
+    pub fn records(&self) -> Vec<ReplicationExpectation> {
         let mut all: Vec<ReplicationExpectation> = self.lock().values().cloned().collect();
         all.sort_by(|a, b| a.key.cmp(&b.key));
         all
+    }
+
+    /// Every push, in key order.
+    pub fn pushes(&self) -> Vec<TrackedPush> {
+        self.push_map().values().cloned().collect()
+    }
+
+    fn push_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<(SourceImage, Option<String>), TrackedPush>> {
+        self.pushes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every alert waiting for delivery, by id.
@@ -315,7 +471,7 @@ impl ExpectationStore for InMemoryStore {
         let stored = records.get(&item.key).map_or(0, |r| r.version);
         if stored != item.version {
             return Err(StoreError::Conflict {
-                key: Box::new(item.key.clone()),
+                item: item.key.to_string(),
             });
         }
         let mut next = item.clone();
@@ -345,31 +501,109 @@ impl ExpectationStore for InMemoryStore {
             .collect())
     }
 
+    async fn push(
+        &self,
+        image: &SourceImage,
+        tag: Option<&str>,
+    ) -> Result<Option<TrackedPush>, StoreError> {
+        Ok(self
+            .push_map()
+            .get(&(image.clone(), tag.map(str::to_owned)))
+            .cloned())
+    }
+
+    async fn save_push(&self, push: &TrackedPush) -> Result<u64, StoreError> {
+        let mut pushes = self.push_map();
+        let key = (push.image.clone(), push.tag.clone());
+        let stored = pushes.get(&key).map_or(0, |p| p.version);
+        if stored != push.version {
+            return Err(StoreError::Conflict {
+                item: format!("{} (tag {:?})", push.image, push.tag),
+            });
+        }
+        let mut next = push.clone();
+        next.version = push.version + 1;
+        pushes.insert(key, next);
+        Ok(push.version + 1)
+    }
+
+    async fn peek(&self, key: &ExpectationKey) -> Result<Peeked, StoreError> {
+        Ok(Peeked {
+            record: self.get(key).await?,
+            push: self.push(&key.image, key.tag.as_deref()).await?,
+        })
+    }
+
+    async fn pushes_of(&self, image: &SourceImage) -> Result<Vec<TrackedPush>, StoreError> {
+        Ok(self
+            .push_map()
+            .values()
+            .filter(|p| &p.image == image)
+            .cloned()
+            .collect())
+    }
+
     async fn due(
         &self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> Result<Vec<ReplicationExpectation>, StoreError> {
-        let mut due: Vec<ReplicationExpectation> = self
+        part: SweepPart,
+    ) -> Result<DueWork, StoreError> {
+        let mine = |image: &SourceImage| part.holds(image_bucket(&image.to_string()));
+        let mut records: Vec<ReplicationExpectation> = self
             .lock()
             .values()
-            .filter(|r| r.next_check_at.is_some_and(|at| at <= now))
+            .filter(|r| r.next_check_at.is_some_and(|at| at <= now) && mine(&r.key.image))
             .cloned()
             .collect();
-        due.sort_by(|a, b| {
+        let mut pushes: Vec<TrackedPush> = self
+            .push_map()
+            .values()
+            .filter(|p| p.next_check_at().is_some_and(|at| at <= now) && mine(&p.image))
+            .cloned()
+            .collect();
+        records.sort_by(|a, b| {
             a.next_check_at
                 .cmp(&b.next_check_at)
                 .then(a.key.cmp(&b.key))
         });
-        due.truncate(limit);
-        Ok(due)
+        pushes.sort_by_key(|p| p.deadline);
+        let more = records.len() + pushes.len() > limit;
+        // Earliest first across both kinds.
+        let (mut taken_records, mut taken_pushes) = (0, 0);
+        while taken_records + taken_pushes < limit
+            && (taken_records < records.len() || taken_pushes < pushes.len())
+        {
+            let record_at = records.get(taken_records).and_then(|r| r.next_check_at);
+            let push_at = pushes.get(taken_pushes).map(|p| p.deadline);
+            match (record_at, push_at) {
+                (Some(r), Some(p)) if r <= p => taken_records += 1,
+                (_, Some(_)) => taken_pushes += 1,
+                _ => taken_records += 1,
+            }
+        }
+        records.truncate(taken_records);
+        pushes.truncate(taken_pushes);
+        Ok(DueWork {
+            pushes,
+            records,
+            more,
+        })
     }
 
     async fn open_counts(&self) -> Result<Vec<OpenCount>, StoreError> {
         let records = self.lock();
-        Ok(count_open(
-            records.values().filter(|r| !r.state.is_closed()),
-        ))
+        let pushes = self.push_map();
+        let open_records = records
+            .values()
+            .filter(|r| !r.state.is_closed())
+            .map(|r| (&r.key.destination, r.state));
+        let open_pushes = pushes.values().filter(|p| p.is_open()).flat_map(|p| {
+            p.destinations
+                .iter()
+                .map(|d| (d, ExpectationState::Pending))
+        });
+        Ok(count_open(open_records.chain(open_pushes)))
     }
 }
 
@@ -443,15 +677,46 @@ impl RulesRecord for InMemoryStore {
 pub mod contract {
     use chrono::{TimeDelta, TimeZone, Utc};
 
-    use super::{ExpectationStore, RecordedRules, RulesRecord, StoreError};
+    use super::{ExpectationStore, Peeked, RecordedRules, RulesRecord, StoreError, SweepPart};
     use crate::alerts::Alert;
     use crate::model::{
         AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
     };
     use crate::outbox::{AlertOutbox, CLAIM_LEASE, FIRST_RETRY_AFTER, PendingAlert};
+    use crate::push::{PushOutcome, TrackedPush};
     use crate::tracking::{
         AlertKind, Observation, ReplicationExpectation, TagArrival, TrackingPolicy,
     };
+
+    /// 25 destination Regions: the most a replication configuration holds, the size a push
+    /// item must fit in one write unit with.
+    pub const TWENTY_FIVE_REGIONS: [&str; 25] = [
+        "us-east-1",
+        "us-east-2",
+        "us-west-1",
+        "us-west-2",
+        "eu-west-1",
+        "eu-west-2",
+        "eu-west-3",
+        "eu-central-1",
+        "eu-north-1",
+        "eu-south-1",
+        "ap-south-1",
+        "ap-northeast-1",
+        "ap-northeast-2",
+        "ap-northeast-3",
+        "ap-southeast-1",
+        "ap-southeast-2",
+        "ap-east-1",
+        "ca-central-1",
+        "sa-east-1",
+        "me-south-1",
+        "af-south-1",
+        "il-central-1",
+        "mx-central-1",
+        "ap-southeast-3",
+        "eu-central-2",
+    ];
 
     fn at(minutes: i64) -> chrono::DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
@@ -613,11 +878,28 @@ pub mod contract {
         for e in [&later, &closed, &second, &first] {
             store.save(e, &[]).await.expect("save");
         }
-        let due = store.due(at(36), 100).await.expect("due");
+        let due = store
+            .due(at(36), 100, SweepPart::WHOLE)
+            .await
+            .expect("due")
+            .records;
         let tags: Vec<Option<String>> = due.iter().map(|r| r.key.tag.clone()).collect();
         assert_eq!(tags, vec![Some("a".to_owned()), Some("b".to_owned())]);
-        assert!(store.due(at(29), 100).await.expect("due").is_empty());
-        assert_eq!(store.due(at(60), 1).await.expect("due").len(), 1);
+        assert!(
+            store
+                .due(at(29), 100, SweepPart::WHOLE)
+                .await
+                .expect("due")
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .due(at(60), 1, SweepPart::WHOLE)
+                .await
+                .expect("due")
+                .len(),
+            1
+        );
 
         // Closing a due record takes it out of the index.
         let mut now_closed = store.get(&first.key).await.expect("get").expect("present");
@@ -630,7 +912,11 @@ pub mod contract {
             &policy,
         );
         store.save(&now_closed, &[]).await.expect("close");
-        let due = store.due(at(60), 100).await.expect("due");
+        let due = store
+            .due(at(60), 100, SweepPart::WHOLE)
+            .await
+            .expect("due")
+            .records;
         let tags: Vec<Option<String>> = due.iter().map(|r| r.key.tag.clone()).collect();
         assert_eq!(tags, vec![Some("b".to_owned()), Some("c".to_owned())]);
     }
@@ -642,8 +928,18 @@ pub mod contract {
         let mut e = pushed(key(8, Some("v1"), "eu-west-1", "222222222222"), 0);
         e.apply(&Observation::StillInProgress { at: at(31) }, &policy);
         store.save(&e, &[]).await.expect("save");
-        assert!(store.due(at(40), 10).await.expect("due").is_empty());
-        let due = store.due(at(46), 10).await.expect("due");
+        assert!(
+            store
+                .due(at(40), 10, SweepPart::WHOLE)
+                .await
+                .expect("due")
+                .is_empty()
+        );
+        let due = store
+            .due(at(46), 10, SweepPart::WHOLE)
+            .await
+            .expect("due")
+            .records;
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].state, crate::tracking::ExpectationState::Overdue);
     }
@@ -680,6 +976,181 @@ pub mod contract {
                 ("eu-west-1".to_owned(), 1, 1),
                 ("us-east-1".to_owned(), 2, 0)
             ]
+        );
+    }
+
+    fn tracked(n: u8, tag: Option<&str>, regions: &[&str], minutes: i64) -> TrackedPush {
+        TrackedPush::new(
+            image(n),
+            tag.map(str::to_owned),
+            regions
+                .iter()
+                .map(|r| {
+                    Destination::new(
+                        Region::parse(r).expect("region"),
+                        AccountId::parse("222222222222").expect("account"),
+                    )
+                })
+                .collect(),
+            at(minutes),
+            &TrackingPolicy::default(),
+        )
+    }
+
+    pub async fn a_push_reads_back_identically_and_only_its_first_write_creates_it<
+        S: ExpectationStore,
+    >(
+        store: S,
+    ) {
+        let regions = TWENTY_FIVE_REGIONS;
+        let push = tracked(20, Some("v1.4.2"), &regions, 0);
+        assert_eq!(push.destinations.len(), 25);
+        assert!(
+            store
+                .push(&image(20), Some("v1.4.2"))
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert_eq!(store.save_push(&push).await.expect("save"), 1);
+        let mut expected = push.clone();
+        expected.version = 1;
+        let read = store.push(&image(20), Some("v1.4.2")).await.expect("get");
+        assert_eq!(read, Some(expected.clone()));
+        // A duplicate push event loses: the first one stands.
+        assert!(matches!(
+            store.save_push(&push).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        // Checked from the version read: it closes, superseded destinations and all.
+        let mut checked = expected.clone();
+        let superseded = vec![checked.destinations[3].clone()];
+        checked.close(
+            PushOutcome::Confirmed {
+                at: at(31),
+                superseded,
+            },
+            &TrackingPolicy::default(),
+        );
+        assert_eq!(store.save_push(&checked).await.expect("close"), 2);
+        checked.version = 2;
+        let read = store.push(&image(20), Some("v1.4.2")).await.expect("get");
+        assert_eq!(read, Some(checked));
+        assert!(matches!(
+            store.save_push(&expected).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        // Untagged is its own push, and a deleted one reads back deleted.
+        let mut untagged = tracked(20, None, &regions[..2], 1);
+        untagged.close(
+            PushOutcome::Deleted { at: at(2) },
+            &TrackingPolicy::default(),
+        );
+        store.save_push(&untagged).await.expect("save");
+        let mut all = store.pushes_of(&image(20)).await.expect("pushes");
+        all.sort_by(|a, b| a.tag.cmp(&b.tag));
+        let tags: Vec<Option<String>> = all.iter().map(|p| p.tag.clone()).collect();
+        assert_eq!(tags, vec![None, Some("v1.4.2".to_owned())]);
+        assert_eq!(all[0].outcome, PushOutcome::Deleted { at: at(2) });
+        assert!(
+            store
+                .for_image(&image(20))
+                .await
+                .expect("records")
+                .is_empty(),
+            "pushes are not destination records"
+        );
+    }
+
+    pub async fn open_pushes_are_due_at_their_deadline_beside_records<S: ExpectationStore>(
+        store: S,
+    ) {
+        let policy = TrackingPolicy::default();
+        let open = tracked(21, Some("a"), &["eu-west-1", "ap-south-1"], 0);
+        let later = tracked(21, Some("b"), &["eu-west-1"], 20);
+        let mut checked = tracked(22, Some("a"), &["eu-west-1"], 0);
+        checked.close(
+            PushOutcome::Confirmed {
+                at: at(30),
+                superseded: vec![],
+            },
+            &TrackingPolicy::default(),
+        );
+        for p in [&open, &later, &checked] {
+            store.save_push(p).await.expect("save");
+        }
+        let mut overdue = pushed(key(23, Some("v1"), "eu-west-1", "222222222222"), 0);
+        overdue.apply(&Observation::StillInProgress { at: at(31) }, &policy);
+        store.save(&overdue, &[]).await.expect("save");
+
+        let due = store.due(at(31), 100, SweepPart::WHOLE).await.expect("due");
+        let tags: Vec<Option<String>> = due.pushes.iter().map(|p| p.tag.clone()).collect();
+        assert_eq!(tags, vec![Some("a".to_owned())]);
+        assert_eq!(due.pushes[0].image, image(21));
+        assert!(due.records.is_empty(), "rechecked 15 minutes later");
+        assert!(!due.more);
+        let due = store.due(at(60), 100, SweepPart::WHOLE).await.expect("due");
+        assert_eq!((due.pushes.len(), due.records.len()), (2, 1));
+
+        let counts: Vec<(String, u64, u64)> = store
+            .open_counts()
+            .await
+            .expect("open counts")
+            .into_iter()
+            .map(|c| (c.destination.region.to_string(), c.pending, c.overdue))
+            .collect();
+        assert_eq!(
+            counts,
+            vec![
+                ("ap-south-1".to_owned(), 1, 0),
+                ("eu-west-1".to_owned(), 2, 1)
+            ]
+        );
+    }
+
+    pub async fn a_peek_reads_a_record_and_its_push_together<S: ExpectationStore>(store: S) {
+        let push = tracked(24, Some("v1"), &["eu-west-1"], 0);
+        let key = push.key(&push.destinations[0]);
+        assert_eq!(store.peek(&key).await.expect("peek"), Peeked::default());
+        store.save_push(&push).await.expect("push");
+        let mut failed = push.seed(&push.destinations[0], &TrackingPolicy::default());
+        failed.apply(
+            &Observation::ReplicationFailed {
+                at: at(3),
+                failure_code: None,
+            },
+            &TrackingPolicy::default(),
+        );
+        store.save(&failed, &[]).await.expect("record");
+        let peeked = store.peek(&key).await.expect("peek");
+        assert_eq!(peeked.push.map(|p| p.pushed_at), Some(at(0)));
+        assert_eq!(
+            peeked.record.map(|r| r.state),
+            Some(crate::tracking::ExpectationState::Failed)
+        );
+    }
+
+    pub async fn parts_split_the_due_work_without_overlap<S: ExpectationStore>(store: S) {
+        for n in 30..42 {
+            store
+                .save_push(&tracked(n, Some("v1"), &["eu-west-1"], 0))
+                .await
+                .expect("save");
+        }
+        let whole = store.due(at(31), 100, SweepPart::WHOLE).await.expect("due");
+        assert_eq!(whole.pushes.len(), 12);
+        let mut seen = Vec::new();
+        for part in SweepPart::all(4) {
+            let due = store.due(at(31), 1_000, part).await.expect("due");
+            seen.extend(due.pushes.into_iter().map(|p| p.image));
+        }
+        seen.sort();
+        let before = seen.len();
+        seen.dedup();
+        assert_eq!(
+            (before, seen.len()),
+            (12, 12),
+            "each push in exactly one part"
         );
     }
 
@@ -799,6 +1270,10 @@ pub mod contract {
                 due_returns_only_open_records_past_their_check_time_earliest_first,
                 overdue_records_come_back_after_the_recheck_interval,
                 open_counts_count_pending_and_overdue_per_destination,
+                a_push_reads_back_identically_and_only_its_first_write_creates_it,
+                open_pushes_are_due_at_their_deadline_beside_records,
+                parts_split_the_due_work_without_overlap,
+                a_peek_reads_a_record_and_its_push_together,
                 a_raised_alert_is_stored_with_its_state_change_and_only_then,
                 the_newest_rules_win_whatever_the_order_they_are_recorded_in,
             );

@@ -89,8 +89,33 @@ impl<'a, S: ExpectationStore> Tracker<'a, S> {
         observation: &Observation,
         creation: Creation,
     ) -> Result<Option<Applied>, TrackerError> {
+        self.observe_from(key, observation, creation, || {
+            ReplicationExpectation::new(key.clone())
+        })
+        .await
+    }
+
+    /// Applies `observation` to the record of `seed.key`, starting from `seed` if there is
+    /// none: how a destination of a [`crate::push::TrackedPush`] gets a record of its own when
+    /// something about it must be written.
+    pub async fn observe_seeded(
+        &self,
+        seed: &ReplicationExpectation,
+        observation: &Observation,
+    ) -> Result<Option<Applied>, TrackerError> {
+        self.observe_from(&seed.key, observation, Creation::Create, || seed.clone())
+            .await
+    }
+
+    async fn observe_from(
+        &self,
+        key: &ExpectationKey,
+        observation: &Observation,
+        creation: Creation,
+        fresh: impl Fn() -> ReplicationExpectation,
+    ) -> Result<Option<Applied>, TrackerError> {
         if creation == Creation::ExpectNew {
-            let mut record = ReplicationExpectation::new(key.clone());
+            let mut record = fresh();
             let transition = record.apply(observation, &self.policy);
             if record.is_known() {
                 match self.write(&record, &transition).await {
@@ -110,9 +135,7 @@ impl<'a, S: ExpectationStore> Tracker<'a, S> {
         for _ in 0..MAX_ATTEMPTS {
             let mut record = match self.store.get(key).await? {
                 Some(record) => record,
-                None if creation != Creation::ExistingOnly => {
-                    ReplicationExpectation::new(key.clone())
-                }
+                None if creation != Creation::ExistingOnly => fresh(),
                 None => return Ok(None),
             };
             let transition = record.apply(observation, &self.policy);
@@ -212,12 +235,36 @@ mod tests {
             self.inner.for_image(image).await
         }
 
+        async fn push(
+            &self,
+            image: &SourceImage,
+            tag: Option<&str>,
+        ) -> Result<Option<crate::push::TrackedPush>, StoreError> {
+            self.inner.push(image, tag).await
+        }
+
+        async fn save_push(&self, push: &crate::push::TrackedPush) -> Result<u64, StoreError> {
+            self.inner.save_push(push).await
+        }
+
+        async fn peek(&self, key: &ExpectationKey) -> Result<crate::store::Peeked, StoreError> {
+            self.inner.peek(key).await
+        }
+
+        async fn pushes_of(
+            &self,
+            image: &SourceImage,
+        ) -> Result<Vec<crate::push::TrackedPush>, StoreError> {
+            self.inner.pushes_of(image).await
+        }
+
         async fn due(
             &self,
             now: chrono::DateTime<Utc>,
             limit: usize,
-        ) -> Result<Vec<ReplicationExpectation>, StoreError> {
-            self.inner.due(now, limit).await
+            part: crate::store::SweepPart,
+        ) -> Result<crate::store::DueWork, StoreError> {
+            self.inner.due(now, limit, part).await
         }
 
         async fn open_counts(&self) -> Result<Vec<crate::store::OpenCount>, StoreError> {

@@ -13,6 +13,7 @@ use replwatch_core::pipeline::{Pipeline, PipelineSettings};
 use replwatch_core::registry::{
     DestinationReplication, ImageReplicationStatus, Registry, RegistryError,
 };
+use replwatch_core::store::SweepPart;
 use replwatch_core::{
     AlertKind, Destination, Digest, EcrEvent, ExpectationState, ExpectationStore, InMemoryStore,
     ManualClock, ReplicationConfiguration, RepositoryName, SourceImage,
@@ -304,26 +305,58 @@ async fn rules_are_read_once_and_refreshed_by_a_configuration_change() {
 }
 
 #[tokio::test]
-async fn a_success_with_the_tag_closes_with_latency_and_without_alert() {
+async fn a_push_is_one_write_and_an_arrival_with_its_tag_none_but_gives_its_latency() {
     let world = World::new();
     let pipeline = world.pipeline();
-    pipeline
+    let pushed = pipeline
         .handle(&event("push-tagged.json"))
         .await
         .expect("push");
+    assert_eq!(pushed.pushes_written, 1, "one item for three destinations");
+    assert_eq!(world.store.pushes().len(), 1);
     world.registry.tags("us-east-1", &["v1.4.2"]);
     let effects = pipeline
         .handle(&event("replication-success.json"))
         .await
         .expect("replicated");
     assert!(effects.alerts.is_empty());
-    let [applied] = effects.applied.as_slice() else {
-        panic!("one record")
+    assert!(effects.applied.is_empty());
+    assert_eq!(effects.pushes_written, 0);
+    assert!(world.store.records().is_empty(), "nothing written");
+    let [latency] = effects.latencies.as_slice() else {
+        panic!("one latency: {:?}", effects.latencies)
     };
-    assert_eq!(applied.record.state, ExpectationState::Replicated);
-    assert_eq!(
-        applied.transition.new_latency,
-        Some(TimeDelta::seconds(3 * 60 + 12))
+    assert_eq!(latency.destination.region.as_str(), "us-east-1");
+    assert_eq!(latency.latency, TimeDelta::seconds(3 * 60 + 12));
+    assert_eq!(effects.metric_points().len(), 1);
+
+    // The deadline check closes it, counts it once, and writes only the push.
+    world
+        .registry
+        .status("us-east-1", DestinationReplication::Complete);
+    world.clock.set(push_time() + TimeDelta::minutes(31));
+    let report = pipeline
+        .sweep(1_000, SweepPart::WHOLE)
+        .await
+        .expect("sweep");
+    assert_eq!(report.effects.pushes_written, 1);
+    assert!(
+        report
+            .effects
+            .applied
+            .iter()
+            .any(|a| a.record.key.destination.region.as_str() == "us-east-1"
+                && a.record.state == ExpectationState::Replicated),
+        "{:?}",
+        report.effects.applied
+    );
+    assert!(
+        world
+            .store
+            .records()
+            .iter()
+            .all(|r| r.key.destination.region.as_str() != "us-east-1"),
+        "an on-time arrival never gets a record of its own"
     );
 }
 
@@ -415,15 +448,48 @@ async fn a_tag_that_moved_on_is_superseded_never_lost() {
             .await
             .expect("replicated");
         assert!(effects.alerts.is_empty(), "{case}: {:?}", effects.alerts);
-        let [applied] = effects.applied.as_slice() else {
-            panic!("{case}: one record")
-        };
-        assert_eq!(applied.record.state, ExpectationState::Superseded, "{case}");
-        assert!(
-            applied.transition.new_latency.is_some(),
+        assert!(effects.applied.is_empty(), "{case}: nothing written");
+        assert_eq!(
+            effects.latencies.len(),
+            1,
             "{case}: the image arrived, so its latency counts"
         );
-        assert!(world.store.pending_alerts().is_empty(), "{case}");
+        // The deadline check finds the same and closes it superseded.
+        world
+            .registry
+            .status("eu-west-1", DestinationReplication::Complete);
+        world.clock.set(push_time() + TimeDelta::minutes(31));
+        let report = pipeline
+            .sweep(1_000, SweepPart::WHOLE)
+            .await
+            .expect("sweep");
+        assert!(
+            report
+                .effects
+                .alerts
+                .iter()
+                .all(|a| a.kind != AlertKind::TagLost),
+            "{case}"
+        );
+        let state = world
+            .states()
+            .into_iter()
+            .find(|(region, _)| region == "eu-west-1")
+            .map(|(_, state)| state);
+        assert_eq!(
+            state,
+            Some(ExpectationState::Superseded),
+            "{case}: {:?}",
+            world.states()
+        );
+        assert!(
+            world
+                .store
+                .pending_alerts()
+                .iter()
+                .all(|p| p.alert.kind != AlertKind::TagLost),
+            "{case}"
+        );
     }
 }
 
@@ -500,9 +566,9 @@ async fn a_stale_failure_event_for_an_image_that_arrived_does_not_alert() {
         .await
         .expect("failed");
     assert!(effects.alerts.is_empty());
-    assert_eq!(
-        effects.applied[0].record.state,
-        ExpectationState::Replicated
+    assert!(
+        world.store.records().is_empty(),
+        "arrived on time: its push stands for it"
     );
 }
 
@@ -517,7 +583,10 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
 
     // Before the deadline the sweep reads nothing and calls nothing.
     world.clock.set(push_time() + TimeDelta::minutes(29));
-    let early = pipeline.sweep(1_000).await.expect("sweep");
+    let early = pipeline
+        .sweep(1_000, SweepPart::WHOLE)
+        .await
+        .expect("sweep");
     assert_eq!((early.checked, early.images), (0, 0));
     assert_eq!(world.registry.status_calls.load(Ordering::SeqCst), 0);
 
@@ -534,10 +603,14 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
         },
     );
     world.clock.set(push_time() + TimeDelta::minutes(31));
-    let report = pipeline.sweep(1_000).await.expect("sweep");
+    let report = pipeline
+        .sweep(1_000, SweepPart::WHOLE)
+        .await
+        .expect("sweep");
     assert_eq!(
         (report.checked, report.images, report.reconciled),
-        (3, 1, 1)
+        (1, 1, 1),
+        "one push of three destinations"
     );
     assert_eq!(
         world.registry.status_calls.load(Ordering::SeqCst),
@@ -565,7 +638,10 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
 
     // Next sweep within the recheck interval: nothing due, no new alert.
     world.clock.set(push_time() + TimeDelta::minutes(40));
-    let quiet = pipeline.sweep(1_000).await.expect("sweep");
+    let quiet = pipeline
+        .sweep(1_000, SweepPart::WHOLE)
+        .await
+        .expect("sweep");
     assert_eq!(quiet.checked, 0);
 
     // It finally arrives, event lost again: closed as a late arrival, no alert.
@@ -574,7 +650,10 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
         .status("eu-west-1", DestinationReplication::Complete);
     world.registry.tags("eu-west-1", &["v1.4.2"]);
     world.clock.set(push_time() + TimeDelta::minutes(47));
-    let late = pipeline.sweep(1_000).await.expect("sweep");
+    let late = pipeline
+        .sweep(1_000, SweepPart::WHOLE)
+        .await
+        .expect("sweep");
     assert!(late.effects.alerts.is_empty());
     assert_eq!(late.reconciled, 1);
     assert!(world.store.open_counts().await.expect("open").is_empty());
@@ -602,7 +681,10 @@ async fn a_deleted_source_is_never_reported_missing() {
         .await
         .expect("late push");
     world.clock.set(push_time() + TimeDelta::hours(2));
-    let report = pipeline.sweep(1_000).await.expect("sweep");
+    let report = pipeline
+        .sweep(1_000, SweepPart::WHOLE)
+        .await
+        .expect("sweep");
     assert!(report.effects.alerts.is_empty());
     assert!(
         world
@@ -620,7 +702,10 @@ async fn a_deleted_source_is_never_reported_missing() {
         .expect("push");
     *world.registry.source_deleted.lock().expect("lock") = true;
     world.clock.set(push_time() + TimeDelta::hours(2));
-    let report = pipeline.sweep(1_000).await.expect("sweep");
+    let report = pipeline
+        .sweep(1_000, SweepPart::WHOLE)
+        .await
+        .expect("sweep");
     assert!(report.effects.alerts.is_empty());
     assert!(
         world
@@ -668,7 +753,10 @@ async fn a_restored_image_is_expected_with_the_tags_it_carries() {
 
     // Not replicated in time: the sweep reports it like a push.
     world.clock.set(push_time() + TimeDelta::hours(3));
-    let report = pipeline.sweep(1_000).await.expect("sweep");
+    let report = pipeline
+        .sweep(1_000, SweepPart::WHOLE)
+        .await
+        .expect("sweep");
     assert_eq!(report.effects.alerts.len(), 6);
     assert!(
         report
@@ -744,7 +832,10 @@ async fn an_image_ecr_completed_but_the_destination_no_longer_shows_is_not_overd
     world.registry.tags("us-east-1", &["v1.4.2"]);
     world.registry.tags("ap-southeast-2", &["v1.4.2"]);
     world.clock.set(push_time() + TimeDelta::minutes(31));
-    let report = pipeline.sweep(1_000).await.expect("sweep");
+    let report = pipeline
+        .sweep(1_000, SweepPart::WHOLE)
+        .await
+        .expect("sweep");
     assert!(
         report.effects.alerts.is_empty(),
         "{:?}",

@@ -276,7 +276,16 @@ async fn run(
         }
     };
     let sweep = async |now: i64, record: &mut dyn FnMut(Option<replwatch_core::Applied>)| {
-        for due in store.due(minute(now), usize::MAX).await.expect("due") {
+        for due in store
+            .due(
+                minute(now),
+                usize::MAX,
+                replwatch_core::store::SweepPart::WHOLE,
+            )
+            .await
+            .expect("due")
+            .records
+        {
             let image = (0..images.len())
                 .find(|&i| source_image(i) == due.key.image)
                 .expect("known image");

@@ -10,13 +10,15 @@
 //! delivered once at the end of the batch, and what a sink refused stays pending for the
 //! sweep to send again. Metrics come back as EMF lines for the caller to print.
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use futures_util::future;
 use replwatch_core::alerts::Alert;
 use replwatch_core::events::{ParsedEvent, parse_event};
 use replwatch_core::metrics::{
-    ALERT_DELIVERY_FAILURES, dead_lettered_line, emf_lines, function_counts_line, points_for,
+    ALERT_DELIVERY_FAILURES, dead_lettered_line, emf_lines, function_counts_line,
 };
 use replwatch_core::outbox::{AlertOutbox, PendingAlert};
+use replwatch_core::pipeline::Effects;
 use replwatch_core::registry::Registry;
 use replwatch_core::store::RulesRecord;
 use replwatch_core::{Clock, ExpectationStore};
@@ -39,79 +41,33 @@ pub struct BatchOutcome {
 }
 
 impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tracking<S, R, C> {
-    /// Processes one batch; never fails as a whole.
+    /// Processes one batch; never fails as a whole. Its messages are handled at once: each
+    /// is mostly waiting on DynamoDB and ECR, and the tracking is insensitive to the order of
+    /// events, so a batch costs about its slowest message in billed time, not their sum.
     pub async fn process_batch(&self, event: SqsEvent) -> BatchOutcome {
         let mut outcome = BatchOutcome::default();
         let mut points = Vec::new();
         let mut alerts = Vec::new();
-        for message in event.records {
-            let message_id = message.message_id.clone().unwrap_or_default();
-            let body = message.body.as_deref().unwrap_or_default();
-            let event = match parse_event(body.as_bytes()) {
-                Ok(ParsedEvent::Handled(event)) => event,
-                Ok(ParsedEvent::Skipped(skipped)) => {
-                    tracing::info!(
-                        message_id,
-                        event_id = skipped.id.as_deref(),
-                        detail_type = skipped.detail_type.as_deref(),
-                        reason = %skipped.reason,
-                        "event skipped"
-                    );
-                    outcome.skipped += 1;
-                    continue;
-                }
-                Err(error) => {
-                    tracing::error!(
-                        message_id,
-                        event_id = error.id.as_deref(),
-                        field = %error.field,
-                        error = %error,
-                        "malformed event parked on the dead-letter queue"
-                    );
-                    if self
-                        .park(body, error.id.as_deref(), &error.to_string())
-                        .await
-                    {
-                        outcome.parked += 1;
-                    } else {
-                        outcome
-                            .response
-                            .batch_item_failures
-                            .push(item_failure(message_id));
-                    }
-                    continue;
-                }
-            };
-            match self.pipeline.handle(&event).await {
-                Ok(effects) => {
+        let handled = future::join_all(
+            event
+                .records
+                .into_iter()
+                .map(|message| self.process_message(message)),
+        )
+        .await;
+        for message in handled {
+            match message {
+                MessageOutcome::Skipped => outcome.skipped += 1,
+                MessageOutcome::Parked => outcome.parked += 1,
+                MessageOutcome::Retry(message_id) => outcome
+                    .response
+                    .batch_item_failures
+                    .push(item_failure(message_id)),
+                MessageOutcome::Handled(effects) => {
                     outcome.handled += 1;
-                    outcome.changed += effects.applied.len();
-                    for applied in &effects.applied {
-                        points.extend(points_for(&applied.record, &applied.transition));
-                        tracing::info!(
-                            event_id = %event.envelope().id,
-                            image = %applied.record.key.image,
-                            tag = applied.record.key.tag.as_deref(),
-                            destination = %applied.record.key.destination,
-                            from = applied.transition.from.as_str(),
-                            to = applied.transition.to.as_str(),
-                            latency_seconds = applied.transition.new_latency.map(|l| l.num_milliseconds() as f64 / 1000.0),
-                            "expectation updated"
-                        );
-                    }
+                    outcome.changed += effects.applied.len() + effects.pushes_written;
+                    points.extend(effects.metric_points());
                     alerts.extend(effects.alerts);
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        message_id,
-                        event_id = %event.envelope().id,
-                        error = %error,
-                        "event not handled; SQS will deliver it again"
-                    );
-                    outcome
-                        .response
-                        .batch_item_failures
-                        .push(item_failure(message_id));
                 }
             }
         }
@@ -140,6 +96,76 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
         outcome
     }
 
+    /// One message: parsed, handled, or parked.
+    async fn process_message(&self, message: SqsMessage) -> MessageOutcome {
+        let message_id = message.message_id.clone().unwrap_or_default();
+        let body = message.body.as_deref().unwrap_or_default();
+        let event = match parse_event(body.as_bytes()) {
+            Ok(ParsedEvent::Handled(event)) => event,
+            Ok(ParsedEvent::Skipped(skipped)) => {
+                tracing::info!(
+                    message_id,
+                    event_id = skipped.id.as_deref(),
+                    detail_type = skipped.detail_type.as_deref(),
+                    reason = %skipped.reason,
+                    "event skipped"
+                );
+                return MessageOutcome::Skipped;
+            }
+            Err(error) => {
+                tracing::error!(
+                    message_id,
+                    event_id = error.id.as_deref(),
+                    field = %error.field,
+                    error = %error,
+                    "malformed event parked on the dead-letter queue"
+                );
+                return if self
+                    .park(body, error.id.as_deref(), &error.to_string())
+                    .await
+                {
+                    MessageOutcome::Parked
+                } else {
+                    MessageOutcome::Retry(message_id)
+                };
+            }
+        };
+        match self.pipeline.handle(&event).await {
+            Ok(effects) => {
+                // Pushes and on-time arrivals are the bulk of the traffic: one line each at
+                // debug level only, so the log bill follows the problems.
+                tracing::debug!(
+                    event_id = %event.envelope().id,
+                    pushes_written = effects.pushes_written,
+                    latencies = effects.latencies.len(),
+                    "event applied"
+                );
+                for applied in &effects.applied {
+                    tracing::info!(
+                        event_id = %event.envelope().id,
+                        image = %applied.record.key.image,
+                        tag = applied.record.key.tag.as_deref(),
+                        destination = %applied.record.key.destination,
+                        from = applied.transition.from.as_str(),
+                        to = applied.transition.to.as_str(),
+                        latency_seconds = applied.transition.new_latency.map(|l| l.num_milliseconds() as f64 / 1000.0),
+                        "expectation updated"
+                    );
+                }
+                MessageOutcome::Handled(effects)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    message_id,
+                    event_id = %event.envelope().id,
+                    error = %error,
+                    "event not handled; SQS will deliver it again"
+                );
+                MessageOutcome::Retry(message_id)
+            }
+        }
+    }
+
     /// Parks a malformed message; false when it could not be parked (then SQS keeps it and
     /// its own redrive policy moves it to the dead-letter queue).
     async fn park(&self, body: &str, event_id: Option<&str>, reason: &str) -> bool {
@@ -157,6 +183,15 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
             }
         }
     }
+}
+
+/// What became of one message of a batch.
+enum MessageOutcome {
+    Skipped,
+    Parked,
+    /// Not handled (or not parked): SQS delivers it again.
+    Retry(String),
+    Handled(Effects),
 }
 
 fn item_failure(message_id: String) -> BatchItemFailure {

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use replwatch_aws::cloudwatch::CloudWatchGauges;
 use replwatch_aws::dead_letter::DeadLetterQueue;
+use replwatch_aws::sweep_queue::SweepPartQueue;
 use replwatch_core::Destination;
 use replwatch_core::pipeline::Pipeline;
 
@@ -35,10 +36,15 @@ pub struct Tracking<S, R, C> {
     pub delivery: Delivery,
     pub gauges: Option<CloudWatchGauges>,
     pub dead_letters: Option<DeadLetterQueue>,
+    /// Where the sweep sends the parts of the due work it does not check itself, and into
+    /// how many parts it splits it (1: no split).
+    pub sweep_parts: Option<(SweepPartQueue, u32)>,
     pub namespace: String,
     pub function_name: String,
     pub storm_threshold: usize,
     known_destinations: Mutex<BTreeSet<Destination>>,
+    /// When this container last counted the gauges.
+    gauges_at: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl<S, R, C> Tracking<S, R, C> {
@@ -54,10 +60,12 @@ impl<S, R, C> Tracking<S, R, C> {
             delivery,
             gauges: None,
             dead_letters: None,
+            sweep_parts: None,
             namespace: namespace.into(),
             function_name: function_name.into(),
             storm_threshold,
             known_destinations: Mutex::new(BTreeSet::new()),
+            gauges_at: Mutex::new(None),
         }
     }
 }

@@ -23,6 +23,7 @@ use replwatch_aws::ecr_native_backfill::EcrNativeBackfill;
 use replwatch_aws::ecr_repositories::EcrRepositoryCreator;
 use replwatch_aws::slack::SlackNotifier;
 use replwatch_aws::sns::{SnsFormat, SnsNotifier};
+use replwatch_aws::sweep_queue::SweepPartQueue;
 use replwatch_aws::tokio_sleeper::TokioSleeper;
 use replwatch_aws::webhook_secret::resolve_webhook_url;
 use replwatch_core::Clock;
@@ -61,7 +62,12 @@ pub async fn build<C: Clock>(
             role_name: role_name.clone(),
             external_id: settings.reader_external_id.clone(),
         });
-    let registry = EcrRegistry::new(sdk.clone(), settings.home_account.clone(), cross_account);
+    let registry = EcrRegistry::for_tracking(
+        sdk.clone(),
+        settings.home_account.clone(),
+        cross_account,
+        settings.ecr_calls_per_second,
+    );
     let pipeline = Pipeline::new(store, registry, clock, settings.pipeline);
 
     let delivery = delivery(sdk, settings).await?;
@@ -110,6 +116,16 @@ pub fn attach_gauges<C>(tracking: &mut AwsTracking<C>, sdk: &SdkConfig, settings
         aws_sdk_cloudwatch::Client::new(sdk),
         settings.metric_namespace.clone(),
     ));
+}
+
+/// Adds the queue the sweep sends its other parts to, when it splits the due work.
+pub fn attach_sweep_parts<C>(tracking: &mut AwsTracking<C>, sdk: &SdkConfig, settings: &Settings) {
+    tracking.sweep_parts = settings.sweep_queue_url.as_ref().map(|url| {
+        (
+            SweepPartQueue::new(aws_sdk_sqs::Client::new(sdk), url.clone()),
+            settings.sweep_parts,
+        )
+    });
 }
 
 /// Adds the queue where malformed events are parked: the functions fed by SQS batches use it.

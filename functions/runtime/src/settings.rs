@@ -33,6 +33,13 @@ pub struct Settings {
     /// More alerts than this in one batch are folded into one summary.
     pub storm_threshold: usize,
     pub dead_letter_queue_url: Option<String>,
+    /// Into how many parts the sweep splits the due work (`SWEEP_PARTS`, 1 to 64), and the
+    /// FIFO queue that carries the parts it does not check itself (`SWEEP_QUEUE_URL`).
+    pub sweep_parts: u32,
+    /// At most so many ECR calls a second per Region from one container
+    /// (`ECR_CALLS_PER_SECOND`; unset: no cap but the SDK's adaptive retry).
+    pub ecr_calls_per_second: Option<f64>,
+    pub sweep_queue_url: Option<String>,
     /// The function's name, as a metric dimension.
     pub function_name: String,
 }
@@ -86,6 +93,25 @@ impl Settings {
         let configuration_ttl = seconds(number("CONFIGURATION_TTL_MINUTES", 5.0)? * 60.0);
         let rules_check_interval = seconds(number("RULES_CHECK_SECONDS", 10.0)?);
         let sweep_batch = number("SWEEP_BATCH", 250.0)? as usize;
+        let sweep_concurrency = number("SWEEP_CONCURRENCY", 64.0)? as usize;
+        let sweep_parts = number("SWEEP_PARTS", 1.0)? as u32;
+        if !(1..=64).contains(&sweep_parts) {
+            return Err(SettingsError {
+                variable: "SWEEP_PARTS",
+                message: format!("{sweep_parts} is not between 1 and 64 (the due index's shards)"),
+            });
+        }
+        let sweep_queue_url = get("SWEEP_QUEUE_URL");
+        let ecr_calls_per_second = match get("ECR_CALLS_PER_SECOND") {
+            Some(_) => Some(number("ECR_CALLS_PER_SECOND", 1.0)?),
+            None => None,
+        };
+        if sweep_parts > 1 && sweep_queue_url.is_none() {
+            return Err(SettingsError {
+                variable: "SWEEP_QUEUE_URL",
+                message: format!("required to split the sweep in {sweep_parts} parts"),
+            });
+        }
         let storm_threshold = number("STORM_THRESHOLD", 10.0)? as usize;
         let home_account = required("REPLWATCH_HOME_ACCOUNT")?;
         let home_account = AccountId::parse(&home_account).map_err(|e| SettingsError {
@@ -120,6 +146,7 @@ impl Settings {
                 configuration_ttl,
                 rules_check_interval,
                 sweep_batch,
+                sweep_concurrency,
             },
             metric_namespace: get("METRIC_NAMESPACE").unwrap_or_else(|| "replwatch".into()),
             alert_topic_arn: get("ALERT_TOPIC_ARN"),
@@ -127,6 +154,9 @@ impl Settings {
             slack_webhook: get("SLACK_WEBHOOK_SECRET"),
             storm_threshold,
             dead_letter_queue_url: get("DEAD_LETTER_QUEUE_URL"),
+            sweep_parts,
+            sweep_queue_url,
+            ecr_calls_per_second,
             function_name: get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "replwatch".into()),
         })
     }

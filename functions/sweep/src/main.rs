@@ -1,13 +1,18 @@
-//! sweep: on a schedule, sends again the alerts no sink took yet, confirms every due
-//! expectation with one `DescribeImageReplicationStatus` per image, alerts on overdue and
-//! failed images as it goes, reconciles the ones whose events were lost, stops before the
-//! invocation's deadline with the rest left due, and publishes the pending and overdue gauges
-//! and its heartbeat.
+//! sweep: on a schedule, sends again the alerts no sink took yet, queues the other parts of
+//! the due work when `SWEEP_PARTS` splits it, confirms its own part (each due push or record
+//! with one `DescribeImageReplicationStatus` per image and the destination reads), alerts on
+//! overdue, failed and lost-tag images as it goes, closes the ones that arrived, stops before
+//! the invocation's deadline with the rest left due, and publishes the pending and overdue
+//! gauges and its heartbeat.
 //!
-//! The scheduled event's content is ignored: the table says what is due.
+//! Invoked by the schedule (whose event's content is ignored: the table says what is due), or
+//! by the parts queue with one part per message (`{"index": 3, "of": 8}`), which it sweeps
+//! alone. A message that is not a part is logged and dropped: retrying cannot fix it.
 
+use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use replwatch_core::SystemClock;
+use replwatch_core::store::SweepPart;
 use replwatch_runtime::settings::Settings;
 use replwatch_runtime::sweep::SweepSummary;
 use replwatch_runtime::{logging, services};
@@ -19,15 +24,35 @@ async fn main() -> Result<(), Error> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let mut tracking = services::build(&sdk, &settings, SystemClock).await?;
     services::attach_gauges(&mut tracking, &sdk, &settings);
+    services::attach_sweep_parts(&mut tracking, &sdk, &settings);
     let tracking = &tracking;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let deadline = chrono::DateTime::<chrono::Utc>::from(event.context.deadline());
-            let summary: SweepSummary = tracking.run_sweep(Some(deadline)).await?;
-            for line in &summary.emf {
+            let summaries = match serde_json::from_value::<SqsEvent>(event.payload) {
+                Ok(batch) if !batch.records.is_empty() => {
+                    let mut summaries = Vec::new();
+                    for record in batch.records {
+                        let body = record.body.as_deref().unwrap_or_default();
+                        match serde_json::from_str::<SweepPart>(body) {
+                            Ok(part) if part.index < part.of => {
+                                summaries.push(tracking.run_sweep_part(Some(deadline), part).await?)
+                            }
+                            _ => tracing::error!(
+                                message_id = record.message_id.as_deref(),
+                                body,
+                                "not a sweep part; dropped"
+                            ),
+                        }
+                    }
+                    summaries
+                }
+                _ => vec![tracking.run_sweep(Some(deadline)).await?],
+            };
+            for line in summaries.iter().flat_map(|s| &s.emf) {
                 println!("{line}");
             }
-            Ok::<SweepSummary, Error>(summary)
+            Ok::<Vec<SweepSummary>, Error>(summaries)
         },
     ))
     .await

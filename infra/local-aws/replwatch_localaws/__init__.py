@@ -28,6 +28,9 @@ each of which documents the AWS behaviour it reproduces:
 - ``network``:     a modelled round trip and stream rate for ECR calls and
                    blob downloads (``/_localaws/network``), off by default.
 - ``calls``:       ECR API call and layer upload counters (``/_localaws/calls``).
+- ``meter``:       every AWS request by service and operation, and the units
+                   AWS bills (DynamoDB capacity, SQS/SNS requests and
+                   EventBridge events per 64 KB) (``/_localaws/meter``).
 - ``cloudwatch_cbor``: CloudWatch over Smithy RPCv2 CBOR (what aws-sdk-rust
                    speaks), bridged to moto's AWS JSON 1.0.
 - ``control``:     the WSGI front: ``/_localaws/*`` endpoints, moto for the rest.
@@ -50,7 +53,7 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
-        from . import (accounts, backfill, calls, ecr, eventbridge, faults, network, paging, replication,
+        from . import (accounts, backfill, calls, ecr, eventbridge, faults, meter, network, paging, replication,
                       storage_class, store, templates, trust)
 
         store.install_reset_hook()
@@ -64,6 +67,7 @@ def install() -> None:
         trust.install()
         paging.install()
         calls.install()
+        meter.install()
         faults.install()
         network.install()
         _installed = True

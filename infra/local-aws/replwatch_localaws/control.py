@@ -18,6 +18,9 @@ Endpoints (JSON in and out):
   calls and blob downloads, off by default (see ``network``)
 - ``GET    /_localaws/calls[?account=A&region=R]`` -> ECR call and layer upload counters (see ``calls``)
 - ``DELETE /_localaws/calls[?account=A]``  -> zero them (or only account A's)
+- ``GET    /_localaws/meter``              -> every AWS request by service and operation,
+  and the units AWS bills for them (see ``meter``)
+- ``DELETE /_localaws/meter``              -> zero it
 - ``GET|HEAD /_localaws/blobs/<account>/<region>/<repository>/<digest>``
       -> the blob bytes; this is what GetDownloadUrlForLayer's ``downloadUrl``
          points at (on AWS, a pre-signed S3 URL). Streamed in 1 MiB chunks.
@@ -37,7 +40,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from . import calls, cloudwatch_cbor, faults, network, replication, store
+from . import calls, cloudwatch_cbor, faults, meter, network, replication, store
 
 PREFIX = "/_localaws/"
 
@@ -147,14 +150,22 @@ def _handle(request: Request) -> Response:
             calls.reset(request.args.get("account"))
             return _json(200, calls.snapshot())
         return _json(405, {"message": "use GET or DELETE"})
+    if path == "meter":
+        if method == "GET":
+            return _json(200, meter.snapshot())
+        if method == "DELETE":
+            meter.reset()
+            return _json(200, meter.snapshot())
+        return _json(405, {"message": "use GET or DELETE"})
     if path.startswith("blobs/") and method in ("GET", "HEAD"):
         return _blob(request, path[len("blobs/"):])
     return _json(404, {"message": f"unknown endpoint {request.path}"})
 
 
 class LocalAwsApp:
-    """WSGI app: ``/_localaws/*`` here, CloudWatch RPCv2 CBOR through
-    ``cloudwatch_cbor``, the rest to moto's dispatcher."""
+    """WSGI app: ``/_localaws/*`` here; every other request counted by
+    ``meter``, then CloudWatch RPCv2 CBOR through ``cloudwatch_cbor``, the
+    rest to moto's dispatcher."""
 
     def __init__(self, moto_app: Any) -> None:
         self.moto_app = moto_app
@@ -163,6 +174,7 @@ class LocalAwsApp:
         path = environ.get("PATH_INFO", "")
         if path.startswith(PREFIX):
             return _handle(Request(environ))(environ, start_response)
+        meter.count_request(environ)
         if network.is_ecr_call(environ):
             network.before_call(environ)
         if cloudwatch_cbor.operation_of(path) is not None:

@@ -25,6 +25,9 @@ events" / event structure reference):
 ``aws.ecr`` event to the default bus of that account and Region, in process,
 through the same rule matching as ``PutEvents``, so rules with SQS targets
 created through the normal Events API receive it.
+
+Both report to ``meter``: each bus-to-bus delivery (a custom event on AWS)
+and each service event ``emit()`` sends.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import uuid
 from typing import Any
 
 from moto.core.utils import unix_time
+
+from . import meter
 
 # AWS envelope order; moto fills <field> placeholders from the event.
 EVENT_TEMPLATE = (
@@ -59,6 +64,7 @@ def _forward_to_bus(event: dict[str, Any], bus_arn: str) -> None:
         bus = events_backends[arn.account][arn.region].describe_event_bus(arn.resource_id)
     except Exception:  # target bus does not exist: AWS drops the event too
         return
+    meter.record_forwarded(event)
     forwarded = copy.deepcopy(event)
     forwarded["ingestion-time"] = unix_time()
     _hops.depth = depth + 1
@@ -100,6 +106,7 @@ def emit(
         "ingestion-time": now,
     }
     bus = events_backends[account][region].describe_event_bus("default")
+    meter.record_service_events(copies)
     for _ in range(copies):
         for rule in list(bus.rules.values()):
             rule.send_to_targets(copy.deepcopy(event))

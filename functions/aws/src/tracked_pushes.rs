@@ -1,0 +1,231 @@
+//! How a [`TrackedPush`] is kept in the tracking table: one item per push, beside the
+//! destination records of its image.
+//!
+//! - `pk` is the image's partition key (as for its records), `sk` = `PUSH#TAG#<tag>` or
+//!   `PUSH#UNTAGGED`: one query of the partition returns the image's pushes and records;
+//! - `dests` lists the destinations grouped by account, `<account>:<region>,<region>;…` (a
+//!   push to 25 Regions stays under the 1 KB of one write unit), and `dset` names that list
+//!   with 16 hex digits of its SHA-256, so counting open pushes per destination reads the
+//!   short name and looks each distinct list up once;
+//! - `outcome` is `OPEN`, `CONFIRMED` (with `superseded` and `closed_at`) or `DELETED`;
+//! - `next_check` and `due_shard` only while open, like the records: the push is in the
+//!   sparse `due` index until its deadline check.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use replwatch_core::model::{AccountId, Destination, Digest, Region, RepositoryName, SourceImage};
+use replwatch_core::push::{PushOutcome, TrackedPush};
+use replwatch_core::store::StoreError;
+use sha2::{Digest as _, Sha256};
+
+use crate::dynamodb::{TTL_ATTRIBUTE, due_shard, number, partition_key, timestamp};
+use crate::dynamodb_table::ItemReader;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The sort-key prefix of every push item.
+pub const PUSH_PREFIX: &str = "PUSH#";
+const SCHEMA_VERSION: &str = "1";
+
+pub fn push_sort_key(tag: Option<&str>) -> String {
+    match tag {
+        Some(tag) => format!("{PUSH_PREFIX}TAG#{tag}"),
+        None => format!("{PUSH_PREFIX}UNTAGGED"),
+    }
+}
+
+/// `<account>:<region>,<region>;<account>:<region>`: destinations as `dests` keeps them.
+pub fn destination_list(destinations: &[Destination]) -> String {
+    let mut by_account: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for destination in destinations {
+        by_account
+            .entry(destination.registry_id.as_str())
+            .or_default()
+            .push(destination.region.as_str());
+    }
+    by_account
+        .into_iter()
+        .map(|(account, regions)| format!("{account}:{}", regions.join(",")))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// The destinations of a [`destination_list`]; `None` if any is malformed.
+pub fn parse_destination_list(list: &str) -> Option<Vec<Destination>> {
+    let mut destinations = Vec::new();
+    for group in list.split(';').filter(|g| !g.is_empty()) {
+        let (account, regions) = group.split_once(':')?;
+        let account = AccountId::parse(account).ok()?;
+        for region in regions.split(',') {
+            destinations.push(Destination::new(
+                Region::parse(region).ok()?,
+                account.clone(),
+            ));
+        }
+    }
+    destinations.sort();
+    Some(destinations)
+}
+
+/// The short name of a destination list.
+pub fn destination_set(destinations: &[Destination]) -> String {
+    let hash = Sha256::digest(destination_list(destinations).as_bytes());
+    hex::encode(&hash[..8])
+}
+
+pub fn to_item(push: &TrackedPush, version: u64) -> Item {
+    let pk = partition_key(&push.image);
+    let mut item = Item::new();
+    let mut text = |name: &str, value: String| {
+        item.insert(name.to_owned(), AttributeValue::S(value));
+    };
+    text("sk", push_sort_key(push.tag.as_deref()));
+    text("schema", SCHEMA_VERSION.to_owned());
+    text("source_region", push.image.registry.region.to_string());
+    text(
+        "source_account",
+        push.image.registry.registry_id.to_string(),
+    );
+    text("repository", push.image.repository.to_string());
+    text("digest", push.image.digest.to_string());
+    if let Some(tag) = &push.tag {
+        text("tag", tag.clone());
+    }
+    text("pushed_at", timestamp(push.pushed_at));
+    text("deadline", timestamp(push.deadline));
+    text("dset", destination_set(&push.destinations));
+    match &push.outcome {
+        PushOutcome::Open => text("outcome", "OPEN".to_owned()),
+        PushOutcome::Confirmed { at, .. } => {
+            text("outcome", "CONFIRMED".to_owned());
+            text("closed_at", timestamp(*at));
+        }
+        PushOutcome::Deleted { at } => {
+            text("outcome", "DELETED".to_owned());
+            text("closed_at", timestamp(*at));
+        }
+    }
+    if let Some(next) = push.next_check_at() {
+        text("next_check", timestamp(next));
+        text("due_shard", due_shard(&pk));
+    }
+    text("pk", pk);
+    item.insert(
+        "dests".to_owned(),
+        AttributeValue::S(destination_list(&push.destinations)),
+    );
+    if let PushOutcome::Confirmed { superseded, .. } = &push.outcome
+        && !superseded.is_empty()
+    {
+        item.insert(
+            "superseded".to_owned(),
+            AttributeValue::S(destination_list(superseded)),
+        );
+    }
+    if let Some(expires) = push.expires_at {
+        item.insert(
+            TTL_ATTRIBUTE.to_owned(),
+            AttributeValue::N(expires.timestamp().to_string()),
+        );
+    }
+    item.insert("version".to_owned(), number(version));
+    item
+}
+
+/// Reads a push item back ([`ItemReader`] names what is wrong with a bad one).
+pub fn from_item(item: &Item) -> Result<TrackedPush, StoreError> {
+    let read = ItemReader::new(item);
+    let time = |name: &str| {
+        read.time(name)?
+            .ok_or_else(|| read.corrupt(format!("{name} is missing")))
+    };
+    let destinations = |name: &str| -> Result<Vec<Destination>, StoreError> {
+        match read.text(name)? {
+            None => Ok(Vec::new()),
+            Some(list) => parse_destination_list(list)
+                .ok_or_else(|| read.corrupt(format!("{name}: {list:?}"))),
+        }
+    };
+    let outcome = match read.required("outcome")? {
+        "OPEN" => PushOutcome::Open,
+        "CONFIRMED" => PushOutcome::Confirmed {
+            at: time("closed_at")?,
+            superseded: destinations("superseded")?,
+        },
+        "DELETED" => PushOutcome::Deleted {
+            at: time("closed_at")?,
+        },
+        other => return Err(read.corrupt(format!("outcome {other:?}"))),
+    };
+    Ok(TrackedPush {
+        image: SourceImage {
+            registry: Destination::new(
+                read.parsed("source_region", Region::parse)?,
+                read.parsed("source_account", AccountId::parse)?,
+            ),
+            repository: read.parsed("repository", RepositoryName::parse)?,
+            digest: read.parsed("digest", Digest::parse)?,
+        },
+        tag: read.text("tag")?.map(str::to_owned),
+        destinations: destinations("dests")?,
+        pushed_at: time("pushed_at")?,
+        deadline: time("deadline")?,
+        outcome,
+        expires_at: read.expires_at()?,
+        version: read.version()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dynamodb_table::{item_size, write_units};
+    use replwatch_core::tracking::TrackingPolicy;
+
+    /// What tracking a push costs to write, whatever the number of destinations: the basis
+    /// of the cost model.
+    #[test]
+    fn a_push_to_25_destinations_fits_one_write_unit() {
+        let policy = TrackingPolicy::default();
+        let regions = replwatch_core::store::contract::TWENTY_FIVE_REGIONS;
+        let destinations: Vec<Destination> = regions
+            .iter()
+            .map(|r| {
+                Destination::new(
+                    Region::parse(r).expect("region"),
+                    AccountId::parse("222222222222").expect("account"),
+                )
+            })
+            .collect();
+        let mut push = TrackedPush::new(
+            SourceImage {
+                registry: Destination::new(
+                    Region::parse("ap-southeast-2").expect("region"),
+                    AccountId::parse("111111111111").expect("account"),
+                ),
+                repository: RepositoryName::parse("platform/build-tools/ci-runner-images-x86")
+                    .expect("repository"),
+                digest: Digest::parse(&format!("sha256:{}", "ab".repeat(32))).expect("digest"),
+            },
+            Some("release-2026.12.03-build.4821".to_owned()),
+            destinations,
+            chrono::DateTime::from_timestamp(1_790_000_000, 123_456_789).expect("time"),
+            &policy,
+        );
+        let open = item_size(&to_item(&push, 1));
+        push.close(
+            PushOutcome::Confirmed {
+                at: push.deadline,
+                superseded: Vec::new(),
+            },
+            &policy,
+        );
+        let closed = item_size(&to_item(&push, 2));
+        assert!(open < 1024 && closed < 1024, "{open} and {closed} bytes");
+        assert_eq!(write_units(open), 1);
+        let read = from_item(&to_item(&push, 2)).expect("reads back");
+        push.version = 2;
+        assert_eq!(read, push);
+    }
+}

@@ -1,0 +1,639 @@
+//! `tracking_load`: what tracking costs, counted on the local AWS through the real handlers,
+//! and priced.
+//!
+//! ```sh
+//! cargo bench -p replwatch-e2e --bench tracking_load                # 10,000 pushes, 5 destinations
+//! cargo bench -p replwatch-e2e --bench tracking_load -- --pushes 2000 --destinations 3
+//! ```
+//!
+//! Each mode (event: every replication event forwarded; lean: only failures) is one run on
+//! fresh accounts of the local AWS (started if `AWS_ENDPOINT_URL` is not set; never reset):
+//! a source repository replicated to the destinations, the pushes (one `PutImage` each), the
+//! test bed's replication, then the functions as Lambda would run them, each phase metered by
+//! the test bed's request meter (`/_localaws/meter`, which sizes DynamoDB items and index
+//! entries by the Developer Guide's rules: the local AWS reports no consumed capacity):
+//!
+//! 1. the push queue through `track-push`'s batch handler;
+//! 2. the replication queue through `track-replication`'s, losing 20% of the events and
+//!    delivering 10% twice;
+//! 3. past the deadline, the sweep until nothing is due, as invocations of at most 60 s.
+//!
+//! ECR calls take a modelled 50 ms (the test bed's network model) so that handler times
+//! include the round trips that dominate them; DynamoDB and SQS answer in about a
+//! millisecond here, so the billed time is a lower bound there. It then checks every verdict
+//! against the truth (everything arrived, so every destination REPLICATED and no alert), and
+//! prints per push: DynamoDB read and write units (with the index), SQS requests, EventBridge
+//! events, Lambda invocations and billed milliseconds, log bytes, metric calls; then the cost
+//! per million pushes at 3 and 25 destinations in both modes, from the price table below.
+//!
+//! What is modelled rather than counted, and why: the Lambda event source mapping's own SQS
+//! calls (a `ReceiveMessage` and a `DeleteMessageBatch` per batch of ten: the bench's pump
+//! deletes one message at a time), Lambda's platform log lines (`START`, `END`, `REPORT`:
+//! [`PLATFORM_LOG_BYTES`] per invocation), and the billed duration (the measured handler time,
+//! rounded up to the millisecond per invocation).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+use replwatch_core::store::expectations_of;
+use replwatch_core::{
+    AccountId, Clock, Destination, Digest, ExpectationState, OffsetClock, Region,
+    ReplicationConfiguration, RepositoryName, SourceImage,
+};
+use replwatch_runtime::logging;
+use replwatch_runtime::services::AwsTracking;
+use serde_json::Value;
+use testbed::deployment::{Copies, Forward, QueuedMessage};
+use testbed::scenario::SOURCE_REGION;
+use testbed::{Error, LocalAws, LocalDeployment, unique_account};
+
+/// Lambda's own lines per invocation (`START`, `END`, `REPORT` with its metrics), as they
+/// appear in CloudWatch Logs: about this many bytes.
+const PLATFORM_LOG_BYTES: f64 = 330.0;
+/// Messages per `ReceiveMessage` and per `DeleteMessageBatch` of an event source mapping.
+const SQS_BATCH: f64 = 10.0;
+/// Messages per invocation of track-push and track-replication (template.yaml's `BatchSize`).
+const ESM_BATCH: usize = 100;
+/// The memory of the functions (template.yaml): track-push and track-replication, sweep.
+const TRACKING_MEMORY_GB: f64 = 0.25;
+const SWEEP_MEMORY_GB: f64 = 0.5;
+/// The sweep invocation's timeout (template.yaml's Globals).
+const SWEEP_TIMEOUT: TimeDelta = TimeDelta::seconds(60);
+/// The modelled ECR round trip.
+const ECR_LATENCY_MS: u64 = 50;
+
+/// A list price, where it was read, and when.
+struct Price {
+    what: &'static str,
+    usd: f64,
+    source: &'static str,
+}
+
+/// us-east-1 list prices as of 2026-12-03 (on-demand, arm64, no free tier). Re-check before
+/// relying on them: the figures below scale linearly with each.
+const PRICES: [Price; 8] = [
+    Price {
+        what: "DynamoDB on-demand, per write request unit",
+        usd: 0.625e-6,
+        source: "https://aws.amazon.com/dynamodb/pricing/on-demand/",
+    },
+    Price {
+        what: "DynamoDB on-demand, per read request unit",
+        usd: 0.125e-6,
+        source: "https://aws.amazon.com/dynamodb/pricing/on-demand/",
+    },
+    Price {
+        what: "EventBridge, per event put or forwarded to another bus (64 KB)",
+        usd: 1.0e-6,
+        source: "https://aws.amazon.com/eventbridge/pricing/",
+    },
+    Price {
+        what: "SQS standard, per request (64 KB)",
+        usd: 0.40e-6,
+        source: "https://aws.amazon.com/sqs/pricing/",
+    },
+    Price {
+        what: "Lambda arm64, per GB-second",
+        usd: 0.000_013_333_4,
+        source: "https://aws.amazon.com/lambda/pricing/",
+    },
+    Price {
+        what: "Lambda, per request",
+        usd: 0.20e-6,
+        source: "https://aws.amazon.com/lambda/pricing/",
+    },
+    Price {
+        what: "CloudWatch Logs, per GB ingested",
+        usd: 0.50,
+        source: "https://aws.amazon.com/cloudwatch/pricing/",
+    },
+    Price {
+        what: "CloudWatch PutMetricData, per request",
+        usd: 0.01e-3,
+        source: "https://aws.amazon.com/cloudwatch/pricing/",
+    },
+];
+
+fn price(index: usize) -> f64 {
+    PRICES[index].usd
+}
+
+/// Bytes the functions log, counted instead of printed.
+#[derive(Clone, Default)]
+struct LogCounter(Arc<AtomicU64>);
+
+impl Write for LogCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What one phase cost.
+#[derive(Debug, Default, Clone)]
+struct Phase {
+    write_units: f64,
+    index_write_units: f64,
+    read_units: f64,
+    /// SQS requests replwatch's code made (the pump's own receives and deletes are not).
+    sqs_sent: f64,
+    eventbridge_deliveries: f64,
+    events_forwarded: f64,
+    metric_calls: f64,
+    ecr_calls: f64,
+    invocations: f64,
+    /// Billed milliseconds times GB.
+    gb_ms: f64,
+    billed_ms: f64,
+    log_bytes: f64,
+    /// Messages handed to the handlers (events with their duplicates).
+    messages: f64,
+    operations: BTreeMap<String, f64>,
+}
+
+impl Phase {
+    fn from_meter(meter: &Value) -> Self {
+        let number = |v: &Value| v.as_f64().unwrap_or_default();
+        let mut operations = BTreeMap::new();
+        for (service, ops) in meter["requests"].as_object().into_iter().flatten() {
+            for (operation, n) in ops.as_object().into_iter().flatten() {
+                operations.insert(format!("{service}:{operation}"), number(n));
+            }
+        }
+        let op = |name: &str| operations.get(name).copied().unwrap_or_default();
+        let ecr_calls = operations
+            .iter()
+            .filter(|(k, _)| k.starts_with("ecr:") && *k != "ecr:PutImage")
+            .map(|(_, n)| n)
+            .sum();
+        Phase {
+            write_units: number(&meter["dynamodb"]["write_units"]),
+            index_write_units: number(&meter["dynamodb"]["index_write_units"]),
+            read_units: number(&meter["dynamodb"]["read_units"]),
+            sqs_sent: op("sqs:SendMessage") + op("sqs:SendMessageBatch"),
+            eventbridge_deliveries: number(&meter["sqs"]["eventbridge_deliveries"]),
+            events_forwarded: number(&meter["events"]["forwarded"]),
+            metric_calls: op("monitoring:PutMetricData"),
+            ecr_calls,
+            operations,
+            ..Phase::default()
+        }
+    }
+
+    fn cost(&self, per: f64) -> f64 {
+        let units =
+            (self.write_units + self.index_write_units) * price(0) + self.read_units * price(1);
+        let events = self.events_forwarded * price(2);
+        let sqs = (self.sqs_sent + self.eventbridge_deliveries + 2.0 * self.messages / SQS_BATCH)
+            * price(3);
+        let lambda = self.gb_ms / 1000.0 * price(4) + self.invocations * price(5);
+        let logs = (self.log_bytes + self.invocations * PLATFORM_LOG_BYTES) / 1e9 * price(6);
+        let metrics = self.metric_calls * price(7);
+        (units + events + sqs + lambda + logs + metrics) / per
+    }
+}
+
+/// One mode's run, per phase.
+struct Run {
+    forward: Forward,
+    pushes: usize,
+    destinations: usize,
+    /// The test bed's events: push deliveries and forwarded replication events.
+    delivery: Phase,
+    push: Phase,
+    replication: Phase,
+    sweep: Phase,
+    alerts: usize,
+    wrong_verdicts: usize,
+}
+
+struct Options {
+    pushes: usize,
+    destinations: usize,
+    /// Repositories the pushes are spread over, as in a fleet.
+    repositories: usize,
+    lean: bool,
+    event: bool,
+}
+
+fn options() -> Options {
+    let arg = |name: &str| {
+        std::env::args()
+            .skip_while(|a| a != name)
+            .nth(1)
+            .and_then(|n| n.parse::<usize>().ok())
+    };
+    let only = std::env::args()
+        .skip_while(|a| a != "--mode")
+        .nth(1)
+        .unwrap_or_default();
+    Options {
+        pushes: arg("--pushes").unwrap_or(10_000),
+        destinations: arg("--destinations").unwrap_or(5).clamp(1, 8),
+        repositories: arg("--repositories").unwrap_or(100).max(1),
+        event: only != "lean",
+        lean: only != "event",
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let options = options();
+    let logs = LogCounter::default();
+    let writer = logs.clone();
+    logging::init_with_writer("info", move || writer.clone());
+    let aws = LocalAws::connect_or_start()?;
+    println!(
+        "local AWS at {}; {} pushes to {} destinations per mode",
+        aws.endpoint(),
+        options.pushes,
+        options.destinations
+    );
+    aws.control(
+        "POST",
+        "/_localaws/network",
+        Some(&serde_json::json!({"latency_ms": ECR_LATENCY_MS})),
+    )?;
+    let mut runs = Vec::new();
+    let modes = [
+        (Forward::All, options.event),
+        (Forward::FailedOnly, options.lean),
+    ];
+    for (forward, wanted) in modes {
+        if wanted {
+            runs.push(run(&aws, &logs, &options, forward).await);
+        }
+    }
+    aws.control(
+        "POST",
+        "/_localaws/network",
+        Some(&serde_json::json!({"latency_ms": 0})),
+    )?;
+    let runs = runs.into_iter().collect::<Result<Vec<_>, _>>()?;
+    for run in &runs {
+        report(run);
+    }
+    price_per_million(&runs);
+    Ok(())
+}
+
+const REGIONS: [&str; 8] = [
+    "us-east-1",
+    "eu-west-1",
+    "ap-southeast-2",
+    "eu-central-1",
+    "ap-northeast-1",
+    "sa-east-1",
+    "ca-central-1",
+    "ap-south-1",
+];
+
+async fn run(
+    aws: &LocalAws,
+    logs: &LogCounter,
+    options: &Options,
+    forward: Forward,
+) -> Result<Run, Error> {
+    let started = Instant::now();
+    let central = unique_account();
+    let partner = unique_account();
+    // The last destination is in another account, as in most fleets.
+    let destinations: Vec<Destination> = (0..options.destinations)
+        .map(|i| {
+            let account = if i + 1 == options.destinations && i > 0 {
+                &partner
+            } else {
+                &central
+            };
+            Ok::<_, Error>(Destination::new(
+                Region::parse(REGIONS[i])?,
+                AccountId::parse(account)?,
+            ))
+        })
+        .collect::<Result<_, _>>()?;
+    let deployment =
+        LocalDeployment::create_with(aws, &central, SOURCE_REGION, &destinations, forward).await?;
+    let repositories: Vec<String> = (0..options.repositories)
+        .map(|r| format!("load/app-{r}"))
+        .collect();
+    let source = aws.ecr(&central, SOURCE_REGION).await;
+    for repository in &repositories {
+        source
+            .create_repository()
+            .repository_name(repository)
+            .send()
+            .await?;
+    }
+    let rules: ReplicationConfiguration =
+        serde_json::from_value(serde_json::json!({"rules": [{"destinations": destinations}]}))?;
+    aws.put_replication_configuration(&central, SOURCE_REGION, &rules)
+        .await?;
+    let clock = Arc::new(OffsetClock::new());
+    let tracking = deployment
+        .tracking(
+            Arc::clone(&clock),
+            &[("ECR_CALLS_PER_SECOND", "200"), ("SWEEP_PARTS", "1")],
+        )
+        .await?;
+    // Each repository's blobs once; every push is then one PutImage of a manifest of its own.
+    let mut firsts = Vec::new();
+    for (r, repository) in repositories.iter().enumerate() {
+        let seed = format!("load-{r}");
+        firsts.push(
+            aws.push_image(&central, SOURCE_REGION, repository, Some("build-0"), &seed)
+                .await?,
+        );
+    }
+
+    // The pushes, their events and the test bed's replication.
+    reset_meter(aws)?;
+    let mut images: Vec<(String, String)> = firsts
+        .iter()
+        .map(|f| (f.repository.clone(), f.digest.clone()))
+        .collect();
+    for i in images.len()..options.pushes {
+        let first = &firsts[i % firsts.len()];
+        let mut manifest: Value = serde_json::from_str(&first.manifest)?;
+        manifest["annotations"] = serde_json::json!({"build": i.to_string()});
+        let output = source
+            .put_image()
+            .repository_name(&first.repository)
+            .image_manifest(manifest.to_string())
+            .image_manifest_media_type(&first.media_type)
+            .image_tag(format!("build-{i}"))
+            .send()
+            .await?;
+        let digest = output
+            .image()
+            .and_then(|i| i.image_id())
+            .and_then(|i| i.image_digest())
+            .ok_or("PutImage returned no digest")?;
+        images.push((first.repository.clone(), digest.to_owned()));
+    }
+    aws.flush_replication(&central)?;
+    let delivery = Phase::from_meter(&read_meter(aws)?);
+
+    // 1. track-push.
+    let push = phase(aws, logs, || async {
+        let report = deployment
+            .pump_queue(&tracking, "push", ESM_BATCH, &mut |_| Copies::Once)
+            .await?;
+        Ok((
+            report.batches.len(),
+            report.delivered,
+            report.batch_time.clone(),
+            report.alerts(),
+        ))
+    })
+    .await?;
+
+    // 2. track-replication, with a fifth of the events lost and a tenth delivered twice.
+    let mut seen = 0usize;
+    let mut lossy = |_: &QueuedMessage| {
+        seen += 1;
+        match seen % 10 {
+            0 | 5 => Copies::Drop,
+            3 => Copies::Twice,
+            _ => Copies::Once,
+        }
+    };
+    let replication = phase(aws, logs, || async {
+        let report = deployment
+            .pump_queue(&tracking, "replication", ESM_BATCH, &mut lossy)
+            .await?;
+        Ok((
+            report.batches.len(),
+            report.delivered,
+            report.batch_time.clone(),
+            report.alerts(),
+        ))
+    })
+    .await?;
+
+    // 3. The sweep, once every deadline has passed, in invocations of at most 60 s.
+    clock.advance(TimeDelta::minutes(31));
+    let sweep = phase(aws, logs, || async {
+        let mut times = Vec::new();
+        let mut alerts = 0;
+        loop {
+            let begun = Instant::now();
+            let summary = tracking
+                .run_sweep(Some(clock.now() + SWEEP_TIMEOUT))
+                .await?;
+            times.push(begun.elapsed());
+            alerts += summary.alerts.len();
+            if !summary.stopped_early {
+                break;
+            }
+        }
+        Ok((times.len(), 0, times, alerts))
+    })
+    .await?;
+    let mut sweep = sweep;
+    sweep.gb_ms = sweep.billed_ms * SWEEP_MEMORY_GB;
+
+    let wrong_verdicts = wrong_verdicts(&tracking, &central, &images, destinations.len()).await?;
+    let alerts = deployment.published_alerts().await?.len();
+    println!(
+        "{:?} mode: {} pushes to {} destinations measured in {:.0} s",
+        forward,
+        options.pushes,
+        destinations.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Run {
+        forward,
+        pushes: options.pushes,
+        destinations: destinations.len(),
+        delivery,
+        push,
+        replication,
+        sweep,
+        alerts,
+        wrong_verdicts,
+    })
+}
+
+/// Runs `work` (invocations, messages, each invocation's handler time, alerts raised) between
+/// two meter readings, counting the log bytes it writes.
+async fn phase<F, Fut>(aws: &LocalAws, logs: &LogCounter, work: F) -> Result<Phase, Error>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(usize, usize, Vec<Duration>, usize), Error>>,
+{
+    reset_meter(aws)?;
+    let logged = logs.0.load(Ordering::Relaxed);
+    let (invocations, messages, times, alerts) = work().await?;
+    let mut phase = Phase::from_meter(&read_meter(aws)?);
+    if alerts > 0 {
+        return Err(format!("{alerts} alerts raised where nothing went wrong").into());
+    }
+    phase.invocations = invocations as f64;
+    phase.messages = messages as f64;
+    phase.billed_ms = times
+        .iter()
+        .map(|t| (t.as_secs_f64() * 1000.0).ceil())
+        .sum();
+    phase.gb_ms = phase.billed_ms * TRACKING_MEMORY_GB;
+    phase.log_bytes = (logs.0.load(Ordering::Relaxed) - logged) as f64;
+    Ok(phase)
+}
+
+fn reset_meter(aws: &LocalAws) -> Result<(), Error> {
+    aws.control("DELETE", "/_localaws/meter", None)?;
+    Ok(())
+}
+
+fn read_meter(aws: &LocalAws) -> Result<Value, Error> {
+    aws.control("GET", "/_localaws/meter", None)
+}
+
+/// Destinations of the pushed images whose verdict is not REPLICATED.
+async fn wrong_verdicts(
+    tracking: &AwsTracking<Arc<OffsetClock>>,
+    central: &str,
+    images: &[(String, String)],
+    destinations: usize,
+) -> Result<usize, Error> {
+    let pipeline = &tracking.pipeline;
+    let mut wrong = 0;
+    for (repository, digest) in images {
+        let image = SourceImage {
+            registry: Destination::new(Region::parse(SOURCE_REGION)?, AccountId::parse(central)?),
+            repository: RepositoryName::parse(repository)?,
+            digest: Digest::parse(digest)?,
+        };
+        let records =
+            expectations_of(pipeline.store(), &image, &pipeline.settings().policy).await?;
+        let replicated = records
+            .iter()
+            .filter(|r| r.state == ExpectationState::Replicated)
+            .count();
+        wrong += destinations.saturating_sub(replicated) + (records.len() - replicated);
+    }
+    Ok(wrong)
+}
+
+fn report(run: &Run) {
+    let pushes = run.pushes as f64;
+    println!(
+        "\n{:?} mode, {} pushes to {} destinations: verdicts wrong {}, alerts published {}",
+        run.forward, run.pushes, run.destinations, run.wrong_verdicts, run.alerts
+    );
+    println!(
+        "{:<14} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>7}",
+        "per push",
+        "WRU",
+        "WRU idx",
+        "RRU",
+        "SQS",
+        "EB events",
+        "Lambda",
+        "billed ms",
+        "log bytes",
+        "metrics",
+        "ECR"
+    );
+    let delivery = &run.delivery;
+    for (name, phase) in [
+        ("events", delivery),
+        ("track-push", &run.push),
+        ("track-repl.", &run.replication),
+        ("sweep", &run.sweep),
+    ] {
+        println!(
+            "{:<14} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.3} {:>9.2} {:>9.0} {:>8.4} {:>7.2}",
+            name,
+            phase.write_units / pushes,
+            phase.index_write_units / pushes,
+            phase.read_units / pushes,
+            (phase.sqs_sent + phase.eventbridge_deliveries + 2.0 * phase.messages / SQS_BATCH)
+                / pushes,
+            phase.events_forwarded / pushes,
+            phase.invocations / pushes,
+            phase.billed_ms / pushes,
+            (phase.log_bytes + phase.invocations * PLATFORM_LOG_BYTES) / pushes,
+            phase.metric_calls / pushes,
+            phase.ecr_calls / pushes,
+        );
+    }
+    let happy_path_writes = (run.push.write_units
+        + run.push.index_write_units
+        + run.sweep.write_units
+        + run.sweep.index_write_units)
+        / pushes;
+    println!(
+        "DynamoDB write units per push on the happy path (push + check): {happy_path_writes:.2}"
+    );
+    for (name, phase) in [
+        ("track-push", &run.push),
+        ("track-repl.", &run.replication),
+        ("sweep", &run.sweep),
+    ] {
+        let calls: Vec<String> = phase
+            .operations
+            .iter()
+            .filter(|(k, _)| {
+                !k.starts_with("sqs:Receive")
+                    && !k.starts_with("sqs:Delete")
+                    && *k != "sqs:GetQueueUrl"
+            })
+            .map(|(k, n)| format!("{k} {:.2}", n / pushes))
+            .collect();
+        println!("  {name} calls per push: {}", calls.join(", "));
+    }
+}
+
+/// The cost per million pushes at 3 and 25 destinations in each mode: the push and the sweep
+/// per push as measured, the replication events per destination (per event measured, times
+/// one event per destination: no loss, no duplicate, as on a normal day).
+fn price_per_million(runs: &[Run]) {
+    println!("\nprices (us-east-1, 2026-12-03):");
+    for p in &PRICES {
+        println!("  {:<62} ${:<14} {}", p.what, p.usd, p.source);
+    }
+    for run in runs {
+        let pushes = run.pushes as f64;
+        let fixed =
+            run.delivery_fixed().cost(pushes) + run.push.cost(pushes) + run.sweep.cost(pushes);
+        let per_destination = run.per_destination();
+        for n in [3.0, 25.0] {
+            let total = (fixed + n * per_destination) * 1e6;
+            println!(
+                "{:?} mode, {n} destinations: ${total:.2} per million pushes (per push ${:.2}/M fixed, ${:.2}/M per destination)",
+                run.forward,
+                fixed * 1e6,
+                per_destination * 1e6
+            );
+        }
+    }
+}
+
+impl Run {
+    /// The push event's delivery to the push queue: one SQS message per push.
+    fn delivery_fixed(&self) -> Phase {
+        Phase {
+            eventbridge_deliveries: self.pushes as f64,
+            ..Phase::default()
+        }
+    }
+
+    /// What one destination adds per push in this mode: its replication event forwarded,
+    /// delivered and handled (none in lean mode on a day without failures).
+    fn per_destination(&self) -> f64 {
+        if self.replication.messages == 0.0 {
+            return 0.0;
+        }
+        let events = self.replication.messages;
+        let handled = self.replication.cost(events);
+        let forwarded = price(2) + price(3);
+        handled + forwarded
+    }
+}
