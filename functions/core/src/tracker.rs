@@ -18,10 +18,6 @@ pub const MAX_ATTEMPTS: usize = 8;
 /// Whether an observation may create a record that does not exist yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Creation {
-    /// The record almost certainly does not exist (a push): write it without reading first,
-    /// and fall back to read–modify–write only if it does. One write per destination is the
-    /// whole cost of tracking a push.
-    ExpectNew,
     /// Replication outcomes create their record (a replication event may come before its
     /// push).
     Create,
@@ -114,24 +110,6 @@ impl<'a, S: ExpectationStore> Tracker<'a, S> {
         creation: Creation,
         fresh: impl Fn() -> ReplicationExpectation,
     ) -> Result<Option<Applied>, TrackerError> {
-        if creation == Creation::ExpectNew {
-            let mut record = fresh();
-            let transition = record.apply(observation, &self.policy);
-            if record.is_known() {
-                match self.write(&record, &transition).await {
-                    Ok((version, alerts)) => {
-                        record.version = version;
-                        return Ok(Some(Applied {
-                            record,
-                            transition,
-                            alerts,
-                        }));
-                    }
-                    Err(StoreError::Conflict { .. }) => {}
-                    Err(other) => return Err(other.into()),
-                }
-            }
-        }
         for _ in 0..MAX_ATTEMPTS {
             let mut record = match self.store.get(key).await? {
                 Some(record) => record,
@@ -337,37 +315,6 @@ mod tests {
             .await
             .expect("observe");
         assert!(applied.is_none());
-    }
-
-    #[tokio::test]
-    async fn expect_new_falls_back_to_read_modify_write_when_the_record_exists() {
-        let store = InMemoryStore::new();
-        let tracker = Tracker::new(&store, TrackingPolicy::default(), Utc::now());
-        let t0 = Utc
-            .with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
-            .single()
-            .expect("time");
-        let arrived = Observation::Arrived {
-            arrived_at: Some(t0 + TimeDelta::minutes(2)),
-            observed_at: t0 + TimeDelta::minutes(2),
-            tag: crate::tracking::TagArrival::Present,
-        };
-        tracker
-            .observe(&key(), &arrived, Creation::Create)
-            .await
-            .expect("arrival first");
-        let push = tracker
-            .observe(&key(), &Observation::Pushed { at: t0 }, Creation::ExpectNew)
-            .await
-            .expect("push")
-            .expect("record");
-        assert_eq!(
-            push.record.state,
-            ExpectationState::Replicated,
-            "the push did not overwrite"
-        );
-        assert_eq!(push.transition.new_latency, Some(TimeDelta::minutes(2)));
-        assert_eq!(push.record.version, 2);
     }
 
     #[tokio::test]

@@ -168,9 +168,6 @@ pub enum Observation {
         observed_at: DateTime<Utc>,
         tag: TagArrival,
     },
-    /// The image was restored from the archive storage class: ECR replicates it as it would a
-    /// push, so it is expected anew from `at`.
-    Restored { at: DateTime<Utc> },
     /// ECR reports the replication FAILED (confirmed with `DescribeImageReplicationStatus`
     /// when possible).
     ReplicationFailed {
@@ -303,16 +300,6 @@ impl ReplicationExpectation {
                     && self.tag_held_by.is_none()
                 {
                     self.tag_held_by = Some(held_by.clone());
-                }
-            }
-            Observation::Restored { at } => {
-                // A restore after the record closed is a new replication of an image that was
-                // replicated (or not) before; the verdict of the first one stands, and the
-                // restore is tracked only while nothing is known yet.
-                if !self.state.is_closed() {
-                    let pushed = earliest(self.pushed_at, *at);
-                    self.pushed_at = Some(pushed);
-                    self.deadline = Some(pushed + policy.sla);
                 }
             }
             Observation::ReplicationFailed { at, failure_code } => {
@@ -628,22 +615,6 @@ mod tests {
             e.tag_held_by.as_ref().map(Digest::as_str),
             Some(format!("sha256:{}", "ef".repeat(32)).as_str())
         );
-    }
-
-    #[test]
-    fn a_restore_is_expected_like_a_push_until_a_verdict_exists() {
-        let policy = TrackingPolicy::default();
-        let mut e = ReplicationExpectation::new(key(None));
-        let tr = e.apply(&Observation::Restored { at: t(0) }, &policy);
-        assert!(tr.changed && tr.raised.is_empty());
-        assert_eq!(e.deadline, Some(t(30)));
-        assert_eq!(e.next_check_at, Some(t(30)));
-
-        let mut closed = ReplicationExpectation::new(key(None));
-        closed.apply(&Observation::Pushed { at: t(0) }, &policy);
-        closed.apply(&arrived(2, true), &policy);
-        let tr = closed.apply(&Observation::Restored { at: t(600) }, &policy);
-        assert!(!tr.changed, "the first replication's verdict stands");
     }
 
     #[test]
