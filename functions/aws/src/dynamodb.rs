@@ -27,9 +27,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::{StreamExt, TryStreamExt, stream};
-use replwatch_core::model::{
-    AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
-};
+use replwatch_core::model::{AccountId, Destination, Digest, ExpectationKey, Region, SourceImage};
 use replwatch_core::outbox::PendingAlert;
 use replwatch_core::push::TrackedPush;
 use replwatch_core::store::{
@@ -473,7 +471,7 @@ impl ExpectationStore for DynamoExpectationStore {
                 SweepPart::WHOLE,
             )
             .await?;
-        let mut open: Vec<(Destination, ExpectationState)> = Vec::new();
+        let mut open: Vec<(Destination, ExpectationState, u64)> = Vec::new();
         let mut sets: HashMap<String, (u64, Item)> = HashMap::new();
         for item in shards.into_iter().flat_map(|(items, _)| items) {
             if is_push(&item) {
@@ -485,32 +483,29 @@ impl ExpectationStore for DynamoExpectationStore {
                 };
                 sets.entry(set.clone()).or_insert((0, item.clone())).0 += 1;
             } else {
-                let text = |name: &str| match item.get(name) {
-                    Some(AttributeValue::S(s)) => Some(s.as_str()),
-                    _ => None,
-                };
-                let destination = text("destination_region")
-                    .zip(text("destination_account"))
-                    .and_then(|(r, a)| {
-                        Some(Destination::new(
-                            Region::parse(r).ok()?,
-                            AccountId::parse(a).ok()?,
-                        ))
-                    });
-                let state = text("state").and_then(ExpectationState::parse);
-                if let (Some(destination), Some(state)) = (destination, state) {
-                    open.push((destination, state));
+                let read = ItemReader::new(&item);
+                let destination =
+                    read.parsed("destination_region", Region::parse)
+                        .and_then(|region| {
+                            Ok(Destination::new(
+                                region,
+                                read.parsed("destination_account", AccountId::parse)?,
+                            ))
+                        });
+                let state = read.parsed("state", |s| {
+                    ExpectationState::parse(s).ok_or_else(|| format!("{s:?} is no state"))
+                });
+                if let (Ok(destination), Ok(state)) = (destination, state) {
+                    open.push((destination, state, 1));
                 }
             }
         }
         for (count, sample) in sets.into_values() {
             for destination in self.destinations_of(&sample).await? {
-                for _ in 0..count {
-                    open.push((destination.clone(), ExpectationState::Pending));
-                }
+                open.push((destination, ExpectationState::Pending, count));
             }
         }
-        Ok(count_open(open.iter().map(|(d, s)| (d, *s))))
+        Ok(count_open(open.iter().map(|(d, s, n)| (d, *s, *n))))
     }
 }
 
@@ -663,14 +658,7 @@ fn to_item(record: &ReplicationExpectation, version: u64) -> Item {
 fn from_item(item: &Item) -> Result<ReplicationExpectation, StoreError> {
     let read = ItemReader::new(item);
     let key = ExpectationKey {
-        image: SourceImage {
-            registry: Destination::new(
-                read.parsed("source_region", Region::parse)?,
-                read.parsed("source_account", AccountId::parse)?,
-            ),
-            repository: read.parsed("repository", RepositoryName::parse)?,
-            digest: read.parsed("digest", Digest::parse)?,
-        },
+        image: read.source_image()?,
         tag: read.text("tag")?.map(str::to_owned),
         destination: Destination::new(
             read.parsed("destination_region", Region::parse)?,
@@ -713,6 +701,22 @@ fn from_item(item: &Item) -> Result<ReplicationExpectation, StoreError> {
         alerts,
         version: read.version()?,
     })
+}
+
+/// An image with long names, as platform teams use them: what item sizes are measured with.
+#[cfg(test)]
+pub(crate) fn long_named_image() -> SourceImage {
+    SourceImage {
+        registry: Destination::new(
+            Region::parse("ap-southeast-2").expect("region"),
+            AccountId::parse("111111111111").expect("account"),
+        ),
+        repository: replwatch_core::model::RepositoryName::parse(
+            "platform/build-tools/ci-runner-images-x86",
+        )
+        .expect("repository"),
+        digest: Digest::parse(&format!("sha256:{}", "ab".repeat(32))).expect("digest"),
+    }
 }
 
 #[cfg(test)]
@@ -761,16 +765,7 @@ mod tests {
         use crate::dynamodb_table::{item_size, write_units};
 
         let key = ExpectationKey {
-            image: SourceImage {
-                registry: Destination::new(
-                    Region::parse("ap-southeast-2").expect("region"),
-                    AccountId::parse("111111111111").expect("account"),
-                ),
-                // Long names, as platform teams use them.
-                repository: RepositoryName::parse("platform/build-tools/ci-runner-images-x86")
-                    .expect("repository"),
-                digest: Digest::parse(&format!("sha256:{}", "ab".repeat(32))).expect("digest"),
-            },
+            image: long_named_image(),
             tag: Some("release-2026.12.03-build.4821".to_owned()),
             destination: Destination::new(
                 Region::parse("ap-southeast-2").expect("region"),

@@ -77,6 +77,20 @@ impl<'a> ItemReader<'a> {
         parse(self.required(name)?).map_err(|e| self.corrupt(format!("{name}: {e}")))
     }
 
+    /// The source image every tracking item names (`source_region`, `source_account`,
+    /// `repository`, `digest`).
+    pub fn source_image(&self) -> Result<replwatch_core::model::SourceImage, StoreError> {
+        use replwatch_core::model::{AccountId, Destination, Digest, Region, RepositoryName};
+        Ok(replwatch_core::model::SourceImage {
+            registry: Destination::new(
+                self.parsed("source_region", Region::parse)?,
+                self.parsed("source_account", AccountId::parse)?,
+            ),
+            repository: self.parsed("repository", RepositoryName::parse)?,
+            digest: self.parsed("digest", Digest::parse)?,
+        })
+    }
+
     /// An RFC 3339 time, if present.
     pub fn time(&self, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
         self.text(name)?

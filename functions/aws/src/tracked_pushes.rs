@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use replwatch_core::model::{AccountId, Destination, Digest, Region, RepositoryName, SourceImage};
+use replwatch_core::model::{AccountId, Destination, Region};
 use replwatch_core::push::{PushOutcome, TrackedPush};
 use replwatch_core::store::StoreError;
 use sha2::{Digest as _, Sha256};
@@ -159,14 +159,7 @@ pub fn from_item(item: &Item) -> Result<TrackedPush, StoreError> {
         other => return Err(read.corrupt(format!("outcome {other:?}"))),
     };
     Ok(TrackedPush {
-        image: SourceImage {
-            registry: Destination::new(
-                read.parsed("source_region", Region::parse)?,
-                read.parsed("source_account", AccountId::parse)?,
-            ),
-            repository: read.parsed("repository", RepositoryName::parse)?,
-            digest: read.parsed("digest", Digest::parse)?,
-        },
+        image: read.source_image()?,
         tag: read.text("tag")?.map(str::to_owned),
         destinations: destinations("dests")?,
         pushed_at: time("pushed_at")?,
@@ -199,15 +192,7 @@ mod tests {
             })
             .collect();
         let mut push = TrackedPush::new(
-            SourceImage {
-                registry: Destination::new(
-                    Region::parse("ap-southeast-2").expect("region"),
-                    AccountId::parse("111111111111").expect("account"),
-                ),
-                repository: RepositoryName::parse("platform/build-tools/ci-runner-images-x86")
-                    .expect("repository"),
-                digest: Digest::parse(&format!("sha256:{}", "ab".repeat(32))).expect("digest"),
-            },
+            crate::dynamodb::long_named_image(),
             Some("release-2026.12.03-build.4821".to_owned()),
             destinations,
             chrono::DateTime::from_timestamp(1_790_000_000, 123_456_789).expect("time"),

@@ -333,17 +333,17 @@ pub struct OpenCount {
     pub overdue: u64,
 }
 
-/// Counts open images per destination, in destination order, from the state of each open
-/// (destination, item): an open push counts as pending in each of its destinations.
+/// Counts open images per destination, in destination order, from (destination, state, how
+/// many items): an open push counts as pending in each of its destinations.
 pub fn count_open<'a>(
-    open: impl IntoIterator<Item = (&'a Destination, ExpectationState)>,
+    open: impl IntoIterator<Item = (&'a Destination, ExpectationState, u64)>,
 ) -> Vec<OpenCount> {
     let mut counts: BTreeMap<Destination, (u64, u64)> = BTreeMap::new();
-    for (destination, state) in open {
+    for (destination, state, items) in open {
         let entry = counts.entry(destination.clone()).or_default();
         match state {
-            ExpectationState::Pending => entry.0 += 1,
-            ExpectationState::Overdue => entry.1 += 1,
+            ExpectationState::Pending => entry.0 += items,
+            ExpectationState::Overdue => entry.1 += items,
             _ => {}
         }
     }
@@ -597,11 +597,11 @@ impl ExpectationStore for InMemoryStore {
         let open_records = records
             .values()
             .filter(|r| !r.state.is_closed())
-            .map(|r| (&r.key.destination, r.state));
+            .map(|r| (&r.key.destination, r.state, 1));
         let open_pushes = pushes.values().filter(|p| p.is_open()).flat_map(|p| {
             p.destinations
                 .iter()
-                .map(|d| (d, ExpectationState::Pending))
+                .map(|d| (d, ExpectationState::Pending, 1))
         });
         Ok(count_open(open_records.chain(open_pushes)))
     }
