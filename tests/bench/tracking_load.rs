@@ -47,7 +47,7 @@ use replwatch_core::{
 use replwatch_runtime::logging;
 use replwatch_runtime::services::AwsTracking;
 use serde_json::Value;
-use testbed::deployment::{Copies, Forward, QueuedMessage};
+use testbed::deployment::{Copies, Forward, PumpReport, QueuedMessage};
 use testbed::scenario::SOURCE_REGION;
 use testbed::{Error, LocalAws, LocalDeployment, unique_account};
 
@@ -385,12 +385,7 @@ async fn run(
         let report = deployment
             .pump_queue(&tracking, "push", ESM_BATCH, &mut |_| Copies::Once)
             .await?;
-        Ok((
-            report.batches.len(),
-            report.delivered,
-            report.batch_time.clone(),
-            report.alerts(),
-        ))
+        Ok(handled(report))
     })
     .await?;
 
@@ -408,12 +403,7 @@ async fn run(
         let report = deployment
             .pump_queue(&tracking, "replication", ESM_BATCH, &mut lossy)
             .await?;
-        Ok((
-            report.batches.len(),
-            report.delivered,
-            report.batch_time.clone(),
-            report.alerts(),
-        ))
+        Ok(handled(report))
     })
     .await?;
 
@@ -484,6 +474,18 @@ where
     phase.gb_ms = phase.billed_ms * TRACKING_MEMORY_GB;
     phase.log_bytes = (logs.0.load(Ordering::Relaxed) - logged) as f64;
     Ok(phase)
+}
+
+/// What [`phase`] needs of a pump: invocations, messages, each invocation's handler time,
+/// alerts raised.
+fn handled(report: PumpReport) -> (usize, usize, Vec<Duration>, usize) {
+    let alerts = report.alerts();
+    (
+        report.batches.len(),
+        report.delivered,
+        report.batch_time,
+        alerts,
+    )
 }
 
 fn reset_meter(aws: &LocalAws) -> Result<(), Error> {
