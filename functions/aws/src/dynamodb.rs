@@ -79,32 +79,29 @@ impl DynamoExpectationStore {
         &self.client
     }
 
-    /// Up to `limit` items of a query, and whether more were left.
+    /// Up to `limit` items of a query from `start`, and where to resume when more were left.
+    /// Each page asks for at most what is still wanted, so a page never runs past `limit`
+    /// and DynamoDB's own resume key is always the right one.
     async fn query_all(
         &self,
         operation: &'static str,
         build: impl Fn() -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
         limit: usize,
-    ) -> Result<(Vec<Item>, bool), StoreError> {
+        mut start: Option<Item>,
+    ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
         let mut items = Vec::new();
-        let mut start: Option<Item> = None;
         loop {
-            let page = build()
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| backend(operation, e))?;
-            let more = page.last_evaluated_key().is_some_and(|k| !k.is_empty());
-            for item in page.items.unwrap_or_default() {
-                if items.len() >= limit {
-                    return Ok((items, true));
-                }
-                items.push(item);
+            let mut query = build().set_exclusive_start_key(start.take());
+            if limit < usize::MAX {
+                query = query.limit(i32::try_from(limit - items.len()).unwrap_or(i32::MAX));
             }
-            match page.last_evaluated_key {
-                Some(key) if more => start = Some(key),
-                _ => return Ok((items, false)),
+            let page = query.send().await.map_err(|e| backend(operation, e))?;
+            items.extend(page.items.unwrap_or_default());
+            let resume = page.last_evaluated_key.filter(|k| !k.is_empty());
+            if resume.is_none() || items.len() >= limit {
+                return Ok((items, resume));
             }
+            start = resume;
         }
     }
 
@@ -131,6 +128,7 @@ impl DynamoExpectationStore {
                         .consistent_read(true)
                 },
                 usize::MAX,
+                None,
             )
             .await?;
         Ok(items)
@@ -160,51 +158,54 @@ impl DynamoExpectationStore {
         }
     }
 
-    /// Up to `limit` items of one shard of the due index, and whether more were left.
+    /// Up to `limit` items of one shard of the due index from `start`, and where to resume
+    /// when more were left.
     async fn due_in_shard(
         &self,
         shard: u32,
         until: &str,
         projection: Option<&'static str>,
         limit: usize,
-    ) -> Result<(Vec<Item>, bool), StoreError> {
-        let shard = shard_name(shard);
-        self.query_all(
-            "Query(due)",
-            || {
-                let mut query = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name(DUE_INDEX)
-                    .key_condition_expression("due_shard = :shard AND next_check <= :until")
-                    .expression_attribute_values(":shard", AttributeValue::S(shard.clone()))
-                    .expression_attribute_values(":until", AttributeValue::S(until.to_owned()));
-                if let Some(projection) = projection {
-                    query = query
-                        .projection_expression(projection)
-                        .expression_attribute_names("#state", "state");
-                }
-                if limit < usize::MAX {
-                    query = query.limit(i32::try_from(limit).unwrap_or(i32::MAX));
-                }
-                query
-            },
-            limit,
-        )
-        .await
+        start: Option<Item>,
+    ) -> Result<(u32, Vec<Item>, Option<Item>), StoreError> {
+        let name = shard_name(shard);
+        let (items, resume) = self
+            .query_all(
+                "Query(due)",
+                || {
+                    let mut query = self
+                        .client
+                        .query()
+                        .table_name(&self.table)
+                        .index_name(DUE_INDEX)
+                        .key_condition_expression("due_shard = :shard AND next_check <= :until")
+                        .expression_attribute_values(":shard", AttributeValue::S(name.clone()))
+                        .expression_attribute_values(":until", AttributeValue::S(until.to_owned()));
+                    if let Some(projection) = projection {
+                        query = query
+                            .projection_expression(projection)
+                            .expression_attribute_names("#state", "state");
+                    }
+                    query
+                },
+                limit,
+                start,
+            )
+            .await?;
+        Ok((shard, items, resume))
     }
 
-    /// The due items of every shard of `part`, [`SHARD_READS_AT_ONCE`] shards at a time.
-    async fn due_everywhere(
+    /// The due items of `shards` (each with where to start), [`SHARD_READS_AT_ONCE`] shards at
+    /// a time, up to `per_shard` from each.
+    async fn due_in_shards(
         &self,
+        shards: Vec<(u32, Option<Item>)>,
         until: &str,
         projection: Option<&'static str>,
         per_shard: usize,
-        part: SweepPart,
-    ) -> Result<Vec<(Vec<Item>, bool)>, StoreError> {
-        stream::iter((0..DUE_SHARDS).filter(|shard| part.holds(*shard)))
-            .map(|shard| self.due_in_shard(shard, until, projection, per_shard))
+    ) -> Result<Vec<(u32, Vec<Item>, Option<Item>)>, StoreError> {
+        stream::iter(shards)
+            .map(|(shard, start)| self.due_in_shard(shard, until, projection, per_shard, start))
             .buffer_unordered(SHARD_READS_AT_ONCE)
             .try_collect()
             .await
@@ -425,19 +426,28 @@ impl ExpectationStore for DynamoExpectationStore {
         limit: usize,
         part: SweepPart,
     ) -> Result<DueWork, StoreError> {
-        // Items spread evenly over the shards, so each shard's share of the limit (and a
-        // little more) keeps a round near `limit` without reading every shard's backlog.
-        let shards_in_part = (0..DUE_SHARDS).filter(|s| part.holds(*s)).count().max(1);
-        let per_shard = (limit.div_ceil(shards_in_part) + 1).min(limit.max(1));
-        let shards = self
-            .due_everywhere(&timestamp(now), None, per_shard, part)
-            .await?;
+        // Each shard's share of what is still wanted, again from the shards that had more,
+        // until the round is full or nothing is left: a round reads about `limit` items
+        // however they are spread, without reading every shard's backlog.
+        let until = timestamp(now);
         let mut work = DueWork::default();
         let mut items: Vec<Item> = Vec::new();
-        for (shard_items, more) in shards {
-            work.more |= more;
-            items.extend(shard_items);
+        let mut shards: Vec<(u32, Option<Item>)> = (0..DUE_SHARDS)
+            .filter(|s| part.holds(*s))
+            .map(|s| (s, None))
+            .collect();
+        while !shards.is_empty() && items.len() < limit {
+            let per_shard = (limit - items.len()).div_ceil(shards.len());
+            let read = self.due_in_shards(shards, &until, None, per_shard).await?;
+            shards = Vec::new();
+            for (shard, shard_items, resume) in read {
+                items.extend(shard_items);
+                if let Some(resume) = resume {
+                    shards.push((shard, Some(resume)));
+                }
+            }
         }
+        work.more = !shards.is_empty();
         let next_check = |item: &Item| match item.get("next_check") {
             Some(AttributeValue::S(at)) => at.clone(),
             _ => String::new(),
@@ -464,16 +474,16 @@ impl ExpectationStore for DynamoExpectationStore {
         // read once.
         let end_of_time = "9999-12-31T23:59:59.000000000Z";
         let shards = self
-            .due_everywhere(
+            .due_in_shards(
+                (0..DUE_SHARDS).map(|s| (s, None)).collect(),
                 end_of_time,
                 Some("pk, sk, #state, destination_region, destination_account, dset"),
                 usize::MAX,
-                SweepPart::WHOLE,
             )
             .await?;
         let mut open: Vec<(Destination, ExpectationState, u64)> = Vec::new();
         let mut sets: HashMap<String, (u64, Item)> = HashMap::new();
-        for item in shards.into_iter().flat_map(|(items, _)| items) {
+        for item in shards.into_iter().flat_map(|(_, items, _)| items) {
             if is_push(&item) {
                 let Some(AttributeValue::S(set)) = item.get("dset") else {
                     return Err(backend_message(

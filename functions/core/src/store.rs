@@ -1108,6 +1108,23 @@ pub mod contract {
         );
     }
 
+    pub async fn a_round_takes_its_limit_however_the_due_work_is_spread<S: ExpectationStore>(
+        store: S,
+    ) {
+        // 600 pushes: a store that spreads them over shards has some shards with several
+        // times the average; a round must still come back full.
+        for n in 0..600u16 {
+            let mut push = tracked(0, Some(&format!("build-{n}")), &["eu-west-1"], 0);
+            push.image.digest = Digest::parse(&format!("sha256:{}", format!("{n:04x}").repeat(16)))
+                .expect("digest");
+            store.save_push(&push).await.expect("save");
+        }
+        let round = store.due(at(31), 500, SweepPart::WHOLE).await.expect("due");
+        assert_eq!((round.len(), round.more), (500, true));
+        let all = store.due(at(31), 600, SweepPart::WHOLE).await.expect("due");
+        assert_eq!((all.len(), all.more), (600, false));
+    }
+
     pub async fn a_peek_reads_a_record_and_its_push_together<S: ExpectationStore>(store: S) {
         let push = tracked(24, Some("v1"), &["eu-west-1"], 0);
         let key = push.key(&push.destinations[0]);
@@ -1274,6 +1291,7 @@ pub mod contract {
                 open_pushes_are_due_at_their_deadline_beside_records,
                 parts_split_the_due_work_without_overlap,
                 a_peek_reads_a_record_and_its_push_together,
+                a_round_takes_its_limit_however_the_due_work_is_spread,
                 a_raised_alert_is_stored_with_its_state_change_and_only_then,
                 the_newest_rules_win_whatever_the_order_they_are_recorded_in,
             );
