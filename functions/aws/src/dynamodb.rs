@@ -24,7 +24,7 @@ use std::collections::{BTreeSet, HashMap};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use replwatch_core::model::{AccountId, Destination, Digest, ExpectationKey, Region, SourceImage};
@@ -43,8 +43,6 @@ use replwatch_core::tracking::{AlertKind, ExpectationState, ReplicationExpectati
 pub const DUE_SHARDS: u32 = 256;
 /// How many shards of the due index are read at once.
 const SHARD_READS_AT_ONCE: usize = 16;
-/// Rounds of `BatchGetItem` for keys DynamoDB left unprocessed.
-const MAX_BATCH_GET_ROUNDS: usize = 4;
 /// The sort-key prefix of destination records.
 const RECORD_PREFIX: &str = "DST#";
 pub const DUE_INDEX: &str = "due";
@@ -359,57 +357,47 @@ impl ExpectationStore for DynamoExpectationStore {
     }
 
     async fn peek(&self, key: &ExpectationKey) -> Result<Peeked, StoreError> {
-        let pk = AttributeValue::S(partition_key(&key.image));
-        let keys = [
-            sort_key(key),
-            tracked_pushes::push_sort_key(key.tag.as_deref()),
-        ]
-        .into_iter()
-        .map(|sk| {
-            HashMap::from([
-                ("pk".to_owned(), pk.clone()),
-                ("sk".to_owned(), AttributeValue::S(sk)),
-            ])
-        })
-        .collect::<Vec<Item>>();
-        let mut request = KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(false)
-            .build()
-            .map_err(|e| request_error("BatchGetItem", e))?;
+        // One Query over the sort keys from the record's to the push's (`DST#…` sorts before
+        // `PUSH#…`) costs half a read unit for up to 4 KB of items: what lies between is the
+        // image's other records and pushes, few on any day without a storm. Two GetItems (or a
+        // BatchGetItem) cost half a unit each, present or not, and an arrival costs its peek
+        // once per destination.
+        let pk = partition_key(&key.image);
+        let record_sk = sort_key(key);
+        let push_sk = tracked_pushes::push_sort_key(key.tag.as_deref());
+        let (items, _) = self
+            .query_all(
+                "Query",
+                || {
+                    self.client
+                        .query()
+                        .table_name(&self.table)
+                        .key_condition_expression("pk = :pk AND sk BETWEEN :record AND :push")
+                        .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                        .expression_attribute_values(
+                            ":record",
+                            AttributeValue::S(record_sk.clone()),
+                        )
+                        .expression_attribute_values(":push", AttributeValue::S(push_sk.clone()))
+                        .consistent_read(false)
+                },
+                usize::MAX,
+                None,
+            )
+            .await?;
         let mut peeked = Peeked::default();
-        // Two small items are one page; DynamoDB may still hand some back unprocessed.
-        for _ in 0..MAX_BATCH_GET_ROUNDS {
-            let output = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, request)
-                .send()
-                .await
-                .map_err(|e| backend("BatchGetItem", e))?;
-            for item in output
-                .responses
-                .and_then(|mut r| r.remove(&self.table))
-                .unwrap_or_default()
-            {
-                if is_push(&item) {
-                    peeked.push = Some(tracked_pushes::from_item(&item)?);
-                } else {
-                    peeked.record = Some(from_item(&item)?);
+        for item in &items {
+            match item.get("sk") {
+                Some(AttributeValue::S(sk)) if *sk == record_sk => {
+                    peeked.record = Some(from_item(item)?);
                 }
-            }
-            match output
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.table))
-            {
-                Some(rest) if !rest.keys.is_empty() => request = rest,
-                _ => return Ok(peeked),
+                Some(AttributeValue::S(sk)) if *sk == push_sk => {
+                    peeked.push = Some(tracked_pushes::from_item(item)?);
+                }
+                _ => {}
             }
         }
-        Err(backend_message(
-            "BatchGetItem",
-            format!("{key}: keys still unprocessed after {MAX_BATCH_GET_ROUNDS} rounds"),
-        ))
+        Ok(peeked)
     }
 
     async fn pushes_of(&self, image: &SourceImage) -> Result<Vec<TrackedPush>, StoreError> {

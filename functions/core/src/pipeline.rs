@@ -534,6 +534,16 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         now: DateTime<Utc>,
         effects: &mut Effects,
     ) -> Result<(), PipelineError> {
+        // The store first: a replay of a settled push then costs no ECR call.
+        let peeked = self.store.peek(key).await?;
+        let push = peeked
+            .push
+            .filter(|p| peeked.record.is_none() && p.destinations.contains(&key.destination));
+        // A push already checked settled this destination then: the event is a replay or came
+        // after the check, and counts nothing again.
+        if push.as_ref().is_some_and(|p| !p.is_open()) {
+            return Ok(());
+        }
         // An image not yet visible in the destination is taken on the event's word.
         let tag = self
             .tag_arrival(&key.image, &key.destination, key.tag.as_deref())
@@ -545,30 +555,19 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
             observed_at: now,
             tag,
         };
-        let peeked = self.store.peek(key).await?;
-        if peeked.record.is_none() {
-            let push = peeked
-                .push
-                .filter(|p| p.destinations.contains(&key.destination));
-            if let Some(push) = push {
-                // A push already checked settled this destination then: the event is a replay
-                // or came after the check, and counts nothing again.
-                if !push.is_open() {
-                    return Ok(());
+        if let Some(push) = push {
+            if !lost {
+                if let Some(at) = arrived_at {
+                    effects.latencies.push(ArrivalLatency {
+                        destination: key.destination.clone(),
+                        latency: (at - push.pushed_at).max(TimeDelta::zero()),
+                    });
                 }
-                if !lost {
-                    if let Some(at) = arrived_at {
-                        effects.latencies.push(ArrivalLatency {
-                            destination: key.destination.clone(),
-                            latency: (at - push.pushed_at).max(TimeDelta::zero()),
-                        });
-                    }
-                    return Ok(());
-                }
-                let seed = push.seed(&key.destination, &self.settings.policy);
-                effects.record(self.tracker().observe_seeded(&seed, &observation).await?);
                 return Ok(());
             }
+            let seed = push.seed(&key.destination, &self.settings.policy);
+            effects.record(self.tracker().observe_seeded(&seed, &observation).await?);
+            return Ok(());
         }
         let applied = self
             .tracker()

@@ -76,7 +76,7 @@ pub trait ExpectationStore: Send + Sync {
     -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// The record of `key` and the push it belongs to, eventually consistent and in one
-    /// request: what an arrival event needs to know whether it must write anything. A write
+    /// request (the cheapest read: it is made once per replication event): what an arrival event needs to know whether it must write anything. A write
     /// of the last second may not show yet; the callers are correct either way (a record not
     /// seen is closed by the next check, a push not seen makes the arrival write a record).
     fn peek(&self, key: &ExpectationKey)
@@ -1128,6 +1128,21 @@ pub mod contract {
     pub async fn a_peek_reads_a_record_and_its_push_together<S: ExpectationStore>(store: S) {
         let push = tracked(24, Some("v1"), &["eu-west-1"], 0);
         let key = push.key(&push.destinations[0]);
+        assert_eq!(store.peek(&key).await.expect("peek"), Peeked::default());
+        // The same image's other tags, pushed and failed, are not this key's.
+        for tag in ["v0", "v2"] {
+            let other = tracked(24, Some(tag), &["eu-west-1"], 1);
+            store.save_push(&other).await.expect("other push");
+            let mut failed = other.seed(&other.destinations[0], &TrackingPolicy::default());
+            failed.apply(
+                &Observation::ReplicationFailed {
+                    at: at(2),
+                    failure_code: None,
+                },
+                &TrackingPolicy::default(),
+            );
+            store.save(&failed, &[]).await.expect("other record");
+        }
         assert_eq!(store.peek(&key).await.expect("peek"), Peeked::default());
         store.save_push(&push).await.expect("push");
         let mut failed = push.seed(&push.destinations[0], &TrackingPolicy::default());

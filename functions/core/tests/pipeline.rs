@@ -358,6 +358,20 @@ async fn a_push_is_one_write_and_an_arrival_with_its_tag_none_but_gives_its_late
             .all(|r| r.key.destination.region.as_str() != "us-east-1"),
         "an on-time arrival never gets a record of its own"
     );
+
+    // A replay of the arrival after the check counts nothing again and asks ECR nothing.
+    let tag_calls = world.registry.tag_calls.load(Ordering::SeqCst);
+    let replay = pipeline
+        .handle(&event("replication-success.json"))
+        .await
+        .expect("replay");
+    assert!(replay.latencies.is_empty() && replay.applied.is_empty());
+    assert!(replay.metric_points().is_empty());
+    assert_eq!(
+        world.registry.tag_calls.load(Ordering::SeqCst),
+        tag_calls,
+        "a settled push is settled from the store alone"
+    );
 }
 
 #[tokio::test]
