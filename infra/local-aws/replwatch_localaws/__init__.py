@@ -31,6 +31,9 @@ each of which documents the AWS behaviour it reproduces:
 - ``meter``:       every AWS request by service and operation, and the units
                    AWS bills (DynamoDB capacity, SQS/SNS requests and
                    EventBridge events per 64 KB) (``/_localaws/meter``).
+- ``load_scale``:  moto's SQS and DynamoDB queries without their passes over
+                   every message and item, so that load runs of 50,000 events
+                   finish (same answers).
 - ``cloudwatch_cbor``: CloudWatch over Smithy RPCv2 CBOR (what aws-sdk-rust
                    speaks), bridged to moto's AWS JSON 1.0.
 - ``control``:     the WSGI front: ``/_localaws/*`` endpoints, moto for the rest.
@@ -54,7 +57,7 @@ def install() -> None:
         if _installed:
             return
         from . import (accounts, backfill, calls, ecr, eventbridge, faults, meter, network, paging, replication,
-                      storage_class, store, templates, trust)
+                      load_scale, storage_class, store, templates, trust)
 
         store.install_reset_hook()
         accounts.install()
@@ -67,6 +70,7 @@ def install() -> None:
         trust.install()
         paging.install()
         calls.install()
+        load_scale.install()  # before the meter, which wraps its query
         meter.install()
         faults.install()
         network.install()
