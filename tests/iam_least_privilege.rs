@@ -341,6 +341,9 @@ struct FunctionGrants {
     for_code: BTreeSet<String>,
     /// KMS actions granted on the alert topic's key.
     topic_key: BTreeSet<String>,
+    /// KMS actions on the Slack webhook's key (`SlackWebhookKeyArn`), which Secrets Manager or
+    /// SSM use on the function's behalf when it reads the webhook.
+    slack_key: BTreeSet<String>,
     /// Anything granted that is neither for the code nor for the Lambda service.
     unexplained: Vec<String>,
 }
@@ -402,6 +405,7 @@ fn grants_of(template: &Value, function: &str) -> FunctionGrants {
     let mut grants = FunctionGrants {
         for_code: BTreeSet::new(),
         topic_key: BTreeSet::new(),
+        slack_key: BTreeSet::new(),
         unexplained: Vec::new(),
     };
     const POLL: [&str; 4] = [
@@ -412,10 +416,14 @@ fn grants_of(template: &Value, function: &str) -> FunctionGrants {
     ];
     for document in &documents {
         for statement in statements(document) {
+            // A Deny narrows what is granted and grants nothing (the template tests check each).
+            if statement["Effect"].as_str() == Some("Deny") {
+                continue;
+            }
             assert_eq!(
                 statement["Effect"].as_str(),
                 Some("Allow"),
-                "{function}: only Allow statements are expected"
+                "{function}: only Allow and Deny statements are expected"
             );
             let actions = as_strings(&statement["Action"]);
             let on = resources_named(&statement);
@@ -441,6 +449,8 @@ fn grants_of(template: &Value, function: &str) -> FunctionGrants {
                         .is_some_and(|k| on.len() == 1 && on.contains(k))
                     {
                         grants.topic_key.insert(action);
+                    } else if on.len() == 1 && on.contains("SlackWebhookKeyArn") {
+                        grants.slack_key.insert(action);
                     } else {
                         grants.unexplained.push(action);
                     }
@@ -506,6 +516,19 @@ fn every_function_is_granted_exactly_what_its_code_calls() {
         if !publishes && !grants.topic_key.is_empty() {
             problems.push(format!(
                 "{function}: KMS on the topic key without sns:Publish"
+            ));
+        }
+        let reads_webhook =
+            needed.contains("secretsmanager:GetSecretValue") || needed.contains("ssm:GetParameter");
+        if !grants.slack_key.is_empty() && !reads_webhook {
+            problems.push(format!(
+                "{function}: KMS on the Slack webhook's key without reading the webhook"
+            ));
+        }
+        if reads_webhook && grants.slack_key != BTreeSet::from(["kms:Decrypt".to_owned()]) {
+            problems.push(format!(
+                "{function}: reads the Slack webhook but its key grants are {:?}",
+                grants.slack_key
             ));
         }
         for action in &grants.unexplained {

@@ -443,3 +443,65 @@ async fn malformed_events_are_parked_once_and_counted_and_unknown_ones_skipped()
     sent.sort();
     assert_eq!(bodies, sent, "parked byte for byte, once each");
 }
+
+#[tokio::test]
+async fn destinations_forward_only_the_replications_of_the_watched_source_registries() {
+    let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let central = unique_account();
+    let destination = Destination::new(
+        Region::parse("eu-west-1").expect("region"),
+        AccountId::parse(&central).expect("account"),
+    );
+    let deployment = LocalDeployment::create(
+        &aws,
+        &central,
+        SOURCE_REGION,
+        std::slice::from_ref(&destination),
+    )
+    .await
+    .expect("deployment");
+    // Another registry of the account, in a Region replwatch does not watch, replicates into the
+    // same destination.
+    let foreign_region = "ap-south-1";
+    let rules: replwatch_core::ReplicationConfiguration =
+        serde_json::from_value(serde_json::json!({"rules": [{"destinations": [destination]}]}))
+            .expect("rules");
+    for region in [SOURCE_REGION, foreign_region] {
+        aws.ecr(&central, region)
+            .await
+            .create_repository()
+            .repository_name("team/app")
+            .send()
+            .await
+            .expect("repository");
+        aws.put_replication_configuration(&central, region, &rules)
+            .await
+            .expect("rules");
+        aws.push_image(&central, region, "team/app", Some("v1"), region)
+            .await
+            .expect("push");
+    }
+    aws.flush_replication(&central).expect("replication");
+
+    let forwarded = deployment.replication_events().await.expect("events");
+    let sources: Vec<(String, String)> = forwarded
+        .iter()
+        .map(|m| {
+            let event: serde_json::Value = serde_json::from_str(&m.body).expect("event");
+            (
+                event["detail"]["source-region"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                event["detail"]["result"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sources,
+        vec![(SOURCE_REGION.to_owned(), "SUCCESS".to_owned())]
+    );
+}

@@ -17,7 +17,7 @@ use replwatch_runtime::batch::BatchOutcome;
 use replwatch_runtime::services::{self, AwsTracking};
 use replwatch_runtime::settings::Settings;
 
-use crate::{Error, LocalAws};
+use crate::{Error, LocalAws, stack_templates};
 
 pub const CENTRAL_BUS: &str = "replwatch-central";
 
@@ -188,14 +188,18 @@ impl LocalDeployment {
         // Each destination Region forwards its replication events to the central bus
         // (infra/destination-region.yaml on AWS).
         let bus_arn = format!("arn:aws:events:{region}:{account}:event-bus/{CENTRAL_BUS}");
-        let forward_pattern = match forward {
-            Forward::All => replication_pattern.clone(),
-            Forward::FailedOnly => serde_json::json!({
-                "source": ["aws.ecr"],
-                "detail-type": ["ECR Replication Action"],
-                "detail": {"result": ["FAILED"]}
-            }),
-        };
+        let forward_pattern = stack_templates::forwarding_pattern(&HashMap::from([
+            ("CentralBusArn", serde_json::json!(bus_arn)),
+            ("SourceAccountIds", serde_json::json!([account])),
+            ("SourceRegions", serde_json::json!([region])),
+            (
+                "Forward",
+                serde_json::json!(match forward {
+                    Forward::All => "ALL",
+                    Forward::FailedOnly => "FAILED",
+                }),
+            ),
+        ]))?;
         for destination in destinations {
             let dest_events = aws_sdk_eventbridge::Client::new(
                 &aws.config(
@@ -485,8 +489,17 @@ impl LocalDeployment {
 
     /// Messages parked on the dead-letter queue so far: (body, attributes).
     pub async fn dead_letters(&self) -> Result<Vec<QueuedMessage>, Error> {
+        self.take("dead-letters", &self.dead_letter_queue).await
+    }
+
+    /// The replication events forwarded to the central bus and waiting for track-replication.
+    pub async fn replication_events(&self) -> Result<Vec<QueuedMessage>, Error> {
+        self.take("replication", &self.replication_queue).await
+    }
+
+    async fn take(&self, queue: &'static str, url: &str) -> Result<Vec<QueuedMessage>, Error> {
         Ok(self
-            .receive("dead-letters", &self.dead_letter_queue, usize::MAX)
+            .receive(queue, url, usize::MAX)
             .await?
             .into_iter()
             .map(|(m, _)| m)

@@ -27,6 +27,7 @@ use sha2::{Digest as _, Sha256};
 pub mod deployment;
 pub mod scenario;
 pub mod slack_capture;
+pub mod stack_templates;
 
 pub use deployment::LocalDeployment;
 

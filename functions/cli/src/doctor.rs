@@ -14,13 +14,12 @@ use replwatch_aws::ecr_rules::replication_configuration;
 use replwatch_aws::service_error::describe;
 use replwatch_core::doctor::{
     AdvancedEventSelector, BasicEventSelector, CloudTrailReadError, CreationTemplate,
-    DestinationFacts, DoctorReport, EventSelectors, Fact, FieldSelector, ForwardingRule, Severity,
-    Trail, Trails, diagnose,
+    DestinationFacts, DoctorReport, EventSelectors, Fact, FieldSelector, Forwarded, ForwardingRule,
+    Severity, Trail, Trails, diagnose,
 };
 use replwatch_core::model::Destination;
 use replwatch_core::registry::RegistryError;
 use replwatch_core::rules::ReplicationConfiguration;
-use serde_json::Value;
 
 use crate::Outcome;
 use crate::args::{DoctorArgs, GlobalOptions};
@@ -222,13 +221,18 @@ impl Reader<'_> {
         let mut rules = Vec::new();
         for name in names {
             match events.describe_rule().name(&name).send().await {
-                Ok(rule) => rules.push(ForwardingRule {
-                    enabled: rule.state().is_some_and(|s| s.as_str() == "ENABLED"),
-                    forwards_replication_events: rule
-                        .event_pattern()
-                        .is_some_and(admits_replication_events),
-                    name,
-                }),
+                Ok(rule) => {
+                    let pattern = rule.event_pattern().unwrap_or_default();
+                    rules.push(ForwardingRule {
+                        enabled: rule.state().is_some_and(|s| s.as_str() == "ENABLED"),
+                        forwards: Forwarded::of_pattern(pattern, self.source),
+                        forwards_other_sources: Forwarded::admits_other_sources(
+                            pattern,
+                            self.source,
+                        ),
+                        name,
+                    });
+                }
                 Err(e) => return unreadable(&format!("DescribeRule {name}"), describe(&e)),
             }
         }
@@ -405,18 +409,6 @@ fn read_error<E: std::error::Error + ProvideErrorMetadata>(
 /// Whether an EventBridge pattern lets `ECR Replication Action` events from `aws.ecr` through:
 /// each of `source` and `detail-type`, when present, must list the value (exact-match patterns,
 /// which is what the forwarding stack writes).
-fn admits_replication_events(pattern: &str) -> bool {
-    let Ok(pattern) = serde_json::from_str::<Value>(pattern) else {
-        return false;
-    };
-    let lists = |field: &str, wanted: &str| match pattern.get(field) {
-        None => true,
-        Some(Value::Array(values)) => values.iter().any(|v| v.as_str() == Some(wanted)),
-        Some(_) => false,
-    };
-    lists("source", "aws.ecr") && lists("detail-type", "ECR Replication Action")
-}
-
 fn print_report(report: &DoctorReport, format: OutputFormat) {
     match format {
         OutputFormat::Json => match serde_json::to_string_pretty(report) {
@@ -477,19 +469,6 @@ fn summary(report: &DoctorReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forwarding_patterns_must_let_replication_events_through() {
-        // The pattern infra/destination-region.yaml deploys.
-        assert!(admits_replication_events(
-            r#"{"source":["aws.ecr"],"detail-type":["ECR Replication Action"]}"#
-        ));
-        assert!(admits_replication_events(r#"{"source":["aws.ecr"]}"#));
-        assert!(!admits_replication_events(
-            r#"{"source":["aws.ecr"],"detail-type":["ECR Image Action"]}"#
-        ));
-        assert!(!admits_replication_events("not json"));
-    }
 
     #[test]
     fn a_refused_cloudtrail_read_names_the_permission() {

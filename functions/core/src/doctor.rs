@@ -29,7 +29,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::model::Destination;
+use crate::model::{AccountId, Destination};
 use crate::registry_policy::RegistryPolicy;
 use crate::rules::{
     MAX_FILTERS_PER_RULE, MAX_RULES, MAX_UNIQUE_DESTINATIONS, PREFIX_MATCH,
@@ -140,8 +140,86 @@ pub struct CreationTemplate {
 pub struct ForwardingRule {
     pub name: String,
     pub enabled: bool,
-    /// Its event pattern admits `ECR Replication Action` events from `aws.ecr`.
-    pub forwards_replication_events: bool,
+    /// What its event pattern lets through of the watched source's replication events.
+    pub forwards: Forwarded,
+    /// Its pattern also lets through replications of other source registries (no
+    /// `source-account` filter): their events become replwatch's work and cost.
+    pub forwards_other_sources: bool,
+}
+
+/// What a forwarding rule's event pattern lets through of one source registry's `ECR
+/// Replication Action` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarded {
+    Nothing,
+    /// Lean mode: only `FAILED` results.
+    FailuresOnly,
+    Everything,
+}
+
+impl Forwarded {
+    /// Reads an EventBridge event pattern as EventBridge matches it, for the fields a
+    /// replication event has: `source`, `detail-type`, and in `detail` the `source-account`,
+    /// `source-region` and `result`. A field the pattern leaves out matches anything; a list
+    /// matches when one of its values or filters does (`exists`, `prefix`, `anything-but`);
+    /// any other filter is taken as not matching, so the doctor errs towards saying so.
+    pub fn of_pattern(pattern: &str, source: &Destination) -> Self {
+        let Ok(pattern) = serde_json::from_str::<serde_json::Value>(pattern) else {
+            return Self::Nothing;
+        };
+        let passes = |result: &str| {
+            matches_field(&pattern["source"], "aws.ecr")
+                && matches_field(&pattern["detail-type"], "ECR Replication Action")
+                && matches_field(
+                    &pattern["detail"]["source-account"],
+                    source.registry_id.as_str(),
+                )
+                && matches_field(&pattern["detail"]["source-region"], source.region.as_str())
+                && matches_field(&pattern["detail"]["result"], result)
+        };
+        match (passes("SUCCESS"), passes("FAILED")) {
+            (true, true) => Self::Everything,
+            (false, true) => Self::FailuresOnly,
+            _ => Self::Nothing,
+        }
+    }
+
+    /// Whether `pattern` also lets through the replications of a source registry in another
+    /// account than `source`'s: one it does not name lets through any it does not name.
+    pub fn admits_other_sources(pattern: &str, source: &Destination) -> bool {
+        let unnamed = if source.registry_id.as_str() == "000000000000" {
+            "000000000001"
+        } else {
+            "000000000000"
+        };
+        AccountId::parse(unnamed).is_ok_and(|account| {
+            let other = Destination::new(source.region.clone(), account);
+            Self::of_pattern(pattern, &other) != Self::Nothing
+        })
+    }
+}
+
+/// Whether one field of an event pattern (`Null`: not in the pattern) matches `value`.
+fn matches_field(field: &serde_json::Value, value: &str) -> bool {
+    use serde_json::Value;
+    let one = |filter: &Value| match filter {
+        Value::String(s) => s == value,
+        Value::Object(o) => match o.iter().next() {
+            Some((name, Value::Bool(true))) if name == "exists" => true,
+            Some((name, Value::String(p))) if name == "prefix" => value.starts_with(p.as_str()),
+            Some((name, Value::String(not))) if name == "anything-but" => not != value,
+            Some((name, Value::Array(not))) if name == "anything-but" => {
+                !not.iter().any(|n| n.as_str() == Some(value))
+            }
+            _ => false,
+        },
+        _ => false,
+    };
+    match field {
+        Value::Null => true,
+        Value::Array(filters) => filters.iter().any(one),
+        _ => false,
+    }
 }
 
 /// Everything read about one destination registry.
@@ -402,7 +480,7 @@ pub fn diagnose(
         for (severity, problem, fix) in creation_templates(configuration, facts) {
             push(severity, Check::CreationTemplate, problem, fix);
         }
-        for (severity, problem, fix) in forwarding(facts) {
+        for (severity, problem, fix) in forwarding(source, facts) {
             push(severity, Check::EventForwarding, problem, fix);
         }
     }
@@ -802,7 +880,7 @@ fn creation_templates(
         .collect()
 }
 
-fn forwarding(facts: &DestinationFacts) -> Vec<Line> {
+fn forwarding(source: &Destination, facts: &DestinationFacts) -> Vec<Line> {
     let destination = &facts.destination;
     let rules = match &facts.forwarding_rules {
         Fact::Read(rules) => rules,
@@ -813,16 +891,43 @@ fn forwarding(facts: &DestinationFacts) -> Vec<Line> {
          \"Destination Regions\")",
         destination.registry_id, destination.region
     );
-    if let Some(rule) = rules
-        .iter()
-        .find(|r| r.enabled && r.forwards_replication_events)
-    {
-        return vec![ok(format!(
-            "rule {} forwards ECR Replication Action events to the central bus",
-            rule.name
-        ))];
+    let forwarding = |r: &&ForwardingRule| r.forwards != Forwarded::Nothing;
+    let enabled = rules.iter().filter(|r| r.enabled).filter(forwarding);
+    let best = enabled.max_by_key(|r| r.forwards == Forwarded::Everything);
+    if let Some(rule) = best {
+        let mut lines = vec![match rule.forwards {
+            Forwarded::FailuresOnly => (
+                Severity::Info,
+                format!(
+                    "rule {} forwards only failed replications (lean mode): arrivals are \
+                     confirmed at each push's deadline, without a latency metric or an instant \
+                     TAG_LOST",
+                    rule.name
+                ),
+                "for event mode, deploy infra/destination-region.yaml with Forward=ALL".to_owned(),
+            ),
+            _ => ok(format!(
+                "rule {} forwards ECR Replication Action events to the central bus",
+                rule.name
+            )),
+        }];
+        if rule.forwards_other_sources {
+            lines.push((
+                Severity::Warning,
+                format!(
+                    "rule {} also forwards the replications of other source registries: \
+                     replwatch reads and stores them, and pays for their events",
+                    rule.name
+                ),
+                format!(
+                    "deploy infra/destination-region.yaml with SourceAccountIds={}",
+                    source.registry_id
+                ),
+            ));
+        }
+        return lines;
     }
-    if let Some(rule) = rules.iter().find(|r| r.forwards_replication_events) {
+    if let Some(rule) = rules.iter().find(forwarding) {
         return vec![(
             Severity::Error,
             format!(
@@ -844,8 +949,9 @@ fn forwarding(facts: &DestinationFacts) -> Vec<Line> {
         let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
         format!(
             "rules {} target the central bus but their patterns do not admit ECR Replication \
-             Action events from aws.ecr",
-            names.join(", ")
+             Action events from aws.ecr of source {}",
+            names.join(", "),
+            source
         )
     };
     vec![(Severity::Error, problem, deploy)]
@@ -1100,7 +1206,8 @@ mod tests {
             forwarding_rules: Fact::Read(vec![ForwardingRule {
                 name: "replwatch-forward".into(),
                 enabled: true,
-                forwards_replication_events: true,
+                forwards: Forwarded::Everything,
+                forwards_other_sources: false,
             }]),
             reader_role: Fact::Read(()),
         }
@@ -1315,6 +1422,86 @@ mod tests {
     }
 
     #[test]
+    fn a_forwarding_pattern_is_read_as_eventbridge_matches_it_for_the_watched_source() {
+        let source = source();
+        let of = |pattern: serde_json::Value| Forwarded::of_pattern(&pattern.to_string(), &source);
+        let account = source.registry_id.to_string();
+        let region = source.region.to_string();
+        // infra/destination-region.yaml's pattern, event mode and lean mode.
+        let shipped = |result: serde_json::Value| {
+            serde_json::json!({
+                "source": ["aws.ecr"],
+                "detail-type": ["ECR Replication Action"],
+                "detail": {"source-account": [account], "source-region": [{"exists": true}], "result": result}
+            })
+        };
+        assert_eq!(
+            of(shipped(serde_json::json!([{"exists": true}]))),
+            Forwarded::Everything
+        );
+        assert_eq!(
+            of(shipped(serde_json::json!(["FAILED"]))),
+            Forwarded::FailuresOnly
+        );
+        // The pattern of the first releases: no detail filter at all.
+        assert_eq!(
+            of(
+                serde_json::json!({"source": ["aws.ecr"], "detail-type": ["ECR Replication Action"]})
+            ),
+            Forwarded::Everything
+        );
+        assert_eq!(
+            of(
+                serde_json::json!({"source": ["aws.ecr"], "detail": {"source-account": ["000000000000"]}})
+            ),
+            Forwarded::Nothing,
+            "another source's"
+        );
+        assert_eq!(
+            of(serde_json::json!({"detail": {"source-region": [{"prefix": "ap-"}]}})),
+            Forwarded::Nothing,
+            "{region} is not ap-*"
+        );
+        assert_eq!(
+            of(serde_json::json!({"detail": {"result": [{"anything-but": "SUCCESS"}]}})),
+            Forwarded::FailuresOnly
+        );
+        assert_eq!(
+            of(serde_json::json!({"source": ["aws.ecr"], "detail-type": ["ECR Image Action"]})),
+            Forwarded::Nothing
+        );
+        assert_eq!(
+            Forwarded::of_pattern("not json", &source),
+            Forwarded::Nothing
+        );
+    }
+
+    #[test]
+    fn lean_mode_is_noted_and_a_rule_forwarding_every_source_is_a_warning() {
+        let dest = registry("eu-west-1", OTHER);
+        let config = ReplicationConfiguration {
+            rules: vec![rule(std::slice::from_ref(&dest), &[])],
+        };
+        let mut facts = healthy_facts(dest);
+        facts.forwarding_rules = Fact::Read(vec![ForwardingRule {
+            name: "fwd".into(),
+            enabled: true,
+            forwards: Forwarded::FailuresOnly,
+            forwards_other_sources: true,
+        }]);
+        let report = diagnose(&source(), &delivering(), &config, &[facts]);
+        let found = problems(&report, Check::EventForwarding);
+        let severities: Vec<Severity> = found.iter().map(|f| f.0).collect();
+        assert_eq!(
+            severities,
+            vec![Severity::Warning, Severity::Info],
+            "{found:#?}"
+        );
+        assert!(found[0].1.contains("other source registries"));
+        assert!(found[1].1.contains("lean mode"));
+    }
+
+    #[test]
     fn forwarding_missing_disabled_or_unreadable() {
         let dest = registry("eu-west-1", OTHER);
         let config = ReplicationConfiguration {
@@ -1332,7 +1519,8 @@ mod tests {
         facts.forwarding_rules = Fact::Read(vec![ForwardingRule {
             name: "fwd".into(),
             enabled: false,
-            forwards_replication_events: true,
+            forwards: Forwarded::Everything,
+            forwards_other_sources: false,
         }]);
         let found = problems(
             &diagnose(&source(), &delivering(), &config, &[facts.clone()]),

@@ -1,0 +1,288 @@
+"""The stacks (template.yaml, infra/destination-region.yaml) as an on-call engineer and a
+security reviewer read them: every failure of replwatch itself reaches an alarm, nothing
+EventBridge fails to deliver is dropped unseen, roles reach only the accounts the stack serves,
+and parameters are refused before CloudFormation or CloudWatch would fail on them.
+
+Run by tests/run with the local AWS's virtualenv (PyYAML comes with cfn-lint):
+    infra/local-aws/.venv/bin/python -m pytest -q infra/tests
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with CloudFormation's short forms as their long forms (`!Ref X` -> {"Ref": "X"})."""
+
+
+def _intrinsic(loader: _Loader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if suffix == "Ref":
+        return {"Ref": value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{suffix}": value}
+
+
+_Loader.add_multi_constructor("!", _intrinsic)
+
+
+def load(path: str) -> dict[str, Any]:
+    return yaml.load((ROOT / path).read_text(), Loader=_Loader)
+
+
+@pytest.fixture(scope="module")
+def central() -> dict[str, Any]:
+    return load("template.yaml")
+
+
+def resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def referenced(value: Any) -> str | None:
+    """`!Ref X`, `!GetAtt X.Attr` -> X."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return value["Ref"]
+        if "Fn::GetAtt" in value:
+            return value["Fn::GetAtt"][0]
+    return None
+
+
+def walk(value: Any):
+    yield value
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from walk(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from walk(v)
+
+
+def alarm_metrics(alarm: dict[str, Any]) -> list[tuple[str, str, str | None]]:
+    """(namespace, metric name, the resource its first dimension names) of an alarm."""
+    props = alarm["Properties"]
+    stats = [m["MetricStat"]["Metric"] for m in props.get("Metrics", []) if "MetricStat" in m]
+    if "MetricName" in props:
+        stats.append(props)
+    out = []
+    for m in stats:
+        dims = m.get("Dimensions") or [{}]
+        ns = m["Namespace"]
+        out.append((ns if isinstance(ns, str) else "<param>", m["MetricName"], referenced(dims[0].get("Value"))))
+    return out
+
+
+def test_every_eventbridge_target_has_a_dead_letter_queue_that_admits_its_rule(central):
+    rules = resources(central, "AWS::Events::Rule")
+    assert rules
+    policy = next(p for p in resources(central, "AWS::SQS::QueuePolicy").values()
+                  if referenced(p["Properties"]["Queues"][0]) == "EventDeliveryDeadLetterQueue")
+    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+    admitted = {referenced(v) for v in walk(statement["Condition"]) if referenced(v)}
+    for name, rule in rules.items():
+        for target in rule["Properties"]["Targets"]:
+            dlq = target.get("DeadLetterConfig", {}).get("Arn")
+            assert referenced(dlq) == "EventDeliveryDeadLetterQueue", f"{name} target {target['Id']}"
+        assert name in admitted, f"the dead-letter queue's policy does not admit {name}"
+
+
+def test_every_dead_letter_queue_is_counted_by_the_dead_letter_alarm(central):
+    queues = resources(central, "AWS::SQS::Queue")
+    dead_letter = {"MalformedEventsQueue"}  # parked by the functions themselves
+    for value in walk(central["Resources"]):
+        if isinstance(value, dict):
+            for key in ("deadLetterTargetArn", "Destination"):
+                if referenced(value.get(key)) in queues:
+                    dead_letter.add(referenced(value[key]))
+            if referenced(value.get("DeadLetterConfig", {}).get("Arn")) in queues:
+                dead_letter.add(referenced(value["DeadLetterConfig"]["Arn"]))
+    assert {"PushDeadLetterQueue", "ReplicationDeadLetterQueue", "EventDeliveryDeadLetterQueue",
+            "SweepFailureQueue", "BackfillJobsDeadLetterQueue", "BackfillFailureQueue"} <= dead_letter
+    counted = {queue for _, metric, queue in alarm_metrics(central["Resources"]["DeadLetterDepthAlarm"])
+               if metric == "ApproximateNumberOfMessagesVisible"}
+    assert dead_letter <= counted, f"not alarmed: {sorted(dead_letter - counted)}"
+
+
+def test_every_function_s_errors_and_throttles_and_every_event_queue_s_age_page(central):
+    alarms = resources(central, "AWS::CloudWatch::Alarm")
+    watched = {(metric, what) for alarm in alarms.values() for _, metric, what in alarm_metrics(alarm)}
+    functions = resources(central, "AWS::Serverless::Function")
+    for function in functions:
+        assert ("Errors", function) in watched, function
+        assert ("Throttles", function) in watched, function
+    for name, function in functions.items():
+        for event in function["Properties"].get("Events", {}).values():
+            if event["Type"] == "SQS":
+                queue = referenced(event["Properties"]["Queue"])
+                assert ("ApproximateAgeOfOldestMessage", queue) in watched, f"{name}: {queue}"
+
+
+def test_alarms_on_replwatch_itself_say_what_to_do_and_reach_the_topic(central):
+    own = ("AWS/Lambda", "AWS/SQS")
+    for name, alarm in resources(central, "AWS::CloudWatch::Alarm").items():
+        props = alarm["Properties"]
+        metrics = alarm_metrics(alarm)
+        about_replwatch = any(ns in own for ns, _, _ in metrics) or name in (
+            "SweepHeartbeatAlarm", "UndeliveredAlertsAlarm", "DeadLetteredEventsAlarm")
+        assert [referenced(a) for a in props["AlarmActions"]] == ["AlertTopic"], name
+        if about_replwatch:
+            assert "Runbook:" in props["AlarmDescription"], name
+
+
+def test_the_dashboard_shows_replwatch_s_own_health(central):
+    body = central["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    for metric in ("Errors", "Throttles", "ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible",
+                   "AlertDeliveryFailures", "UndeliveredAlerts"):
+        assert metric in body, metric
+    for function in resources(central, "AWS::Serverless::Function"):
+        assert "${" + function + "}" in body, function
+    line = (ROOT / "functions/core/src/metrics.rs").read_text()
+    assert 'ALERT_DELIVERY_FAILURES: &str = "AlertDeliveryFailures"' in line, "the name the code publishes"
+
+
+@pytest.mark.parametrize("namespace,allowed", [
+    ("replwatch", True), ("team-a/replwatch_prod", True), ("ns:#1.x", True), ("x" * 255, True),
+    ("AWS/ECR", False), ('rep"watch', False), ("rep watch", False), ("", False), ("x" * 256, False),
+    ("replwatch}", False),
+])
+def test_the_metric_namespace_is_one_cloudwatch_and_the_dashboard_accept(central, namespace, allowed):
+    # CloudFormation's AllowedPattern is a Java regular expression; this one uses nothing
+    # Python's `re` reads differently.
+    pattern = central["Parameters"]["MetricNamespace"]["AllowedPattern"]
+    assert bool(re.fullmatch(pattern, namespace)) is allowed
+    assert re.fullmatch(pattern, central["Parameters"]["MetricNamespace"]["Default"])
+
+
+def test_state_outlives_the_stack_and_messages_outlive_their_queue_on_the_dead_letter_queue(central):
+    table = central["Resources"]["TrackingTable"]
+    assert (table.get("DeletionPolicy"), table.get("UpdateReplacePolicy")) == ("Retain", "Retain")
+    queues = resources(central, "AWS::SQS::Queue")
+    for name, queue in queues.items():
+        redrive = queue["Properties"].get("RedrivePolicy")
+        if redrive:
+            dlq = queues[referenced(redrive["deadLetterTargetArn"])]["Properties"]
+            # SQS's default retention is 4 days (345,600 s).
+            kept = queue["Properties"].get("MessageRetentionPeriod", 345600)
+            assert kept < dlq.get("MessageRetentionPeriod", 345600), name
+
+
+def test_asynchronous_invocations_give_up_when_they_are_stale_and_logs_are_json(central):
+    for name in ("SweepFunction", "BackfillPlanFunction"):
+        config = central["Resources"][name]["Properties"]["EventInvokeConfig"]
+        assert 60 <= config["MaximumEventAgeInSeconds"] <= 21600, name
+    assert central["Globals"]["Function"]["LoggingConfig"]["LogFormat"] == "JSON"
+
+
+def policy_statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(resource, statement) of every identity policy of the stack's roles and managed policies;
+    a conditional statement (`!If [c, s, NoValue]`) as its statement."""
+    out = []
+    for name, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+        if resource["Type"] == "AWS::IAM::ManagedPolicy":
+            documents.append(props["PolicyDocument"])
+        for document in documents:
+            for statement in document["Statement"]:
+                if "Fn::If" in statement:
+                    statement = statement["Fn::If"][1]
+                out.append((name, statement))
+    return out
+
+
+def test_roles_in_other_accounts_are_assumed_only_in_the_accounts_the_stack_serves(central):
+    assuming = [(name, s) for name, s in policy_statements(central) if s["Action"] == "sts:AssumeRole"
+                and s["Effect"] == "Allow"]
+    cross_account = [(name, s) for name, s in assuming if "iam::*:role/" in str(s["Resource"])]
+    assert len(cross_account) >= 3, "reader role (tracking), backfill role (plan and copy)"
+    for name, statement in cross_account:
+        condition = statement.get("Condition", {}).get("StringEquals", {})
+        if statement["Sid"].endswith("InOrganization"):
+            assert condition == {"aws:ResourceOrgID": {"Ref": "OrganizationId"}}, name
+            continue
+        accounts = condition.get("aws:ResourceAccount")
+        assert accounts is not None, f"{name} {statement['Sid']}: any account's role of that name"
+        listed = str(accounts)
+        assert "DestinationAccountIds" in listed and "AWS::AccountId" in listed, name
+
+
+def test_the_copier_never_writes_into_the_source_registry(central):
+    denied = [s for name, s in policy_statements(central) if name == "BackfillCopyRole" and s["Effect"] == "Deny"]
+    writes = {"ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload"}
+    granted = {a for name, s in policy_statements(central) if name == "BackfillCopyRole" and s["Effect"] == "Allow"
+               for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]) if a in writes}
+    assert granted == writes
+    [deny] = denied
+    assert set(deny["Action"]) == writes
+    assert deny["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/*"}
+
+
+def test_the_forwarder_keeps_what_it_cannot_deliver_and_forwards_only_the_watched_sources():
+    forwarder = load("infra/destination-region.yaml")
+    [rule] = resources(forwarder, "AWS::Events::Rule").values()
+    [target] = rule["Properties"]["Targets"]
+    assert referenced(target["DeadLetterConfig"]["Arn"]) == "UndeliveredEvents"
+    [policy] = resources(forwarder, "AWS::SQS::QueuePolicy").values()
+    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert referenced(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == "ForwardReplicationActions"
+    [alarm] = resources(forwarder, "AWS::CloudWatch::Alarm").values()
+    assert alarm_metrics(alarm) == [("AWS/SQS", "ApproximateNumberOfMessagesVisible", "UndeliveredEvents")]
+    assert "Runbook:" in alarm["Properties"]["AlarmDescription"]
+    detail = rule["Properties"]["EventPattern"]["detail"]
+    assert detail["source-account"] == {"Ref": "SourceAccountIds"}
+    assert "Default" not in forwarder["Parameters"]["SourceAccountIds"], "no forwarder without a source filter"
+
+
+def test_the_alert_topic_takes_only_encrypted_requests_from_this_account_s_iam_and_alarms(central):
+    [policy] = resources(central, "AWS::SNS::TopicPolicy").values()
+    assert [referenced(t) for t in policy["Properties"]["Topics"]] == ["AlertTopic"]
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    denied = [s for s in statements if s["Effect"] == "Deny"]
+    assert any(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} and "sns:Publish" in s["Action"]
+               for s in denied)
+    for statement in statements:
+        if statement["Effect"] != "Allow":
+            continue
+        principal = statement["Principal"]
+        if "Service" in principal:
+            assert principal == {"Service": "cloudwatch.amazonaws.com"}
+            assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+        else:
+            assert principal == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+
+
+def test_the_slack_key_is_usable_only_through_secrets_manager_or_ssm(central):
+    [key] = [s for name, s in policy_statements(central) if s.get("Sid") == "SlackWebhookKey"]
+    assert key["Action"] == "kms:Decrypt" and key["Resource"] == {"Ref": "SlackWebhookKeyArn"}
+    services = key["Condition"]["StringEquals"]["kms:ViaService"]
+    assert [s["Fn::Sub"].split(".")[0] for s in services] == ["secretsmanager", "ssm"]
+
+
+def test_the_central_bus_admits_only_replication_events_from_the_served_accounts(central):
+    policies = resources(central, "AWS::Events::EventBusPolicy")
+    assert set(policies) == {"CentralBusAccountsPolicy", "CentralBusOrganizationPolicy"}
+    for name, policy in policies.items():
+        statement = policy["Properties"]["Statement"]
+        assert statement["Action"] == "events:PutEvents"
+        condition = statement["Condition"]["StringEquals"]
+        assert condition["events:source"] == "aws.ecr", name
+        assert condition["events:detail-type"] == "ECR Replication Action", name
+        if statement["Principal"] == "*":
+            assert condition["aws:PrincipalOrgID"] == {"Ref": "OrganizationId"}, name
+        else:
+            assert statement["Principal"] == {"AWS": {"Ref": "DestinationAccountIds"}}, name
