@@ -232,3 +232,70 @@ async fn another_account_without_a_reader_role_is_a_clear_error() {
     );
     assert!(!error.retryable);
 }
+
+#[tokio::test]
+async fn the_reader_role_admits_only_the_stack_s_roles_with_the_external_id() {
+    use testbed::stack_templates::reader_trust_policy;
+
+    let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let (central, partner) = (unique_account(), unique_account());
+    // infra/destination-account.yaml's trust policy, deployed in the partner account.
+    let trust = reader_trust_policy(&central, "ext-1", None).expect("trust policy");
+    aws.create_role(&partner, "replwatch-reader", &trust.to_string())
+        .expect("reader role");
+    let central_trusts_itself = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": central.clone()}, "Action": "sts:AssumeRole"}]});
+    for role in ["replwatch-SweepRole-1A2B3C", "ci-deployer"] {
+        aws.create_role(&central, role, &central_trusts_itself.to_string())
+            .expect("caller role");
+    }
+    let reader = format!("arn:aws:iam::{partner}:role/replwatch-reader");
+    let assume = |caller: aws_config::SdkConfig, external_id: Option<&'static str>| {
+        let reader = reader.clone();
+        async move {
+            aws_sdk_sts::Client::new(&caller)
+                .assume_role()
+                .role_arn(reader)
+                .role_session_name("trust-test")
+                .set_external_id(external_id.map(str::to_owned))
+                .send()
+                .await
+                .map_err(|e| {
+                    use aws_sdk_sts::error::ProvideErrorMetadata;
+                    e.code().unwrap_or_default().to_owned()
+                })
+                .map(|_| ())
+        }
+    };
+    let as_role = |role: &'static str| {
+        let arn = format!("arn:aws:iam::{central}:role/{role}");
+        let aws = aws.clone();
+        let central = central.clone();
+        async move {
+            aws.assumed(&central, &arn, "eu-west-1")
+                .await
+                .expect("caller role")
+        }
+    };
+    let sweep = as_role("replwatch-SweepRole-1A2B3C").await;
+    assert_eq!(assume(sweep.clone(), Some("ext-1")).await, Ok(()));
+    let refused = Err("AccessDenied".to_owned());
+    assert_eq!(assume(sweep.clone(), None).await, refused, "no external id");
+    assert_eq!(
+        assume(sweep, Some("guess")).await,
+        refused,
+        "another external id"
+    );
+    let deployer = as_role("ci-deployer").await;
+    assert_eq!(
+        assume(deployer, Some("ext-1")).await,
+        refused,
+        "a role the pattern does not name"
+    );
+    let root = aws.config(&central, "eu-west-1").await;
+    assert_eq!(
+        assume(root, Some("ext-1")).await,
+        refused,
+        "the account itself, not a role"
+    );
+}

@@ -505,3 +505,83 @@ async fn destinations_forward_only_the_replications_of_the_watched_source_regist
         vec![(SOURCE_REGION.to_owned(), "SUCCESS".to_owned())]
     );
 }
+
+#[tokio::test]
+async fn a_forwarder_in_an_account_the_central_bus_does_not_admit_is_refused_and_keeps_its_events()
+{
+    let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let (central, partner, stranger) = (unique_account(), unique_account(), unique_account());
+    let region = Region::parse("eu-west-1").expect("region");
+    let admitted = Destination::new(region.clone(), AccountId::parse(&partner).expect("account"));
+    let unlisted = Destination::new(region, AccountId::parse(&stranger).expect("account"));
+    // The central bus admits the partner (template.yaml's policy for DestinationAccountIds).
+    let deployment = LocalDeployment::create(
+        &aws,
+        &central,
+        SOURCE_REGION,
+        std::slice::from_ref(&admitted),
+    )
+    .await
+    .expect("deployment");
+    let undelivered = deployment.forwarder_in(&unlisted).await.expect("forwarder");
+    aws.ecr(&central, SOURCE_REGION)
+        .await
+        .create_repository()
+        .repository_name("team/app")
+        .send()
+        .await
+        .expect("repository");
+    let rules: replwatch_core::ReplicationConfiguration = serde_json::from_value(
+        serde_json::json!({"rules": [{"destinations": [admitted, unlisted]}]}),
+    )
+    .expect("rules");
+    aws.put_replication_configuration(&central, SOURCE_REGION, &rules)
+        .await
+        .expect("rules");
+    aws.push_image(&central, SOURCE_REGION, "team/app", Some("v1"), "refused")
+        .await
+        .expect("push");
+    aws.flush_replication(&central).expect("replication");
+
+    let accounts: Vec<String> = deployment
+        .replication_events()
+        .await
+        .expect("events")
+        .iter()
+        .map(|m| {
+            let event: serde_json::Value = serde_json::from_str(&m.body).expect("event");
+            event["account"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        accounts,
+        vec![partner],
+        "only the admitted account's event arrives"
+    );
+
+    let sqs = aws_sdk_sqs::Client::new(&aws.config(&stranger, "eu-west-1").await);
+    let kept = sqs
+        .receive_message()
+        .queue_url(&undelivered)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .expect("receive");
+    let [message] = kept.messages() else {
+        panic!("one undelivered event: {:?}", kept.messages())
+    };
+    let attribute = |name: &str| {
+        message
+            .message_attributes()
+            .and_then(|a| a.get(name))
+            .and_then(|v| v.string_value())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(attribute("ERROR_CODE"), "NO_PERMISSIONS");
+    assert!(attribute("RULE_ARN").contains(":rule/replwatch-forward-replication"));
+    let event: serde_json::Value =
+        serde_json::from_str(message.body().unwrap_or_default()).expect("event");
+    assert_eq!(event["detail-type"], "ECR Replication Action");
+}

@@ -5,7 +5,7 @@
 //! functions run in this process, fed from those queues exactly as Lambda's SQS event source
 //! would feed them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_eventbridge::types::Target;
@@ -161,8 +161,24 @@ impl LocalDeployment {
             .send()
             .await?;
 
-        // The central bus and its rule to the replication queue.
+        // The central bus, admitting the destination accounts as template.yaml's policy does,
+        // and its rule to the replication queue.
         events.create_event_bus().name(CENTRAL_BUS).send().await?;
+        let bus_arn = format!("arn:aws:events:{region}:{account}:event-bus/{CENTRAL_BUS}");
+        let others: BTreeSet<&str> = destinations
+            .iter()
+            .map(|d| d.registry_id.as_str())
+            .filter(|a| *a != account)
+            .collect();
+        if !others.is_empty() {
+            let accounts: Vec<&str> = others.into_iter().collect();
+            events
+                .put_permission()
+                .event_bus_name(CENTRAL_BUS)
+                .policy(stack_templates::central_bus_policy(&accounts, &bus_arn)?.to_string())
+                .send()
+                .await?;
+        }
         let replication_pattern =
             serde_json::json!({"source": ["aws.ecr"], "detail-type": ["ECR Replication Action"]});
         events
@@ -187,48 +203,8 @@ impl LocalDeployment {
 
         // Each destination Region forwards its replication events to the central bus
         // (infra/destination-region.yaml on AWS).
-        let bus_arn = format!("arn:aws:events:{region}:{account}:event-bus/{CENTRAL_BUS}");
-        let forward_pattern = stack_templates::forwarding_pattern(&HashMap::from([
-            ("CentralBusArn", serde_json::json!(bus_arn)),
-            ("SourceAccountIds", serde_json::json!([account])),
-            ("SourceRegions", serde_json::json!([region])),
-            (
-                "Forward",
-                serde_json::json!(match forward {
-                    Forward::All => "ALL",
-                    Forward::FailedOnly => "FAILED",
-                }),
-            ),
-        ]))?;
         for destination in destinations {
-            let dest_events = aws_sdk_eventbridge::Client::new(
-                &aws.config(
-                    destination.registry_id.as_str(),
-                    destination.region.as_str(),
-                )
-                .await,
-            );
-            dest_events
-                .put_rule()
-                .name("replwatch-forward-replication")
-                .event_pattern(forward_pattern.to_string())
-                .send()
-                .await?;
-            dest_events
-                .put_targets()
-                .rule("replwatch-forward-replication")
-                .targets(
-                    Target::builder()
-                        .id("central-bus")
-                        .arn(&bus_arn)
-                        .role_arn(format!(
-                            "arn:aws:iam::{}:role/replwatch-forwarder",
-                            destination.registry_id
-                        ))
-                        .build()?,
-                )
-                .send()
-                .await?;
+            forwarder(aws, destination, account, region, forward).await?;
         }
 
         // Alerts: the topic, with an SQS subscription to read them back.
@@ -487,6 +463,19 @@ impl LocalDeployment {
         Ok(alerts)
     }
 
+    /// Deploys infra/destination-region.yaml's forwarder in `destination` (an account the
+    /// central bus may not admit), forwarding every replication event of this source.
+    pub async fn forwarder_in(&self, destination: &Destination) -> Result<String, Error> {
+        forwarder(
+            &self.aws,
+            destination,
+            &self.account,
+            &self.region,
+            Forward::All,
+        )
+        .await
+    }
+
     /// Messages parked on the dead-letter queue so far: (body, attributes).
     pub async fn dead_letters(&self) -> Result<Vec<QueuedMessage>, Error> {
         self.take("dead-letters", &self.dead_letter_queue).await
@@ -527,4 +516,68 @@ pub fn sqs_event(messages: &[QueuedMessage], region: &str) -> Result<SqsEvent, E
     Ok(serde_json::from_value(
         serde_json::json!({ "Records": records }),
     )?)
+}
+
+/// The forwarding rule of infra/destination-region.yaml in `destination`, towards the central
+/// bus of `account`/`region`, with its dead-letter queue; returns that queue's URL.
+async fn forwarder(
+    aws: &LocalAws,
+    destination: &Destination,
+    account: &str,
+    region: &str,
+    forward: Forward,
+) -> Result<String, Error> {
+    let bus_arn = format!("arn:aws:events:{region}:{account}:event-bus/{CENTRAL_BUS}");
+    let pattern = stack_templates::forwarding_pattern(&HashMap::from([
+        ("CentralBusArn", serde_json::json!(bus_arn)),
+        ("SourceAccountIds", serde_json::json!([account])),
+        ("SourceRegions", serde_json::json!([region])),
+        (
+            "Forward",
+            serde_json::json!(match forward {
+                Forward::All => "ALL",
+                Forward::FailedOnly => "FAILED",
+            }),
+        ),
+    ]))?;
+    let (dest_account, dest_region) = (
+        destination.registry_id.as_str(),
+        destination.region.as_str(),
+    );
+    let config = aws.config(dest_account, dest_region).await;
+    let undelivered = aws_sdk_sqs::Client::new(&config)
+        .create_queue()
+        .queue_name("replwatch-forwarder-undelivered")
+        .send()
+        .await?
+        .queue_url()
+        .ok_or("no queue url")?
+        .to_owned();
+    let events = aws_sdk_eventbridge::Client::new(&config);
+    events
+        .put_rule()
+        .name("replwatch-forward-replication")
+        .event_pattern(pattern.to_string())
+        .send()
+        .await?;
+    events
+        .put_targets()
+        .rule("replwatch-forward-replication")
+        .targets(
+            Target::builder()
+                .id("central-bus")
+                .arn(&bus_arn)
+                .role_arn(format!("arn:aws:iam::{dest_account}:role/replwatch-forwarder"))
+                .dead_letter_config(
+                    aws_sdk_eventbridge::types::DeadLetterConfig::builder()
+                        .arn(format!(
+                            "arn:aws:sqs:{dest_region}:{dest_account}:replwatch-forwarder-undelivered"
+                        ))
+                        .build(),
+                )
+                .build()?,
+        )
+        .send()
+        .await?;
+    Ok(undelivered)
 }

@@ -2,9 +2,11 @@
 //! for given parameters, read from the template itself so that the local deployment runs the
 //! shipped pattern, not a copy of it.
 //!
-//! Resolves the intrinsic functions these values use (`Ref` of a parameter, `Fn::If` on a
-//! condition, and in conditions `Fn::Equals`, `Fn::Not`, `Fn::Join`), as CloudFormation
-//! would; anything else is an error, so a template change the test bed cannot follow fails
+//! Resolves the intrinsic functions these values use (`Ref` of a parameter, of
+//! `AWS::NoValue` (the key or item is left out) or of a pseudo parameter given as a parameter,
+//! `Fn::Sub` of those, `Fn::GetAtt` of a resource the caller names, `Fn::If` on a condition,
+//! and in conditions `Fn::Equals`, `Fn::Not`, `Fn::Join`), as CloudFormation would; anything
+//! else is an error, so a template change the test bed cannot follow fails
 //! the tests instead of passing them with a stale pattern.
 
 use std::collections::HashMap;
@@ -22,9 +24,46 @@ pub type Parameters = HashMap<&'static str, Json>;
 /// (missing ones take their defaults).
 pub fn forwarding_pattern(parameters: &Parameters) -> Result<Json, Error> {
     let template = read("infra/destination-region.yaml")?;
-    let stack = Stack::new(&template, parameters)?;
+    let stack = Stack::new(&template, parameters, HashMap::new())?;
     let pattern = &template["Resources"]["ForwardReplicationActions"]["Properties"]["EventPattern"];
-    stack.resolve(pattern)
+    stack.value(pattern)
+}
+
+/// `infra/destination-account.yaml`'s reader role trust policy, for the central account
+/// `central`, the external id, and the caller role name pattern (`None`: its default).
+pub fn reader_trust_policy(
+    central: &str,
+    external_id: &str,
+    caller_pattern: Option<&str>,
+) -> Result<Json, Error> {
+    let template = read("infra/destination-account.yaml")?;
+    let mut parameters = HashMap::from([
+        ("CentralAccountId", Json::from(central)),
+        ("ExternalId", Json::from(external_id)),
+        ("AWS::Partition", Json::from("aws")),
+    ]);
+    if let Some(pattern) = caller_pattern {
+        parameters.insert("CallerRolePattern", Json::from(pattern));
+    }
+    let stack = Stack::new(&template, &parameters, HashMap::new())?;
+    stack.value(&template["Resources"]["ReaderRole"]["Properties"]["AssumeRolePolicyDocument"])
+}
+
+/// `template.yaml`'s central bus policy for these destination accounts, as one policy
+/// document: the statement of `CentralBusAccountsPolicy` on the bus `bus_arn`.
+pub fn central_bus_policy(destination_accounts: &[&str], bus_arn: &str) -> Result<Json, Error> {
+    let template = read("template.yaml")?;
+    let parameters = HashMap::from([(
+        "DestinationAccountIds",
+        Json::from(destination_accounts.to_vec()),
+    )]);
+    let attributes = HashMap::from([("CentralBus.Arn".to_owned(), Json::from(bus_arn))]);
+    let stack = Stack::new(&template, &parameters, attributes)?;
+    let properties = &template["Resources"]["CentralBusAccountsPolicy"]["Properties"];
+    let mut statement = stack.value(&properties["Statement"])?;
+    // EventBridge makes the resource's StatementId the statement's Sid.
+    statement["Sid"] = stack.value(&properties["StatementId"])?;
+    Ok(serde_json::json!({"Version": "2012-10-17", "Statement": [statement]}))
 }
 
 fn read(path: &str) -> Result<Yaml, Error> {
@@ -35,58 +74,73 @@ fn read(path: &str) -> Result<Yaml, Error> {
 
 struct Stack<'t> {
     template: &'t Yaml,
+    /// Given values (pseudo parameters too) and defaults; a parameter with neither is an error
+    /// only when used.
     parameters: HashMap<String, Json>,
+    /// `Resource.Attribute` -> value, for `Fn::GetAtt`.
+    attributes: HashMap<String, Json>,
 }
 
 impl<'t> Stack<'t> {
-    fn new(template: &'t Yaml, given: &Parameters) -> Result<Self, Error> {
-        let mut parameters = HashMap::new();
+    fn new(
+        template: &'t Yaml,
+        given: &Parameters,
+        attributes: HashMap<String, Json>,
+    ) -> Result<Self, Error> {
+        let mut parameters: HashMap<String, Json> = given
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect();
         let declared = template["Parameters"]
             .as_mapping()
             .ok_or("template without Parameters")?;
         for (name, declaration) in declared {
             let name = name.as_str().ok_or("parameter name")?;
-            let list = declaration["Type"].as_str() == Some("CommaDelimitedList");
-            let value = match given.get(name) {
-                Some(value) => value.clone(),
-                None => {
-                    let default = declaration["Default"]
-                        .as_str()
-                        .ok_or_else(|| format!("parameter {name} has no value and no default"))?;
-                    if list {
-                        let items: Vec<Json> = default
-                            .split(',')
-                            .filter(|s| !s.is_empty())
-                            .map(|s| Json::String(s.to_owned()))
-                            .collect();
-                        Json::Array(items)
-                    } else {
-                        Json::String(default.to_owned())
-                    }
-                }
+            if parameters.contains_key(name) {
+                continue;
+            }
+            let Some(default) = declaration["Default"].as_str() else {
+                continue;
+            };
+            let value = if declaration["Type"].as_str() == Some("CommaDelimitedList") {
+                Json::Array(
+                    default
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(|s| Json::String(s.to_owned()))
+                        .collect(),
+                )
+            } else {
+                Json::String(default.to_owned())
             };
             parameters.insert(name.to_owned(), value);
         }
         Ok(Self {
             template,
             parameters,
+            attributes,
         })
     }
 
+    /// `value` resolved; `AWS::NoValue` in its place is an error.
+    fn value(&self, value: &Yaml) -> Result<Json, Error> {
+        self.resolve(value)?
+            .ok_or_else(|| "AWS::NoValue where a value is needed".into())
+    }
+
     fn condition(&self, name: &str) -> Result<bool, Error> {
-        let expression = &self.template["Conditions"][name];
-        match self.resolve(expression)? {
+        match self.value(&self.template["Conditions"][name])? {
             Json::Bool(b) => Ok(b),
             other => Err(format!("condition {name} is {other}").into()),
         }
     }
 
-    fn resolve(&self, value: &Yaml) -> Result<Json, Error> {
-        Ok(match value {
+    /// `None`: `AWS::NoValue`, left out of the mapping or list that holds it.
+    fn resolve(&self, value: &Yaml) -> Result<Option<Json>, Error> {
+        Ok(Some(match value {
             Yaml::Tagged(tagged) => {
                 let tag = tagged.tag.to_string();
-                let function = tag.trim_start_matches('!');
-                self.function(function, &tagged.value)?
+                return self.function(tag.trim_start_matches('!'), &tagged.value);
             }
             Yaml::Mapping(map) => {
                 if let Some((key, argument)) = map.iter().next().filter(|_| map.len() == 1) {
@@ -99,57 +153,96 @@ impl<'t> Stack<'t> {
                 let mut out = serde_json::Map::new();
                 for (k, v) in map {
                     let key = k.as_str().ok_or("non-string key")?;
-                    out.insert(key.to_owned(), self.resolve(v)?);
+                    if let Some(v) = self.resolve(v)? {
+                        out.insert(key.to_owned(), v);
+                    }
                 }
                 Json::Object(out)
             }
-            Yaml::Sequence(items) => Json::Array(
-                items
-                    .iter()
-                    .map(|i| self.resolve(i))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Yaml::Sequence(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    out.extend(self.resolve(item)?);
+                }
+                Json::Array(out)
+            }
             Yaml::String(s) => Json::String(s.clone()),
             Yaml::Bool(b) => Json::Bool(*b),
             Yaml::Number(n) => serde_json::to_value(n)?,
             Yaml::Null => Json::Null,
-        })
+        }))
     }
 
-    fn function(&self, name: &str, argument: &Yaml) -> Result<Json, Error> {
+    fn parameter(&self, name: &str) -> Result<Json, Error> {
+        self.parameters
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("Ref {name}: no value given and no default").into())
+    }
+
+    fn function(&self, name: &str, argument: &Yaml) -> Result<Option<Json>, Error> {
         let arguments = || argument.as_sequence().ok_or(format!("{name}: not a list"));
-        match name {
-            "Ref" => {
-                let parameter = argument.as_str().ok_or("Ref of a non-string")?;
-                self.parameters
-                    .get(parameter)
+        Ok(Some(match name {
+            "Ref" => match argument.as_str().ok_or("Ref of a non-string")? {
+                "AWS::NoValue" => return Ok(None),
+                parameter => self.parameter(parameter)?,
+            },
+            "Sub" => {
+                let text = argument.as_str().ok_or("Sub: only its one-string form")?;
+                let mut out = String::new();
+                let mut rest = text;
+                while let Some(start) = rest.find("${") {
+                    out.push_str(&rest[..start]);
+                    let end = rest[start..].find('}').ok_or("Sub: unclosed ${")? + start;
+                    match self.parameter(&rest[start + 2..end])? {
+                        Json::String(value) => out.push_str(&value),
+                        other => return Err(format!("Sub of {other}").into()),
+                    }
+                    rest = &rest[end + 1..];
+                }
+                out.push_str(rest);
+                Json::String(out)
+            }
+            "GetAtt" => {
+                let path = match argument {
+                    Yaml::String(path) => path.clone(),
+                    Yaml::Sequence(parts) => parts
+                        .iter()
+                        .filter_map(Yaml::as_str)
+                        .collect::<Vec<_>>()
+                        .join("."),
+                    _ => return Err("GetAtt of neither a string nor a list".into()),
+                };
+                self.attributes
+                    .get(&path)
                     .cloned()
-                    .ok_or_else(|| format!("Ref {parameter}: not a parameter").into())
+                    .ok_or_else(|| format!("GetAtt {path}: not given"))?
             }
             "If" => {
                 let [condition, then, otherwise] = arguments()?.as_slice() else {
                     return Err("If takes three arguments".into());
                 };
                 let condition = condition.as_str().ok_or("If: condition name")?;
-                if self.condition(condition)? {
-                    self.resolve(then)
+                let chosen = if self.condition(condition)? {
+                    then
                 } else {
-                    self.resolve(otherwise)
-                }
+                    otherwise
+                };
+                return self.resolve(chosen);
             }
             "Equals" => {
                 let [a, b] = arguments()?.as_slice() else {
                     return Err("Equals takes two arguments".into());
                 };
-                Ok(Json::Bool(self.resolve(a)? == self.resolve(b)?))
+                Json::Bool(self.value(a)? == self.value(b)?)
             }
             "Not" => {
                 let [inner] = arguments()?.as_slice() else {
                     return Err("Not takes one argument".into());
                 };
-                match self.resolve(inner)? {
-                    Json::Bool(b) => Ok(Json::Bool(!b)),
-                    other => Err(format!("Not of {other}").into()),
+                match self.value(inner)? {
+                    Json::Bool(b) => Json::Bool(!b),
+                    other => return Err(format!("Not of {other}").into()),
                 }
             }
             "Join" => {
@@ -157,19 +250,21 @@ impl<'t> Stack<'t> {
                     return Err("Join takes two arguments".into());
                 };
                 let separator = separator.as_str().ok_or("Join: separator")?;
-                let Json::Array(items) = self.resolve(list)? else {
+                let Json::Array(items) = self.value(list)? else {
                     return Err("Join of a non-list".into());
                 };
                 let parts: Vec<String> = items
                     .iter()
                     .map(|i| i.as_str().map(str::to_owned).ok_or("Join of a non-string"))
                     .collect::<Result<_, _>>()?;
-                Ok(Json::String(parts.join(separator)))
+                Json::String(parts.join(separator))
             }
             other => {
-                Err(format!("intrinsic function {other} is not resolved by the test bed").into())
+                return Err(
+                    format!("intrinsic function {other} is not resolved by the test bed").into(),
+                );
             }
-        }
+        }))
     }
 }
 
@@ -189,6 +284,19 @@ mod tests {
             ("SourceRegions", serde_json::json!(regions)),
             ("Forward", Json::String(forward.into())),
         ])
+    }
+
+    #[test]
+    fn the_reader_trust_policy_takes_the_caller_pattern_or_leaves_its_condition_out() {
+        let policy = reader_trust_policy("111111111111", "ext-1", None).expect("policy");
+        let condition = &policy["Statement"][0]["Condition"];
+        assert_eq!(condition["StringEquals"]["sts:ExternalId"], "ext-1");
+        assert_eq!(
+            condition["ArnLike"]["aws:PrincipalArn"],
+            "arn:aws:iam::111111111111:role/replwatch-*"
+        );
+        let open = reader_trust_policy("111111111111", "ext-1", Some("")).expect("policy");
+        assert!(open["Statement"][0]["Condition"].get("ArnLike").is_none());
     }
 
     #[test]

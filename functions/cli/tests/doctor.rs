@@ -3,6 +3,7 @@
 //! replicates `team-a/` to a cross-account destination and to another Region of its own
 //! account.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Output};
@@ -106,8 +107,8 @@ impl Setup {
         (output.status.code(), report)
     }
 
-    /// A forwarding rule in `account`/`region` to the central bus, as the destination-Region
-    /// stack deploys it.
+    /// A forwarding rule in `account`/`region` to the central bus, with the pattern the
+    /// destination-Region stack deploys for this source.
     async fn forward(&self, account: &str, region: &str, enabled: bool) -> Result<(), Error> {
         let events = aws_sdk_eventbridge::Client::new(&self.aws.config(account, region).await);
         let state = if enabled {
@@ -115,10 +116,15 @@ impl Setup {
         } else {
             aws_sdk_eventbridge::types::RuleState::Disabled
         };
+        let pattern = testbed::stack_templates::forwarding_pattern(&HashMap::from([
+            ("CentralBusArn", Value::from(self.bus_arn.as_str())),
+            ("SourceAccountIds", Value::from(vec![self.source.as_str()])),
+            ("SourceRegions", Value::from(vec![SOURCE_REGION])),
+        ]))?;
         events
             .put_rule()
             .name("replwatch-forward")
-            .event_pattern(r#"{"source":["aws.ecr"],"detail-type":["ECR Replication Action"]}"#)
+            .event_pattern(pattern.to_string())
             .state(state)
             .send()
             .await?;

@@ -8,7 +8,9 @@ each of which documents the AWS behaviour it reproduces:
 - ``accounts``:    a 12-digit access key id selects that account (convenience).
 - ``eventbridge``: events keep their ``account`` field when delivered to SQS,
                    disabled rules stop matching, bus-to-bus forwarding keeps the
-                   original envelope; ``emit()`` for service events.
+                   original envelope, bus policies enforced on
+                   cross-account forwarding (refused events to the target's
+                   dead-letter queue); ``emit()`` for service events.
 - ``ecr``:         PutImage checks, real digests, layer bytes kept,
                    GetDownloadUrlForLayer, DescribeImageReplicationStatus,
                    multi-rule replication configurations, ECR events.
@@ -22,6 +24,7 @@ each of which documents the AWS behaviour it reproduces:
                    DeleteRepositoryCreationTemplate), applied by replication.
 - ``trust``:       AssumeRole checks trust policies in accounts that have IAM
                    roles (moto lets anyone assume anything).
+- ``policies``:    policy Condition blocks, for trust and event bus policies.
 - ``paging``:      maxResults/nextToken for DescribeRepositories,
                    DescribeImages and ListImages.
 - ``faults``:      ECR API throttling on demand (``/_localaws/faults``).

@@ -18,8 +18,21 @@ events" / event structure reference):
   and the central side needs the destination ``account``/``region``). moto
   re-puts only source/detail-type/detail, so the forwarded event claims the
   receiving account and Region and loses ``resources``. We forward the
-  original envelope instead (at most a few hops, to stop rule loops). Bus
-  resource policies are not checked.
+  original envelope instead (at most a few hops, to stop rule loops).
+- A bus takes events from another account only as its resource-based policy
+  allows ("Permissions for Amazon EventBridge event buses"; "Sending and
+  receiving events between AWS accounts"): an ``Allow`` of
+  ``events:PutEvents`` for a principal covering the sending account (``*``,
+  its id, its root ARN), every condition met, and no ``Deny`` that applies.
+  Conditions as ``policies`` evaluates them, on ``aws:PrincipalAccount``,
+  ``aws:PrincipalOrgID`` (from moto's Organizations), ``events:source`` and
+  ``events:detail-type``; any other key is absent from the request. moto
+  checks none of it.
+- An event a rule could not deliver to a bus because of permissions goes at
+  once to the target's dead-letter queue (``DeadLetterConfig``) with the
+  attributes ``RULE_ARN``, ``TARGET_ARN``, ``ERROR_CODE`` and
+  ``ERROR_MESSAGE`` ("Using dead-letter queues to process undelivered
+  events"); without one it is dropped.
 
 ``emit(account, region, detail_type, detail, resources)`` delivers an
 ``aws.ecr`` event to the default bus of that account and Region, in process,
@@ -40,6 +53,7 @@ from typing import Any
 from moto.core.utils import unix_time
 
 from . import meter
+from .policies import as_list, condition_met, org_of
 
 # AWS envelope order; moto fills <field> placeholders from the event.
 EVENT_TEMPLATE = (
@@ -52,17 +66,24 @@ _MAX_BUS_HOPS = 4
 _hops = threading.local()
 
 
-def _forward_to_bus(event: dict[str, Any], bus_arn: str) -> None:
+def _forward_to_bus(rule: Any, event: dict[str, Any], target: dict[str, Any]) -> None:
     from moto.events.models import events_backends
     from moto.utilities.arns import parse_arn
 
     depth = getattr(_hops, "depth", 0)
     if depth >= _MAX_BUS_HOPS:
         return
+    bus_arn = target["Arn"]
     arn = parse_arn(bus_arn)
     try:
         bus = events_backends[arn.account][arn.region].describe_event_bus(arn.resource_id)
     except Exception:  # target bus does not exist: AWS drops the event too
+        return
+    sender = rule.account_id
+    if sender != arn.account and not bus_admits(bus.policy, sender, event):
+        _dead_letter(rule, target, event, "NO_PERMISSIONS",
+                     f"User: arn:aws:sts::{sender}:assumed-role/… is not authorized to perform: "
+                     f"events:PutEvents on resource: {bus_arn} because no resource-based policy allows it")
         return
     meter.record_forwarded(event)
     forwarded = copy.deepcopy(event)
@@ -73,6 +94,55 @@ def _forward_to_bus(event: dict[str, Any], bus_arn: str) -> None:
             rule.send_to_targets(copy.deepcopy(forwarded))
     finally:
         _hops.depth = depth
+
+
+def bus_admits(policy: str | None, sender: str, event: dict[str, Any]) -> bool:
+    """Whether a bus with resource policy ``policy`` takes ``event`` put by account ``sender``."""
+    import json
+
+    if not policy:
+        return False
+    try:
+        statements = as_list(json.loads(policy).get("Statement"))
+    except (TypeError, ValueError, AttributeError):
+        return False
+    context = {
+        "aws:principalaccount": sender,
+        "aws:principalorgid": org_of(sender),
+        "events:source": event.get("source"),
+        "events:detail-type": event.get("detail-type"),
+    }
+
+    def applies(statement: dict[str, Any]) -> bool:
+        actions = {str(a).lower() for a in as_list(statement.get("Action"))}
+        if not actions & {"events:putevents", "events:*", "*"}:
+            return False
+        principal = statement.get("Principal")
+        if principal != "*":
+            named = as_list(principal.get("AWS")) if isinstance(principal, dict) else []
+            if not any(p in ("*", sender) or str(p).endswith(f":iam::{sender}:root") for p in named):
+                return False
+        return condition_met(statement.get("Condition"), context)
+
+    live = [s for s in statements if isinstance(s, dict) and applies(s)]
+    return any(s.get("Effect") == "Allow" for s in live) and not any(s.get("Effect") == "Deny" for s in live)
+
+
+def _dead_letter(rule: Any, target: dict[str, Any], event: dict[str, Any], code: str, message: str) -> None:
+    import json
+
+    from moto.sqs.models import sqs_backends
+    from moto.utilities.arns import parse_arn
+
+    queue_arn = (target.get("DeadLetterConfig") or {}).get("Arn")
+    if not queue_arn:
+        return
+    arn = parse_arn(queue_arn)
+    attributes = {name: {"DataType": "String", "StringValue": value} for name, value in (
+        ("RULE_ARN", rule.arn), ("TARGET_ARN", target["Arn"]), ("ERROR_CODE", code), ("ERROR_MESSAGE", message))}
+    body = {k: v for k, v in event.items() if k != "ingestion-time"}
+    sqs_backends[arn.account][arn.region].send_message(
+        arn.resource_id, json.dumps(body), message_attributes=attributes)
 
 
 def _is_bus_target(target: dict[str, Any]) -> bool:
@@ -131,7 +201,7 @@ def install() -> None:
             return
         for target in targets:
             if _is_bus_target(target):
-                _forward_to_bus(original_event, target["Arn"])
+                _forward_to_bus(self, original_event, target)
         others = [t for t in targets if not _is_bus_target(t)]
         if others:
             # A shallow copy of the rule with the other targets only, so

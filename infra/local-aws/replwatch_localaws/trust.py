@@ -4,19 +4,22 @@ moto 5.2.5 lets anyone assume any role ARN, existing or not
 (``moto.sts.models.STSBackend.assume_role``). The test bed keeps that for
 accounts that have no IAM role at all, so tests can act "as account B" without
 setting IAM up. An account with at least one IAM role (created through IAM,
-i.e. the test set its IAM up) gets AWS's answer instead:
+i.e. the test set its IAM up) gets AWS's answer instead (IAM User Guide,
+"Policy evaluation logic" for a role trust policy, a resource-based policy):
 
 - the role must exist in that account, else ``AccessDenied`` ("User: … is not
   authorized to perform: sts:AssumeRole on resource: …"), the message AWS gives
   for a missing role and for a refused one alike;
-- an ``Allow`` statement of its trust policy (``AssumeRolePolicyDocument``) must
-  name the action ``sts:AssumeRole`` (or ``sts:*`` / ``*``) and a principal
-  covering the caller: ``"*"``, ``{"AWS": "*"}``, the caller's account id, its
-  ``arn:aws:iam::<account>:root``, or the caller's own ARN;
-- a ``StringEquals`` condition on ``sts:ExternalId`` must equal the request's
-  ``ExternalId``. Other condition keys are not evaluated (they are taken as met).
-
-``Deny`` statements are not evaluated: trust policies rarely have them.
+- a statement applies when it names the action ``sts:AssumeRole`` (or
+  ``sts:*`` / ``*``), a principal covering the caller (``"*"``,
+  ``{"AWS": "*"}``, the caller's account id or ``arn:aws:iam::<account>:root``,
+  or the caller's own principal ARN: for a caller using an assumed role's
+  credentials, that role's ARN, as ``aws:PrincipalArn`` gives it), and its
+  conditions hold (``policies.condition_met``) for the keys ``sts:ExternalId``,
+  ``aws:PrincipalArn``, ``aws:PrincipalAccount``, ``aws:PrincipalOrgID``, and
+  ``aws:PrincipalType`` (``Account`` or ``AssumedRole``); other keys are absent
+  from the request;
+- a ``Deny`` that applies refuses; otherwise an ``Allow`` that applies admits.
 """
 
 from __future__ import annotations
@@ -24,13 +27,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .policies import as_list, condition_met, org_of
+
 _ACTIONS = {"sts:assumerole", "sts:*", "*"}
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
 
 
 def _principal_admits(principal: Any, caller_account: str, caller_arn: str | None) -> bool:
@@ -38,48 +37,54 @@ def _principal_admits(principal: Any, caller_account: str, caller_arn: str | Non
         return True
     if not isinstance(principal, dict):
         return False
-    for value in _as_list(principal.get("AWS")):
-        if value in ("*", caller_account, caller_arn):
+    for value in as_list(principal.get("AWS")):
+        if value in ("*", caller_account) or (caller_arn is not None and value == caller_arn):
             return True
         if isinstance(value, str) and value.endswith(f":iam::{caller_account}:root"):
             return True
     return False
 
 
-def _external_id_met(condition: Any, external_id: str | None) -> bool:
-    if not isinstance(condition, dict):
-        return True
-    for operator, keys in condition.items():
-        if not isinstance(keys, dict):
-            continue
-        for key, wanted in keys.items():
-            if key.lower() != "sts:externalid":
-                continue
-            if operator != "StringEquals":
-                continue
-            if external_id not in _as_list(wanted):
-                return False
-    return True
-
-
 def trust_admits(document: str, caller_account: str, caller_arn: str | None,
                  external_id: str | None) -> bool:
-    """Whether the trust policy lets the caller assume the role."""
+    """Whether the trust policy lets the caller (its account, and its role's ARN when it
+    calls with an assumed role's credentials) assume the role."""
     try:
         policy = json.loads(document)
     except (TypeError, ValueError):
         return False
-    for statement in _as_list(policy.get("Statement")):
-        if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
+    context = {
+        "sts:externalid": external_id,
+        "aws:principalarn": caller_arn or f"arn:aws:iam::{caller_account}:root",
+        "aws:principalaccount": caller_account,
+        "aws:principalorgid": org_of(caller_account),
+        "aws:principaltype": "AssumedRole" if caller_arn else "Account",
+    }
+    applying = []
+    for statement in as_list(policy.get("Statement")):
+        if not isinstance(statement, dict):
             continue
-        actions = {a.lower() for a in _as_list(statement.get("Action")) if isinstance(a, str)}
+        actions = {a.lower() for a in as_list(statement.get("Action")) if isinstance(a, str)}
         if not actions & _ACTIONS:
             continue
         if not _principal_admits(statement.get("Principal"), caller_account, caller_arn):
             continue
-        if _external_id_met(statement.get("Condition"), external_id):
-            return True
-    return False
+        if condition_met(statement.get("Condition"), context):
+            applying.append(statement.get("Effect"))
+    return "Allow" in applying and "Deny" not in applying
+
+
+def caller_role_arn(access_key_id: str) -> str | None:
+    """The ARN of the role whose temporary credentials carry ``access_key_id`` (None: the
+    caller is an account's root, as the test bed's 12-digit keys are)."""
+    from moto.sts.models import sts_backends
+
+    for per_account in list(dict.values(sts_backends)):
+        for backend in list(dict.values(per_account)):
+            role = backend.get_assumed_role_from_access_key(access_key_id)
+            if role is not None:
+                return str(role.role_arn)
+    return None
 
 
 def _roles_of(account: str) -> dict[str, Any]:
@@ -110,7 +115,8 @@ def install() -> None:
             name = parts[5].split("/")[-1] if len(parts) > 5 else ""
             role = roles.get(name)
             admitted = role is not None and trust_admits(
-                role.assume_role_policy_document, caller, None, self._get_param("ExternalId"))
+                role.assume_role_policy_document, caller, caller_role_arn(self.get_access_key()),
+                self._get_param("ExternalId"))
             if not admitted:
                 raise STSClientError(
                     "AccessDenied",

@@ -236,6 +236,7 @@ def test_eventbridge_entries_deliveries_and_forwarding():
 def test_bus_to_bus_forwarding_and_service_events():
     central = client("events", "us-east-1", C)
     bus_arn = central.create_event_bus(Name="replwatch")["EventBusArn"]
+    central.put_permission(EventBusName="replwatch", Action="events:PutEvents", Principal=B, StatementId="b")
     dest_events = assumed_client("events", SRC_REGION, B)
     dest_events.put_rule(Name="forward", EventPattern=json.dumps({"source": ["aws.ecr"]}))
     dest_events.put_targets(Rule="forward", Targets=[{"Id": "central", "Arn": bus_arn}])
