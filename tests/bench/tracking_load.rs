@@ -4,6 +4,8 @@
 //! ```sh
 //! cargo bench -p replwatch-e2e --bench tracking_load                # 10,000 pushes, 5 destinations
 //! cargo bench -p replwatch-e2e --bench tracking_load -- --pushes 2000 --destinations 3
+//! cargo bench -p replwatch-e2e --bench tracking_load -- --pushes 2000 --destinations 3 \
+//!     --mode lean --ecr-latency-ms 100                                # the sweep at 100 ms
 //! ```
 //!
 //! Each mode (event: every replication event forwarded; lean: only failures) is one run on
@@ -18,7 +20,7 @@
 //!    delivering 10% twice;
 //! 3. past the deadline, the sweep until nothing is due, as invocations of at most 60 s.
 //!
-//! ECR calls take a modelled 50 ms (the test bed's network model) so that handler times
+//! ECR calls take a modelled 50 ms (the test bed's network model; `--ecr-latency-ms`) so that handler times
 //! include the round trips that dominate them; DynamoDB and SQS answer in about a
 //! millisecond here, so the billed time is a lower bound there. It then checks every verdict
 //! against the truth (everything arrived, so every destination REPLICATED and no alert), and
@@ -63,8 +65,6 @@ const TRACKING_MEMORY_GB: f64 = 0.25;
 const SWEEP_MEMORY_GB: f64 = 0.5;
 /// The sweep invocation's timeout (template.yaml's Globals).
 const SWEEP_TIMEOUT: TimeDelta = TimeDelta::seconds(60);
-/// The modelled ECR round trip.
-const ECR_LATENCY_MS: u64 = 50;
 
 /// A list price, where it was read, and when.
 struct Price {
@@ -221,6 +221,8 @@ struct Options {
     repositories: usize,
     lean: bool,
     event: bool,
+    /// The modelled ECR round trip.
+    ecr_latency_ms: usize,
 }
 
 fn options() -> Options {
@@ -238,6 +240,7 @@ fn options() -> Options {
         pushes: arg("--pushes").unwrap_or(10_000),
         destinations: arg("--destinations").unwrap_or(5).clamp(1, 8),
         repositories: arg("--repositories").unwrap_or(100).max(1),
+        ecr_latency_ms: arg("--ecr-latency-ms").unwrap_or(50),
         event: only != "lean",
         lean: only != "event",
     }
@@ -251,15 +254,16 @@ async fn main() -> Result<(), Error> {
     logging::init_with_writer("info", move || writer.clone());
     let aws = LocalAws::connect_or_start()?;
     println!(
-        "local AWS at {}; {} pushes to {} destinations per mode",
+        "local AWS at {}; {} pushes to {} destinations per mode, {} ms per ECR call",
         aws.endpoint(),
         options.pushes,
-        options.destinations
+        options.destinations,
+        options.ecr_latency_ms
     );
     aws.control(
         "POST",
         "/_localaws/network",
-        Some(&serde_json::json!({"latency_ms": ECR_LATENCY_MS})),
+        Some(&serde_json::json!({"latency_ms": options.ecr_latency_ms})),
     )?;
     let mut runs = Vec::new();
     let modes = [
@@ -573,6 +577,14 @@ fn report(run: &Run) {
         / pushes;
     println!(
         "DynamoDB write units per push on the happy path (push + check): {happy_path_writes:.2}"
+    );
+    // Every push is an image of its own: the sweep confirms one image per push.
+    let sweep_seconds = run.sweep.billed_ms / 1000.0;
+    println!(
+        "sweep: {} images confirmed in {sweep_seconds:.1} s of handler time ({} invocations): {:.0} images/s per invocation",
+        run.pushes,
+        run.sweep.invocations,
+        pushes / sweep_seconds.max(f64::EPSILON)
     );
     for (name, phase) in [
         ("track-push", &run.push),
