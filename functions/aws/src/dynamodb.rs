@@ -109,21 +109,39 @@ impl DynamoExpectationStore {
         image: &SourceImage,
         prefix: &str,
     ) -> Result<Vec<Item>, StoreError> {
+        self.image_items_where(image, "begins_with(sk, :v0)", &[prefix], true)
+            .await
+    }
+
+    /// Every item of `image` whose sort key meets `sk_condition`, in which `:v0`, `:v1` … stand
+    /// for `values` in order.
+    async fn image_items_where(
+        &self,
+        image: &SourceImage,
+        sk_condition: &str,
+        values: &[&str],
+        consistent: bool,
+    ) -> Result<Vec<Item>, StoreError> {
         let pk = partition_key(image);
+        let condition = format!("pk = :pk AND {sk_condition}");
         let (items, _) = self
             .query_all(
                 "Query",
                 || {
-                    self.client
+                    let mut query = self
+                        .client
                         .query()
                         .table_name(&self.table)
-                        .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                        .key_condition_expression(&condition)
                         .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-                        .expression_attribute_values(
-                            ":prefix",
-                            AttributeValue::S(prefix.to_owned()),
-                        )
-                        .consistent_read(true)
+                        .consistent_read(consistent);
+                    for (i, value) in values.iter().enumerate() {
+                        query = query.expression_attribute_values(
+                            format!(":v{i}"),
+                            AttributeValue::S((*value).to_owned()),
+                        );
+                    }
+                    query
                 },
                 usize::MAX,
                 None,
@@ -362,27 +380,14 @@ impl ExpectationStore for DynamoExpectationStore {
         // image's other records and pushes, few on any day without a storm. Two GetItems (or a
         // BatchGetItem) cost half a unit each, present or not, and an arrival costs its peek
         // once per destination.
-        let pk = partition_key(&key.image);
         let record_sk = sort_key(key);
         let push_sk = tracked_pushes::push_sort_key(key.tag.as_deref());
-        let (items, _) = self
-            .query_all(
-                "Query",
-                || {
-                    self.client
-                        .query()
-                        .table_name(&self.table)
-                        .key_condition_expression("pk = :pk AND sk BETWEEN :record AND :push")
-                        .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-                        .expression_attribute_values(
-                            ":record",
-                            AttributeValue::S(record_sk.clone()),
-                        )
-                        .expression_attribute_values(":push", AttributeValue::S(push_sk.clone()))
-                        .consistent_read(false)
-                },
-                usize::MAX,
-                None,
+        let items = self
+            .image_items_where(
+                &key.image,
+                "sk BETWEEN :v0 AND :v1",
+                &[record_sk.as_str(), push_sk.as_str()],
+                false,
             )
             .await?;
         let mut peeked = Peeked::default();
