@@ -103,15 +103,9 @@ async fn a_manual_backfill_fans_out_copies_each_image_once_and_reports_completio
         .await?;
 
     let deployment = LocalDeployment::create(&aws, &account, REGION, &[]).await?;
-    let sqs = aws_sdk_sqs::Client::new(&aws.config(&account, REGION).await);
-    let jobs_queue = sqs
-        .create_queue()
-        .queue_name("replwatch-backfill-jobs")
-        .send()
-        .await?
-        .queue_url()
-        .ok_or("no queue url")?
-        .to_owned();
+    let jobs_queue = aws
+        .create_queue(&account, REGION, "replwatch-backfill-jobs")
+        .await?;
     let env = deployment.environment(&[
         ("AWS_REGION", REGION),
         ("BACKFILL_QUEUE_URL", &jobs_queue),
@@ -210,15 +204,9 @@ async fn a_rules_change_backfills_only_the_added_destination_and_a_bad_request_i
     aws.push_image(&account, REGION, "rc/app", Some("v1"), "rc-1")
         .await?;
     let deployment = LocalDeployment::create(&aws, &account, REGION, &[]).await?;
-    let sqs = aws_sdk_sqs::Client::new(&aws.config(&account, REGION).await);
-    let jobs_queue = sqs
-        .create_queue()
-        .queue_name("replwatch-backfill-jobs")
-        .send()
-        .await?
-        .queue_url()
-        .ok_or("no queue url")?
-        .to_owned();
+    let jobs_queue = aws
+        .create_queue(&account, REGION, "replwatch-backfill-jobs")
+        .await?;
     let env =
         deployment.environment(&[("AWS_REGION", REGION), ("BACKFILL_QUEUE_URL", &jobs_queue)]);
     let lookup = |name: &str| env.get(name).cloned();

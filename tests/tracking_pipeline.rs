@@ -463,47 +463,59 @@ async fn destinations_forward_only_the_replications_of_the_watched_source_regist
     // Another registry of the account, in a Region replwatch does not watch, replicates into the
     // same destination.
     let foreign_region = "ap-south-1";
-    let rules: replwatch_core::ReplicationConfiguration =
-        serde_json::from_value(serde_json::json!({"rules": [{"destinations": [destination]}]}))
-            .expect("rules");
     for region in [SOURCE_REGION, foreign_region] {
-        aws.ecr(&central, region)
-            .await
-            .create_repository()
-            .repository_name("team/app")
-            .send()
-            .await
-            .expect("repository");
-        aws.put_replication_configuration(&central, region, &rules)
-            .await
-            .expect("rules");
-        aws.push_image(&central, region, "team/app", Some("v1"), region)
-            .await
-            .expect("push");
+        push_one_image(&aws, &central, region, std::slice::from_ref(&destination)).await;
     }
     aws.flush_replication(&central).expect("replication");
 
-    let forwarded = deployment.replication_events().await.expect("events");
-    let sources: Vec<(String, String)> = forwarded
+    assert_eq!(
+        forwarded(&deployment, &["/detail/source-region", "/detail/result"]).await,
+        vec![vec![SOURCE_REGION.to_owned(), "SUCCESS".to_owned()]]
+    );
+}
+
+/// Repository `team/app` in `account`/`region`, replicated by the registry's rules to
+/// `destinations`, and one image pushed into it.
+async fn push_one_image(aws: &LocalAws, account: &str, region: &str, destinations: &[Destination]) {
+    aws.ecr(account, region)
+        .await
+        .create_repository()
+        .repository_name("team/app")
+        .send()
+        .await
+        .expect("repository");
+    let rules: replwatch_core::ReplicationConfiguration =
+        serde_json::from_value(serde_json::json!({"rules": [{"destinations": destinations}]}))
+            .expect("rules");
+    aws.put_replication_configuration(account, region, &rules)
+        .await
+        .expect("rules");
+    aws.push_image(account, region, "team/app", Some("v1"), region)
+        .await
+        .expect("push");
+}
+
+/// The fields at `pointers` of each replication event forwarded to the central bus.
+async fn forwarded(deployment: &LocalDeployment, pointers: &[&str]) -> Vec<Vec<String>> {
+    deployment
+        .replication_events()
+        .await
+        .expect("events")
         .iter()
         .map(|m| {
             let event: serde_json::Value = serde_json::from_str(&m.body).expect("event");
-            (
-                event["detail"]["source-region"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                event["detail"]["result"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            )
+            pointers
+                .iter()
+                .map(|p| {
+                    event
+                        .pointer(p)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect()
         })
-        .collect();
-    assert_eq!(
-        sources,
-        vec![(SOURCE_REGION.to_owned(), "SUCCESS".to_owned())]
-    );
+        .collect()
 }
 
 #[tokio::test]
@@ -524,38 +536,12 @@ async fn a_forwarder_in_an_account_the_central_bus_does_not_admit_is_refused_and
     .await
     .expect("deployment");
     let undelivered = deployment.forwarder_in(&unlisted).await.expect("forwarder");
-    aws.ecr(&central, SOURCE_REGION)
-        .await
-        .create_repository()
-        .repository_name("team/app")
-        .send()
-        .await
-        .expect("repository");
-    let rules: replwatch_core::ReplicationConfiguration = serde_json::from_value(
-        serde_json::json!({"rules": [{"destinations": [admitted, unlisted]}]}),
-    )
-    .expect("rules");
-    aws.put_replication_configuration(&central, SOURCE_REGION, &rules)
-        .await
-        .expect("rules");
-    aws.push_image(&central, SOURCE_REGION, "team/app", Some("v1"), "refused")
-        .await
-        .expect("push");
+    push_one_image(&aws, &central, SOURCE_REGION, &[admitted, unlisted]).await;
     aws.flush_replication(&central).expect("replication");
 
-    let accounts: Vec<String> = deployment
-        .replication_events()
-        .await
-        .expect("events")
-        .iter()
-        .map(|m| {
-            let event: serde_json::Value = serde_json::from_str(&m.body).expect("event");
-            event["account"].as_str().unwrap_or_default().to_owned()
-        })
-        .collect();
     assert_eq!(
-        accounts,
-        vec![partner],
+        forwarded(&deployment, &["/account"]).await,
+        vec![vec![partner]],
         "only the admitted account's event arrives"
     );
 

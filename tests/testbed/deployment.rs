@@ -116,22 +116,8 @@ impl LocalDeployment {
         forward: Forward,
     ) -> Result<Self, Error> {
         let config = aws.config(account, region).await;
-        let sqs = aws_sdk_sqs::Client::new(&config);
         let events = aws_sdk_eventbridge::Client::new(&config);
-        let queue = |name: &'static str| {
-            let sqs = sqs.clone();
-            async move {
-                let url = sqs
-                    .create_queue()
-                    .queue_name(name)
-                    .send()
-                    .await?
-                    .queue_url()
-                    .ok_or("no queue url")?
-                    .to_owned();
-                Ok::<String, Error>(url)
-            }
-        };
+        let queue = |name: &'static str| aws.create_queue(account, region, name);
         let push_queue = queue("replwatch-push").await?;
         let replication_queue = queue("replwatch-replication").await?;
         let dead_letter_queue = queue("replwatch-dead-letters").await?;
@@ -544,16 +530,10 @@ async fn forwarder(
         destination.registry_id.as_str(),
         destination.region.as_str(),
     );
-    let config = aws.config(dest_account, dest_region).await;
-    let undelivered = aws_sdk_sqs::Client::new(&config)
-        .create_queue()
-        .queue_name("replwatch-forwarder-undelivered")
-        .send()
-        .await?
-        .queue_url()
-        .ok_or("no queue url")?
-        .to_owned();
-    let events = aws_sdk_eventbridge::Client::new(&config);
+    let undelivered = aws
+        .create_queue(dest_account, dest_region, "replwatch-forwarder-undelivered")
+        .await?;
+    let events = aws_sdk_eventbridge::Client::new(&aws.config(dest_account, dest_region).await);
     events
         .put_rule()
         .name("replwatch-forward-replication")

@@ -304,6 +304,26 @@ impl LocalAws {
         })
     }
 
+    /// Creates the standard SQS queue `name` in `account`/`region` (or finds it, as SQS does
+    /// for the same name and attributes); returns its URL.
+    pub async fn create_queue(
+        &self,
+        account: &str,
+        region: &str,
+        name: &str,
+    ) -> Result<String, Error> {
+        Ok(
+            aws_sdk_sqs::Client::new(&self.config(account, region).await)
+                .create_queue()
+                .queue_name(name)
+                .send()
+                .await?
+                .queue_url()
+                .ok_or("no queue url")?
+                .to_owned(),
+        )
+    }
+
     /// Creates an SQS queue in `account`/`region` and an EventBridge rule on that account's
     /// default bus delivering events of `detail_type` from aws.ecr to it. Returns the queue URL.
     pub async fn event_queue(
@@ -313,17 +333,8 @@ impl LocalAws {
         name: &str,
         detail_type: &str,
     ) -> Result<String, Error> {
-        let config = self.config(account, region).await;
-        let sqs = aws_sdk_sqs::Client::new(&config);
-        let url = sqs
-            .create_queue()
-            .queue_name(name)
-            .send()
-            .await?
-            .queue_url()
-            .ok_or("no queue url")?
-            .to_owned();
-        let events = aws_sdk_eventbridge::Client::new(&config);
+        let url = self.create_queue(account, region, name).await?;
+        let events = aws_sdk_eventbridge::Client::new(&self.config(account, region).await);
         let pattern = serde_json::json!({"source": ["aws.ecr"], "detail-type": [detail_type]});
         events
             .put_rule()

@@ -963,13 +963,7 @@ pub mod contract {
         ] {
             store.save(&e, &[]).await.expect("save");
         }
-        let counts: Vec<(String, u64, u64)> = store
-            .open_counts()
-            .await
-            .expect("open counts")
-            .into_iter()
-            .map(|c| (c.destination.region.to_string(), c.pending, c.overdue))
-            .collect();
+        let counts = open_rows(&store).await;
         assert_eq!(
             counts,
             vec![
@@ -977,6 +971,30 @@ pub mod contract {
                 ("us-east-1".to_owned(), 2, 0)
             ]
         );
+    }
+
+    /// (Region, pending, overdue) of each destination with open work.
+    async fn open_rows<S: ExpectationStore>(store: &S) -> Vec<(String, u64, u64)> {
+        store
+            .open_counts()
+            .await
+            .expect("open counts")
+            .into_iter()
+            .map(|c| (c.destination.region.to_string(), c.pending, c.overdue))
+            .collect()
+    }
+
+    /// The record of `push`'s first destination, FAILED at `at(minutes)`.
+    fn failed(push: &TrackedPush, minutes: i64) -> ReplicationExpectation {
+        let mut record = push.seed(&push.destinations[0], &TrackingPolicy::default());
+        record.apply(
+            &Observation::ReplicationFailed {
+                at: at(minutes),
+                failure_code: None,
+            },
+            &TrackingPolicy::default(),
+        );
+        record
     }
 
     fn tracked(n: u8, tag: Option<&str>, regions: &[&str], minutes: i64) -> TrackedPush {
@@ -1092,13 +1110,7 @@ pub mod contract {
         let due = store.due(at(60), 100, SweepPart::WHOLE).await.expect("due");
         assert_eq!((due.pushes.len(), due.records.len()), (2, 1));
 
-        let counts: Vec<(String, u64, u64)> = store
-            .open_counts()
-            .await
-            .expect("open counts")
-            .into_iter()
-            .map(|c| (c.destination.region.to_string(), c.pending, c.overdue))
-            .collect();
+        let counts = open_rows(&store).await;
         assert_eq!(
             counts,
             vec![
@@ -1133,27 +1145,14 @@ pub mod contract {
         for tag in ["v0", "v2"] {
             let other = tracked(24, Some(tag), &["eu-west-1"], 1);
             store.save_push(&other).await.expect("other push");
-            let mut failed = other.seed(&other.destinations[0], &TrackingPolicy::default());
-            failed.apply(
-                &Observation::ReplicationFailed {
-                    at: at(2),
-                    failure_code: None,
-                },
-                &TrackingPolicy::default(),
-            );
-            store.save(&failed, &[]).await.expect("other record");
+            store
+                .save(&failed(&other, 2), &[])
+                .await
+                .expect("other record");
         }
         assert_eq!(store.peek(&key).await.expect("peek"), Peeked::default());
         store.save_push(&push).await.expect("push");
-        let mut failed = push.seed(&push.destinations[0], &TrackingPolicy::default());
-        failed.apply(
-            &Observation::ReplicationFailed {
-                at: at(3),
-                failure_code: None,
-            },
-            &TrackingPolicy::default(),
-        );
-        store.save(&failed, &[]).await.expect("record");
+        store.save(&failed(&push, 3), &[]).await.expect("record");
         let peeked = store.peek(&key).await.expect("peek");
         assert_eq!(peeked.push.map(|p| p.pushed_at), Some(at(0)));
         assert_eq!(

@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use replwatch_core::alerts::Alert;
 use replwatch_core::backfill::inventory::TagMutability;
 use replwatch_core::events::{ParsedEvent, parse_event};
-use replwatch_core::pipeline::{Pipeline, PipelineSettings};
+use replwatch_core::pipeline::{Pipeline, PipelineSettings, SweepReport};
 use replwatch_core::registry::{
     DestinationReplication, ImageReplicationStatus, Registry, RegistryError,
 };
@@ -199,7 +199,7 @@ impl World {
         }
     }
 
-    fn pipeline(&self) -> Pipeline<&InMemoryStore, &ScriptedRegistry, &ManualClock> {
+    fn pipeline(&self) -> WorldPipeline<'_> {
         Pipeline::new(
             &self.store,
             &self.registry,
@@ -218,6 +218,16 @@ impl World {
         states.sort();
         states
     }
+}
+
+type WorldPipeline<'w> = Pipeline<&'w InMemoryStore, &'w ScriptedRegistry, &'w ManualClock>;
+
+/// One sweep of the whole due work (up to 1,000 items), as every test here runs it.
+async fn sweep_whole(pipeline: &WorldPipeline<'_>) -> SweepReport {
+    pipeline
+        .sweep(1_000, SweepPart::WHOLE)
+        .await
+        .expect("sweep")
 }
 
 fn kinds(alerts: &[Alert]) -> Vec<(String, AlertKind)> {
@@ -335,10 +345,7 @@ async fn a_push_is_one_write_and_an_arrival_with_its_tag_none_but_gives_its_late
         .registry
         .status("us-east-1", DestinationReplication::Complete);
     world.clock.set(push_time() + TimeDelta::minutes(31));
-    let report = pipeline
-        .sweep(1_000, SweepPart::WHOLE)
-        .await
-        .expect("sweep");
+    let report = sweep_whole(&pipeline).await;
     assert_eq!(report.effects.pushes_written, 1);
     assert!(
         report
@@ -473,10 +480,7 @@ async fn a_tag_that_moved_on_is_superseded_never_lost() {
             .registry
             .status("eu-west-1", DestinationReplication::Complete);
         world.clock.set(push_time() + TimeDelta::minutes(31));
-        let report = pipeline
-            .sweep(1_000, SweepPart::WHOLE)
-            .await
-            .expect("sweep");
+        let report = sweep_whole(&pipeline).await;
         assert!(
             report
                 .effects
@@ -597,10 +601,7 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
 
     // Before the deadline the sweep reads nothing and calls nothing.
     world.clock.set(push_time() + TimeDelta::minutes(29));
-    let early = pipeline
-        .sweep(1_000, SweepPart::WHOLE)
-        .await
-        .expect("sweep");
+    let early = sweep_whole(&pipeline).await;
     assert_eq!((early.checked, early.images), (0, 0));
     assert_eq!(world.registry.status_calls.load(Ordering::SeqCst), 0);
 
@@ -617,10 +618,7 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
         },
     );
     world.clock.set(push_time() + TimeDelta::minutes(31));
-    let report = pipeline
-        .sweep(1_000, SweepPart::WHOLE)
-        .await
-        .expect("sweep");
+    let report = sweep_whole(&pipeline).await;
     assert_eq!(
         (report.checked, report.images, report.reconciled),
         (1, 1, 1),
@@ -652,10 +650,7 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
 
     // Next sweep within the recheck interval: nothing due, no new alert.
     world.clock.set(push_time() + TimeDelta::minutes(40));
-    let quiet = pipeline
-        .sweep(1_000, SweepPart::WHOLE)
-        .await
-        .expect("sweep");
+    let quiet = sweep_whole(&pipeline).await;
     assert_eq!(quiet.checked, 0);
 
     // It finally arrives, event lost again: closed as a late arrival, no alert.
@@ -664,10 +659,7 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
         .status("eu-west-1", DestinationReplication::Complete);
     world.registry.tags("eu-west-1", &["v1.4.2"]);
     world.clock.set(push_time() + TimeDelta::minutes(47));
-    let late = pipeline
-        .sweep(1_000, SweepPart::WHOLE)
-        .await
-        .expect("sweep");
+    let late = sweep_whole(&pipeline).await;
     assert!(late.effects.alerts.is_empty());
     assert_eq!(late.reconciled, 1);
     assert!(world.store.open_counts().await.expect("open").is_empty());
@@ -695,10 +687,7 @@ async fn a_deleted_source_is_never_reported_missing() {
         .await
         .expect("late push");
     world.clock.set(push_time() + TimeDelta::hours(2));
-    let report = pipeline
-        .sweep(1_000, SweepPart::WHOLE)
-        .await
-        .expect("sweep");
+    let report = sweep_whole(&pipeline).await;
     assert!(report.effects.alerts.is_empty());
     assert!(
         world
@@ -716,10 +705,7 @@ async fn a_deleted_source_is_never_reported_missing() {
         .expect("push");
     *world.registry.source_deleted.lock().expect("lock") = true;
     world.clock.set(push_time() + TimeDelta::hours(2));
-    let report = pipeline
-        .sweep(1_000, SweepPart::WHOLE)
-        .await
-        .expect("sweep");
+    let report = sweep_whole(&pipeline).await;
     assert!(report.effects.alerts.is_empty());
     assert!(
         world
@@ -767,10 +753,7 @@ async fn a_restored_image_is_expected_with_the_tags_it_carries() {
 
     // Not replicated in time: the sweep reports it like a push.
     world.clock.set(push_time() + TimeDelta::hours(3));
-    let report = pipeline
-        .sweep(1_000, SweepPart::WHOLE)
-        .await
-        .expect("sweep");
+    let report = sweep_whole(&pipeline).await;
     assert_eq!(report.effects.alerts.len(), 6);
     assert!(
         report
@@ -846,10 +829,7 @@ async fn an_image_ecr_completed_but_the_destination_no_longer_shows_is_not_overd
     world.registry.tags("us-east-1", &["v1.4.2"]);
     world.registry.tags("ap-southeast-2", &["v1.4.2"]);
     world.clock.set(push_time() + TimeDelta::minutes(31));
-    let report = pipeline
-        .sweep(1_000, SweepPart::WHOLE)
-        .await
-        .expect("sweep");
+    let report = sweep_whole(&pipeline).await;
     assert!(
         report.effects.alerts.is_empty(),
         "{:?}",

@@ -23,20 +23,8 @@ def test_put_events_to_sqs_keeps_account():
 
 
 def test_bus_to_bus_forwarding_keeps_the_original_envelope():
-    # The central account C has a bus and a queue; B's default bus forwards to it.
-    central_events = client("events", "us-east-1", C)
-    bus_arn = central_events.create_event_bus(Name="replwatch")["EventBusArn"]
-    central_sqs = client("sqs", "us-east-1", C)
-    url = central_sqs.create_queue(QueueName="central")["QueueUrl"]
-    qarn = central_sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    central_events.put_rule(Name="all", EventBusName="replwatch", EventPattern=json.dumps({"source": ["my.app"]}))
-    central_events.put_targets(Rule="all", EventBusName="replwatch", Targets=[{"Id": "q", "Arn": qarn}])
-    central_events.put_permission(EventBusName="replwatch", Action="events:PutEvents", Principal=B,
-                                  StatementId="b")
-
-    dest_events = assumed_client("events", "eu-west-1", B)
-    dest_events.put_rule(Name="forward", EventPattern=json.dumps({"source": ["my.app"]}))
-    dest_events.put_targets(Rule="forward", Targets=[{"Id": "central", "Arn": bus_arn}])
+    # The central account C has a bus (admitting B) and a queue; B's default bus forwards to it.
+    central_sqs, url, _, _, dest_events = _central_bus_and_forwarder({"Statement": [_statement()]})
     dest_events.put_events(Entries=[{"Source": "my.app", "DetailType": "Thing", "Detail": "{}",
                                      "Resources": ["arn:aws:ecr:eu-west-1:%s:repository/x" % B]}])
     msgs = central_sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
