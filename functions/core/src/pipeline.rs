@@ -412,17 +412,12 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
             let destinations =
                 configuration.destinations_for(&e.image.registry, &e.image.repository);
             if !destinations.is_empty() {
-                let mut push = TrackedPush::new(
+                // settle_push closes it as deleted.
+                let push = TrackedPush::new(
                     e.image.clone(),
                     e.tag.clone(),
                     destinations,
                     e.envelope.time,
-                    &self.settings.policy,
-                );
-                push.close(
-                    PushOutcome::Deleted {
-                        at: e.envelope.time,
-                    },
                     &self.settings.policy,
                 );
                 if self.settle_push(push, e.envelope.time).await? {
