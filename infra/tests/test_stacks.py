@@ -248,22 +248,46 @@ def test_the_forwarder_keeps_what_it_cannot_deliver_and_forwards_only_the_watche
     assert "Default" not in forwarder["Parameters"]["SourceAccountIds"], "no forwarder without a source filter"
 
 
-def test_the_alert_topic_takes_only_encrypted_requests_from_this_account_s_iam_and_alarms(central):
+def test_the_alert_topic_takes_only_encrypted_requests_from_this_account_and_the_served_accounts_alarms(central):
     [policy] = resources(central, "AWS::SNS::TopicPolicy").values()
     assert [referenced(t) for t in policy["Properties"]["Topics"]] == ["AlertTopic"]
-    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    statements = []
+    for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+        if "Fn::If" in statement:
+            condition, statement, otherwise = statement["Fn::If"]
+            assert otherwise == {"Ref": "AWS::NoValue"}
+            assert condition == {"CloudWatchAlarmsOfDestinationAccounts": "HasDestinationAccounts",
+                                 "CloudWatchAlarmsOfOrganization": "HasOrganization"}[statement["Sid"]]
+        statements.append(statement)
     denied = [s for s in statements if s["Effect"] == "Deny"]
     assert any(s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}} and "sns:Publish" in s["Action"]
                for s in denied)
+    alarm_sources = []
     for statement in statements:
         if statement["Effect"] != "Allow":
             continue
         principal = statement["Principal"]
         if "Service" in principal:
             assert principal == {"Service": "cloudwatch.amazonaws.com"}
-            assert statement["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+            assert statement["Action"] == "sns:Publish"
+            [(key, value)] = statement["Condition"]["StringEquals"].items()
+            alarm_sources.append((key, referenced(value)))
         else:
             assert principal == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+    # The forwarders' alarms reach it from the accounts the central bus admits, and only those.
+    assert sorted(alarm_sources) == [("aws:SourceAccount", "AWS::AccountId"),
+                                     ("aws:SourceAccount", "DestinationAccountIds"),
+                                     ("aws:SourceOrgID", "OrganizationId")]
+    # The topic is encrypted: an alarm publishes only if the key admits it too.
+    key_sources = []
+    for statement in central["Resources"]["AlertKey"]["Properties"]["KeyPolicy"]["Statement"]:
+        if "Fn::If" in statement:
+            statement = statement["Fn::If"][1]
+        if statement["Principal"] == {"Service": "cloudwatch.amazonaws.com"}:
+            assert set(statement["Action"]) == {"kms:GenerateDataKey*", "kms:Decrypt"}
+            [(key, value)] = statement["Condition"]["StringEquals"].items()
+            key_sources.append((key, referenced(value)))
+    assert sorted(key_sources) == sorted(alarm_sources)
 
 
 def test_the_slack_key_is_usable_only_through_secrets_manager_or_ssm(central):
