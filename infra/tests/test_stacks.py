@@ -232,6 +232,34 @@ def test_the_copier_never_writes_into_the_source_registry(central):
     assert deny["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}:repository/*"}
 
 
+def _created_by_tag() -> tuple[str, str]:
+    """The tag the backfill's repository creator sets, as its Rust source names it."""
+    source = (ROOT / "functions/aws/src/ecr_repositories.rs").read_text()
+    key = re.search(r'CREATED_BY_TAG_KEY: &str = "([^"]+)"', source)
+    value = re.search(r'CREATED_BY_TAG_VALUE: &str = "([^"]+)"', source)
+    assert key and value
+    return key.group(1), value.group(1)
+
+
+@pytest.mark.parametrize("path", ["template.yaml", "infra/destination-account.yaml"])
+def test_the_backfill_writes_repository_policies_only_on_repositories_it_created(path):
+    key, value = _created_by_tag()
+    granting = {}
+    for name, statement in policy_statements(load(path)):
+        if statement["Effect"] != "Allow":
+            continue
+        actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        for action in actions:
+            if action in {"ecr:CreateRepository", "ecr:PutLifecyclePolicy", "ecr:SetRepositoryPolicy"}:
+                granting.setdefault(action, []).append(statement.get("Condition"))
+        assert "ecr:TagResource" not in actions and "ecr:*" not in actions, name
+    assert granting == {
+        "ecr:CreateRepository": [{"StringEquals": {f"aws:RequestTag/{key}": value}}],
+        "ecr:PutLifecyclePolicy": [{"StringEquals": {f"ecr:ResourceTag/{key}": value}}],
+        "ecr:SetRepositoryPolicy": [{"StringEquals": {f"ecr:ResourceTag/{key}": value}}],
+    }
+
+
 def test_the_forwarder_keeps_what_it_cannot_deliver_and_forwards_only_the_watched_sources():
     forwarder = load("infra/destination-region.yaml")
     [rule] = resources(forwarder, "AWS::Events::Rule").values()

@@ -3,10 +3,19 @@
 //! `CreateRepository`, then `PutLifecyclePolicy` and `SetRepositoryPolicy` when the settings
 //! carry them. Apart from the copy so that only the planner may create repositories and only
 //! the copier may write images.
+//!
+//! Every repository it creates carries the tag [`CREATED_BY_TAG_KEY`] = [`CREATED_BY_TAG_VALUE`],
+//! set by `CreateRepository` itself: the roles may create a repository only with that tag
+//! (`aws:RequestTag`) and write policies only on repositories carrying it
+//! (`ecr:ResourceTag`), so the backfill can never rewrite the policy of a repository someone
+//! else made. ECR authorizes a tag given at creation on `ecr:CreateRepository` ("Using
+//! Tag-Based Access Control", Amazon ECR User Guide), so the roles hold no `ecr:TagResource`.
 
 use aws_config::SdkConfig;
 use aws_sdk_ecr::error::ProvideErrorMetadata;
-use aws_sdk_ecr::types::{EncryptionConfiguration, EncryptionType, ImageScanningConfiguration};
+use aws_sdk_ecr::types::{
+    EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, Tag,
+};
 use replwatch_core::backfill::inventory::RepositorySettings;
 use replwatch_core::backfill::port::RepositoryCreator;
 use replwatch_core::model::{AccountId, Destination, RepositoryName};
@@ -14,6 +23,11 @@ use replwatch_core::registry::RegistryError;
 
 use crate::ecr_clients::{CrossAccountAccess, EcrClients, invalid, registry_error};
 use crate::ecr_shapes::sdk_tag_mutability;
+
+/// The tag key of the repositories a backfill created; the stacks' policies name it.
+pub const CREATED_BY_TAG_KEY: &str = "replwatch:created-by";
+/// Its value.
+pub const CREATED_BY_TAG_VALUE: &str = "backfill";
 
 /// [`RepositoryCreator`] on ECR.
 pub struct EcrRepositoryCreator {
@@ -67,6 +81,13 @@ impl RepositoryCreator for EcrRepositoryCreator {
                     .build(),
             )
             .encryption_configuration(encryption)
+            .tags(
+                Tag::builder()
+                    .key(CREATED_BY_TAG_KEY)
+                    .value(CREATED_BY_TAG_VALUE)
+                    .build()
+                    .map_err(|e| invalid(OP, resource.clone(), e.to_string()))?,
+            )
             .send()
             .await;
         match created {

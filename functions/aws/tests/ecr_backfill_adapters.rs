@@ -14,7 +14,9 @@ use replwatch_aws::ecr::CrossAccountAccess;
 use replwatch_aws::ecr_copy::{CopyOptions, EcrCopyRegistry, MIN_PART_SIZE};
 use replwatch_aws::ecr_inventory::{EcrInventoryReader, InventoryOptions};
 use replwatch_aws::ecr_native_backfill::EcrNativeBackfill;
-use replwatch_aws::ecr_repositories::EcrRepositoryCreator;
+use replwatch_aws::ecr_repositories::{
+    CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE, EcrRepositoryCreator,
+};
 use replwatch_core::backfill::inventory::{Encryption, RepositorySettings, TagMutability};
 use replwatch_core::backfill::port::{
     CopyRegistry, InventoryReader, NativeBackfillApi, NativeBackfillStatus, NativeStart,
@@ -468,7 +470,7 @@ async fn throttled_puts_are_absorbed_by_adaptive_retry() {
 }
 
 #[tokio::test]
-async fn repositories_are_created_with_their_settings_once() {
+async fn repositories_are_created_with_their_settings_once_and_marked_as_the_backfill_s() {
     let account = unique_account();
     let create = creator(&account).await;
     let target = destination("eu-central-1", &account);
@@ -524,6 +526,48 @@ async fn repositories_are_created_with_their_settings_once() {
         settings.repository_policy.as_deref()
     ));
     assert!(inventory[0].images.is_empty());
+
+    // Marked at creation, so the roles' policy writes reach it and no repository of anyone else.
+    let ecr = ecr(&account, "eu-central-1").await;
+    let tags_of = |name: &'static str| {
+        let ecr = ecr.clone();
+        let arn = format!("arn:aws:ecr:eu-central-1:{account}:repository/{name}");
+        async move {
+            let listed = ecr
+                .list_tags_for_resource()
+                .resource_arn(arn)
+                .send()
+                .await
+                .expect("tags");
+            listed
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_owned(), t.value().to_owned()))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        tags_of("created/app").await,
+        [(
+            CREATED_BY_TAG_KEY.to_owned(),
+            CREATED_BY_TAG_VALUE.to_owned()
+        )]
+    );
+    // A repository that already existed is neither marked nor given the source's policies.
+    create_repository(&ecr, "created/theirs").await;
+    assert!(
+        !create
+            .create_repository(&target, &repository("created/theirs"), &settings)
+            .await
+            .expect("existing")
+    );
+    assert_eq!(tags_of("created/theirs").await, []);
+    let theirs = reader
+        .repositories(&target, &["created/theirs".to_owned()])
+        .await
+        .expect("inventory");
+    assert_eq!(theirs[0].settings.repository_policy, None);
+    assert_eq!(theirs[0].settings.lifecycle_policy, None);
 
     // Without policies: none set.
     let plain = RepositorySettings {
