@@ -23,7 +23,7 @@ use aws_sdk_ecr::Client;
 use aws_sdk_ecr::error::ProvideErrorMetadata;
 use aws_sdk_ecr::types::{EncryptionConfiguration, Repository, RepositoryCreationTemplate};
 use replwatch_core::backfill::inventory::{
-    CreationTemplate, Encryption, ImageRecord, RepositoryInventory, RepositorySettings,
+    CreationTemplate, Encryption, ImageRecord, RepositoryInventory, RepositorySettings, ResourceTag,
 };
 use replwatch_core::backfill::port::InventoryReader;
 use replwatch_core::model::{AccountId, Destination, RepositoryName};
@@ -203,39 +203,73 @@ impl InventoryReader for EcrInventoryReader {
         &self,
         registry: &Destination,
     ) -> Result<Vec<CreationTemplate>, RegistryError> {
-        const OP: &str = "DescribeRepositoryCreationTemplates";
-        let resource = registry.to_string();
         let client = self.clients.for_registry(registry).await?;
-        let mut templates = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            let page = client
-                .describe_repository_creation_templates()
-                .max_results(self.page_size())
-                .set_next_token(next_token.take())
-                .send()
-                .await;
-            let page = match page {
-                Ok(page) => page,
-                Err(e) if templates_unavailable(e.code(), status_of(&e)) => {
-                    tracing::warn!(
-                        registry = %registry,
-                        error = %crate::service_error::describe(&e),
-                        "repository creation templates not readable: assuming none"
-                    );
-                    return Ok(Vec::new());
-                }
-                Err(e) => return Err(registry_error(OP, resource, e)),
-            };
-            for template in page.repository_creation_templates() {
-                templates.push(
-                    creation_template(template).map_err(|m| invalid(OP, resource.clone(), m))?,
+        match creation_templates(&client, registry, self.page_size()).await {
+            Ok(templates) => Ok(templates),
+            Err(CreationTemplatesError::Unreadable(error)) => {
+                tracing::warn!(
+                    registry = %registry,
+                    error = %error.message,
+                    "repository creation templates not readable: assuming none"
                 );
+                Ok(Vec::new())
             }
-            match page.next_token() {
-                Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
-                _ => return Ok(templates),
+            Err(CreationTemplatesError::Failed(error)) => Err(error),
+        }
+    }
+}
+
+/// Why the creation templates of a registry could not be read.
+#[derive(Debug)]
+pub enum CreationTemplatesError {
+    /// The caller may not read them, or the API does not exist where it was called: a
+    /// backfill goes on as if there were none, `doctor` says so.
+    Unreadable(RegistryError),
+    /// Any other failure.
+    Failed(RegistryError),
+}
+
+/// Every repository creation template of `registry` (`DescribeRepositoryCreationTemplates`,
+/// all pages), as the backfill applies them and `doctor` checks them.
+pub async fn creation_templates(
+    client: &Client,
+    registry: &Destination,
+    page_size: i32,
+) -> Result<Vec<CreationTemplate>, CreationTemplatesError> {
+    const OP: &str = "DescribeRepositoryCreationTemplates";
+    let resource = registry.to_string();
+    let mut templates = Vec::new();
+    let mut next_token: Option<String> = None;
+    loop {
+        let page = client
+            .describe_repository_creation_templates()
+            .max_results(page_size)
+            .set_next_token(next_token.take())
+            .send()
+            .await;
+        let page = match page {
+            Ok(page) => page,
+            Err(e) if templates_unavailable(e.code(), status_of(&e)) => {
+                return Err(CreationTemplatesError::Unreadable(registry_error(
+                    OP, resource, e,
+                )));
             }
+            Err(e) => {
+                return Err(CreationTemplatesError::Failed(registry_error(
+                    OP, resource, e,
+                )));
+            }
+        };
+        for template in page.repository_creation_templates() {
+            templates.push(
+                creation_template(template).map_err(|m| {
+                    CreationTemplatesError::Failed(invalid(OP, resource.clone(), m))
+                })?,
+            );
+        }
+        match page.next_token() {
+            Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
+            _ => return Ok(templates),
         }
     }
 }
@@ -363,6 +397,7 @@ fn repository_settings(repository: &Repository) -> Result<RepositorySettings, St
         encryption: encryption(repository.encryption_configuration()),
         lifecycle_policy: None,
         repository_policy: None,
+        resource_tags: Vec::new(),
     })
 }
 
@@ -391,6 +426,14 @@ fn creation_template(template: &RepositoryCreationTemplate) -> Result<CreationTe
             encryption,
             lifecycle_policy: template.lifecycle_policy().map(str::to_owned),
             repository_policy: template.repository_policy().map(str::to_owned),
+            resource_tags: template
+                .resource_tags()
+                .iter()
+                .map(|t| ResourceTag {
+                    key: t.key().to_owned(),
+                    value: t.value().to_owned(),
+                })
+                .collect(),
         },
     })
 }

@@ -215,7 +215,12 @@ impl NativeBackfillApi for EcrNativeBackfill {
                 results.push(NativeImageResult {
                     repository,
                     digest,
+                    tag: result
+                        .image_id()
+                        .and_then(|i| i.image_tag())
+                        .map(str::to_owned),
                     failure,
+                    sub_image_failures: result.sub_image_failure_codes().to_vec(),
                 });
             }
             match page.next_token() {

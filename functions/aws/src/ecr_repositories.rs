@@ -66,6 +66,16 @@ impl RepositoryCreator for EcrRepositoryCreator {
             .set_kms_key(settings.encryption.kms_key.clone())
             .build()
             .map_err(|e| invalid(OP, resource.clone(), e.to_string()))?;
+        // The template's tags (as replication applies them), then the backfill's own mark.
+        let tags = settings
+            .resource_tags
+            .iter()
+            .filter(|t| t.key != CREATED_BY_TAG_KEY)
+            .map(|t| (t.key.as_str(), t.value.as_str()))
+            .chain([(CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE)])
+            .map(|(key, value)| Tag::builder().key(key).value(value).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(OP, resource.clone(), e.to_string()))?;
         let client = self.clients.for_registry(registry).await?;
         let created = client
             .create_repository()
@@ -81,13 +91,7 @@ impl RepositoryCreator for EcrRepositoryCreator {
                     .build(),
             )
             .encryption_configuration(encryption)
-            .tags(
-                Tag::builder()
-                    .key(CREATED_BY_TAG_KEY)
-                    .value(CREATED_BY_TAG_VALUE)
-                    .build()
-                    .map_err(|e| invalid(OP, resource.clone(), e.to_string()))?,
-            )
+            .set_tags(Some(tags))
             .send()
             .await;
         match created {

@@ -17,10 +17,12 @@ use replwatch_aws::ecr_native_backfill::EcrNativeBackfill;
 use replwatch_aws::ecr_repositories::{
     CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE, EcrRepositoryCreator,
 };
-use replwatch_core::backfill::inventory::{Encryption, RepositorySettings, TagMutability};
+use replwatch_core::backfill::inventory::{
+    Encryption, RepositorySettings, ResourceTag, TagMutability,
+};
 use replwatch_core::backfill::port::{
-    CopyRegistry, InventoryReader, NativeBackfillApi, NativeBackfillStatus, NativeStart,
-    PutOutcome, RepositoryCreator,
+    CopyRegistry, InventoryReader, NativeBackfillApi, NativeBackfillStatus, NativeImageResult,
+    NativeStart, PutOutcome, RepositoryCreator,
 };
 use replwatch_core::model::AccountId;
 use serde_json::json;
@@ -487,6 +489,10 @@ async fn repositories_are_created_with_their_settings_once_and_marked_as_the_bac
         },
         lifecycle_policy: Some(lifecycle_policy()),
         repository_policy: Some(repository_policy()),
+        resource_tags: vec![ResourceTag {
+            key: "team".into(),
+            value: "platform".into(),
+        }],
     };
     let repo = repository("created/app");
     assert!(
@@ -527,7 +533,8 @@ async fn repositories_are_created_with_their_settings_once_and_marked_as_the_bac
     ));
     assert!(inventory[0].images.is_empty());
 
-    // Marked at creation, so the roles' policy writes reach it and no repository of anyone else.
+    // With the template's tags, and marked at creation, so the roles' policy writes reach it
+    // and no repository of anyone else.
     let ecr = ecr(&account, "eu-central-1").await;
     let tags_of = |name: &'static str| {
         let ecr = ecr.clone();
@@ -546,12 +553,17 @@ async fn repositories_are_created_with_their_settings_once_and_marked_as_the_bac
                 .collect::<Vec<_>>()
         }
     };
+    let mut tags = tags_of("created/app").await;
+    tags.sort();
     assert_eq!(
-        tags_of("created/app").await,
-        [(
-            CREATED_BY_TAG_KEY.to_owned(),
-            CREATED_BY_TAG_VALUE.to_owned()
-        )]
+        tags,
+        [
+            (
+                CREATED_BY_TAG_KEY.to_owned(),
+                CREATED_BY_TAG_VALUE.to_owned()
+            ),
+            ("team".to_owned(), "platform".to_owned())
+        ]
     );
     // A repository that already existed is neither marked nor given the source's policies.
     create_repository(&ecr, "created/theirs").await;
@@ -579,6 +591,7 @@ async fn repositories_are_created_with_their_settings_once_and_marked_as_the_bac
         },
         lifecycle_policy: None,
         repository_policy: None,
+        resource_tags: Vec::new(),
     };
     assert!(
         create
@@ -616,6 +629,7 @@ async fn an_image_crosses_into_another_account_through_the_assumed_role() {
         },
         lifecycle_policy: None,
         repository_policy: None,
+        resource_tags: Vec::new(),
     };
     assert!(
         creator(&home)
@@ -702,6 +716,16 @@ async fn native_backfills_start_wait_their_turn_and_report_per_image() {
     let ecr_client = ecr(&account, SOURCE_REGION).await;
     create_repository(&ecr_client, "native/app").await;
     let image = push_image(&ecr_client, "native/app", Some("v1"), "native").await;
+    ecr_client
+        .put_image()
+        .repository_name("native/app")
+        .image_manifest(&image.manifest)
+        .image_manifest_media_type(&image.media_type)
+        .image_tag("stable")
+        .send()
+        .await
+        .expect("second tag");
+    let index = push_index(&ecr_client, "native/app", Some("multi"), &[&image]).await;
     ecr_client
         .put_replication_configuration()
         .replication_configuration(
@@ -798,14 +822,60 @@ async fn native_backfills_start_wait_their_turn_and_report_per_image() {
         failed_summary.status
     );
 
+    // One result per image and tag, kept whole.
+    let by_tag = |results: &[NativeImageResult]| {
+        let mut out: Vec<(String, Option<String>, Option<String>, Vec<String>)> = results
+            .iter()
+            .map(|r| {
+                assert_eq!(r.repository.as_str(), "native/app");
+                (
+                    r.digest.as_str().to_owned(),
+                    r.tag.clone(),
+                    r.failure.clone(),
+                    r.sub_image_failures.clone(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
     let results = native.results(&source, &started.id).await.expect("results");
-    assert_eq!(results.len(), 1, "{results:?}");
-    assert_eq!(results[0].repository.as_str(), "native/app");
-    assert_eq!(results[0].digest.as_str(), image.digest);
-    assert_eq!(results[0].failure, None);
+    let mut expected = vec![
+        (
+            image.digest.clone(),
+            Some("stable".to_owned()),
+            None,
+            vec![],
+        ),
+        (image.digest.clone(), Some("v1".to_owned()), None, vec![]),
+        (index.digest.clone(), Some("multi".to_owned()), None, vec![]),
+    ];
+    expected.sort();
+    assert_eq!(by_tag(&results), expected);
     let results = native.results(&source, &failed.id).await.expect("results");
-    assert_eq!(results.len(), 1, "{results:?}");
-    assert_eq!(results[0].failure.as_deref(), Some("ACCESS_DENIED"));
+    let denied = Some("ACCESS_DENIED".to_owned());
+    let mut expected = vec![
+        (
+            image.digest.clone(),
+            Some("stable".to_owned()),
+            denied.clone(),
+            vec![],
+        ),
+        (
+            image.digest.clone(),
+            Some("v1".to_owned()),
+            denied.clone(),
+            vec![],
+        ),
+        (
+            index.digest.clone(),
+            Some("multi".to_owned()),
+            denied.clone(),
+            vec!["ACCESS_DENIED".to_owned()],
+        ),
+    ];
+    expected.sort();
+    assert_eq!(by_tag(&results), expected);
 
     let unknown = native
         .results(&source, "00000000-0000-0000-0000-000000000000")

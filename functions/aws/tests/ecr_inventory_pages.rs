@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use replwatch_aws::ecr_inventory::{EcrInventoryReader, InventoryOptions};
-use replwatch_core::backfill::inventory::TagMutability;
+use replwatch_core::backfill::inventory::{ResourceTag, TagMutability};
 use replwatch_core::backfill::port::InventoryReader;
 use replwatch_core::model::{AccountId, Destination, Region};
 use serde_json::{Value, json};
@@ -166,7 +166,8 @@ async fn answer(fake: &Shared, operation: &str, body: &Value) -> (u16, Value) {
                         "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION",
                         "imageTagMutabilityExclusionFilters": [{"filterType": "WILDCARD", "filter": "dev-*"}],
                         "encryptionConfiguration": {"encryptionType": "KMS", "kmsKey": "arn:aws:kms:us-west-2:111122223333:key/k"},
-                        "lifecyclePolicy": "{\"rules\":[]}"
+                        "lifecyclePolicy": "{\"rules\":[]}",
+                        "resourceTags": [{"Key": "team", "Value": format!("team{i}")}]
                     })
                 })
                 .collect();
@@ -371,6 +372,13 @@ async fn creation_templates_are_paged_and_mapped() {
         Some("{\"rules\":[]}")
     );
     assert_eq!(first.settings.repository_policy, None);
+    assert_eq!(
+        first.settings.resource_tags,
+        [ResourceTag {
+            key: "team".into(),
+            value: "team0".into()
+        }]
+    );
     let pages = lock(&fake)
         .calls
         .iter()

@@ -445,31 +445,35 @@ struct ApplyReport {
 /// started, a native backfill left failures, or a tag conflict was met.
 fn finish_report(plan: &BackfillPlan, report: &ApplyReport, format: OutputFormat) -> Outcome {
     let summary = &report.summary;
+    // One line per replication ECR failed (image and tag, with the codes of an index's
+    // images): the copy pass put exactly those.
     let native_failures: Vec<(String, String)> = report
         .native
         .destinations
         .iter()
-        .filter_map(|d| match &d.result {
-            NativeResult::Finished { failed, .. } if !failed.is_empty() => Some((
-                d.destination.to_string(),
-                format!(
-                    "{} images failed in the native backfill (copied instead)",
-                    failed.len()
-                ),
-            )),
-            NativeResult::Refused { reason } => Some((
-                d.destination.to_string(),
-                format!("native backfill refused ({reason}): copied instead"),
-            )),
-            NativeResult::Error { message } => Some((
-                d.destination.to_string(),
-                format!("native backfill failed ({message}): copied instead"),
-            )),
-            NativeResult::StillRunning => Some((
-                d.destination.to_string(),
-                "native backfill still running in ECR".to_owned(),
-            )),
-            _ => None,
+        .flat_map(|d| {
+            let destination = d.destination.to_string();
+            let lines: Vec<String> = match &d.result {
+                NativeResult::Finished { failed, .. } => failed
+                    .iter()
+                    .map(|f| format!("native backfill failed {f} (copied instead)"))
+                    .collect(),
+                NativeResult::Refused { reason } => {
+                    vec![format!(
+                        "native backfill refused ({reason}): copied instead"
+                    )]
+                }
+                NativeResult::Error { message } => {
+                    vec![format!(
+                        "native backfill failed ({message}): copied instead"
+                    )]
+                }
+                NativeResult::StillRunning => {
+                    vec!["native backfill still running in ECR".to_owned()]
+                }
+                NativeResult::NotStarted => Vec::new(),
+            };
+            lines.into_iter().map(move |l| (destination.clone(), l))
         })
         .collect();
     let findings = !summary.is_complete()
@@ -621,8 +625,8 @@ impl ProgressSink for ProgressDisplay {
                 completed,
                 failed,
             } => self.bar.println(&format!(
-                "{destination}: native backfill ended {status:?}: {completed} images complete, \
-                 {failed} failed"
+                "{destination}: native backfill ended {status:?}: {completed} replications \
+                 complete, {failed} failed (one per image and tag)"
             )),
             ProgressEvent::NativeRefused {
                 destination,

@@ -10,12 +10,14 @@ use aws_sdk_ecr::config::SharedCredentialsProvider;
 use aws_sdk_ecr::error::ProvideErrorMetadata;
 use futures_util::future::join_all;
 use replwatch_aws::ecr_clients::EcrClients;
+use replwatch_aws::ecr_inventory::CreationTemplatesError;
 use replwatch_aws::ecr_rules::replication_configuration;
 use replwatch_aws::service_error::describe;
+use replwatch_core::backfill::inventory::CreationTemplate;
 use replwatch_core::doctor::{
-    AdvancedEventSelector, BasicEventSelector, CloudTrailReadError, CreationTemplate,
-    DestinationFacts, DoctorReport, EventSelectors, Fact, FieldSelector, Forwarded, ForwardingRule,
-    Severity, Trail, Trails, diagnose,
+    AdvancedEventSelector, BasicEventSelector, CloudTrailReadError, DestinationFacts, DoctorReport,
+    EventSelectors, Fact, FieldSelector, Forwarded, ForwardingRule, Severity, Trail, Trails,
+    diagnose,
 };
 use replwatch_core::model::Destination;
 use replwatch_core::registry::RegistryError;
@@ -258,37 +260,13 @@ async fn creation_templates(
     ecr: &aws_sdk_ecr::Client,
     destination: &Destination,
 ) -> Fact<Vec<CreationTemplate>> {
-    let mut templates = Vec::new();
-    let mut token = None;
-    loop {
-        let page = ecr
-            .describe_repository_creation_templates()
-            .set_next_token(token)
-            .send()
-            .await;
-        match page {
-            Ok(page) => {
-                templates.extend(page.repository_creation_templates().iter().map(|t| {
-                    CreationTemplate {
-                        prefix: t.prefix().unwrap_or_default().to_owned(),
-                        applied_for: t
-                            .applied_for()
-                            .iter()
-                            .map(|a| a.as_str().to_owned())
-                            .collect(),
-                    }
-                }));
-                token = page.next_token().map(str::to_owned);
-                if token.is_none() {
-                    return Fact::Read(templates);
-                }
-            }
-            Err(e) => {
-                return Fact::Unreadable(format!(
-                    "ecr:DescribeRepositoryCreationTemplates {destination}: {}",
-                    describe(&e)
-                ));
-            }
+    match replwatch_aws::ecr_inventory::creation_templates(ecr, destination, 100).await {
+        Ok(templates) => Fact::Read(templates),
+        Err(CreationTemplatesError::Unreadable(e) | CreationTemplatesError::Failed(e)) => {
+            Fact::Unreadable(format!(
+                "ecr:DescribeRepositoryCreationTemplates {destination}: {}",
+                e.message
+            ))
         }
     }
 }

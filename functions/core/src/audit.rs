@@ -295,6 +295,7 @@ mod tests {
             },
             lifecycle_policy: None,
             repository_policy: None,
+            resource_tags: Vec::new(),
         }
     }
 

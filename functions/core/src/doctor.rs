@@ -29,6 +29,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::backfill::inventory::CreationTemplate;
 use crate::model::{AccountId, Destination};
 use crate::registry_policy::RegistryPolicy;
 use crate::rules::{
@@ -124,15 +125,6 @@ pub enum Fact<T> {
     Unreadable(String),
     /// Not read, and why (a missing option, say).
     NotChecked(String),
-}
-
-/// A repository creation template as `DescribeRepositoryCreationTemplates` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreationTemplate {
-    /// A repository name prefix, or `ROOT` for every repository.
-    pub prefix: String,
-    /// `REPLICATION`, `PULL_THROUGH_CACHE`, `CREATE_ON_PUSH`.
-    pub applied_for: Vec<String>,
 }
 
 /// The EventBridge rule of a destination account and Region that targets the central bus.
@@ -840,17 +832,9 @@ fn creation_templates(
         Fact::Read(templates) => templates,
         other => return unread(other, Check::CreationTemplate).into_iter().collect(),
     };
-    let for_replication: Vec<&CreationTemplate> = templates
-        .iter()
-        .filter(|t| t.applied_for.iter().any(|a| a == "REPLICATION"))
-        .collect();
     let uncovered: Vec<String> = prefixes_to(configuration, destination)
         .into_iter()
-        .filter(|prefix| {
-            !for_replication
-                .iter()
-                .any(|t| t.prefix == "ROOT" || prefix.starts_with(&t.prefix))
-        })
+        .filter(|prefix| !templates.iter().any(|t| t.covers_replicated_prefix(prefix)))
         .collect();
     if uncovered.is_empty() {
         return vec![ok(
@@ -1199,10 +1183,7 @@ mod tests {
                    "Action":["ecr:ReplicateImage","ecr:CreateRepository"],"Resource":"*"}}]}}"#
             ))),
             replication_configuration: Fact::Read(ReplicationConfiguration::default()),
-            creation_templates: Fact::Read(vec![CreationTemplate {
-                prefix: "ROOT".into(),
-                applied_for: vec!["REPLICATION".into()],
-            }]),
+            creation_templates: Fact::Read(vec![template("ROOT", "REPLICATION")]),
             forwarding_rules: Fact::Read(vec![ForwardingRule {
                 name: "replwatch-forward".into(),
                 enabled: true,
@@ -1406,19 +1387,32 @@ mod tests {
         };
         let mut facts = healthy_facts(dest);
         facts.creation_templates = Fact::Read(vec![
-            CreationTemplate {
-                prefix: "team-a".into(),
-                applied_for: vec!["REPLICATION".into()],
-            },
-            CreationTemplate {
-                prefix: "team-b".into(),
-                applied_for: vec!["PULL_THROUGH_CACHE".into()],
-            },
+            template("team-a", "REPLICATION"),
+            template("team-b", "PULL_THROUGH_CACHE"),
+        ]);
+        let report = diagnose(&source(), &delivering(), &config, &[facts.clone()]);
+        let found = problems(&report, Check::CreationTemplate);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].1.contains("repositories team-b/*"));
+
+        // As ECR reads a template prefix (a namespace): `team` does not cover `team-b/`,
+        // though the name starts with it.
+        facts.creation_templates = Fact::Read(vec![
+            template("team-a", "REPLICATION"),
+            template("team", "REPLICATION"),
         ]);
         let report = diagnose(&source(), &delivering(), &config, &[facts]);
         let found = problems(&report, Check::CreationTemplate);
         assert_eq!(found.len(), 1, "{found:#?}");
         assert!(found[0].1.contains("repositories team-b/*"));
+    }
+
+    fn template(prefix: &str, applied_for: &str) -> CreationTemplate {
+        CreationTemplate {
+            prefix: prefix.into(),
+            applied_for: vec![applied_for.into()],
+            settings: crate::backfill::in_memory_ecr::InMemoryEcr::default_settings(),
+        }
     }
 
     #[test]

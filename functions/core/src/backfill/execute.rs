@@ -26,7 +26,7 @@ use crate::backfill::copy::{
     CopyContext, CopyError, CopyJob, CopyObserver, CopyReport, copy_image_observed,
     spread_over_repositories,
 };
-use crate::backfill::plan::{CopyAction, DestinationPlan};
+use crate::backfill::plan::{CopyAction, DestinationPlan, PlannedImage};
 use crate::backfill::port::{
     BlobClaims, CopyRegistry, NativeBackfill, NativeBackfillApi, NativeBackfillStatus,
     NativeImageResult, NativeStart, RepositoryCreator,
@@ -317,10 +317,10 @@ where
 /// How a destination's native backfill ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NativeResult {
-    /// ECR finished (completely or not): its per-image results.
+    /// ECR finished (completely or not): its results, one per image and tag.
     Finished {
         status: NativeBackfillStatus,
-        completed: Vec<(RepositoryName, Digest)>,
+        completed: Vec<NativeImageResult>,
         failed: Vec<NativeImageResult>,
     },
     /// ECR refused to start one: the destination falls back to copies.
@@ -366,9 +366,11 @@ impl NativeOutcome {
 
 /// The copy pass after a native backfill of `plan`'s destination: every item when ECR
 /// refused or the API failed; after a finished backfill, the retags (a backfill replicates
-/// images, it does not add tags to images already there) and every copy ECR did not report
-/// complete. Items ECR reported complete are left out; others it may have brought anyway cost
-/// one `DescribeImages` each. Nothing while a backfill still runs or never started.
+/// images, it does not add tags to images already there) and, of each copy, exactly the
+/// (image, tag) replications ECR did not report complete: an image whose `v1` arrived and
+/// whose `v2` failed gets a job putting `v2` alone (its blobs are there). Replications ECR
+/// reported complete are left out; others it may have brought anyway cost one
+/// `DescribeImages` each. Nothing while a backfill still runs or never started.
 pub fn copy_jobs_after_native(
     plan: &DestinationPlan,
     source: &Destination,
@@ -378,15 +380,33 @@ pub fn copy_jobs_after_native(
         NativeResult::Refused { .. } | NativeResult::Error { .. } => plan.copy_jobs(source),
         NativeResult::NotStarted | NativeResult::StillRunning => Vec::new(),
         NativeResult::Finished { completed, .. } => {
-            let completed: HashSet<(&RepositoryName, &Digest)> =
-                completed.iter().map(|(r, d)| (r, d)).collect();
+            let completed: HashSet<(&RepositoryName, &Digest, Option<&str>)> = completed
+                .iter()
+                .map(|r| (&r.repository, &r.digest, r.tag.as_deref()))
+                .collect();
+            let arrived = |item: &PlannedImage, tag: Option<&str>| {
+                completed.contains(&(&item.repository, &item.digest, tag))
+            };
             plan.items
                 .iter()
-                .filter(|item| {
-                    item.action == CopyAction::Retag
-                        || !completed.contains(&(&item.repository, &item.digest))
+                .filter_map(|item| {
+                    if item.action == CopyAction::Retag {
+                        return Some(plan.copy_job(source, item));
+                    }
+                    if item.tags.is_empty() {
+                        return (!arrived(item, None)).then(|| plan.copy_job(source, item));
+                    }
+                    let missing: Vec<String> = item
+                        .tags
+                        .iter()
+                        .filter(|tag| !arrived(item, Some(tag)))
+                        .cloned()
+                        .collect();
+                    (!missing.is_empty()).then(|| CopyJob {
+                        tags: missing,
+                        ..plan.copy_job(source, item)
+                    })
                 })
-                .map(|item| plan.copy_job(source, item))
                 .collect()
         }
     }
@@ -684,10 +704,7 @@ async fn finish<A: NativeBackfillApi, S: Sleeper>(
                     results.into_iter().partition(|r| r.failure.is_none());
                 break NativeResult::Finished {
                     status: status.clone(),
-                    completed: completed
-                        .into_iter()
-                        .map(|r| (r.repository, r.digest))
-                        .collect(),
+                    completed,
                     failed,
                 };
             }

@@ -107,6 +107,7 @@ impl InMemoryEcr {
             },
             lifecycle_policy: None,
             repository_policy: None,
+            resource_tags: Vec::new(),
         }
     }
 

@@ -63,6 +63,18 @@ pub struct RepositorySettings {
     pub lifecycle_policy: Option<String>,
     /// The repository policy text, if the repository has one.
     pub repository_policy: Option<String>,
+    /// Tags a creation gives the repository: a creation template's `resourceTags` (replication
+    /// applies them; a source repository's own tags are not copied, as by replication).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_tags: Vec<ResourceTag>,
+}
+
+/// One repository tag (`Key`, `Value`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceTag {
+    pub key: String,
+    pub value: String,
 }
 
 /// One image (one manifest digest) in a repository, as `DescribeImages` lists it. The child
@@ -142,6 +154,23 @@ impl CreationTemplate {
             .is_some_and(|rest| rest.starts_with('/'))
     }
 
+    /// Whether ECR applies this template (or a more specific one: `ROOT` stands behind every
+    /// name) to every repository replication creates under the rule filter `prefix` (a
+    /// `PREFIX_MATCH` filter, any name that starts with it; empty for every repository). The
+    /// namespace rule of [`Self::applies_to_replicated`]: `prod` covers `prod/` and
+    /// `prod/web`, not `prod` (which also selects `production`).
+    pub fn covers_replicated_prefix(&self, prefix: &str) -> bool {
+        if !self
+            .applied_for
+            .iter()
+            .any(|a| a == APPLIED_FOR_REPLICATION)
+        {
+            return false;
+        }
+        self.prefix == ROOT_TEMPLATE_PREFIX
+            || prefix.starts_with(&format!("{}/", self.prefix.trim_end_matches('/')))
+    }
+
     /// How specific the template is: among those that apply, the most specific one wins, and
     /// `ROOT` is the least specific of all.
     pub fn specificity(&self) -> usize {
@@ -167,6 +196,7 @@ mod tests {
             },
             lifecycle_policy: None,
             repository_policy: None,
+            resource_tags: Vec::new(),
         }
     }
 
@@ -217,5 +247,24 @@ mod tests {
 
         let cache_only = template("prod", &["PULL_THROUGH_CACHE"]);
         assert!(!cache_only.applies_to_replicated(&repo("prod/web")));
+    }
+
+    #[test]
+    fn a_template_covers_a_rule_prefix_only_when_it_applies_to_every_name_the_rule_selects() {
+        let prod = template("prod", &["REPLICATION"]);
+        for covered in ["prod/", "prod/web", "prod/team/"] {
+            assert!(prod.covers_replicated_prefix(covered), "{covered}");
+        }
+        // `prod` also selects `production/web`; `` selects everything.
+        for uncovered in ["prod", "production/", "pro", ""] {
+            assert!(!prod.covers_replicated_prefix(uncovered), "{uncovered}");
+        }
+        assert!(template("prod/", &["REPLICATION"]).covers_replicated_prefix("prod/web"));
+        assert!(template("ROOT", &["REPLICATION"]).covers_replicated_prefix(""));
+        assert!(!template("ROOT", &["CREATE_ON_PUSH"]).covers_replicated_prefix("prod/"));
+        // Whatever `covers` says, `applies_to_replicated` agrees on each name under it.
+        for name in ["prod/web", "prod/team/web"] {
+            assert!(prod.applies_to_replicated(&repo(name)));
+        }
     }
 }

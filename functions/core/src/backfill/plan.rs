@@ -809,6 +809,7 @@ mod tests {
             },
             lifecycle_policy: Some(r#"{"rules":[]}"#.into()),
             repository_policy: None,
+            resource_tags: Vec::new(),
         }
     }
 

@@ -190,13 +190,38 @@ pub enum NativeStart {
     },
 }
 
-/// One image's result in a terminal native backfill (`DescribeReplicationBackfillResults`).
+/// One replication's result in a terminal native backfill (`DescribeReplicationBackfillResults`):
+/// ECR replicates each image once per tag (an untagged image once), and reports each.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NativeImageResult {
     pub repository: RepositoryName,
     pub digest: Digest,
+    /// The tag this replication carried; `None` for an untagged image.
+    pub tag: Option<String>,
     /// `None` when COMPLETE; the failure code (or `FAILED`) otherwise.
     pub failure: Option<String>,
+    /// `subImageFailureCodes`: why children of an image index failed.
+    pub sub_image_failures: Vec<String>,
+}
+
+impl std::fmt::Display for NativeImageResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.repository, self.digest)?;
+        if let Some(tag) = &self.tag {
+            write!(f, " (tag {tag})")?;
+        }
+        if let Some(failure) = &self.failure {
+            write!(f, ": {failure}")?;
+        }
+        if !self.sub_image_failures.is_empty() {
+            write!(
+                f,
+                "; images of the index: {}",
+                self.sub_image_failures.join(", ")
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// ECR's native replication backfill, in a source registry.

@@ -496,11 +496,13 @@ fn digest(n: u8) -> Digest {
     Digest::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32))).expect("digest")
 }
 
-fn result(n: u8, failure: Option<&str>) -> NativeImageResult {
+fn result(n: u8, tag: Option<&str>, failure: Option<&str>) -> NativeImageResult {
     NativeImageResult {
         repository: repo("team-a/web"),
         digest: digest(n),
+        tag: tag.map(str::to_owned),
         failure: failure.map(str::to_owned),
+        sub_image_failures: Vec::new(),
     }
 }
 
@@ -537,7 +539,10 @@ async fn native_backfills_start_within_ecr_limits_and_all_finish() {
             NativeBackfillStatus::Failed {
                 failure_code: Some("PARTIAL".into()),
             },
-            vec![result(1, None), result(2, Some("IMAGE_TOO_LARGE"))],
+            vec![
+                result(1, Some("v1"), None),
+                result(2, Some("v2"), Some("IMAGE_TOO_LARGE")),
+            ],
         ),
     );
     let recorder = Recorder::default();
@@ -574,8 +579,11 @@ async fn native_backfills_start_within_ecr_limits_and_all_finish() {
     else {
         panic!("{partial:?}");
     };
-    assert_eq!(completed, &vec![(repo("team-a/web"), digest(1))]);
-    assert_eq!(failed, &vec![result(2, Some("IMAGE_TOO_LARGE"))]);
+    assert_eq!(completed, &vec![result(1, Some("v1"), None)]);
+    assert_eq!(
+        failed,
+        &vec![result(2, Some("v2"), Some("IMAGE_TOO_LARGE"))]
+    );
     // The second us-east-1 destination started only after the first one finished.
     let events = lock(&recorder.native).clone();
     let first_done = events
@@ -701,7 +709,7 @@ async fn a_cancel_starts_nothing_and_leaves_running_backfills_to_ecr() {
 }
 
 #[test]
-fn the_copy_pass_after_native_takes_what_ecr_did_not_complete_and_the_retags() {
+fn the_copy_pass_after_native_takes_each_tag_ecr_did_not_complete_and_the_retags() {
     use crate::backfill::inventory::{ImageRecord, RepositoryInventory};
 
     let image = |n: u8, tags: &[&str]| ImageRecord {
@@ -719,6 +727,9 @@ fn the_copy_pass_after_native_takes_what_ecr_did_not_complete_and_the_retags() {
             image(2, &["v2"]),
             image(3, &["v3"]),
             image(4, &["v4", "stable"]),
+            image(5, &["v5", "5.0", "five"]),
+            image(6, &[]),
+            image(7, &[]),
         ],
     }];
     let destination_inventory = DestinationInventory {
@@ -750,14 +761,26 @@ fn the_copy_pass_after_native_takes_what_ecr_did_not_complete_and_the_retags() {
     let destination_plan = &plan.destinations[0];
     assert_eq!(destination_plan.strategy, Strategy::Native);
 
-    // ECR completed 1, failed 2, never mentioned 3.
+    // ECR completed 1, failed 2, never mentioned 3; of 5 it brought v5 and failed 5.0 (an
+    // index whose arm64 image failed) and said nothing of "five"; it brought the untagged 6
+    // and failed the untagged 7.
+    let mut index_failure = result(5, Some("5.0"), Some("FAILED"));
+    index_failure.sub_image_failures = vec!["IMAGE_TOO_LARGE".into()];
     let finished = NativeDestinationOutcome {
         destination: target(),
         backfill_id: Some("bf-1".into()),
         result: NativeResult::Finished {
             status: NativeBackfillStatus::Complete,
-            completed: vec![(repo("team-a/web"), digest(1))],
-            failed: vec![result(2, Some("FAILED"))],
+            completed: vec![
+                result(1, Some("v1"), None),
+                result(5, Some("v5"), None),
+                result(6, None, None),
+            ],
+            failed: vec![
+                result(2, Some("v2"), Some("FAILED")),
+                index_failure,
+                result(7, None, Some("FAILED")),
+            ],
         },
     };
     let jobs = copy_jobs_after_native(destination_plan, &source(), &finished);
@@ -771,6 +794,8 @@ fn the_copy_pass_after_native_takes_what_ecr_did_not_complete_and_the_retags() {
             (digest(2), vec!["v2".to_owned()]),
             (digest(3), vec!["v3".to_owned()]),
             (digest(4), vec!["stable".to_owned()]),
+            (digest(5), vec!["5.0".to_owned(), "five".to_owned()]),
+            (digest(7), vec![]),
         ]
     );
 
@@ -782,7 +807,7 @@ fn the_copy_pass_after_native_takes_what_ecr_did_not_complete_and_the_retags() {
     };
     assert_eq!(
         copy_jobs_after_native(destination_plan, &source(), &refused).len(),
-        4
+        7
     );
     let running = NativeDestinationOutcome {
         result: NativeResult::StillRunning,
