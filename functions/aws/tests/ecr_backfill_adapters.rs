@@ -31,6 +31,9 @@ use support::*;
 const SOURCE_REGION: &str = "us-west-2";
 const COPY_ROLE: &str = "replwatch-backfill";
 
+/// A native backfill result as (digest, tag, failure code, sub-image failure codes).
+type NativeRow = (String, Option<String>, Option<String>, Vec<String>);
+
 fn access() -> Option<CrossAccountAccess> {
     Some(CrossAccountAccess {
         role_name: COPY_ROLE.into(),
@@ -824,7 +827,7 @@ async fn native_backfills_start_wait_their_turn_and_report_per_image() {
 
     // One result per image and tag, kept whole.
     let by_tag = |results: &[NativeImageResult]| {
-        let mut out: Vec<(String, Option<String>, Option<String>, Vec<String>)> = results
+        let mut out: Vec<NativeRow> = results
             .iter()
             .map(|r| {
                 assert_eq!(r.repository.as_str(), "native/app");
