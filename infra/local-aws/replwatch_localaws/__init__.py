@@ -20,6 +20,9 @@ each of which documents the AWS behaviour it reproduces:
 - ``storage_class``: UpdateImageStorageClass (archive / restore), image
                    status, archived images refused to pulls, restore events and
                    replication.
+- ``referrers``:   OCI 1.1 referrers: ListImageReferrers (a manifest whose
+                   ``subject`` names a digest refers to it), DescribeImages'
+                   ``subjectManifestDigest``.
 - ``templates``:   repository creation templates (Create/Describe/Update/
                    DeleteRepositoryCreationTemplate), applied by replication.
 - ``trust``:       AssumeRole checks trust policies in accounts that have IAM
@@ -59,14 +62,15 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
-        from . import (accounts, backfill, calls, ecr, eventbridge, faults, meter, network, paging, replication,
-                      load_scale, storage_class, store, templates, trust)
+        from . import (accounts, backfill, calls, ecr, eventbridge, faults, meter, network, paging, referrers,
+                      replication, load_scale, storage_class, store, templates, trust)
 
         store.install_reset_hook()
         accounts.install()
         eventbridge.install()
         ecr.install()
         storage_class.install()  # wraps some of ecr's patches
+        referrers.install()
         replication.install()
         backfill.install()
         templates.install()
