@@ -1,7 +1,8 @@
 //! The ECR registry adapter against the local AWS: the status API per destination (in
 //! progress, complete, failed with its code), tags read in a cross-account destination through
 //! the reader role, the rules read back from `DescribeRegistry`, and "not found" told apart
-//! from errors.
+//! from errors. The trust of `infra/destination-account.yaml`'s reader and backfill roles,
+//! deployed from the template: who may assume them, with which external id.
 
 use aws_sdk_ecr::types::ImageIdentifier;
 use replwatch_aws::ecr::{CrossAccountAccess, EcrRegistry};
@@ -233,6 +234,34 @@ async fn another_account_without_a_reader_role_is_a_clear_error() {
     assert!(!error.retryable);
 }
 
+/// `AssumeRole` of `role_arn` with the caller's credentials: `Ok`, or the error code.
+async fn assume(
+    caller: &aws_config::SdkConfig,
+    role_arn: &str,
+    external_id: Option<&str>,
+) -> Result<(), String> {
+    aws_sdk_sts::Client::new(caller)
+        .assume_role()
+        .role_arn(role_arn)
+        .role_session_name("trust-test")
+        .set_external_id(external_id.map(str::to_owned))
+        .send()
+        .await
+        .map_err(|e| {
+            use aws_sdk_sts::error::ProvideErrorMetadata;
+            e.code().unwrap_or_default().to_owned()
+        })
+        .map(|_| ())
+}
+
+/// A trust policy that lets `account`'s principals assume the role (the central stack's
+/// function roles, as the test bed creates them).
+fn trusts_account(account: &str) -> String {
+    serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": account}, "Action": "sts:AssumeRole"}]})
+    .to_string()
+}
+
 #[tokio::test]
 async fn the_reader_role_admits_only_the_stack_s_roles_with_the_external_id() {
     use testbed::stack_templates::reader_trust_policy;
@@ -243,30 +272,11 @@ async fn the_reader_role_admits_only_the_stack_s_roles_with_the_external_id() {
     let trust = reader_trust_policy(&central, "ext-1", None).expect("trust policy");
     aws.create_role(&partner, "replwatch-reader", &trust.to_string())
         .expect("reader role");
-    let central_trusts_itself = serde_json::json!({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"AWS": central.clone()}, "Action": "sts:AssumeRole"}]});
     for role in ["replwatch-SweepRole-1A2B3C", "ci-deployer"] {
-        aws.create_role(&central, role, &central_trusts_itself.to_string())
+        aws.create_role(&central, role, &trusts_account(&central))
             .expect("caller role");
     }
     let reader = format!("arn:aws:iam::{partner}:role/replwatch-reader");
-    let assume = |caller: aws_config::SdkConfig, external_id: Option<&'static str>| {
-        let reader = reader.clone();
-        async move {
-            aws_sdk_sts::Client::new(&caller)
-                .assume_role()
-                .role_arn(reader)
-                .role_session_name("trust-test")
-                .set_external_id(external_id.map(str::to_owned))
-                .send()
-                .await
-                .map_err(|e| {
-                    use aws_sdk_sts::error::ProvideErrorMetadata;
-                    e.code().unwrap_or_default().to_owned()
-                })
-                .map(|_| ())
-        }
-    };
     let as_role = |role: &'static str| {
         let arn = format!("arn:aws:iam::{central}:role/{role}");
         let aws = aws.clone();
@@ -278,24 +288,103 @@ async fn the_reader_role_admits_only_the_stack_s_roles_with_the_external_id() {
         }
     };
     let sweep = as_role("replwatch-SweepRole-1A2B3C").await;
-    assert_eq!(assume(sweep.clone(), Some("ext-1")).await, Ok(()));
+    assert_eq!(assume(&sweep, &reader, Some("ext-1")).await, Ok(()));
     let refused = Err("AccessDenied".to_owned());
-    assert_eq!(assume(sweep.clone(), None).await, refused, "no external id");
     assert_eq!(
-        assume(sweep, Some("guess")).await,
+        assume(&sweep, &reader, None).await,
+        refused,
+        "no external id"
+    );
+    assert_eq!(
+        assume(&sweep, &reader, Some("guess")).await,
         refused,
         "another external id"
     );
     let deployer = as_role("ci-deployer").await;
     assert_eq!(
-        assume(deployer, Some("ext-1")).await,
+        assume(&deployer, &reader, Some("ext-1")).await,
         refused,
         "a role the pattern does not name"
     );
     let root = aws.config(&central, "eu-west-1").await;
     assert_eq!(
-        assume(root, Some("ext-1")).await,
+        assume(&root, &reader, Some("ext-1")).await,
         refused,
         "the account itself, not a role"
     );
+}
+
+#[tokio::test]
+async fn the_backfill_role_takes_the_external_id_the_central_stack_gives_the_backfill() {
+    use testbed::stack_templates::{AccountStack, central_backfill_external_id};
+
+    let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let refused = Err("AccessDenied".to_owned());
+    // BackfillExternalId set in both stacks, then left empty in both.
+    for backfill_external_id in [Some("backfill-1"), None] {
+        let (central, partner) = (unique_account(), unique_account());
+        // infra/destination-account.yaml (BackfillWriter=true), deployed in the partner account.
+        let stack = AccountStack {
+            central: &central,
+            external_id: "reader-1",
+            backfill_external_id,
+            caller_pattern: None,
+        };
+        for (role, trust) in [
+            ("replwatch-reader", stack.reader_trust_policy()),
+            ("replwatch-backfill", stack.backfill_trust_policy()),
+        ] {
+            let trust = trust.expect("trust policy").to_string();
+            aws.create_role(&partner, role, &trust).expect("role");
+        }
+        // What template.yaml, with the same parameters, gives backfill-plan and backfill-copy.
+        let functions_id = central_backfill_external_id("reader-1", backfill_external_id)
+            .expect("BACKFILL_EXTERNAL_ID");
+        let caller = format!("arn:aws:iam::{central}:role/replwatch-BackfillPlanRole-1A2B3C");
+        aws.create_role(
+            &central,
+            "replwatch-BackfillPlanRole-1A2B3C",
+            &trusts_account(&central),
+        )
+        .expect("caller role");
+        let planner = aws
+            .assumed(&central, &caller, "eu-west-1")
+            .await
+            .expect("caller role");
+        let reader = format!("arn:aws:iam::{partner}:role/replwatch-reader");
+        let backfill = format!("arn:aws:iam::{partner}:role/replwatch-backfill");
+        let case = format!("BackfillExternalId {backfill_external_id:?}");
+
+        assert_eq!(
+            assume(&planner, &backfill, Some(&functions_id)).await,
+            Ok(()),
+            "{case}: the backfill role takes the id the backfill functions are given"
+        );
+        assert_eq!(
+            assume(&planner, &reader, Some("reader-1")).await,
+            Ok(()),
+            "{case}: the reader role takes the reader's id"
+        );
+        match backfill_external_id {
+            Some(own) => {
+                assert_eq!(functions_id, own);
+                assert_eq!(
+                    assume(&planner, &backfill, Some("reader-1")).await,
+                    refused,
+                    "{case}: the backfill role refuses the reader's id"
+                );
+                assert_eq!(
+                    assume(&planner, &reader, Some(own)).await,
+                    refused,
+                    "{case}: the reader role refuses the backfill id"
+                );
+            }
+            None => assert_eq!(functions_id, "reader-1", "{case}"),
+        }
+        assert_eq!(
+            assume(&planner, &backfill, None).await,
+            refused,
+            "{case}: no external id"
+        );
+    }
 }

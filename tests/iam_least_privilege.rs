@@ -1,7 +1,8 @@
 //! Least privilege, checked: for each function of `template.yaml`, the AWS operations its code
 //! can call must be exactly the actions its role grants, beyond what the Lambda service itself
 //! needs (logs, polling its SQS event source, its on-failure destination) and what a granted
-//! call needs on the service side (KMS on the alert topic's key for `sns:Publish`).
+//! call needs on the service side (KMS on the alert topic's key for `sns:Publish`, on the
+//! repositories' keys for `ecr:CreateRepository`).
 //!
 //! What the code calls is read from the source, not declared by hand:
 //! 1. a function's `main.rs` names the builders of `replwatch_runtime::services` it calls;
@@ -344,6 +345,11 @@ struct FunctionGrants {
     /// KMS actions on the Slack webhook's key (`SlackWebhookKeyArn`), which Secrets Manager or
     /// SSM use on the function's behalf when it reads the webhook.
     slack_key: BTreeSet<String>,
+    /// KMS actions on the keys of the repositories it creates (`RepositoryKmsKeyArns`), which
+    /// ECR uses on the function's behalf when `CreateRepository` encrypts with a customer
+    /// managed key (Amazon ECR User Guide, "Encryption at rest": the creator needs
+    /// `kms:CreateGrant`, `kms:RetireGrant` and `kms:DescribeKey`).
+    repository_keys: BTreeSet<String>,
     /// Anything granted that is neither for the code nor for the Lambda service.
     unexplained: Vec<String>,
 }
@@ -406,6 +412,7 @@ fn grants_of(template: &Value, function: &str) -> FunctionGrants {
         for_code: BTreeSet::new(),
         topic_key: BTreeSet::new(),
         slack_key: BTreeSet::new(),
+        repository_keys: BTreeSet::new(),
         unexplained: Vec::new(),
     };
     const POLL: [&str; 4] = [
@@ -451,6 +458,8 @@ fn grants_of(template: &Value, function: &str) -> FunctionGrants {
                         grants.topic_key.insert(action);
                     } else if on.len() == 1 && on.contains("SlackWebhookKeyArn") {
                         grants.slack_key.insert(action);
+                    } else if on.len() == 1 && on.contains("RepositoryKmsKeyArns") {
+                        grants.repository_keys.insert(action);
                     } else {
                         grants.unexplained.push(action);
                     }
@@ -529,6 +538,23 @@ fn every_function_is_granted_exactly_what_its_code_calls() {
             problems.push(format!(
                 "{function}: reads the Slack webhook but its key grants are {:?}",
                 grants.slack_key
+            ));
+        }
+        let creates_repositories = needed.contains("ecr:CreateRepository");
+        let repository_key_actions: BTreeSet<String> =
+            ["kms:CreateGrant", "kms:RetireGrant", "kms:DescribeKey"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+        if creates_repositories && grants.repository_keys != repository_key_actions {
+            problems.push(format!(
+                "{function}: creates repositories but its grants on their keys are {:?}",
+                grants.repository_keys
+            ));
+        }
+        if !creates_repositories && !grants.repository_keys.is_empty() {
+            problems.push(format!(
+                "{function}: KMS on the repositories' keys without ecr:CreateRepository"
             ));
         }
         for action in &grants.unexplained {

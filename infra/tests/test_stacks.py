@@ -1,7 +1,9 @@
-"""The stacks (template.yaml, infra/destination-region.yaml) as an on-call engineer and a
-security reviewer read them: every failure of replwatch itself reaches an alarm, nothing
-EventBridge fails to deliver is dropped unseen, roles reach only the accounts the stack serves,
-and parameters are refused before CloudFormation or CloudWatch would fail on them.
+"""The stacks (template.yaml, infra/destination-region.yaml, infra/destination-account.yaml) as
+an on-call engineer and a security reviewer read them: every failure of replwatch itself reaches
+an alarm, nothing EventBridge fails to deliver is dropped unseen, roles reach only the accounts
+the stack serves and only the KMS keys they are given, the roles in other accounts require the
+external ids the central stack's functions are given, and parameters are refused before
+CloudFormation or CloudWatch would fail on them.
 
 Run by tests/run with the local AWS's virtualenv (PyYAML comes with cfn-lint):
     infra/local-aws/.venv/bin/python -m pytest -q infra/tests
@@ -338,3 +340,87 @@ def test_the_central_bus_admits_only_replication_events_from_the_served_accounts
             assert condition["aws:PrincipalOrgID"] == {"Ref": "OrganizationId"}, name
         else:
             assert statement["Principal"] == {"AWS": {"Ref": "DestinationAccountIds"}}, name
+
+
+# The backfill's writer role in each stack: template.yaml's for this account,
+# infra/destination-account.yaml's for the others.
+_BACKFILL_WRITERS = [("template.yaml", "BackfillPlanRole"), ("infra/destination-account.yaml", "BackfillRole")]
+_THROUGH_ECR = {"kms:ViaService": "ecr.*.amazonaws.com"}
+
+
+def _raw_statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+
+
+@pytest.mark.parametrize("path,role", _BACKFILL_WRITERS)
+def test_repository_keys_are_used_only_through_ecr_and_only_the_named_ones(path, role):
+    template = load(path)
+    parameter = template["Parameters"]["RepositoryKmsKeyArns"]
+    assert (parameter["Type"], parameter["Default"]) == ("CommaDelimitedList", ""), "no key unless named"
+    assert template["Conditions"]["HasRepositoryKmsKeys"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "RepositoryKmsKeyArns"}]}, ""]}]}
+    by_action = {}
+    for statement in _raw_statements(template["Resources"][role]):
+        if "Fn::If" in statement:
+            condition, granted, otherwise = statement["Fn::If"]
+        else:
+            condition, granted, otherwise = None, statement, None
+        actions = [granted["Action"]] if isinstance(granted["Action"], str) else granted["Action"]
+        kms = [a for a in actions if a.startswith("kms:")]
+        if not kms:
+            continue
+        assert (condition, otherwise) == ("HasRepositoryKmsKeys", {"Ref": "AWS::NoValue"}), granted["Sid"]
+        assert kms == actions, f"{granted['Sid']}: one key statement, key actions only"
+        assert granted["Effect"] == "Allow" and granted["Resource"] == {"Ref": "RepositoryKmsKeyArns"}
+        for action in kms:
+            by_action[action] = granted["Condition"]
+    # What ECR's CreateRepository needs of the caller for a customer managed key (Amazon ECR
+    # User Guide, "Encryption at rest"), each only in requests ECR makes for it.
+    assert by_action == {
+        "kms:CreateGrant": {"StringLike": _THROUGH_ECR, "Bool": {"kms:GrantIsForAWSResource": "true"}},
+        "kms:DescribeKey": {"StringLike": _THROUGH_ECR},
+        # KMS does not set kms:ViaService on RetireGrant: required wherever it is set.
+        "kms:RetireGrant": {"StringLikeIfExists": _THROUGH_ECR},
+    }
+
+
+@pytest.mark.parametrize("keys,allowed", [
+    ("", True), ("*", True), ("arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", True),
+    ("arn:aws:kms:*:111122223333:key/*", True), ("arn:aws-cn:kms:cn-north-1:111122223333:key/k1", True),
+    ("arn:aws:kms:eu-west-1:111122223333:alias/ecr", False), ("arn:aws:s3:::bucket", False), ("kms:*", False),
+    ("1234abcd-12ab-34cd-56ef-1234567890ab", False),
+])
+def test_repository_keys_are_key_arns_or_any(keys, allowed):
+    # CloudFormation matches a CommaDelimitedList's AllowedPattern against each item.
+    patterns = {load(path)["Parameters"]["RepositoryKmsKeyArns"]["AllowedPattern"] for path, _ in _BACKFILL_WRITERS}
+    [pattern] = patterns
+    assert bool(re.fullmatch(pattern, keys)) is allowed
+
+
+def test_the_backfill_external_id_is_one_rule_in_both_stacks(central):
+    account = load("infra/destination-account.yaml")
+    # Same parameter, same "empty means the reader's" condition, in both stacks.
+    assert central["Parameters"]["BackfillExternalId"]["Default"] == ""
+    for key in ("Type", "Default", "AllowedPattern"):
+        assert central["Parameters"]["BackfillExternalId"][key] == account["Parameters"]["BackfillExternalId"][key]
+    assert central["Conditions"]["HasBackfillExternalId"] == account["Conditions"]["HasBackfillExternalId"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "BackfillExternalId"}, ""]}]}
+
+    def backfill_id(reader: str) -> dict[str, Any]:
+        return {"Fn::If": ["HasBackfillExternalId", {"Ref": "BackfillExternalId"}, {"Ref": reader}]}
+
+    # The functions that assume the backfill role get that id, and only they.
+    given = {name: f["Properties"]["Environment"]["Variables"]["BACKFILL_EXTERNAL_ID"]
+             for name, f in resources(central, "AWS::Serverless::Function").items()
+             if "BACKFILL_EXTERNAL_ID" in f["Properties"].get("Environment", {}).get("Variables", {})}
+    assert given == {"BackfillPlanFunction": backfill_id("ReaderExternalId"),
+                     "BackfillCopyFunction": backfill_id("ReaderExternalId")}
+    assert "BACKFILL_EXTERNAL_ID" not in central["Globals"]["Function"]["Environment"]["Variables"]
+
+    def required(role: str) -> Any:
+        [trust] = account["Resources"][role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        return trust["Condition"]["StringEquals"]["sts:ExternalId"]
+
+    # The destination's backfill role requires that id; its reader role, the reader's alone.
+    assert required("BackfillRole") == backfill_id("ExternalId")
+    assert required("ReaderRole") == {"Ref": "ExternalId"}

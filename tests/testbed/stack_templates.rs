@@ -36,17 +36,85 @@ pub fn reader_trust_policy(
     external_id: &str,
     caller_pattern: Option<&str>,
 ) -> Result<Json, Error> {
-    let template = read("infra/destination-account.yaml")?;
-    let mut parameters = HashMap::from([
-        ("CentralAccountId", Json::from(central)),
-        ("ExternalId", Json::from(external_id)),
-        ("AWS::Partition", Json::from("aws")),
-    ]);
-    if let Some(pattern) = caller_pattern {
-        parameters.insert("CallerRolePattern", Json::from(pattern));
+    AccountStack {
+        central,
+        external_id,
+        backfill_external_id: None,
+        caller_pattern,
+    }
+    .trust_policy("ReaderRole")
+}
+
+/// The parameters of one `infra/destination-account.yaml` stack (with `BackfillWriter=true`)
+/// that its roles' trust policies read.
+#[derive(Debug, Clone, Copy)]
+pub struct AccountStack<'a> {
+    /// `CentralAccountId`.
+    pub central: &'a str,
+    /// `ExternalId`: the central stack's `ReaderExternalId`.
+    pub external_id: &'a str,
+    /// `BackfillExternalId` (`None`: its default, empty).
+    pub backfill_external_id: Option<&'a str>,
+    /// `CallerRolePattern` (`None`: its default).
+    pub caller_pattern: Option<&'a str>,
+}
+
+impl AccountStack<'_> {
+    /// The reader role's trust policy.
+    pub fn reader_trust_policy(&self) -> Result<Json, Error> {
+        self.trust_policy("ReaderRole")
+    }
+
+    /// The backfill role's trust policy.
+    pub fn backfill_trust_policy(&self) -> Result<Json, Error> {
+        self.trust_policy("BackfillRole")
+    }
+
+    fn trust_policy(&self, role: &str) -> Result<Json, Error> {
+        let template = read("infra/destination-account.yaml")?;
+        let mut parameters = HashMap::from([
+            ("CentralAccountId", Json::from(self.central)),
+            ("ExternalId", Json::from(self.external_id)),
+            ("BackfillWriter", Json::from("true")),
+            ("AWS::Partition", Json::from("aws")),
+        ]);
+        if let Some(id) = self.backfill_external_id {
+            parameters.insert("BackfillExternalId", Json::from(id));
+        }
+        if let Some(pattern) = self.caller_pattern {
+            parameters.insert("CallerRolePattern", Json::from(pattern));
+        }
+        let stack = Stack::new(&template, &parameters, HashMap::new())?;
+        stack.value(&template["Resources"][role]["Properties"]["AssumeRolePolicyDocument"])
+    }
+}
+
+/// The external id `template.yaml` gives the functions that assume the backfill role
+/// (`BACKFILL_EXTERNAL_ID` of `backfill-plan` and `backfill-copy`), for its
+/// `ReaderExternalId` and `BackfillExternalId` (`None`: its default, empty). An error if the
+/// two functions were given different ones.
+pub fn central_backfill_external_id(
+    reader_external_id: &str,
+    backfill_external_id: Option<&str>,
+) -> Result<String, Error> {
+    let template = read("template.yaml")?;
+    let mut parameters = HashMap::from([("ReaderExternalId", Json::from(reader_external_id))]);
+    if let Some(id) = backfill_external_id {
+        parameters.insert("BackfillExternalId", Json::from(id));
     }
     let stack = Stack::new(&template, &parameters, HashMap::new())?;
-    stack.value(&template["Resources"]["ReaderRole"]["Properties"]["AssumeRolePolicyDocument"])
+    let mut given = Vec::new();
+    for function in ["BackfillPlanFunction", "BackfillCopyFunction"] {
+        let variables = &template["Resources"][function]["Properties"]["Environment"]["Variables"];
+        match stack.value(&variables["BACKFILL_EXTERNAL_ID"])? {
+            Json::String(id) => given.push(id),
+            other => return Err(format!("{function}: BACKFILL_EXTERNAL_ID is {other}").into()),
+        }
+    }
+    match given.as_slice() {
+        [plan, copy] if plan == copy => Ok(plan.clone()),
+        _ => Err(format!("the backfill functions get different external ids: {given:?}").into()),
+    }
 }
 
 /// `template.yaml`'s central bus policy for these destination accounts, as one policy
@@ -297,6 +365,40 @@ mod tests {
         );
         let open = reader_trust_policy("111111111111", "ext-1", Some("")).expect("policy");
         assert!(open["Statement"][0]["Condition"].get("ArnLike").is_none());
+    }
+
+    #[test]
+    fn the_backfill_trust_policy_and_the_central_stack_take_the_reader_s_id_unless_given_one() {
+        let stack = |backfill_external_id| AccountStack {
+            central: "111111111111",
+            external_id: "reader-1",
+            backfill_external_id,
+            caller_pattern: None,
+        };
+        let required = |policy: Json| {
+            policy["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"].clone()
+        };
+        let own = stack(Some("backfill-1"));
+        assert_eq!(
+            required(own.backfill_trust_policy().expect("policy")),
+            "backfill-1"
+        );
+        assert_eq!(
+            required(own.reader_trust_policy().expect("policy")),
+            "reader-1"
+        );
+        assert_eq!(
+            required(stack(None).backfill_trust_policy().expect("policy")),
+            "reader-1"
+        );
+        assert_eq!(
+            central_backfill_external_id("reader-1", Some("backfill-1")).expect("id"),
+            "backfill-1"
+        );
+        assert_eq!(
+            central_backfill_external_id("reader-1", None).expect("id"),
+            "reader-1"
+        );
     }
 
     #[test]
