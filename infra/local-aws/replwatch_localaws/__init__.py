@@ -23,17 +23,26 @@ each of which documents the AWS behaviour it reproduces:
 - ``referrers``:   OCI 1.1 referrers: ListImageReferrers (a manifest whose
                    ``subject`` names a digest refers to it), DescribeImages'
                    ``subjectManifestDigest``.
+- ``registry``:    the registry's OCI distribution API (``/v2/``: what docker,
+                   skopeo, crane speak) on the same repositories, images, blobs,
+                   tags and referrers; GetAuthorizationToken's Basic credentials
+                   and a ``proxyEndpoint`` that works here; manifest PUT = PutImage.
 - ``templates``:   repository creation templates (Create/Describe/Update/
                    DeleteRepositoryCreationTemplate), applied by replication.
+- ``region_opt_in``: Region opt-in per account (Account Management's
+                   GetRegionOptStatus, ListRegions, EnableRegion, DisableRegion);
+                   replication to a Region either account has not enabled fails.
 - ``trust``:       AssumeRole checks trust policies in accounts that have IAM
                    roles (moto lets anyone assume anything).
 - ``policies``:    policy Condition blocks, for trust and event bus policies.
 - ``paging``:      maxResults/nextToken for DescribeRepositories,
                    DescribeImages and ListImages.
 - ``faults``:      ECR API throttling on demand (``/_localaws/faults``).
-- ``network``:     a modelled round trip and stream rate for ECR calls and
-                   blob downloads (``/_localaws/network``), off by default.
-- ``calls``:       ECR API call and layer upload counters (``/_localaws/calls``).
+- ``network``:     a modelled round trip and stream rate for ECR calls,
+                   registry requests and blob downloads (``/_localaws/network``),
+                   off by default.
+- ``calls``:       ECR API call, registry request, layer upload and blob
+                   download counters (``/_localaws/calls``).
 - ``meter``:       every AWS request by service and operation, and the units
                    AWS bills (DynamoDB capacity, SQS/SNS requests and
                    EventBridge events per 64 KB) (``/_localaws/meter``).
@@ -42,7 +51,8 @@ each of which documents the AWS behaviour it reproduces:
                    finish (same answers).
 - ``cloudwatch_cbor``: CloudWatch over Smithy RPCv2 CBOR (what aws-sdk-rust
                    speaks), bridged to moto's AWS JSON 1.0.
-- ``control``:     the WSGI front: ``/_localaws/*`` endpoints, moto for the rest.
+- ``control``:     the WSGI front: ``/_localaws/*`` endpoints, the registry's
+                   ``/v2/`` API, moto for the rest.
 
 ``install()`` applies every patch once; ``python -m replwatch_localaws`` runs
 the server.
@@ -63,7 +73,7 @@ def install() -> None:
         if _installed:
             return
         from . import (accounts, backfill, calls, ecr, eventbridge, faults, meter, network, paging, referrers,
-                      replication, load_scale, storage_class, store, templates, trust)
+                      region_opt_in, registry, replication, load_scale, storage_class, store, templates, trust)
 
         store.install_reset_hook()
         accounts.install()
@@ -71,9 +81,11 @@ def install() -> None:
         ecr.install()
         storage_class.install()  # wraps some of ecr's patches
         referrers.install()
+        registry.install()
         replication.install()
         backfill.install()
         templates.install()
+        region_opt_in.install()
         trust.install()
         paging.install()
         calls.install()

@@ -12,7 +12,18 @@ Not AWS behaviour: a test's view of what a client did. Since the last reset
   were sent again for nothing), so a test can assert that no blob was
   uploaded twice to one registry;
 - the layer parts UploadLayerPart accepted per (account, Region, repository):
-  ``parts`` and ``bytes`` (uploads completed or not).
+  ``parts`` and ``bytes`` (uploads completed or not);
+- the registry's distribution API (``registry``, ``/v2/``): every request to
+  a registry in ``calls`` too, as operation ``registry:<METHOD> <endpoint>``
+  (``registry:GET manifests``, ``registry:PATCH blobs/uploads``,
+  ``registry:GET /v2/``...), so ECR API calls and registry requests add up to
+  what a client asked; a completed blob upload (``PUT`` of an upload session,
+  or a one-request ``POST ?digest=``) in ``layer_uploads`` as a
+  CompleteLayerUpload (a blob the repository already had: ``already_exists``)
+  and each non-empty chunk of it in ``layer_parts``;
+- blob downloads (``GET /_localaws/blobs/...``: where GetDownloadUrlForLayer's
+  URL and the registry's blob redirect lead) per (account, Region,
+  repository): ``downloads`` and ``bytes``.
 
 Replication and backfill copies are not API calls and are not counted here.
 """
@@ -29,6 +40,8 @@ _calls: dict[tuple[str, str, str], list[int]] = {}
 _layers: dict[tuple[str, str, str, str], dict[str, int]] = {}
 # (account, region, repository) -> {"parts", "bytes"}
 _parts: dict[tuple[str, str, str], dict[str, int]] = {}
+# (account, region, repository) -> {"downloads", "bytes"}
+_downloads: dict[tuple[str, str, str], dict[str, int]] = {}
 
 
 def record_call(account: str, region: str, operation: str, throttled: bool = False) -> None:
@@ -42,6 +55,13 @@ def record_part(account: str, region: str, repository: str, size: int) -> None:
     with _lock:
         entry = _parts.setdefault((account, region, repository), {"parts": 0, "bytes": 0})
         entry["parts"] += 1
+        entry["bytes"] += size
+
+
+def record_download(account: str, region: str, repository: str, size: int) -> None:
+    with _lock:
+        entry = _downloads.setdefault((account, region, repository), {"downloads": 0, "bytes": 0})
+        entry["downloads"] += 1
         entry["bytes"] += size
 
 
@@ -76,13 +96,17 @@ def snapshot(account: str | None = None, region: str | None = None) -> dict[str,
                 {"account": k[0], "region": k[1], "repository": k[2], **v}
                 for k, v in sorted(_parts.items()) if keep(k)
             ],
+            "blob_downloads": [
+                {"account": k[0], "region": k[1], "repository": k[2], **v}
+                for k, v in sorted(_downloads.items()) if keep(k)
+            ],
         }
 
 
 def reset(account: str | None = None) -> None:
     """Forget everything, or only what ``account`` did."""
     with _lock:
-        for table in (_calls, _layers, _parts):
+        for table in (_calls, _layers, _parts, _downloads):
             for key in [k for k in table if account is None or k[0] == account]:
                 del table[key]
 

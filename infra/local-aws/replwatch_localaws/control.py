@@ -23,7 +23,12 @@ Endpoints (JSON in and out):
 - ``DELETE /_localaws/meter``              -> zero it
 - ``GET|HEAD /_localaws/blobs/<account>/<region>/<repository>/<digest>``
       -> the blob bytes; this is what GetDownloadUrlForLayer's ``downloadUrl``
-         points at (on AWS, a pre-signed S3 URL). Streamed in 1 MiB chunks.
+         and the registry's blob redirect point at (on AWS, a pre-signed S3
+         URL). Streamed in 1 MiB chunks; each GET counted by ``calls``.
+
+Unsigned ``/v2/...`` requests, ``/<account>/<region>/v2/...`` and any request
+to a ``<account>.dkr.ecr.<region>.localhost`` Host are the registry's OCI
+distribution API (``registry``).
 
 ``POST /moto-api/reset`` (moto's own) also resets our state: see ``store``.
 
@@ -40,7 +45,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from . import calls, cloudwatch_cbor, faults, meter, network, replication, store
+from . import calls, cloudwatch_cbor, faults, meter, network, registry, replication, store
 
 PREFIX = "/_localaws/"
 
@@ -84,6 +89,7 @@ def _blob(request: Request, rest: str) -> Response:
     headers = {"Content-Length": str(len(data)), "Docker-Content-Digest": digest}
     if request.method == "HEAD":
         return Response(b"", status=200, headers=headers, mimetype="application/octet-stream")
+    calls.record_download(account, region, repository, len(data))
     return Response(network.paced(_chunks(data)), status=200, headers=headers, mimetype="application/octet-stream",
                     direct_passthrough=True)
 
@@ -163,9 +169,9 @@ def _handle(request: Request) -> Response:
 
 
 class LocalAwsApp:
-    """WSGI app: ``/_localaws/*`` here; every other request counted by
-    ``meter``, then CloudWatch RPCv2 CBOR through ``cloudwatch_cbor``, the
-    rest to moto's dispatcher."""
+    """WSGI app: ``/_localaws/*`` here; the registry's ``/v2/`` API in
+    ``registry``; every other request counted by ``meter``, then CloudWatch
+    RPCv2 CBOR through ``cloudwatch_cbor``, the rest to moto's dispatcher."""
 
     def __init__(self, moto_app: Any) -> None:
         self.moto_app = moto_app
@@ -174,6 +180,9 @@ class LocalAwsApp:
         path = environ.get("PATH_INFO", "")
         if path.startswith(PREFIX):
             return _handle(Request(environ))(environ, start_response)
+        target = registry.match(environ)
+        if target is not None:
+            return registry.wsgi(target, environ, start_response)
         meter.count_request(environ)
         if network.is_ecr_call(environ):
             network.before_call(environ)

@@ -205,18 +205,22 @@ def _find_image(repo: Any, digest: str) -> Any:
 def _check_references(repo: Any, registry_id: str, parsed: dict[str, Any], media_type: str | None) -> None:
     missing = [d for d in referenced_blobs(parsed, media_type) if d not in repo.layers]
     if missing:
-        raise LayersNotFoundException(
+        error: ServiceException = LayersNotFoundException(
             f"Layers with digests '{missing}' required for pushing image into "
             f"repository with name '{repo.name}' in the registry with id "
             f"'{registry_id}' do not exist"
         )
+        error.missing = missing  # type: ignore[attr-defined]  # for the registry's error details
+        raise error
     missing = [d for d in referenced_manifests(parsed, media_type) if _find_image(repo, d) is None]
     if missing:
-        raise ReferencedImagesNotFoundException(
+        error = ReferencedImagesNotFoundException(
             f"Manifests with digests '{missing}' referenced by the manifest list "
             f"do not exist in the repository with name '{repo.name}' in the "
             f"registry with id '{registry_id}'"
         )
+        error.missing = missing  # type: ignore[attr-defined]
+        raise error
 
 
 def _push_event_detail(repo_name: str, digest: str, tag: str | None, media_type: str | None,
@@ -238,20 +242,26 @@ def _push_event_detail(repo_name: str, digest: str, tag: str | None, media_type:
 
 
 def put_image(self: Any) -> ActionResult:
+    image = push_image(
+        self.current_account, self.region, self._get_param("repositoryName"), self._get_param("registryId"),
+        self._get_param("imageManifest"), self._get_param("imageTag"),
+        self._get_param("imageManifestMediaType"), self._get_param("imageDigest"),
+    )
+    return ActionResult({"image": image})
+
+
+def push_image(account: str, region: str, repository_name: str, registry_id: str | None, manifest: Any,
+               tag: str | None, given_media_type: str | None, given_digest: str | None) -> Any:
+    """PutImage's checks and effects, for the ECR API and the registry's manifest PUT
+    (``registry``) alike: the image (new or restored), after its PUSH event and replication
+    hand-off; the ServiceExceptions PutImage answers otherwise."""
     from moto.ecr.exceptions import ImageAlreadyExistsException, InvalidParameterException
+    from moto.ecr.models import ecr_backends
 
     from . import replication, storage_class
 
-    repository_name = self._get_param("repositoryName")
-    registry_id = self._get_param("registryId")
-    manifest = self._get_param("imageManifest")
-    tag = self._get_param("imageTag")
-    given_media_type = self._get_param("imageManifestMediaType")
-    given_digest = self._get_param("imageDigest")
-    account, region = self.current_account, self.region
-
     with store.LOCK:
-        backend = self.ecr_backend
+        backend = ecr_backends[account][region]
         repo = backend._get_repository(repository_name, registry_id)
         try:
             parsed = json.loads(manifest)
@@ -300,7 +310,7 @@ def put_image(self: Any) -> ActionResult:
         emit(account, region, "ECR Image Action",
              _push_event_detail(repository_name, digest, tag, image.image_manifest_media_type, parsed))
         replication.on_push(account, region, repository_name, image, tag)
-    return ActionResult({"image": image})
+    return image
 
 
 def resolve_image_tag_mutability(self: Any, repository: Any, proposed_image_tag: str | None) -> list[Any]:

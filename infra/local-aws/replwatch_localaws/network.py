@@ -12,12 +12,17 @@ Python process, so a benchmark there measures the test bed, not the client.
 This is a model of the network, not of ECR, and it is off by default (every
 test runs without it). When on:
 
-- ``latency_ms``: added once to every ECR API call and every blob download
-  (one request, one response: the round trip);
+- ``latency_ms``: added once to every ECR API call, every request to the
+  registry's distribution API (``/v2/``, see ``registry``) and every blob
+  download (one request, one response: the round trip);
 - ``stream_mib_per_s``: the rate at which one request moves bytes: an ECR
-  call's request body (what ``UploadLayerPart`` sends) and a blob download's
-  response are paced to it, per request, as a single TCP stream would be.
-  Concurrent requests each get the full rate, like separate connections.
+  call's request body (what ``UploadLayerPart`` sends), a registry request's
+  body (a blob chunk ``PATCH``/``PUT``, a manifest ``PUT``) and a blob
+  download's response are paced to it, per request, as a single TCP stream
+  would be. Concurrent requests each get the full rate, like separate
+  connections. A registry blob ``GET`` is a redirect (one round trip) to the
+  blob download (another round trip, then the stream), as ECR's redirect to
+  S3 is.
 
 The waiting happens in the request's own thread (the server is threaded),
 before the call reaches moto and while no lock is held, so concurrent requests
@@ -86,14 +91,21 @@ def is_ecr_call(environ: dict[str, Any]) -> bool:
 
 def before_call(environ: dict[str, Any]) -> None:
     """Wait out one round trip and the sending of the request body."""
-    settings = get()
-    if not settings["latency_ms"] and not settings["stream_mib_per_s"]:
-        return
     try:
         size = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         size = 0
-    time.sleep(settings["latency_ms"] / 1000 + _transfer_seconds(size, settings["stream_mib_per_s"]))
+    round_trip(size)
+
+
+def round_trip(request_bytes: int) -> None:
+    """One request of ``request_bytes`` and its (small) answer: the round trip
+    and the body's transfer at the stream rate (the registry calls this with
+    the size it read, which a chunked request does not announce)."""
+    settings = get()
+    if not settings["latency_ms"] and not settings["stream_mib_per_s"]:
+        return
+    time.sleep(settings["latency_ms"] / 1000 + _transfer_seconds(request_bytes, settings["stream_mib_per_s"]))
 
 
 def paced(chunks: Iterable[bytes]) -> Iterator[bytes]:

@@ -54,7 +54,15 @@ step and its replications as jobs of this engine (``runner``), so the same
 settings apply to them; ``backfill_prepare_seconds`` and
 ``backfill_concurrency`` are its own. ``storage_class`` runs a restore's
 ACTIVATING period as a job too (``restore_seconds``, default 0; not held by
-``paused``; ``flush`` completes it and the replications it schedules).
+``paused``; ``flush`` completes it and the replications it schedules), and
+``region_opt_in`` an account's Region enabling or disabling
+(``region_opt_in_seconds``, default 0).
+
+"For cross-Region replication to occur, both the source and destination
+accounts must be opted-in to the Region prior to any replication actions
+occurring within or to that Region" (User Guide, considerations): a job whose
+destination Region is not enabled in the source or the destination account
+(``region_opt_in``) fails with ``REGION_NOT_ENABLED`` when it runs.
 
 The ECR API reference types ``failureCode`` as a free string and documents no
 values; ``DEFAULT_FAILURE_CODE`` is our choice.
@@ -71,7 +79,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import store, templates
+from . import region_opt_in, store, templates
 from .ecr import referenced_blobs, referenced_manifests, tag_is_immutable, untag
 from .eventbridge import emit
 
@@ -79,10 +87,11 @@ log = logging.getLogger("replwatch_localaws.replication")
 
 DEFAULT_FAILURE_CODE = "ACCESS_DENIED"
 
-_DEST_KEYS = {"delay_seconds", "fail", "failure_code", "paused"}
+_DEST_KEYS = {"delay_seconds", "fail", "fail_tags", "failure_code", "paused"}
 _TOP_KEYS = {"default_delay_seconds", "default_failure_code", "destinations",
              "event_drop_rate", "event_duplicate_rate", "seed",
-             "backfill_prepare_seconds", "backfill_concurrency", "restore_seconds"}
+             "backfill_prepare_seconds", "backfill_concurrency", "restore_seconds",
+             "region_opt_in_seconds"}
 
 
 def _default_settings() -> dict[str, Any]:
@@ -96,6 +105,7 @@ def _default_settings() -> dict[str, Any]:
         "backfill_prepare_seconds": 0.0,
         "backfill_concurrency": 5,
         "restore_seconds": 0.0,
+        "region_opt_in_seconds": 0.0,
     }
 
 
@@ -151,6 +161,8 @@ def update_settings(body: Any) -> dict[str, Any]:
         new["backfill_prepare_seconds"] = _number(body["backfill_prepare_seconds"], "backfill_prepare_seconds", 0)
     if "restore_seconds" in body:
         new["restore_seconds"] = _number(body["restore_seconds"], "restore_seconds", 0)
+    if "region_opt_in_seconds" in body:
+        new["region_opt_in_seconds"] = _number(body["region_opt_in_seconds"], "region_opt_in_seconds", 0)
     if "backfill_concurrency" in body:
         value = body["backfill_concurrency"]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -192,6 +204,11 @@ def update_settings(body: Any) -> dict[str, Any]:
                 if not isinstance(value["failure_code"], str) or not value["failure_code"]:
                     raise SettingsError("failure_code must be a non-empty string")
                 entry["failure_code"] = value["failure_code"]
+            if value.get("fail_tags") is not None:
+                tags = value["fail_tags"]
+                if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+                    raise SettingsError("fail_tags must be a list of tags")
+                entry["fail_tags"] = list(tags)
             new["destinations"][key] = entry
     with store.LOCK:
         _settings.clear()
@@ -316,7 +333,10 @@ def replicate(job: "Job") -> tuple[str, str | None]:
     dest_region, dest_account = job.dest
     settings = _dest_settings(job.dest)
     try:
-        if settings.get("fail"):
+        if not (region_opt_in.allows_replication(job.source[0], dest_region)
+                and region_opt_in.allows_replication(dest_account, dest_region)):
+            return "FAILED", region_opt_in.FAILURE_CODE
+        if settings.get("fail") or (job.tag is not None and job.tag in settings.get("fail_tags", ())):
             return "FAILED", settings.get("failure_code") or _settings["default_failure_code"]
         _copy(dest_account, dest_region, job.source[2], job.snapshot, job.tag)
         return "COMPLETE", None
@@ -337,7 +357,7 @@ class Job:
     # None: a push's replication (status + event). Otherwise called instead,
     # under store.LOCK, when the job is due (backfill replications and steps).
     runner: Callable[["Job"], None] | None = field(default=None, repr=False)
-    kind: str = "push"  # push | backfill | backfill-prepare | restore
+    kind: str = "push"  # push | backfill | backfill-prepare | restore | region-opt-in
     backfill_id: str | None = None
     pausable: bool = True  # a paused destination holds the job (until flushed)
 

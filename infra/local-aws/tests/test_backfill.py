@@ -307,3 +307,20 @@ def test_backfill_calls_without_replication_configuration_list_nothing():
     resp = ecr.list_replication_backfills()
     assert resp["registryId"] == A and resp["backfills"] == [] and "nextToken" not in resp
     assert http("GET", "/_localaws/replication")["backfill_concurrency"] == 5
+
+
+def test_fail_tags_fail_only_the_replications_carrying_those_tags():
+    ecr = client("ecr", SRC_REGION)
+    ecr.create_repository(repositoryName=REPO)
+    web = push_image(ecr, REPO, "v1")
+    ecr.put_image(repositoryName=REPO, imageManifest=web["manifest"], imageTag="v2")
+    put_config(ecr, ([EAST], [REPO]))
+    configure(destinations={f"us-east-1/{A}": {"fail_tags": ["v2"], "failure_code": "PULL_THROUGH_CACHE_RULE_NOT_FOUND"}})
+    backfill_id = ecr.start_replication_backfill(destination=_dest(*EAST))["replicationBackfillId"]
+    flush()
+    done = _wait_status(ecr, backfill_id, "COMPLETE", "FAILED")
+    by_tag = {r["imageId"].get("imageTag"): (r["status"], r.get("failureCode")) for r in done["results"]}
+    assert by_tag == {"v1": ("COMPLETE", None), "v2": ("FAILED", "PULL_THROUGH_CACHE_RULE_NOT_FOUND")}
+    assert image_ids(client("ecr", "us-east-1"), REPO) == {web["digest"]: ["v1"]}
+    with pytest.raises(Exception):
+        configure(destinations={f"us-east-1/{A}": {"fail_tags": "v2"}})

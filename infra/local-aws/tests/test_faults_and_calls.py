@@ -132,7 +132,7 @@ def test_call_counters_and_layer_upload_ledger():
     left = _calls()
     assert [c["account"] for c in left["calls"]] == [B] and left["layer_uploads"] == []
     http("DELETE", "/_localaws/calls")
-    assert _calls() == {"calls": [], "layer_uploads": [], "layer_parts": []}
+    assert _calls() == {"calls": [], "layer_uploads": [], "layer_parts": [], "blob_downloads": []}
 
 
 def test_large_layer_upload_and_download_are_fast():
