@@ -1,5 +1,6 @@
 //! `replwatch doctor`: reads what the core's `doctor` checks need from the source registry, the
-//! source account's CloudTrail trails, and every destination its rules name, all at once, and
+//! source account's CloudTrail trails, every destination its rules name, and each destination
+//! Region's opt-in status in the source and the destination account, all at once, and
 //! prints the findings worst first. A read that fails becomes a warning naming the AWS call, the
 //! registry and the error; it never stops the other checks. Exit 0 when nothing needs fixing, 1
 //! otherwise, 2 when the source itself cannot be read.
@@ -9,17 +10,19 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_sdk_ecr::config::SharedCredentialsProvider;
 use aws_sdk_ecr::error::ProvideErrorMetadata;
 use futures_util::future::join_all;
-use replwatch_aws::ecr_clients::EcrClients;
+use replwatch_aws::ecr_clients::{CrossAccountAccess, EcrClients};
 use replwatch_aws::ecr_inventory::CreationTemplatesError;
 use replwatch_aws::ecr_rules::replication_configuration;
+use replwatch_aws::region_opt_in::RegionOptIn;
 use replwatch_aws::service_error::describe;
 use replwatch_core::backfill::inventory::CreationTemplate;
 use replwatch_core::doctor::{
     AdvancedEventSelector, BasicEventSelector, CloudTrailReadError, DestinationFacts, DoctorReport,
-    EventSelectors, Fact, FieldSelector, Forwarded, ForwardingRule, Severity, Trail, Trails,
-    diagnose,
+    EventSelectors, Fact, FieldSelector, Forwarded, ForwardingRule, RegionOptInFacts, Severity,
+    Trail, Trails, diagnose,
 };
-use replwatch_core::model::Destination;
+use replwatch_core::model::{AccountId, Destination};
+use replwatch_core::region_opt_in::OptInStatus;
 use replwatch_core::registry::RegistryError;
 use replwatch_core::rules::ReplicationConfiguration;
 
@@ -49,11 +52,25 @@ pub async fn run(global: &GlobalOptions, args: &DoctorArgs) -> Result<Outcome, D
             .map_err(|e| DoctorError::Configuration(format!("{}: {e}", path.display())))?,
         None => replication_configuration(&source_ecr, &source).await?,
     };
+    // Each account's opt-in status is read with its own credentials: the caller's here, the
+    // `--role-name` role in another account.
+    let opt_in = RegionOptIn::new(
+        base.clone(),
+        source.registry_id.clone(),
+        global
+            .role_name
+            .as_ref()
+            .map(|role_name| CrossAccountAccess {
+                role_name: role_name.clone(),
+                external_id: global.external_id.clone(),
+            }),
+    );
     let reader = Reader {
         base: &base,
         source: &source,
         global,
         args,
+        opt_in: &opt_in,
     };
     let destinations: Vec<Destination> = configuration
         .all_destinations()
@@ -78,12 +95,16 @@ struct Reader<'a> {
     source: &'a Destination,
     global: &'a GlobalOptions,
     args: &'a DoctorArgs,
+    opt_in: &'a RegionOptIn,
 }
 
 impl Reader<'_> {
     async fn facts(&self, destination: &Destination) -> DestinationFacts {
         let cross_account = destination.registry_id != self.source.registry_id;
-        let reader_role = self.reader_role(destination, cross_account).await;
+        let (reader_role, region_opt_in) = tokio::join!(
+            self.reader_role(destination, cross_account),
+            self.region_opt_in(destination, cross_account),
+        );
         let config = match self.config_for(destination, cross_account).await {
             Ok(config) => config,
             Err(not_checked) => {
@@ -94,6 +115,7 @@ impl Reader<'_> {
                     creation_templates: Fact::NotChecked(not_checked.clone()),
                     forwarding_rules: Fact::NotChecked(not_checked),
                     reader_role,
+                    region_opt_in,
                 };
             }
         };
@@ -122,6 +144,48 @@ impl Reader<'_> {
             creation_templates: templates,
             forwarding_rules: forwarding,
             reader_role,
+            region_opt_in,
+        }
+    }
+
+    /// The destination Region's opt-in status in the source account and, for a cross-account
+    /// destination, in the destination account (through `--role-name`; without it, not checked).
+    async fn region_opt_in(
+        &self,
+        destination: &Destination,
+        cross_account: bool,
+    ) -> RegionOptInFacts {
+        let source_account = self.opt_in_status(&self.source.registry_id, destination);
+        let destination_account = async {
+            if !cross_account {
+                Fact::NotChecked("the source account, read once".into())
+            } else if self.global.role_name.is_none() {
+                Fact::NotChecked(format!(
+                    "{} is another account: pass --role-name, a role there that may call \
+                     account:GetRegionOptStatus",
+                    destination.registry_id
+                ))
+            } else {
+                self.opt_in_status(&destination.registry_id, destination)
+                    .await
+            }
+        };
+        let (source_account, destination_account) =
+            tokio::join!(source_account, destination_account);
+        RegionOptInFacts {
+            source_account,
+            destination_account,
+        }
+    }
+
+    async fn opt_in_status(
+        &self,
+        account: &AccountId,
+        destination: &Destination,
+    ) -> Fact<OptInStatus> {
+        match self.opt_in.status(account, &destination.region).await {
+            Ok(status) => Fact::Read(status),
+            Err(e) => Fact::Unreadable(opt_in_error(&e)),
         }
     }
 
@@ -240,6 +304,16 @@ impl Reader<'_> {
         }
         Fact::Read(rules)
     }
+}
+
+/// A failed opt-in read as the report shows it: the IAM action, what it was about, the error.
+fn opt_in_error(error: &RegistryError) -> String {
+    let action = if error.operation == "GetRegionOptStatus" {
+        replwatch_aws::region_opt_in::READ_PERMISSION.to_owned()
+    } else {
+        format!("sts:{}", error.operation)
+    };
+    format!("{action} {}: {}", error.resource, error.message)
 }
 
 async fn registry_policy(
@@ -447,6 +521,36 @@ fn summary(report: &DoctorReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_opt_in_read_names_the_action_it_needed() {
+        let refused = RegistryError {
+            operation: "GetRegionOptStatus",
+            resource: "eu-south-1 in account 111111111111".into(),
+            message: "AccessDeniedException: User: arn:aws:iam::111111111111:user/ops is not \
+                      authorized to perform: account:GetRegionOptStatus"
+                .into(),
+            retryable: false,
+        };
+        assert!(
+            opt_in_error(&refused).starts_with(
+                "account:GetRegionOptStatus eu-south-1 in account 111111111111: \
+                 AccessDeniedException: User:"
+            ),
+            "{}",
+            opt_in_error(&refused)
+        );
+        let no_role = RegistryError {
+            operation: "AssumeRole",
+            resource: "account 222222222222".into(),
+            message: "no cross-account role is configured".into(),
+            retryable: false,
+        };
+        assert_eq!(
+            opt_in_error(&no_role),
+            "sts:AssumeRole account 222222222222: no cross-account role is configured"
+        );
+    }
 
     #[test]
     fn a_refused_cloudtrail_read_names_the_permission() {

@@ -1,7 +1,7 @@
 //! `replwatch doctor` against the local AWS, through the real binary: one setup with every
-//! problem the doctor knows, one with none, and the CloudTrail trail in its states. The source
-//! replicates `team-a/` to a cross-account destination and to another Region of its own
-//! account.
+//! problem the doctor knows, one with none, the CloudTrail trail in its states, and a
+//! destination Region that must be opted in to. The source replicates `team-a/` to a
+//! cross-account destination and to another Region of its own account.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -411,6 +411,7 @@ async fn a_sound_setup_passes_every_check() -> Result<(), Error> {
     );
     for check in [
         "limits",
+        "region-opt-in",
         "registry-policy",
         "chained-replication",
         "creation-template",
@@ -496,6 +497,129 @@ async fn a_trail_that_is_stopped_or_skips_write_events_is_named() -> Result<(), 
             "trail replwatch-trail (in {SOURCE_REGION}) is logging"
         )),
         "{problem}"
+    );
+    Ok(())
+}
+
+/// `EnableRegion` for `account`, with its own credentials.
+async fn enable_region(setup: &Setup, account: &str, region: &str) -> Result<(), Error> {
+    aws_sdk_account::Client::new(&setup.aws.config(account, SOURCE_REGION).await)
+        .enable_region()
+        .region_name(region)
+        .send()
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_opt_in_region_must_be_enabled_in_the_source_and_the_destination_account()
+-> Result<(), Error> {
+    const OPT_IN: &str = "eu-south-1";
+    let setup = Setup::new().await?;
+    let (source, partner) = (&setup.source, &setup.partner);
+    setup
+        .aws
+        .put_replication_configuration(
+            source,
+            SOURCE_REGION,
+            &ReplicationConfiguration {
+                rules: vec![ReplicationRule {
+                    destinations: vec![registry(OPT_IN, partner)?, registry(OPT_IN, source)?],
+                    repository_filters: vec![],
+                }],
+            },
+        )
+        .await?;
+    let cross = format!("{OPT_IN}/{partner}");
+    let same = format!("{OPT_IN}/{source}");
+    let opt_in = |report: &Value| {
+        let mut found = findings(report, "region-opt-in");
+        found.sort();
+        found
+    };
+
+    // Neither account opted in: the cross-account destination names both, the same-account
+    // one its account once, each with the command that enables the Region.
+    let (code, report) = setup.doctor(EXTERNAL_ID, &[]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let found = opt_in(&report);
+    assert_eq!(found.len(), 3, "{report:#}");
+    assert!(found.iter().all(|f| f.0 == "error"), "{report:#}");
+    let about = |subject: &str, role: &str, account: &str| {
+        found.iter().any(|f| {
+            f.1 == subject
+                && f.2.starts_with(&format!(
+                    "{OPT_IN} is not enabled (DISABLED) in {role} {account}: "
+                ))
+        })
+    };
+    assert!(about(&cross, "the source account", source), "{report:#}");
+    assert!(
+        about(&cross, "the destination account", partner),
+        "{report:#}"
+    );
+    assert!(
+        about(&same, "the source and destination account", source),
+        "{report:#}"
+    );
+    let fixes: Vec<&str> = report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["check"] == "region-opt-in")
+        .filter_map(|f| f["fix"].as_str())
+        .collect();
+    assert!(
+        fixes.iter().all(|fix| fix.starts_with(&format!(
+            "`aws account enable-region --region-name {OPT_IN}` with the credentials of account"
+        ))),
+        "{fixes:#?}"
+    );
+
+    // The source account opted in: only the partner's account is left; while it is being
+    // enabled the finding says so.
+    enable_region(&setup, source, OPT_IN).await?;
+    setup.aws.flush_replication(source)?;
+    setup
+        .aws
+        .configure_replication(&serde_json::json!({"region_opt_in_seconds": 3600}))?;
+    let enabling = enable_region(&setup, partner, OPT_IN).await;
+    setup
+        .aws
+        .configure_replication(&serde_json::json!({"region_opt_in_seconds": 0}))?;
+    enabling?;
+    let (_, report) = setup.doctor(EXTERNAL_ID, &[]);
+    let found = opt_in(&report);
+    assert_eq!(found.len(), 2, "{report:#}");
+    let ok = found.iter().find(|f| f.1 == same).expect("same-account");
+    assert_eq!(ok.0, "ok", "{report:#}");
+    assert_eq!(
+        ok.2,
+        format!("{OPT_IN} is enabled in the source and destination account {source} (ENABLED)")
+    );
+    let waiting = found.iter().find(|f| f.1 == cross).expect("cross-account");
+    assert_eq!(waiting.0, "error");
+    assert!(
+        waiting.2.starts_with(&format!(
+            "{OPT_IN} is still being enabled (ENABLING) in the destination account {partner}"
+        )),
+        "{}",
+        waiting.2
+    );
+
+    // Enabled in both: nothing left to fix for this check.
+    setup.aws.flush_replication(partner)?;
+    let (_, report) = setup.doctor(EXTERNAL_ID, &[]);
+    let found = opt_in(&report);
+    assert_eq!(found.len(), 2, "{report:#}");
+    assert!(found.iter().all(|f| f.0 == "ok"), "{report:#}");
+    let cross_ok = found.iter().find(|f| f.1 == cross).expect("cross-account");
+    assert_eq!(
+        cross_ok.2,
+        format!(
+            "{OPT_IN} is enabled in the source account {source} (ENABLED) and in the destination \
+             account {partner} (ENABLED)"
+        )
     );
     Ok(())
 }

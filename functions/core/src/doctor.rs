@@ -9,6 +9,10 @@
 //! - `limits`: what `PutReplicationConfiguration` refuses (10 rules, 25 unique destinations,
 //!   100 `PREFIX_MATCH` filters per rule), destinations in another partition (never
 //!   replicated) or equal to the source (ignored);
+//! - `region-opt-in`: "both the source and destination accounts must be opted-in to the Region
+//!   prior to any replication actions occurring within or to that Region": a destination
+//!   Region that is not `ENABLED` or `ENABLED_BY_DEFAULT` in either account gets nothing (see
+//!   [`crate::region_opt_in`]);
 //! - `registry-policy`: a cross-account destination registry's permissions policy must allow
 //!   the source account `ecr:ReplicateImage`, and `ecr:CreateRepository` for repositories
 //!   replication has to create;
@@ -31,6 +35,7 @@ use serde::Serialize;
 
 use crate::backfill::inventory::CreationTemplate;
 use crate::model::{AccountId, Destination};
+use crate::region_opt_in::{OptInStatus, READ_PERMISSION};
 use crate::registry_policy::RegistryPolicy;
 use crate::rules::{
     MAX_FILTERS_PER_RULE, MAX_RULES, MAX_UNIQUE_DESTINATIONS, PREFIX_MATCH,
@@ -67,6 +72,7 @@ impl Severity {
 #[serde(rename_all = "kebab-case")]
 pub enum Check {
     Limits,
+    RegionOptIn,
     RegistryPolicy,
     ChainedReplication,
     CreationTemplate,
@@ -76,8 +82,9 @@ pub enum Check {
 }
 
 impl Check {
-    pub const ALL: [Check; 7] = [
+    pub const ALL: [Check; 8] = [
         Check::Limits,
+        Check::RegionOptIn,
         Check::RegistryPolicy,
         Check::ChainedReplication,
         Check::CreationTemplate,
@@ -89,6 +96,7 @@ impl Check {
     pub fn as_str(self) -> &'static str {
         match self {
             Check::Limits => "limits",
+            Check::RegionOptIn => "region-opt-in",
             Check::RegistryPolicy => "registry-policy",
             Check::ChainedReplication => "chained-replication",
             Check::CreationTemplate => "creation-template",
@@ -229,6 +237,18 @@ pub struct DestinationFacts {
     /// Assuming the stack's reader role in the destination account (cross-account only):
     /// `Read(())` when it worked.
     pub reader_role: Fact<()>,
+    /// The destination Region's opt-in status in the source and the destination account.
+    pub region_opt_in: RegionOptInFacts,
+}
+
+/// The opt-in status of a destination's Region (`GetRegionOptStatus`), each account's read with
+/// that account's own credentials (the caller's in the source account, the role of
+/// `--role-name` in another).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionOptInFacts {
+    pub source_account: Fact<OptInStatus>,
+    /// The destination account's; ignored when it is the source account (one read serves).
+    pub destination_account: Fact<OptInStatus>,
 }
 
 /// A CloudTrail call of the `cloudtrail` check that failed.
@@ -465,6 +485,9 @@ pub fn diagnose(
             for (severity, problem, fix) in registry_policy(source, configuration, facts) {
                 push(severity, Check::RegistryPolicy, problem, fix);
             }
+        }
+        for (severity, problem, fix) in region_opt_in(source, facts) {
+            push(severity, Check::RegionOptIn, problem, fix);
         }
         for (severity, problem, fix) in chaining(source, configuration, facts) {
             push(severity, Check::ChainedReplication, problem, fix);
@@ -738,6 +761,128 @@ fn registry_policy(
         lines.push(ok(format!(
             "the registry policy allows account {} to replicate and create repositories{note}",
             source.registry_id
+        )));
+    }
+    lines
+}
+
+/// `region-opt-in`: the destination Region must be enabled in the source account and in the
+/// destination account before anything is replicated there (ECR User Guide, private image
+/// replication, considerations). A destination in another partition is left to `limits`.
+fn region_opt_in(source: &Destination, facts: &DestinationFacts) -> Vec<Line> {
+    let destination = &facts.destination;
+    let region = &destination.region;
+    if region.partition() != source.region.partition() {
+        return Vec::new();
+    }
+    let same_account = destination.registry_id == source.registry_id;
+    let mut reads = vec![(
+        &source.registry_id,
+        if same_account {
+            "the source and destination account"
+        } else {
+            "the source account"
+        },
+        &facts.region_opt_in.source_account,
+    )];
+    if !same_account {
+        reads.push((
+            &destination.registry_id,
+            "the destination account",
+            &facts.region_opt_in.destination_account,
+        ));
+    }
+    let backfill = format!(
+        "images pushed before then are not replicated there: copy them afterwards with \
+         `replwatch backfill --destination {destination}`"
+    );
+    let enable = |account: &AccountId| {
+        format!(
+            "`aws account enable-region --region-name {region}` with the credentials of account \
+             {account} (or, when it is a member account of an organization, from the management \
+             account or a delegated administrator for AWS Account Management: `aws account \
+             enable-region --account-id {account} --region-name {region}`); enabling takes \
+             minutes, sometimes hours, and {backfill}"
+        )
+    };
+    let mut lines = Vec::new();
+    let mut enabled = Vec::new();
+    for (account, role, fact) in reads {
+        let status = match fact {
+            Fact::Read(status) => status,
+            Fact::Unreadable(error) => {
+                let who = if account == &source.registry_id {
+                    "the credentials doctor runs with"
+                } else {
+                    "the role of --role-name there"
+                };
+                lines.push((
+                    Severity::Warning,
+                    format!(
+                        "could not check whether {role} {account} has enabled {region}: {error}"
+                    ),
+                    format!(
+                        "allow {READ_PERMISSION} to {who} in account {account}, then \
+                         run again"
+                    ),
+                ));
+                continue;
+            }
+            Fact::NotChecked(why) => {
+                lines.push((
+                    Severity::Info,
+                    format!("not checked for {role} {account}: {why}"),
+                    String::new(),
+                ));
+                continue;
+            }
+        };
+        if status.allows_replication() {
+            enabled.push(format!("{role} {account} ({status})"));
+            continue;
+        }
+        let fails = format!(
+            "ECR replicates to an opt-in Region only when both the source and the destination \
+             account opted in to it before, so every replication from {source} to {destination} \
+             fails"
+        );
+        lines.push(match status {
+            OptInStatus::Enabling => (
+                Severity::Error,
+                format!("{region} is still being enabled (ENABLING) in {role} {account}: {fails}"),
+                format!(
+                    "wait until `aws account get-region-opt-status --region-name {region}` in \
+                     account {account} answers ENABLED (minutes, sometimes hours); {backfill}"
+                ),
+            ),
+            OptInStatus::Disabling => (
+                Severity::Error,
+                format!("{region} is being disabled (DISABLING) in {role} {account}: {fails}"),
+                format!("once it is DISABLED, enable it again: {}", enable(account)),
+            ),
+            OptInStatus::Unknown(other) => (
+                Severity::Warning,
+                format!(
+                    "{region} has the opt-in status {other} in {role} {account}, which this check \
+                     does not know: replication there works only once it is ENABLED"
+                ),
+                format!(
+                    "check `aws account get-region-opt-status --region-name {region}` in account \
+                     {account}; if it is not enabled: {}",
+                    enable(account)
+                ),
+            ),
+            _ => (
+                Severity::Error,
+                format!("{region} is not enabled ({status}) in {role} {account}: {fails}"),
+                enable(account),
+            ),
+        });
+    }
+    if lines.is_empty() {
+        lines.push(ok(format!(
+            "{region} is enabled in {}",
+            enabled.join(" and in ")
         )));
     }
     lines
@@ -1191,6 +1336,10 @@ mod tests {
                 forwards_other_sources: false,
             }]),
             reader_role: Fact::Read(()),
+            region_opt_in: RegionOptInFacts {
+                source_account: Fact::Read(OptInStatus::EnabledByDefault),
+                destination_account: Fact::Read(OptInStatus::EnabledByDefault),
+            },
         }
     }
 
@@ -1271,6 +1420,238 @@ mod tests {
         for check in Check::ALL {
             assert!(checks.contains(&check), "{check} not reported");
         }
+    }
+
+    /// (severity, problem, fix) of each `region-opt-in` finding of a report on `facts`.
+    fn opt_in_findings(facts: DestinationFacts) -> Vec<(Severity, String, String)> {
+        let config = ReplicationConfiguration {
+            rules: vec![rule(std::slice::from_ref(&facts.destination), &[])],
+        };
+        diagnose(&source(), &delivering(), &config, &[facts])
+            .findings
+            .into_iter()
+            .filter(|f| f.check == Check::RegionOptIn)
+            .map(|f| (f.severity, f.problem, f.fix))
+            .collect()
+    }
+
+    fn opt_in(
+        destination: Destination,
+        source_account: Fact<OptInStatus>,
+        destination_account: Fact<OptInStatus>,
+    ) -> DestinationFacts {
+        DestinationFacts {
+            region_opt_in: RegionOptInFacts {
+                source_account,
+                destination_account,
+            },
+            ..healthy_facts(destination)
+        }
+    }
+
+    #[test]
+    fn an_opt_in_region_enabled_in_both_accounts_is_fine() {
+        let found = opt_in_findings(opt_in(
+            registry("eu-south-1", OTHER),
+            Fact::Read(OptInStatus::Enabled),
+            Fact::Read(OptInStatus::Enabled),
+        ));
+        assert_eq!(
+            found,
+            [(
+                Severity::Ok,
+                format!(
+                    "eu-south-1 is enabled in the source account {SOURCE_ACCOUNT} (ENABLED) and \
+                     in the destination account {OTHER} (ENABLED)"
+                ),
+                String::new()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_region_either_account_has_not_enabled_is_an_error_with_the_command_that_enables_it() {
+        let dest = registry("eu-south-1", OTHER);
+        // Not enabled in the destination account only.
+        let found = opt_in_findings(opt_in(
+            dest.clone(),
+            Fact::Read(OptInStatus::Enabled),
+            Fact::Read(OptInStatus::Disabled),
+        ));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let (severity, problem, fix) = &found[0];
+        assert_eq!(*severity, Severity::Error);
+        assert!(
+            problem.starts_with(&format!(
+                "eu-south-1 is not enabled (DISABLED) in the destination account {OTHER}: "
+            )),
+            "{problem}"
+        );
+        assert!(problem.contains(
+            "every replication from us-west-2/111111111111 to eu-south-1/222222222222 fails"
+        ));
+        assert!(
+            fix.starts_with(
+                "`aws account enable-region --region-name eu-south-1` with the credentials of \
+                 account 222222222222"
+            ),
+            "{fix}"
+        );
+        assert!(
+            fix.contains(&format!(
+                "from the management account or a delegated administrator for AWS Account \
+                 Management: `aws account enable-region --account-id {OTHER} --region-name \
+                 eu-south-1`"
+            )),
+            "{fix}"
+        );
+        assert!(
+            fix.contains("`replwatch backfill --destination eu-south-1/222222222222`"),
+            "{fix}"
+        );
+
+        // Not enabled in the source account, the destination's being enabled: both named.
+        let found = opt_in_findings(opt_in(
+            dest,
+            Fact::Read(OptInStatus::Disabled),
+            Fact::Read(OptInStatus::Enabling),
+        ));
+        let problems: Vec<&str> = found.iter().map(|f| f.1.as_str()).collect();
+        assert!(found.iter().all(|f| f.0 == Severity::Error), "{found:#?}");
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(problems.iter().any(|p| p.starts_with(&format!(
+            "eu-south-1 is not enabled (DISABLED) in the source account {SOURCE_ACCOUNT}"
+        ))));
+        let enabling = found
+            .iter()
+            .find(|f| f.1.contains("still being enabled (ENABLING)"))
+            .expect("the ENABLING account is named");
+        assert!(
+            enabling
+                .1
+                .contains(&format!("the destination account {OTHER}"))
+        );
+        assert!(
+            enabling.2.starts_with(
+                "wait until `aws account get-region-opt-status --region-name eu-south-1`"
+            ),
+            "{}",
+            enabling.2
+        );
+
+        // Being disabled: enable it again once disabled.
+        let found = opt_in_findings(opt_in(
+            registry("eu-south-1", OTHER),
+            Fact::Read(OptInStatus::Disabling),
+            Fact::Read(OptInStatus::Enabled),
+        ));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, Severity::Error);
+        assert!(
+            found[0]
+                .2
+                .starts_with("once it is DISABLED, enable it again: `aws account enable-region")
+        );
+    }
+
+    #[test]
+    fn a_same_account_destination_is_read_once() {
+        let found = opt_in_findings(opt_in(
+            registry("ap-southeast-7", SOURCE_ACCOUNT),
+            Fact::Read(OptInStatus::Disabled),
+            // Not read separately: the same account.
+            Fact::NotChecked("unused".into()),
+        ));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].0, Severity::Error);
+        assert!(found[0].1.starts_with(&format!(
+            "ap-southeast-7 is not enabled (DISABLED) in the source and destination account \
+             {SOURCE_ACCOUNT}"
+        )));
+
+        let found = opt_in_findings(opt_in(
+            registry("eu-west-1", SOURCE_ACCOUNT),
+            Fact::Read(OptInStatus::EnabledByDefault),
+            Fact::NotChecked("unused".into()),
+        ));
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            found[0].1,
+            format!(
+                "eu-west-1 is enabled in the source and destination account {SOURCE_ACCOUNT} \
+                 (ENABLED_BY_DEFAULT)"
+            )
+        );
+    }
+
+    #[test]
+    fn a_refused_opt_in_read_names_the_permission_and_an_unread_account_is_a_note() {
+        let found = opt_in_findings(opt_in(
+            registry("eu-south-1", OTHER),
+            Fact::Unreadable(
+                "account:GetRegionOptStatus eu-south-1 in account 111111111111: \
+                 AccessDeniedException: not authorized"
+                    .into(),
+            ),
+            Fact::NotChecked("222222222222 is another account: pass --role-name".into()),
+        ));
+        assert_eq!(found.len(), 2, "{found:#?}");
+        let warning = found
+            .iter()
+            .find(|f| f.0 == Severity::Warning)
+            .expect("a warning");
+        assert!(warning.1.starts_with(&format!(
+            "could not check whether the source account {SOURCE_ACCOUNT} has enabled eu-south-1: \
+             account:GetRegionOptStatus"
+        )));
+        assert_eq!(
+            warning.2,
+            format!(
+                "allow account:GetRegionOptStatus to the credentials doctor runs with in account \
+                 {SOURCE_ACCOUNT}, then run again"
+            )
+        );
+        let note = found
+            .iter()
+            .find(|f| f.0 == Severity::Info)
+            .expect("a note");
+        assert!(note.1.starts_with(&format!(
+            "not checked for the destination account {OTHER}: "
+        )));
+
+        let found = opt_in_findings(opt_in(
+            registry("eu-south-1", OTHER),
+            Fact::Read(OptInStatus::Enabled),
+            Fact::Unreadable("AccessDeniedException".into()),
+        ));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, Severity::Warning);
+        assert!(found[0].2.contains(&format!(
+            "to the role of --role-name there in account {OTHER}"
+        )));
+    }
+
+    #[test]
+    fn an_unknown_status_is_a_warning_and_another_partition_is_left_to_limits() {
+        let found = opt_in_findings(opt_in(
+            registry("eu-south-1", OTHER),
+            Fact::Read(OptInStatus::parse("PAUSED")),
+            Fact::Read(OptInStatus::Enabled),
+        ));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, Severity::Warning);
+        assert!(
+            found[0].1.contains("opt-in status PAUSED"),
+            "{}",
+            found[0].1
+        );
+
+        let found = opt_in_findings(opt_in(
+            registry("cn-north-1", OTHER),
+            Fact::Read(OptInStatus::Disabled),
+            Fact::Read(OptInStatus::Disabled),
+        ));
+        assert!(found.is_empty(), "{found:#?}");
     }
 
     #[test]

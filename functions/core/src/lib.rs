@@ -15,7 +15,8 @@
 //! - [`metrics`]: per-event metrics as CloudWatch EMF lines, and the gauge publisher port;
 //! - [`audit`]: drift between a source and its destinations, for `replwatch audit`;
 //! - [`doctor`]: the preflight of a replication setup, for `replwatch doctor`, with
-//!   [`registry_policy`] deciding what a destination registry's policy allows;
+//!   [`registry_policy`] deciding what a destination registry's policy allows and
+//!   [`region_opt_in`] what an account's opt-in status of a Region allows;
 //! - [`backfill`]: the plan and the digest-preserving copy that bring destinations up to date;
 //! - [`clock`]: time (and waiting) as a dependency.
 
@@ -30,6 +31,7 @@ pub mod model;
 pub mod outbox;
 pub mod pipeline;
 pub mod push;
+pub mod region_opt_in;
 pub mod registry;
 pub mod registry_policy;
 pub mod rules;
