@@ -815,6 +815,7 @@ fn jobs_for(set: &DataSet, source: &Destination, destination: &Destination) -> V
                     destination_repository: repository,
                     digest: Digest::parse(&image.digest).expect("digest"),
                     tags: vec![image.tag.clone()],
+                    subject: None,
                 },
             )
         })

@@ -1,7 +1,7 @@
 //! The backfill's copy port on Amazon ECR: one API operation per port call, digests kept.
 //!
 //! - Manifests are read with `BatchGetImage` accepting the Docker v2 manifest and manifest
-//!   list and the OCI manifest and index ([`ACCEPTED_MEDIA_TYPES`]): without
+//!   list and the OCI manifest and index ([`crate::ecr_manifests::ACCEPTED_MEDIA_TYPES`]): without
 //!   `acceptedMediaTypes` ECR may convert a manifest, and a converted manifest has another
 //!   digest. The bytes read are checked against the digest asked for.
 //! - Blobs stream from the source to the destination: `GetDownloadUrlForLayer` gives a
@@ -37,6 +37,7 @@ use replwatch_core::registry::RegistryError;
 use sha2::{Digest as _, Sha256};
 
 use crate::ecr_clients::{CrossAccountAccess, EcrClients, invalid, is_not_found, registry_error};
+use crate::ecr_manifests::read_manifest;
 use crate::ecr_shapes::image_record;
 
 /// The smallest part ECR accepts, but for the last one.
@@ -45,14 +46,6 @@ pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 pub const MAX_PART_SIZE: u64 = 10 * 1024 * 1024;
 /// Digests per `BatchCheckLayerAvailability` call (the API's maximum).
 pub const LAYER_CHECK_BATCH: usize = 100;
-/// The manifest formats a copy reads as stored: Docker image manifest v2 schema 2, Docker
-/// manifest list, OCI image manifest, OCI image index.
-pub const ACCEPTED_MEDIA_TYPES: [&str; 4] = [
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-];
 
 /// How an [`EcrCopyRegistry`] copies.
 #[derive(Debug, Clone)]
@@ -245,67 +238,8 @@ impl CopyRegistry for EcrCopyRegistry {
         repository: &RepositoryName,
         digest: &Digest,
     ) -> Result<ManifestBytes, RegistryError> {
-        const OP: &str = "BatchGetImage";
-        let resource = format!("{registry} {repository}@{digest}");
         let client = self.clients.for_registry(registry).await?;
-        let output = client
-            .batch_get_image()
-            .registry_id(registry.registry_id.as_str())
-            .repository_name(repository.as_str())
-            .image_ids(
-                ImageIdentifier::builder()
-                    .image_digest(digest.as_str())
-                    .build(),
-            )
-            .set_accepted_media_types(Some(
-                ACCEPTED_MEDIA_TYPES
-                    .iter()
-                    .map(|t| (*t).to_owned())
-                    .collect(),
-            ))
-            .send()
-            .await
-            .map_err(|e| registry_error(OP, resource.clone(), e))?;
-        let Some(image) = output.images().first() else {
-            let reason = output
-                .failures()
-                .first()
-                .map(|f| {
-                    format!(
-                        "{}: {}",
-                        f.failure_code().map(|c| c.as_str()).unwrap_or("Failure"),
-                        f.failure_reason().unwrap_or_default()
-                    )
-                })
-                .unwrap_or_else(|| "no image returned".to_owned());
-            return Err(invalid(OP, resource, reason));
-        };
-        let text = image
-            .image_manifest()
-            .ok_or_else(|| invalid(OP, resource.clone(), "no manifest returned".into()))?;
-        let computed = format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())));
-        if computed != digest.as_str() {
-            return Err(invalid(
-                OP,
-                resource,
-                format!(
-                    "the manifest returned has digest {computed}: ECR converted it (media type \
-                     {})",
-                    image.image_manifest_media_type().unwrap_or("unknown")
-                ),
-            ));
-        }
-        let media_type = match image.image_manifest_media_type() {
-            Some(media_type) => media_type.to_owned(),
-            None => serde_json::from_str::<serde_json::Value>(text)
-                .ok()
-                .and_then(|v| v.get("mediaType")?.as_str().map(str::to_owned))
-                .ok_or_else(|| invalid(OP, resource.clone(), "no media type".into()))?,
-        };
-        Ok(ManifestBytes {
-            media_type,
-            bytes: text.as_bytes().to_vec(),
-        })
+        read_manifest(&client, registry, repository, digest).await
     }
 
     async fn missing_blobs(

@@ -2,8 +2,11 @@
 //!
 //! Calls, per registry: `DescribeRepositories` (pages of [`InventoryOptions::page_size`], the
 //! prefix filter applied here, since the API has none), then per selected repository
-//! `DescribeImages` (pages of up to 1,000 ACTIVE images: ECR's default leaves archived ones
-//! out), `GetLifecyclePolicy` and `GetRepositoryPolicy` (not found: none). The repository
+//! `DescribeImages` (pages of up to 1,000 images of every status, `imageStatus` ANY: an
+//! archived image cannot be copied, and the plan says so), `GetLifecyclePolicy` and
+//! `GetRepositoryPolicy` (not found: none), and in a repository that holds referrers (OCI
+//! `subjectManifestDigest`, legacy cosign tags) one `BatchGetImage` per index, whose children a
+//! referrer may name as its subject. The repository
 //! settings a creation must reproduce (tag mutability with its exclusion filters, scan on
 //! push, encryption) come with `DescribeRepositories` itself. A registry of R repositories and
 //! N images costs about `R/1000 + R × (2 + N/R/1000)` calls; the per-repository reads run
@@ -21,17 +24,23 @@ use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_sdk_ecr::Client;
 use aws_sdk_ecr::error::ProvideErrorMetadata;
-use aws_sdk_ecr::types::{EncryptionConfiguration, Repository, RepositoryCreationTemplate};
+use aws_sdk_ecr::types::{
+    DescribeImagesFilter, EncryptionConfiguration, ImageStatusFilter, Repository,
+    RepositoryCreationTemplate,
+};
 use replwatch_core::backfill::inventory::{
     CreationTemplate, Encryption, ImageRecord, RepositoryInventory, RepositorySettings, ResourceTag,
 };
+use replwatch_core::backfill::manifest::{ManifestReferences, is_index_media_type};
 use replwatch_core::backfill::port::InventoryReader;
+use replwatch_core::backfill::referrers::subject_of;
 use replwatch_core::model::{AccountId, Destination, RepositoryName};
 use replwatch_core::registry::RegistryError;
 use replwatch_core::rules::ReplicationConfiguration;
 use tokio::task::JoinSet;
 
 use crate::ecr_clients::{CrossAccountAccess, EcrClients, invalid, registry_error};
+use crate::ecr_manifests::read_manifest;
 use crate::ecr_shapes::{image_record, tag_mutability};
 
 /// `maxResults` of a `DescribeImages` page: the API's maximum.
@@ -313,10 +322,11 @@ async fn read_repository(
         }
     };
     let (images, lifecycle, policy) = tokio::try_join!(images, lifecycle, policy)?;
-    let (Some(images), Some(lifecycle), Some(policy)) = (images, lifecycle, policy) else {
+    let (Some(mut images), Some(lifecycle), Some(policy)) = (images, lifecycle, policy) else {
         tracing::debug!(repository = %resource, "repository deleted during the inventory");
         return Ok(None);
     };
+    read_children(&client, &registry, &name, &mut images).await?;
     settings.lifecycle_policy = lifecycle;
     settings.repository_policy = policy;
     Ok(Some(RepositoryInventory {
@@ -342,6 +352,12 @@ async fn read_images(
             .describe_images()
             .registry_id(registry.registry_id.as_str())
             .repository_name(name.as_str())
+            // Archived images too: they cannot be copied, and the plan says how to restore them.
+            .filter(
+                DescribeImagesFilter::builder()
+                    .image_status(ImageStatusFilter::Any)
+                    .build(),
+            )
             .max_results(page_size)
             .set_next_token(next_token.take())
             .send()
@@ -359,6 +375,37 @@ async fn read_images(
             _ => return Ok(Some(images)),
         }
     }
+}
+
+/// The children of the indexes of a repository that holds referrers, where a referrer may
+/// name a child (one platform's image) as its subject: one `BatchGetImage` per active index,
+/// and none at all in a repository without referrers.
+async fn read_children(
+    client: &Client,
+    registry: &Destination,
+    name: &RepositoryName,
+    images: &mut [ImageRecord],
+) -> Result<(), RegistryError> {
+    if !images.iter().any(|i| subject_of(i).is_some()) {
+        return Ok(());
+    }
+    for image in images.iter_mut() {
+        let is_index = image.media_type.as_deref().is_some_and(is_index_media_type);
+        if !is_index || image.archived {
+            continue;
+        }
+        let manifest = read_manifest(client, registry, name, &image.digest).await?;
+        image.children = ManifestReferences::parse(&manifest)
+            .map(|r| r.children)
+            .map_err(|e| {
+                invalid(
+                    "BatchGetImage",
+                    format!("{registry} {name}@{}", image.digest),
+                    e.to_string(),
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// Whether `DescribeRepositoryCreationTemplates` failed because the caller may not read

@@ -2,7 +2,7 @@
 //! lists it, tag mutability with its exclusion filters. No ECR call is made here.
 
 use aws_sdk_ecr::types::{
-    ImageDetail, ImageTagMutability, ImageTagMutabilityExclusionFilter,
+    ImageDetail, ImageStatus, ImageTagMutability, ImageTagMutabilityExclusionFilter,
     ImageTagMutabilityExclusionFilterType,
 };
 use chrono::{DateTime, Utc};
@@ -25,6 +25,17 @@ pub fn image_record(detail: &ImageDetail) -> Result<ImageRecord, String> {
         size_bytes: detail
             .image_size_in_bytes()
             .and_then(|s| u64::try_from(s).ok()),
+        subject: detail
+            .subject_manifest_digest()
+            .map(Digest::parse)
+            .transpose()
+            .map_err(|e| format!("subjectManifestDigest is not a digest: {e}"))?,
+        artifact_type: detail.artifact_media_type().map(str::to_owned),
+        // Absent on images ECR never archived; anything but ACTIVE cannot be pulled.
+        archived: detail
+            .image_status()
+            .is_some_and(|s| *s != ImageStatus::Active),
+        children: Vec::new(),
     })
 }
 

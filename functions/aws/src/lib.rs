@@ -15,7 +15,10 @@
 //! - [`ecr_copy`]: the backfill's copy port on ECR: manifests as stored, blobs streamed part
 //!   by part from a presigned URL into the layer-upload API, digest-preserving `PutImage`,
 //!   repository creation with settings; adaptive retry against ECR's rate limits.
+//! - [`ecr_manifests`]: a manifest read as stored, its digest checked (copy and inventory).
 //! - [`ecr_native_backfill`]: ECR's own replication backfill (start, list, results).
+//! - [`region_opt_in`]: whether an account has opted in to a Region (`GetRegionOptStatus`,
+//!   with that account's own credentials, other accounts through the cross-account role).
 //! - [`local`]: client configuration for the local AWS test bed (`infra/local-aws/`).
 //! - [`provisioning`]: the tracking table created by hand, for the local AWS and tests.
 //! - [`service_error`]: how every adapter words an SDK error.
@@ -39,12 +42,14 @@ pub mod ecr_clients;
 pub mod ecr_copy;
 pub mod ecr_images;
 pub mod ecr_inventory;
+pub mod ecr_manifests;
 pub mod ecr_native_backfill;
 pub mod ecr_repositories;
 pub mod ecr_rules;
 pub mod ecr_shapes;
 pub mod local;
 pub mod provisioning;
+pub mod region_opt_in;
 pub mod rules_record;
 pub mod service_error;
 pub mod slack;

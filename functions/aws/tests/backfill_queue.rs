@@ -31,6 +31,7 @@ async fn every_job_is_queued_once_whatever_the_batch_size() {
                 destination_repository: support::repository("team-a/app"),
                 digest: support::digest(&support::sha256_digest(format!("image {n}").as_bytes())),
                 tags: vec![format!("v{n}")],
+                subject: None,
             },
         })
         .collect();
@@ -78,6 +79,7 @@ async fn a_missing_queue_is_an_error_naming_it() {
                 destination_repository: support::repository("app"),
                 digest: support::digest(&support::sha256_digest(b"x")),
                 tags: Vec::new(),
+                subject: None,
             },
         }])
         .await

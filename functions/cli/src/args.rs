@@ -152,7 +152,8 @@ pub struct BackfillArgs {
     #[arg(long = "repository-prefix", value_name = "PREFIX")]
     pub repository_prefixes: Vec<String>,
     /// Only images with a tag matching this pattern; `*` matches any run of characters
-    /// (repeatable). Untagged images are left out when a pattern is given.
+    /// (repeatable). Untagged images are left out when a pattern is given, but the signatures,
+    /// SBOMs and attestations of the images selected always come with them.
     #[arg(long = "tag", value_name = "PATTERN")]
     pub tag_patterns: Vec<String>,
     /// Only images pushed at or after this date (YYYY-MM-DD or RFC 3339).
@@ -185,6 +186,9 @@ pub struct BackfillArgs {
     /// Images copied at once.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
+    /// Seconds between two looks at a running native backfill (`ListReplicationBackfills`).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub native_poll_seconds: u64,
 }
 
 fn parse_date(value: &str) -> Result<DateTime<Utc>, String> {

@@ -17,11 +17,12 @@ use replwatch_aws::ecr_copy::EcrCopyRegistry;
 use replwatch_aws::ecr_inventory::EcrInventoryReader;
 use replwatch_aws::ecr_native_backfill::EcrNativeBackfill;
 use replwatch_aws::ecr_repositories::EcrRepositoryCreator;
+use replwatch_aws::region_opt_in::RegionOptIn;
 use replwatch_aws::tokio_sleeper::TokioSleeper;
 use replwatch_core::backfill::copy::DEFAULT_CLAIM_TTL;
 use replwatch_core::backfill::execute::NativeResult;
 use replwatch_core::backfill::inventory::RepositoryInventory;
-use replwatch_core::backfill::plan::SettingsSource;
+use replwatch_core::backfill::plan::{ArchivedImage, SettingsSource};
 use replwatch_core::backfill::port::InventoryReader;
 use replwatch_core::backfill::run::BackfillRunStore;
 use replwatch_core::backfill::trigger::added_destinations;
@@ -42,9 +43,6 @@ use crate::args::{BackfillArgs, GlobalOptions, StrategyChoice};
 use crate::aws::{AwsSetupError, home_registry, parse_destination, sdk_config};
 use crate::output::{OutputFormat, Table, human_bytes};
 use crate::progress::Progress;
-
-/// How often a running native backfill is polled (`ListReplicationBackfills`).
-const NATIVE_POLL_INTERVAL: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackfillError {
@@ -115,6 +113,9 @@ pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome,
     destinations.extend(extra_destinations.iter().cloned());
     destinations.retain(|d| *d != source);
     destinations.dedup();
+    let refused =
+        refused_destinations(&config, &source, &destinations, cross_account.clone()).await;
+    destinations.retain(|d| !refused.iter().any(|(r, _)| r == d));
 
     let started = Instant::now();
     let (source_inventory, destination_inventories) = read_inventories(
@@ -140,6 +141,7 @@ pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome,
         filters: &filters,
         force_copy: args.strategy == StrategyChoice::Copy,
         only_destinations: only_destinations.as_deref(),
+        refused: &refused,
     })
     .map_err(|e| BackfillError::Plan(e.to_string()))?;
 
@@ -207,7 +209,7 @@ pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome,
             &source,
             &native_destinations,
             &TokioSleeper,
-            NATIVE_POLL_INTERVAL,
+            Duration::from_secs(args.native_poll_seconds),
             &progress,
             &cancel,
         ),
@@ -320,8 +322,56 @@ fn watch_for_interrupt(cancel: CancelFlag) {
     });
 }
 
+/// What a plan leaves undone whatever is applied: tag conflicts, archived images, refused
+/// destinations.
 fn conflicts(plan: &BackfillPlan) -> usize {
-    plan.destinations.iter().map(|p| p.conflicts.len()).sum()
+    plan.destinations
+        .iter()
+        .map(|p| p.conflicts.len() + p.archived.len() + usize::from(p.refused.is_some()))
+        .sum()
+}
+
+/// The destinations whose Region the source or the destination account has not enabled:
+/// ECR replicates there only once both have opted in, and nothing can be written there before.
+/// A status that cannot be read (no `account:GetRegionOptStatus`) refuses nothing: the
+/// inventory read says soon enough if the Region is out of reach.
+async fn refused_destinations(
+    config: &aws_config::SdkConfig,
+    source: &Destination,
+    destinations: &[Destination],
+    cross_account: Option<CrossAccountAccess>,
+) -> Vec<(Destination, String)> {
+    let opt_in = RegionOptIn::new(config.clone(), source.registry_id.clone(), cross_account);
+    let mut refused = Vec::new();
+    for destination in destinations {
+        match opt_in
+            .replication_blocker(
+                &source.registry_id,
+                &destination.registry_id,
+                &destination.region,
+            )
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some((account, status))) => refused.push((
+                destination.clone(),
+                format!(
+                    "Region {region} is {status} in account {account}: ECR replicates to a \
+                     Region only once both accounts opted in to it, and nothing can be copied \
+                     there before; enable it (`aws account enable-region --region-name \
+                     {region}`, with `--account-id {account}` from the organization's \
+                     management account) and run the backfill again once it is ENABLED",
+                    region = destination.region
+                ),
+            )),
+            Err(error) => tracing::warn!(
+                %destination,
+                %error,
+                "Region opt-in status not readable; planning the destination anyway"
+            ),
+        }
+    }
+    refused
 }
 
 /// The plan: one summary row per destination, then what will be created, the tag conflicts
@@ -346,8 +396,10 @@ fn print_plan(plan: &BackfillPlan, format: OutputFormat) {
         "copies",
         "retags",
         "bytes (est.)",
+        "referrers",
         "new repositories",
         "conflicts",
+        "archived",
     ]);
     for p in &plan.destinations {
         summary.push(vec![
@@ -361,8 +413,10 @@ fn print_plan(plan: &BackfillPlan, format: OutputFormat) {
             p.totals.copies.to_string(),
             p.totals.retags.to_string(),
             human_bytes(p.totals.bytes_estimate),
+            p.totals.referrers.to_string(),
             p.totals.repositories_to_create.to_string(),
             p.totals.conflicts.to_string(),
+            p.totals.archived.to_string(),
         ]);
     }
     outln!("Backfill plan for source {}\n", plan.source);
@@ -412,6 +466,37 @@ fn print_plan(plan: &BackfillPlan, format: OutputFormat) {
         );
         out!("{}", render(&conflict_table));
     }
+    let archived: Vec<(&Destination, &ArchivedImage)> = plan
+        .destinations
+        .iter()
+        .flat_map(|p| p.archived.iter().map(move |a| (&p.destination, a)))
+        .collect();
+    if !archived.is_empty() {
+        outln!(
+            "\nArchived in the source (archived images cannot be pulled, so not copied; restore \
+             each, and replication brings it, or the next backfill does)\n"
+        );
+        let mut seen = std::collections::HashSet::new();
+        for (destination, image) in archived {
+            let what = match &image.subject {
+                Some(subject) => format!("{} of {subject}", image.kind),
+                None => image.kind.clone(),
+            };
+            outln!(
+                "- {destination}: {}@{} ({what})",
+                image.repository,
+                image.digest
+            );
+            if seen.insert((&image.repository, &image.digest)) {
+                outln!("  {}", image.restore_command(&plan.source));
+            }
+        }
+    }
+    for p in &plan.destinations {
+        if let Some(why) = &p.refused {
+            outln!("\nRefused: {}: {why}", p.destination);
+        }
+    }
     let notes: Vec<&String> = plan
         .notes
         .iter()
@@ -423,7 +508,7 @@ fn print_plan(plan: &BackfillPlan, format: OutputFormat) {
             outln!("- {note}");
         }
     }
-    if plan.is_empty() {
+    if plan.is_empty() && conflicts(plan) == 0 {
         outln!("\nNothing to do: every destination holds every selected image and tag.");
     }
 }

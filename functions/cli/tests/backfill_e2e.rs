@@ -475,3 +475,316 @@ async fn a_copy_killed_midway_finishes_on_rerun_without_uploading_a_blob_twice()
     );
     Ok(())
 }
+
+/// An OCI 1.1 referrer of `subject` in `repository`: an artifact manifest with
+/// `artifactType`, an empty config, `content` as its one layer, and `subject`.
+async fn referrer(
+    ecr: &aws_sdk_ecr::Client,
+    repository: &str,
+    subject: (&str, &str),
+    artifact_type: &str,
+    content: &[u8],
+) -> Result<String, Error> {
+    let (subject_digest, subject_media_type) = subject;
+    let config = blob(ecr, repository, b"{}").await?;
+    let layer = blob(ecr, repository, content).await?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": content.len()}],
+        "subject": {"mediaType": subject_media_type, "digest": subject_digest, "size": 400}
+    })
+    .to_string();
+    put(ecr, repository, None, &manifest, OCI_MANIFEST).await
+}
+
+/// The digests `ListImageReferrers` gives for `subject` in `account`'s `region`.
+async fn referrers_of(
+    aws: &LocalAws,
+    account: &str,
+    region: &str,
+    repository: &str,
+    subject: &str,
+) -> Result<Vec<String>, Error> {
+    let listed = aws
+        .ecr(account, region)
+        .await
+        .list_image_referrers()
+        .repository_name(repository)
+        .subject_id(
+            aws_sdk_ecr::types::SubjectIdentifier::builder()
+                .image_digest(subject)
+                .build()?,
+        )
+        .send()
+        .await?;
+    let mut digests: Vec<String> = listed
+        .referrers()
+        .iter()
+        .map(|r| r.digest().to_owned())
+        .collect();
+    digests.sort();
+    Ok(digests)
+}
+
+#[tokio::test]
+async fn a_signed_registry_arrives_whole_through_a_partial_native_backfill_and_a_kms_template()
+-> Result<(), Error> {
+    let aws = LocalAws::from_env()?;
+    let account = unique_account();
+    let repository = "signed/app";
+    let ecr = aws.ecr(&account, SOURCE_REGION).await;
+    ecr.create_repository()
+        .repository_name(repository)
+        .send()
+        .await?;
+    // A multi-arch index tagged v1 and v2; a Notation signature and an SBOM of it, a cosign
+    // signature of the SBOM, an in-toto attestation of its amd64 image, and a legacy cosign
+    // signature (`sha256-<hex>.sig`).
+    let base = layer(3, 1);
+    let mut children = Vec::new();
+    for platform in ["amd64", "arm64"] {
+        let own = format!("{platform} signed").repeat(200).into_bytes();
+        let digest = image(&ecr, repository, None, platform, &[&base, &own]).await?;
+        children.push((platform, digest));
+    }
+    let index_manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": children.iter().map(|(platform, digest)| serde_json::json!({
+            "mediaType": OCI_MANIFEST, "digest": digest, "size": 400,
+            "platform": {"os": "linux", "architecture": platform}
+        })).collect::<Vec<_>>()
+    })
+    .to_string();
+    let index = put(&ecr, repository, Some("v1"), &index_manifest, OCI_INDEX).await?;
+    put(&ecr, repository, Some("v2"), &index_manifest, OCI_INDEX).await?;
+    let notation = "application/vnd.cncf.notary.signature";
+    let signature = referrer(&ecr, repository, (&index, OCI_INDEX), notation, b"notation").await?;
+    let sbom = referrer(
+        &ecr,
+        repository,
+        (&index, OCI_INDEX),
+        "application/spdx+json",
+        b"{\"spdxVersion\":\"SPDX-2.3\"}",
+    )
+    .await?;
+    let sbom_signature = referrer(
+        &ecr,
+        repository,
+        (&sbom, OCI_MANIFEST),
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+        b"sbom signature",
+    )
+    .await?;
+    let attestation = referrer(
+        &ecr,
+        repository,
+        (&children[0].1, OCI_MANIFEST),
+        "application/vnd.in-toto+json",
+        b"{\"predicateType\":\"https://slsa.dev/provenance/v1\"}",
+    )
+    .await?;
+    let legacy_tag = format!("{}.sig", index.replacen(':', "-", 1));
+    image(
+        &ecr,
+        repository,
+        Some(&legacy_tag),
+        "cosign",
+        &[b"cosign payload"],
+    )
+    .await?;
+
+    // The destination: in the rules (so a native backfill), where ECR fails the v2
+    // replication, with a REPLICATION creation template under a customer managed key.
+    let destination_region = SAME_ACCOUNT_REGION;
+    let key = format!(
+        "arn:aws:kms:{destination_region}:{account}:key/0f0e0d0c-aaaa-bbbb-cccc-123456789012"
+    );
+    aws.ecr(&account, destination_region)
+        .await
+        .create_repository_creation_template()
+        .prefix("signed")
+        .applied_for(aws_sdk_ecr::types::RctAppliedFor::Replication)
+        .encryption_configuration(
+            aws_sdk_ecr::types::EncryptionConfigurationForRepositoryCreationTemplate::builder()
+                .encryption_type(aws_sdk_ecr::types::EncryptionType::Kms)
+                .kms_key(&key)
+                .build()?,
+        )
+        .resource_tags(
+            aws_sdk_ecr::types::Tag::builder()
+                .key("team")
+                .value("supply-chain")
+                .build()?,
+        )
+        .send()
+        .await?;
+    rules(
+        &aws,
+        &account,
+        &[destination(destination_region, &account)?],
+    )
+    .await?;
+    aws.configure_replication(&serde_json::json!({"destinations": {
+        format!("{destination_region}/{account}"): {"fail_tags": ["v2"], "failure_code": "IMAGE_TOO_LARGE"}
+    }}))?;
+
+    let applied = run(
+        &aws,
+        &account,
+        &["backfill", "--apply", "--native-poll-seconds", "1"],
+    );
+    aws.configure_replication(&serde_json::json!({"destinations": {
+        format!("{destination_region}/{account}"): null
+    }}))?;
+    let said = text(&applied);
+    assert_eq!(applied.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains(&format!(
+            "native backfill failed {repository}@{index} (tag v2): IMAGE_TOO_LARGE"
+        )),
+        "{said}"
+    );
+
+    // Nothing left for the audit, and every referrer there with its digest.
+    let audited = Command::new(env!("CARGO_BIN_EXE_replwatch"))
+        .args(["--endpoint-url", aws.endpoint(), "--region", SOURCE_REGION])
+        .args(["--output", "json", "audit"])
+        .env("AWS_ACCESS_KEY_ID", &account)
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env_remove("AWS_PROFILE")
+        .output()?;
+    assert_eq!(audited.status.code(), Some(0), "{}", text(&audited));
+    for subject in [&index, &sbom, &children[0].1] {
+        let there = referrers_of(&aws, &account, destination_region, repository, subject).await?;
+        assert_eq!(
+            there,
+            referrers_of(&aws, &account, SOURCE_REGION, repository, subject).await?
+        );
+        assert!(!there.is_empty());
+    }
+    let mut expected = vec![signature, sbom.clone()];
+    expected.sort();
+    assert_eq!(
+        referrers_of(&aws, &account, destination_region, repository, &index).await?,
+        expected
+    );
+    assert_eq!(
+        referrers_of(&aws, &account, destination_region, repository, &sbom).await?,
+        [sbom_signature]
+    );
+    assert_eq!(
+        referrers_of(
+            &aws,
+            &account,
+            destination_region,
+            repository,
+            &children[0].1
+        )
+        .await?,
+        [attestation]
+    );
+    let source_images = aws
+        .ecr(&account, SOURCE_REGION)
+        .await
+        .describe_images()
+        .repository_name(repository)
+        .send()
+        .await?;
+    let destination_images = aws
+        .ecr(&account, destination_region)
+        .await
+        .describe_images()
+        .repository_name(repository)
+        .send()
+        .await?;
+    let tagged = |images: &aws_sdk_ecr::operation::describe_images::DescribeImagesOutput| {
+        let mut out: Vec<(String, Vec<String>)> = images
+            .image_details()
+            .iter()
+            .map(|d| {
+                let mut tags = d.image_tags().to_vec();
+                tags.sort();
+                (d.image_digest().unwrap_or_default().to_owned(), tags)
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(tagged(&destination_images), tagged(&source_images));
+
+    // Created as replication would have: the template's key and tags.
+    let created = aws
+        .ecr(&account, destination_region)
+        .await
+        .describe_repositories()
+        .repository_names(repository)
+        .send()
+        .await?;
+    let created = created.repositories().first().ok_or("created")?;
+    assert_eq!(
+        created.encryption_configuration().and_then(|e| e.kms_key()),
+        Some(key.as_str())
+    );
+    let tags = aws
+        .ecr(&account, destination_region)
+        .await
+        .list_tags_for_resource()
+        .resource_arn(created.repository_arn().unwrap_or_default())
+        .send()
+        .await?;
+    let mut tags: Vec<(String, String)> = tags
+        .tags()
+        .iter()
+        .map(|t| (t.key().to_owned(), t.value().to_owned()))
+        .collect();
+    tags.sort();
+    assert_eq!(
+        tags,
+        [
+            ("replwatch:created-by".to_owned(), "backfill".to_owned()),
+            ("team".to_owned(), "supply-chain".to_owned())
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_destination_region_the_accounts_have_not_enabled_is_refused_with_the_fix()
+-> Result<(), Error> {
+    let aws = LocalAws::from_env()?;
+    let account = unique_account();
+    populate(&aws, &account, 1).await?;
+    // eu-south-1 is an opt-in Region, disabled until an account enables it.
+    let opt_in = destination("eu-south-1", &account)?;
+    let same = destination(SAME_ACCOUNT_REGION, &account)?;
+    rules(&aws, &account, &[opt_in, same]).await?;
+
+    let planned = run(&aws, &account, &["backfill", "--strategy", "copy"]);
+    let said = text(&planned);
+    assert_eq!(planned.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!(
+            "Refused: eu-south-1/{account}: Region eu-south-1 is DISABLED in account {account}"
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("aws account enable-region --region-name eu-south-1"),
+        "{said}"
+    );
+
+    let applied = run(
+        &aws,
+        &account,
+        &["backfill", "--strategy", "copy", "--apply"],
+    );
+    assert_eq!(applied.status.code(), Some(1), "{}", text(&applied));
+    // The enabled destination was brought up to date; nothing was written to the other.
+    assert_eq!(
+        holdings(&aws, &account, SAME_ACCOUNT_REGION).await?,
+        holdings(&aws, &account, SOURCE_REGION).await?
+    );
+    assert!(holdings(&aws, &account, "eu-south-1").await?.is_empty());
+    Ok(())
+}

@@ -1,13 +1,17 @@
 //! Drift between a source registry and the destinations its replication rules select, from
 //! inventories (what `replwatch audit` prints): what replication would have brought and did
-//! not, what it brought without its tag, tags that name another image, images the source
-//! deleted (replication never deletes), and repository settings replication never copies.
+//! not (a referrer, such as a signature, counted on its own), what it brought without its tag,
+//! tags that name another image, images the source deleted (replication never deletes), and
+//! repository settings replication never copies.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::backfill::inventory::{DestinationInventory, RepositoryInventory, RepositorySettings};
+use crate::backfill::inventory::{
+    CreationTemplate, DestinationInventory, ImageRecord, RepositoryInventory, RepositorySettings,
+};
+use crate::backfill::referrers::{referrer_kind, subject_of};
 use crate::model::{Destination, Digest, RepositoryName};
 use crate::rules::ReplicationConfiguration;
 
@@ -17,6 +21,9 @@ use crate::rules::ReplicationConfiguration;
 pub enum FindingKind {
     /// The image is not in the destination repository (or the repository is missing).
     Missing,
+    /// A referrer of an image (signature, SBOM, attestation, legacy cosign tag) is not in the
+    /// destination: the image may be there, but a verifier there finds it unsigned.
+    ReferrerMissing,
     /// The image is there without a tag it has in the source.
     TagLost,
     /// A tag of the source image names another image in the destination.
@@ -29,8 +36,9 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 5] = [
+    pub const ALL: [FindingKind; 6] = [
         FindingKind::Missing,
+        FindingKind::ReferrerMissing,
         FindingKind::TagLost,
         FindingKind::TagMismatch,
         FindingKind::NotInSource,
@@ -40,6 +48,7 @@ impl FindingKind {
     pub fn as_str(self) -> &'static str {
         match self {
             FindingKind::Missing => "missing",
+            FindingKind::ReferrerMissing => "referrer missing",
             FindingKind::TagLost => "tag lost",
             FindingKind::TagMismatch => "tag mismatch",
             FindingKind::NotInSource => "not in source",
@@ -132,17 +141,27 @@ fn audit_destination(
         images += repository.images.len();
         let Some(replica) = held.get(&repository.name) else {
             for image in &repository.images {
-                findings.push(Finding {
-                    kind: FindingKind::Missing,
-                    repository: repository.name.clone(),
-                    digest: Some(image.digest.clone()),
-                    tag: image.tags.first().cloned(),
-                    detail: "the repository does not exist here".into(),
-                });
+                findings.push(missing(
+                    &repository.name,
+                    image,
+                    "the repository does not exist here",
+                ));
             }
             continue;
         };
-        for difference in settings_differences(&repository.settings, &replica.settings) {
+        // What replication would have given the repository it created: the destination's
+        // creation template's settings where one applies, else (as a backfill creates it) the
+        // source's.
+        let (expected, origin) =
+            match CreationTemplate::for_replicated(&inventory.creation_templates, &repository.name)
+            {
+                Some(template) => (
+                    &template.settings,
+                    format!("in creation template {}", template.prefix),
+                ),
+                None => (&repository.settings, "in the source".to_owned()),
+            };
+        for difference in settings_differences(expected, &replica.settings, &origin) {
             findings.push(Finding {
                 kind: FindingKind::SettingsDiffer,
                 repository: repository.name.clone(),
@@ -159,16 +178,11 @@ fn audit_destination(
         for image in &repository.images {
             let present = replica.image(&image.digest).is_some();
             if !present {
-                findings.push(Finding {
-                    kind: FindingKind::Missing,
-                    repository: repository.name.clone(),
-                    digest: Some(image.digest.clone()),
-                    tag: image.tags.first().cloned(),
-                    detail: match image.tags.len() {
-                        0 => "untagged image not here".into(),
-                        _ => format!("not here (tags {})", image.tags.join(", ")),
-                    },
-                });
+                let here = match image.tags.len() {
+                    0 => "not here".to_owned(),
+                    _ => format!("not here (tags {})", image.tags.join(", ")),
+                };
+                findings.push(missing(&repository.name, image, &here));
             }
             for tag in &image.tags {
                 match tags_here.get(tag.as_str()) {
@@ -217,39 +231,68 @@ fn audit_destination(
     }
 }
 
+/// An image of the source not in the destination: a referrer says what it is and of what;
+/// an archived one, that it must be restored to come.
+fn missing(repository: &RepositoryName, image: &ImageRecord, why: &str) -> Finding {
+    let (kind, what) = match subject_of(image) {
+        Some(subject) => (
+            FindingKind::ReferrerMissing,
+            format!("{} of {subject}: ", referrer_kind(image)),
+        ),
+        None if image.tags.is_empty() => (FindingKind::Missing, "untagged image: ".to_owned()),
+        None => (FindingKind::Missing, String::new()),
+    };
+    let archived = if image.archived {
+        "; archived in the source, restore it to let it through"
+    } else {
+        ""
+    };
+    Finding {
+        kind,
+        repository: repository.clone(),
+        digest: Some(image.digest.clone()),
+        tag: image.tags.first().cloned(),
+        detail: format!("{what}{why}{archived}"),
+    }
+}
+
 /// The settings replication does not copy, compared; policies by presence (their texts may
 /// name account-specific principals).
-fn settings_differences(source: &RepositorySettings, here: &RepositorySettings) -> Vec<String> {
+fn settings_differences(
+    source: &RepositorySettings,
+    here: &RepositorySettings,
+    origin: &str,
+) -> Vec<String> {
     let mut differences = Vec::new();
     if source.tag_mutability != here.tag_mutability {
         differences.push(format!(
-            "tag mutability: {:?} in the source, {:?} here",
+            "tag mutability: {:?} {origin}, {:?} here",
             source.tag_mutability, here.tag_mutability
         ));
     }
     if source.scan_on_push != here.scan_on_push {
         differences.push(format!(
-            "scan on push: {} in the source, {} here",
+            "scan on push: {} {origin}, {} here",
             source.scan_on_push, here.scan_on_push
         ));
     }
     if source.encryption.encryption_type != here.encryption.encryption_type {
         differences.push(format!(
-            "encryption: {} in the source, {} here",
+            "encryption: {} {origin}, {} here",
             source.encryption.encryption_type, here.encryption.encryption_type
         ));
     }
     let presence = |p: &Option<String>| if p.is_some() { "set" } else { "none" };
     if source.lifecycle_policy.is_some() != here.lifecycle_policy.is_some() {
         differences.push(format!(
-            "lifecycle policy: {} in the source, {} here",
+            "lifecycle policy: {} {origin}, {} here",
             presence(&source.lifecycle_policy),
             presence(&here.lifecycle_policy)
         ));
     }
     if source.repository_policy.is_some() != here.repository_policy.is_some() {
         differences.push(format!(
-            "repository policy: {} in the source, {} here",
+            "repository policy: {} {origin}, {} here",
             presence(&source.repository_policy),
             presence(&here.repository_policy)
         ));
@@ -260,7 +303,7 @@ fn settings_differences(source: &RepositorySettings, here: &RepositorySettings) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backfill::inventory::{Encryption, ImageRecord, TagMutability};
+    use crate::backfill::inventory::{Encryption, TagMutability};
     use crate::model::{AccountId, Region};
     use crate::rules::{PREFIX_MATCH, ReplicationRule, RepositoryFilter};
 
@@ -282,6 +325,10 @@ mod tests {
             pushed_at: None,
             media_type: None,
             size_bytes: None,
+            subject: None,
+            artifact_type: None,
+            archived: false,
+            children: Vec::new(),
         }
     }
 
@@ -327,6 +374,12 @@ mod tests {
     fn every_kind_of_drift_is_found_and_counted() {
         let source = dest("us-west-2", "111111111111");
         let target = dest("eu-west-1", "222222222222");
+        // A Notation signature of image 1 and a legacy cosign SBOM of image 2, neither here.
+        let mut signature = image(11, &[]);
+        signature.subject = Some(digest(1));
+        signature.artifact_type = Some("application/vnd.cncf.notary.signature".into());
+        let legacy_tag = format!("sha256-{}.sbom", "02".repeat(32));
+        let legacy_sbom = image(12, &[&legacy_tag]);
         let mut immutable = settings();
         immutable.tag_mutability = TagMutability::Immutable;
         immutable.lifecycle_policy = Some("{}".into());
@@ -338,6 +391,8 @@ mod tests {
                     image(1, &["v1"]),
                     image(2, &["v2", "latest"]),
                     image(3, &["v3"]),
+                    signature,
+                    legacy_sbom,
                 ],
             ),
             repository("team-a/web", settings(), vec![image(7, &["v1"])]),
@@ -366,11 +421,21 @@ mod tests {
         );
         assert!(!report.in_sync());
         let d = &report.destinations[0];
-        assert_eq!((d.repositories, d.images), (2, 4));
+        assert_eq!((d.repositories, d.images), (2, 6));
         let counts: Vec<usize> = FindingKind::ALL.iter().map(|k| d.count(*k)).collect();
-        // missing: image 3 and team-a/web's image 7; tag lost: latest; mismatch: v3;
-        // not in source: 4 (which v3 names) and 5; settings: mutability and lifecycle policy.
-        assert_eq!(counts, [2, 1, 1, 2, 2]);
+        // missing: image 3 and team-a/web's image 7; referrers missing: the signature and the
+        // SBOM; tag lost: latest; mismatch: v3; not in source: 4 (which v3 names) and 5;
+        // settings: mutability and lifecycle policy.
+        assert_eq!(counts, [2, 2, 1, 1, 2, 2]);
+        let referrers: Vec<&str> = d
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::ReferrerMissing)
+            .map(|f| f.detail.as_str())
+            .collect();
+        assert_eq!(referrers.len(), 2);
+        assert!(referrers[0].starts_with(&format!("signature of {}", digest(1))));
+        assert!(referrers[1].starts_with(&format!("SBOM of {}", digest(2))));
         let lost = d
             .findings
             .iter()
@@ -401,5 +466,43 @@ mod tests {
         );
         assert!(report.in_sync(), "{report:?}");
         assert_eq!(report.destinations[0].images, 2);
+    }
+
+    #[test]
+    fn settings_are_held_to_the_creation_template_replication_would_apply() {
+        let source = dest("us-west-2", "111111111111");
+        let target = dest("us-east-1", "111111111111");
+        let mut kms = settings();
+        kms.encryption = Encryption {
+            encryption_type: "KMS".into(),
+            kms_key: Some("arn:aws:kms:us-east-1:111111111111:key/k".into()),
+        };
+        let images = vec![image(1, &["v1"])];
+        let run = |templates: Vec<CreationTemplate>| {
+            audit(
+                &source,
+                &configuration(&target),
+                &[repository("team-a/api", settings(), images.clone())],
+                &[DestinationInventory {
+                    destination: target.clone(),
+                    repositories: vec![repository("team-a/api", kms.clone(), images.clone())],
+                    creation_templates: templates,
+                }],
+            )
+        };
+        let template = |prefix: &str| CreationTemplate {
+            prefix: prefix.into(),
+            applied_for: vec!["REPLICATION".into()],
+            settings: kms.clone(),
+        };
+        assert!(run(vec![template("team-a")]).in_sync());
+        // Not the template of this namespace: held to the source's settings.
+        let report = run(vec![template("team-b")]);
+        let d = &report.destinations[0];
+        assert_eq!(d.count(FindingKind::SettingsDiffer), 1);
+        assert_eq!(
+            d.findings[0].detail,
+            "encryption: AES256 in the source, KMS here"
+        );
     }
 }

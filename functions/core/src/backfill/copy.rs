@@ -12,7 +12,8 @@
 //!    concurrent copies sharing a blob upload it once per destination repository (a granted
 //!    claim is followed by one more check, since the blob may have arrived meanwhile);
 //! 4. the manifest is put last, once per tag (untagged when there is none), so a destination
-//!    never shows a tag whose image is incomplete. An immutable tag held by another image is a
+//!    never shows a tag whose image is incomplete; a referrer (signature, SBOM, attestation)
+//!    only once its subject is there. An immutable tag held by another image is a
 //!    conflict in the report, not an error: retrying would not change it.
 
 use std::future::Future;
@@ -47,6 +48,51 @@ pub struct CopyJob {
     /// The tags the image must carry in the destination; empty for an untagged image.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// For a referrer: the image it refers to, which must be in the destination first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+}
+
+/// How many referrer steps separate each job from a job that refers to nothing among `jobs`:
+/// 0 for an image, 1 for its signature, 2 for a signature of that signature's SBOM... A copy
+/// brings a subject before its referrers by running the jobs of one depth after those of the
+/// depth before. A subject not among the jobs (already in the destination) counts as depth 0.
+pub fn referrer_depths(jobs: &[CopyJob]) -> Vec<usize> {
+    let index: std::collections::HashMap<(&Destination, &RepositoryName, &Digest), usize> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| ((&j.destination, &j.destination_repository, &j.digest), i))
+        .collect();
+    let mut depths: Vec<Option<usize>> = vec![None; jobs.len()];
+    for start in 0..jobs.len() {
+        // Walk up the subjects to a known depth (or the top), then number the way back down.
+        let mut chain = vec![start];
+        let mut base = 0;
+        while let Some(&current) = chain.last() {
+            if let Some(depth) = depths[current] {
+                chain.pop();
+                base = depth + 1;
+                break;
+            }
+            let job = &jobs[current];
+            let parent = job.subject.as_ref().and_then(|subject| {
+                index
+                    .get(&(&job.destination, &job.destination_repository, subject))
+                    .copied()
+            });
+            match parent {
+                // A cycle (never in valid OCI content) stops here rather than looping.
+                Some(parent) if !chain.contains(&parent) && chain.len() <= jobs.len() => {
+                    chain.push(parent);
+                }
+                _ => break,
+            }
+        }
+        for (offset, job) in chain.iter().rev().enumerate() {
+            depths[*job] = Some(base + offset);
+        }
+    }
+    depths.into_iter().map(|d| d.unwrap_or(0)).collect()
 }
 
 /// Puts copy jobs in the order that lets concurrent copies work apart: one job of each
@@ -180,6 +226,11 @@ pub enum CopyError {
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("index {digest} nests indexes more than {MAX_INDEX_DEPTH} levels deep")]
     NestingTooDeep { digest: Digest },
+    #[error(
+        "referrer {digest} waits for its subject {subject}, not yet in the destination: copied \
+         after it"
+    )]
+    SubjectNotYetCopied { digest: Digest, subject: Digest },
 }
 
 impl CopyError {
@@ -187,6 +238,9 @@ impl CopyError {
     pub fn retryable(&self) -> bool {
         match self {
             CopyError::Registry { source, .. } => source.retryable,
+            // Its subject's own job is queued or failed: a later try finds it, or the
+            // referrer ends on the dead-letter queue beside its subject's failure.
+            CopyError::SubjectNotYetCopied { .. } => true,
             CopyError::Manifest { .. }
             | CopyError::DigestMismatch { .. }
             | CopyError::NestingTooDeep { .. } => false,
@@ -272,6 +326,21 @@ where
     }
     let (manifest, references) = copy.read_manifest(&job.digest).await?;
     if existing.is_none() {
+        // A referrer arrives after its subject, as replication brings them: jobs run
+        // concurrently (SQS messages, a CLI's parallel copies), so the order is checked here.
+        if let Some(subject) = &job.subject
+            && context
+                .registry
+                .image(&job.destination, &job.destination_repository, subject)
+                .await
+                .map_err(at_step(CopyStep::ReadDestinationImage))?
+                .is_none()
+        {
+            return Err(CopyError::SubjectNotYetCopied {
+                digest: job.digest.clone(),
+                subject: subject.clone(),
+            });
+        }
         copy.bring_content(&references, 0, &mut report).await?;
         if job.tags.is_empty() {
             copy.put(&manifest, &job.digest, None, &mut report).await?;
@@ -670,6 +739,7 @@ mod tests {
             destination_repository: repo(repository),
             digest: digest.clone(),
             tags: vec![tag.to_owned()],
+            subject: None,
         };
         let other = dest("us-east-1", "333333333333");
         let jobs = vec![
@@ -699,6 +769,7 @@ mod tests {
             destination_repository: repo("team-a/web"),
             digest: digest.clone(),
             tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            subject: None,
         }
     }
 

@@ -3,7 +3,8 @@
 //! on tokio and tests run it in microseconds.
 //!
 //! - [`create_repositories`] creates what the plan says is missing, before anything else;
-//! - [`execute_copies`] runs copy jobs, at most `concurrency` at once and spread over the
+//! - [`execute_copies`] runs copy jobs, subjects before their referrers (see
+//!   [`referrer_depths`]), at most `concurrency` at once and spread over the
 //!   destination repositories (see [`spread_over_repositories`]), telling a
 //!   [`ProgressSink`] as each starts, uploads a blob, ends or fails (a progress bar in the CLI,
 //!   metrics in a Lambda). A [`CancelFlag`] (Ctrl-C) stops new jobs from starting while the
@@ -24,7 +25,7 @@ use serde::Serialize;
 
 use crate::backfill::copy::{
     CopyContext, CopyError, CopyJob, CopyObserver, CopyReport, copy_image_observed,
-    spread_over_repositories,
+    referrer_depths, spread_over_repositories,
 };
 use crate::backfill::plan::{CopyAction, DestinationPlan, PlannedImage};
 use crate::backfill::port::{
@@ -279,9 +280,55 @@ where
     P: ProgressSink,
 {
     let total = jobs.len();
-    // Run in an order that spreads over repositories; report in the order given.
-    let order = spread_over_repositories(jobs.into_iter().enumerate().collect(), |(_, job)| job);
-    let mut outcomes: Vec<(usize, CopyJob, JobRun)> = stream::iter(order)
+    // Subjects before their referrers: the jobs of each referrer depth after the depth before.
+    // Within one, an order that spreads over repositories; reported in the order given.
+    let depths = referrer_depths(&jobs);
+    let deepest = depths.iter().copied().max().unwrap_or(0);
+    let mut levels: Vec<Vec<(usize, CopyJob)>> = vec![Vec::new(); deepest + 1];
+    for ((index, job), depth) in jobs.into_iter().enumerate().zip(depths) {
+        levels[depth].push((index, job));
+    }
+    let mut outcomes: Vec<(usize, CopyJob, JobRun)> = Vec::with_capacity(total);
+    for level in levels {
+        let order = spread_over_repositories(level, |(_, job)| job);
+        outcomes.extend(run_level(context, order, concurrency, progress, cancel).await);
+    }
+    // A referrer whose subject is a child of an index copied at its own depth found it
+    // missing: once everything else ran, it finds it there.
+    let (waiting, mut outcomes): (Vec<_>, Vec<_>) = outcomes
+        .into_iter()
+        .partition(|o| matches!(o.2, JobRun::Ran(Err(CopyError::SubjectNotYetCopied { .. }))));
+    let again = waiting
+        .into_iter()
+        .map(|(index, job, _)| (index, job))
+        .collect();
+    outcomes.extend(run_level(context, again, concurrency, progress, cancel).await);
+    outcomes.sort_by_key(|(index, _, _)| *index);
+    let mut summary = ExecutionSummary {
+        jobs: total,
+        ..ExecutionSummary::default()
+    };
+    for (_, job, result) in outcomes {
+        summary.record(job, result);
+    }
+    summary
+}
+
+/// Runs the jobs of one referrer depth, at most `concurrency` at once.
+async fn run_level<R, C, S, P>(
+    context: &CopyContext<'_, R, C, S>,
+    order: Vec<(usize, CopyJob)>,
+    concurrency: usize,
+    progress: &P,
+    cancel: &CancelFlag,
+) -> Vec<(usize, CopyJob, JobRun)>
+where
+    R: CopyRegistry,
+    C: BlobClaims,
+    S: Sleeper,
+    P: ProgressSink,
+{
+    stream::iter(order)
         .map(|(index, job)| async move {
             // Checked as the job's turn comes, not when the run began: a cancel stops
             // everything still queued.
@@ -296,22 +343,15 @@ where
             let result = copy_image_observed(context, &job, &observer).await;
             match &result {
                 Ok(report) => progress.report(ProgressEvent::CopyDone { job: &job, report }),
+                // Tried again once the rest ran: not a failure yet.
+                Err(CopyError::SubjectNotYetCopied { .. }) => {}
                 Err(error) => progress.report(ProgressEvent::CopyFailed { job: &job, error }),
             }
             (index, job, JobRun::Ran(result))
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
-        .await;
-    outcomes.sort_by_key(|(index, _, _)| *index);
-    let mut summary = ExecutionSummary {
-        jobs: total,
-        ..ExecutionSummary::default()
-    };
-    for (_, job, result) in outcomes {
-        summary.record(job, result);
-    }
-    summary
+        .await
 }
 
 /// How a destination's native backfill ended.

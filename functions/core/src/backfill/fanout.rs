@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::backfill::copy::{
-    CopyContext, CopyJob, CopyReport, copy_image, spread_over_repositories,
+    CopyContext, CopyJob, CopyReport, copy_image, referrer_depths, spread_over_repositories,
 };
 use crate::backfill::execute::create_repositories;
 use crate::backfill::inventory::DestinationInventory;
@@ -215,6 +215,7 @@ where
         filters: &filters,
         force_copy: request.force_copy,
         only_destinations: only_destinations.as_deref(),
+        refused: &[],
     })
     .map_err(|e| FanoutError::Plan(e.to_string()))?;
     let mut report = PlanRunReport {
@@ -311,8 +312,17 @@ where
     }
     let run = BackfillRun::new(run_id, source.clone(), now, planned, planned_bytes);
     ports.runs.create_run(&run).await?;
-    let messages: Vec<CopyMessage> = spread_over_repositories(jobs, |job| job)
+    // Subjects queued before their referrers (a referrer taken first waits for its subject:
+    // `CopyError::SubjectNotYetCopied` is retried), each depth spread over repositories.
+    let depths = referrer_depths(&jobs);
+    let mut levels: Vec<Vec<CopyJob>> = vec![Vec::new(); depths.iter().max().map_or(1, |d| d + 1)];
+    for (depth, job) in depths.into_iter().zip(jobs) {
+        levels[depth].push(job);
+    }
+    let ordered = levels
         .into_iter()
+        .flat_map(|level| spread_over_repositories(level, |job| job));
+    let messages: Vec<CopyMessage> = ordered
         .map(|job| CopyMessage {
             run_id: run_id.to_owned(),
             job,

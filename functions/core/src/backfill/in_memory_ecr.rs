@@ -268,6 +268,45 @@ impl InMemoryEcr {
         )
     }
 
+    /// Pushes an OCI 1.1 referrer of `subject` (a signature, SBOM, attestation): an OCI
+    /// manifest with `artifactType`, an empty config, `content` as its one layer, and `subject`.
+    pub fn push_referrer(
+        &self,
+        registry: &Destination,
+        repository: &RepositoryName,
+        subject: &Digest,
+        artifact_type: &str,
+        content: &[u8],
+    ) -> Digest {
+        let layer = self.push_blob(registry, repository, content);
+        let mut config = self.push_blob(registry, repository, b"{}");
+        config.media_type = "application/vnd.oci.empty.v1+json".into();
+        let (subject_type, subject_size) = {
+            let state = lock(&self.state);
+            state
+                .registries
+                .get(registry)
+                .and_then(|r| r.repositories.get(repository))
+                .and_then(|r| r.manifests.get(subject))
+                .map_or((OCI_MANIFEST.to_owned(), 0), |(m, _)| {
+                    (m.media_type.clone(), m.bytes.len())
+                })
+        };
+        let json = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{artifact_type}","config":{{"mediaType":"{}","size":{},"digest":"{}"}},"layers":[{{"mediaType":"application/octet-stream","size":{},"digest":"{}"}}],"subject":{{"mediaType":"{subject_type}","size":{subject_size},"digest":"{subject}"}}}}"#,
+            config.media_type, config.size, config.digest, layer.size, layer.digest
+        );
+        self.push_manifest(
+            registry,
+            repository,
+            ManifestBytes {
+                media_type: OCI_MANIFEST.into(),
+                bytes: json.into_bytes(),
+            },
+            &[],
+        )
+    }
+
     /// Replaces the stored bytes of a manifest, keeping its digest: a corrupted read.
     pub fn corrupt_manifest(
         &self,
@@ -475,12 +514,17 @@ impl InMemoryEcr {
 
     fn record(repo: &Repository, digest: &Digest) -> Option<ImageRecord> {
         let (manifest, pushed_at) = repo.manifests.get(digest)?;
+        let references = ManifestReferences::parse(manifest).ok();
         Some(ImageRecord {
             digest: digest.clone(),
             tags: Self::tags_in(repo, digest),
             pushed_at: Some(*pushed_at),
             media_type: Some(manifest.media_type.clone()).filter(|m| !m.is_empty()),
             size_bytes: Some(Self::size_of(repo, digest, 0)),
+            subject: references.as_ref().and_then(|r| r.subject.clone()),
+            artifact_type: None,
+            archived: false,
+            children: references.map(|r| r.children).unwrap_or_default(),
         })
     }
 }

@@ -89,6 +89,20 @@ pub struct ImageRecord {
     pub media_type: Option<String>,
     /// `imageSizeInBytes`: for an index, ECR reports the sum of its children.
     pub size_bytes: Option<u64>,
+    /// `subjectManifestDigest`: the image this one refers to, for an OCI 1.1 referrer (a
+    /// signature, SBOM or attestation). Legacy cosign tags are read in [`crate::backfill::referrers`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+    /// `artifactMediaType`: what a referrer is (its artifact type or config media type).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// `imageStatus` ARCHIVED or ACTIVATING: not pullable until restored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archived: bool,
+    /// An index's child manifests, where the inventory read them (repositories that hold
+    /// referrers: a referrer may name a child as its subject). Empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<Digest>,
 }
 
 /// One repository and everything in it.
@@ -169,6 +183,18 @@ impl CreationTemplate {
         }
         self.prefix == ROOT_TEMPLATE_PREFIX
             || prefix.starts_with(&format!("{}/", self.prefix.trim_end_matches('/')))
+    }
+
+    /// The template ECR applies to a repository named `repository` that replication creates in
+    /// a registry with `templates`: the most specific of those that apply, `ROOT` last.
+    pub fn for_replicated<'t>(
+        templates: &'t [CreationTemplate],
+        repository: &RepositoryName,
+    ) -> Option<&'t CreationTemplate> {
+        templates
+            .iter()
+            .filter(|t| t.applies_to_replicated(repository))
+            .max_by_key(|t| t.specificity())
     }
 
     /// How specific the template is: among those that apply, the most specific one wins, and

@@ -68,6 +68,8 @@ pub struct ManifestReferences {
     pub blobs: Vec<BlobReference>,
     /// Child manifests of an index, each once, in index order.
     pub children: Vec<Digest>,
+    /// OCI 1.1 `subject`: the manifest this one refers to (a signature, SBOM, attestation).
+    pub subject: Option<Digest>,
 }
 
 /// Why the bytes of a manifest could not be read.
@@ -84,7 +86,7 @@ pub enum ManifestError {
 }
 
 /// The fields of every handled media type; unknown fields (annotations, platform,
-/// `artifactType`, `subject`) are ignored.
+/// `artifactType`) are ignored.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawManifest {
@@ -93,6 +95,7 @@ struct RawManifest {
     config: Option<RawDescriptor>,
     layers: Option<Vec<RawDescriptor>>,
     manifests: Option<Vec<RawDescriptor>>,
+    subject: Option<RawDescriptor>,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +141,11 @@ impl ManifestReferences {
         };
         let mut references = ManifestReferences {
             media_type: media_type.clone(),
+            subject: raw
+                .subject
+                .as_ref()
+                .map(|s| Digest::parse(&s.digest))
+                .transpose()?,
             ..Self::default()
         };
         match media_type.as_str() {

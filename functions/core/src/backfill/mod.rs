@@ -10,6 +10,8 @@
 //! The modules:
 //! - [`inventory`]: what a registry holds (repositories, their settings, images), as read;
 //! - [`manifest`]: what a manifest or image index references (blobs, child manifests);
+//! - [`referrers`]: what refers to an image (OCI 1.1 referrers, legacy cosign tags), which
+//!   the plan and the audit follow with every image;
 //! - [`plan`]: the pure plan: which pairs, which strategy, which conflicts, which
 //!   repositories to create and with which settings;
 //! - [`copy`]: the copy of one image over the [`port`] traits, children before the index,
@@ -34,6 +36,7 @@ pub mod inventory;
 pub mod manifest;
 pub mod plan;
 pub mod port;
+pub mod referrers;
 pub mod run;
 pub mod trigger;
 

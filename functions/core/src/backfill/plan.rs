@@ -21,7 +21,7 @@
 //! The plan is ordered (destination, repository, push date, digest) so two runs over the same
 //! inventories print the same plan, and a run after a complete backfill plans nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -32,6 +32,7 @@ use crate::backfill::inventory::{
     CreationTemplate, DestinationInventory, ImageRecord, RepositoryInventory, RepositorySettings,
 };
 use crate::backfill::manifest::is_index_media_type;
+use crate::backfill::referrers::{Referrers, referrer_kind, subject_of};
 use crate::model::{Destination, Digest, RepositoryName};
 use crate::rules::ReplicationConfiguration;
 
@@ -249,6 +250,36 @@ pub struct PlannedImage {
     pub pushed_at: Option<DateTime<Utc>>,
     pub size_bytes: Option<u64>,
     pub media_type: Option<String>,
+    /// For a referrer (signature, SBOM, attestation, legacy cosign tag): the image it refers
+    /// to, which a copy brings first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+}
+
+/// A source image the plan would bring but cannot: it is archived (or being restored), and
+/// archived images cannot be pulled. Restoring it lets the next backfill through (and
+/// replication copies a restored image by itself).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchivedImage {
+    pub repository: RepositoryName,
+    pub digest: Digest,
+    /// Set for a referrer: the image it refers to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Digest>,
+    /// What it is, for people (`signature`, `SBOM`, ..., or `image`).
+    pub kind: String,
+}
+
+impl ArchivedImage {
+    /// The command that restores it.
+    pub fn restore_command(&self, source: &Destination) -> String {
+        format!(
+            "aws ecr update-image-storage-class --region {} --registry-id {} \
+             --repository-name {} --image-id imageDigest={} --target-storage-class STANDARD",
+            source.region, source.registry_id, self.repository, self.digest
+        )
+    }
 }
 
 /// A source tag the destination holds, immutable, on another image: never overwritten.
@@ -307,6 +338,9 @@ pub enum StrategyReason {
     Forced,
     /// A filter leaves out images a native backfill would send.
     FiltersNarrowerThanNative,
+    /// Refused: the destination cannot take images now (its Region is not enabled in the
+    /// source or the destination account); [`DestinationPlan::refused`] says why.
+    Refused,
 }
 
 impl fmt::Display for StrategyReason {
@@ -317,6 +351,7 @@ impl fmt::Display for StrategyReason {
             StrategyReason::OtherPartition => "in another partition than the source",
             StrategyReason::Forced => "copy forced",
             StrategyReason::FiltersNarrowerThanNative => "filters narrower than a native backfill",
+            StrategyReason::Refused => "refused",
         })
     }
 }
@@ -334,6 +369,12 @@ pub struct PlanTotals {
     pub bytes_estimate: u64,
     pub repositories_to_create: usize,
     pub conflicts: usize,
+    /// Of `images`, the referrers (signatures, SBOMs, attestations, legacy cosign tags).
+    #[serde(default)]
+    pub referrers: usize,
+    /// Images that would be brought but are archived in the source.
+    #[serde(default)]
+    pub archived: usize,
 }
 
 impl PlanTotals {
@@ -344,6 +385,8 @@ impl PlanTotals {
         self.bytes_estimate += other.bytes_estimate;
         self.repositories_to_create += other.repositories_to_create;
         self.conflicts += other.conflicts;
+        self.referrers += other.referrers;
+        self.archived += other.archived;
     }
 }
 
@@ -359,6 +402,12 @@ pub struct DestinationPlan {
     pub repositories_to_create: Vec<RepositoryCreation>,
     pub items: Vec<PlannedImage>,
     pub conflicts: Vec<TagConflict>,
+    /// Images (referrers among them) that would be brought but are archived in the source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub archived: Vec<ArchivedImage>,
+    /// Why nothing is planned for this destination, when it was refused (a Region not enabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     /// What the operator should know (a KMS key that could not be reused...).
     pub notes: Vec<String>,
     pub totals: PlanTotals,
@@ -386,6 +435,7 @@ impl DestinationPlan {
             destination_repository: item.repository.clone(),
             digest: item.digest.clone(),
             tags: item.tags.clone(),
+            subject: item.subject.clone(),
         }
     }
 }
@@ -427,6 +477,9 @@ pub struct PlanRequest<'a> {
     /// Restricts the configuration's destinations to these (what `--since-config-change`
     /// passes: the destinations the last change added). Extra destinations are kept.
     pub only_destinations: Option<&'a [Destination]>,
+    /// Destinations that cannot take images now, with why (a Region either account has not
+    /// enabled): planned as refused, and their inventories are not needed.
+    pub refused: &'a [(Destination, String)],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -478,6 +531,21 @@ pub fn plan_backfill(request: &PlanRequest<'_>) -> Result<BackfillPlan, PlanErro
 
     let mut destinations = Vec::with_capacity(targets.len());
     for (destination, configured) in targets {
+        if let Some((_, why)) = request.refused.iter().find(|(d, _)| *d == destination) {
+            destinations.push(DestinationPlan {
+                destination,
+                strategy: Strategy::Copy,
+                reason: StrategyReason::Refused,
+                repositories_to_create: Vec::new(),
+                items: Vec::new(),
+                conflicts: Vec::new(),
+                archived: Vec::new(),
+                refused: Some(why.clone()),
+                notes: Vec::new(),
+                totals: PlanTotals::default(),
+            });
+            continue;
+        }
         let inventory = request
             .destination_inventories
             .iter()
@@ -522,6 +590,8 @@ fn plan_destination(
         repositories_to_create: Vec::new(),
         items: Vec::new(),
         conflicts: Vec::new(),
+        archived: Vec::new(),
+        refused: None,
         notes: Vec::new(),
         totals: PlanTotals::default(),
     };
@@ -536,10 +606,39 @@ fn plan_destination(
         if !concerned {
             continue;
         }
-        let images = source_repository
+        // The images the filters select, then everything that refers to them (or to the
+        // children of an index among them), whatever the filters say: a signed image arrives
+        // with its signatures, SBOMs and attestations, as replication brings them.
+        let selected: Vec<&ImageRecord> = source_repository
             .images
             .iter()
-            .filter(|image| request.filters.selects_image(image));
+            .filter(|image| request.filters.selects_image(image))
+            .collect();
+        let referrers = Referrers::of(&source_repository.images);
+        let chosen: HashSet<&Digest> = selected.iter().map(|i| &i.digest).collect();
+        let followed: Vec<&ImageRecord> = referrers
+            .closure(chosen.iter().copied())
+            .into_iter()
+            .filter(|r| !chosen.contains(&r.digest))
+            .collect();
+        let mut images = Vec::with_capacity(selected.len() + followed.len());
+        for image in selected.into_iter().chain(followed) {
+            if image.archived {
+                plan.archived.push(ArchivedImage {
+                    repository: name.clone(),
+                    digest: image.digest.clone(),
+                    subject: subject_of(image),
+                    kind: if subject_of(image).is_some() {
+                        referrer_kind(image).to_owned()
+                    } else {
+                        "image".to_owned()
+                    },
+                });
+            } else {
+                images.push(image);
+            }
+        }
+        let images = images.into_iter();
         match existing.get(name) {
             Some(destination_repository) => {
                 for image in images {
@@ -566,6 +665,7 @@ fn plan_destination(
         (&a.repository, a.pushed_at, &a.digest).cmp(&(&b.repository, b.pushed_at, &b.digest))
     });
     plan.conflicts.sort();
+    plan.archived.sort();
     plan.repositories_to_create
         .sort_by(|a, b| a.name.cmp(&b.name));
     plan.totals = totals_of(&plan, request.filters);
@@ -604,6 +704,7 @@ fn planned(image: &ImageRecord, repository: &RepositoryName, action: CopyAction)
         pushed_at: image.pushed_at,
         size_bytes: image.size_bytes,
         media_type: image.media_type.clone(),
+        subject: subject_of(image),
     }
 }
 
@@ -673,11 +774,7 @@ fn repository_creation(
     notes: &mut Vec<String>,
 ) -> RepositoryCreation {
     let name = &source_repository.name;
-    let template = templates
-        .iter()
-        .filter(|t| t.applies_to_replicated(name))
-        .max_by_key(|t| t.specificity());
-    if let Some(template) = template {
+    if let Some(template) = CreationTemplate::for_replicated(templates, name) {
         return RepositoryCreation {
             name: name.clone(),
             settings: template.settings.clone(),
@@ -742,6 +839,8 @@ fn totals_of(plan: &DestinationPlan, filters: &BackfillFilters) -> PlanTotals {
         bytes_estimate,
         repositories_to_create: plan.repositories_to_create.len(),
         conflicts: plan.conflicts.len(),
+        referrers: plan.items.iter().filter(|i| i.subject.is_some()).count(),
+        archived: plan.archived.len(),
     }
 }
 
@@ -796,6 +895,10 @@ mod tests {
             pushed_at: Some(at(pushed_minute)),
             media_type: Some(DOCKER_MANIFEST.to_owned()),
             size_bytes: Some(1_000 * u64::from(n)),
+            subject: None,
+            artifact_type: None,
+            archived: false,
+            children: Vec::new(),
         }
     }
 
@@ -907,6 +1010,7 @@ mod tests {
                 filters: &self.filters,
                 force_copy: self.force_copy,
                 only_destinations: self.only.as_deref(),
+                refused: &[],
             })
             .expect("plans")
         }
@@ -1294,6 +1398,7 @@ mod tests {
             filters: &case.filters,
             force_copy: false,
             only_destinations: None,
+            refused: &[],
         })
         .expect_err("us-east-1 was not read");
         assert_eq!(err, PlanError::MissingDestinationInventory(east()));

@@ -9,7 +9,7 @@ use super::*;
 use crate::backfill::copy::{CopyOptions, DEFAULT_CLAIM_TTL, InMemoryBlobClaims};
 use crate::backfill::in_memory_ecr::InMemoryEcr;
 use crate::backfill::inventory::{CreationTemplate, DestinationInventory, TagMutability};
-use crate::backfill::plan::{BackfillFilters, PlanRequest, Strategy, plan_backfill};
+use crate::backfill::plan::{BackfillFilters, PlanRequest, Strategy, TagPattern, plan_backfill};
 use crate::backfill::port::InventoryReader;
 use crate::clock::SystemClock;
 use crate::model::AccountId;
@@ -129,6 +129,7 @@ fn images_and_jobs(ecr: &InMemoryEcr, count: u8) -> Vec<CopyJob> {
                 destination_repository: repo("team-a/web"),
                 digest,
                 tags: vec![tag],
+                subject: None,
             }
         })
         .collect()
@@ -323,6 +324,7 @@ async fn a_full_backfill_leaves_nothing_for_a_second_plan() {
             filters: &BackfillFilters::default(),
             force_copy: true,
             only_destinations: None,
+            refused: &[],
         })
         .expect("plans")
     };
@@ -370,6 +372,129 @@ async fn a_full_backfill_leaves_nothing_for_a_second_plan() {
         assert_eq!(summary.jobs, 0);
     }
     assert_eq!(ecr.total_calls(), calls_before);
+}
+
+#[tokio::test]
+async fn a_filtered_backfill_brings_every_referrer_of_what_it_selects_subjects_first() {
+    let ecr = InMemoryEcr::new();
+    let web = repo("team-a/web");
+    let configuration = ReplicationConfiguration {
+        rules: vec![ReplicationRule {
+            destinations: vec![target()],
+            repository_filters: Vec::new(),
+        }],
+    };
+    let amd64 = ecr.push_image(&source(), &web, &[], &[b"base", b"amd64"]);
+    let arm64 = ecr.push_image(&source(), &web, &[], &[b"base", b"arm64"]);
+    let index = ecr.push_index(&source(), &web, &["v1"], &[amd64.clone(), arm64]);
+    let signature = ecr.push_referrer(
+        &source(),
+        &web,
+        &index,
+        "application/vnd.cncf.notary.signature",
+        b"sig",
+    );
+    let sbom = ecr.push_referrer(&source(), &web, &index, "application/spdx+json", b"sbom");
+    let sbom_signature = ecr.push_referrer(
+        &source(),
+        &web,
+        &sbom,
+        "application/vnd.dev.cosign.artifact.sig.v1+json",
+        b"sbom-sig",
+    );
+    // An attestation of one platform's image: found through the index's children.
+    let attestation = ecr.push_referrer(
+        &source(),
+        &web,
+        &amd64,
+        "application/vnd.in-toto+json",
+        b"provenance",
+    );
+    // v2 and its signature are left out by the filter.
+    let other = ecr.push_image(&source(), &web, &["v2"], &[b"base", b"other"]);
+    let other_signature = ecr.push_referrer(
+        &source(),
+        &web,
+        &other,
+        "application/vnd.cncf.notary.signature",
+        b"other-sig",
+    );
+
+    let source_inventory = ecr.repositories(&source(), &[]).await.expect("source");
+    let destination_inventory = DestinationInventory {
+        destination: target(),
+        repositories: Vec::new(),
+        creation_templates: Vec::new(),
+    };
+    let filters = BackfillFilters {
+        tag_patterns: vec![TagPattern::parse("v1").expect("pattern")],
+        ..BackfillFilters::default()
+    };
+    let plan = plan_backfill(&PlanRequest {
+        source: &source(),
+        configuration: &configuration,
+        source_inventory: &source_inventory,
+        destination_inventories: std::slice::from_ref(&destination_inventory),
+        extra_destinations: &[],
+        filters: &filters,
+        force_copy: false,
+        only_destinations: None,
+        refused: &[],
+    })
+    .expect("plans");
+    let destination_plan = &plan.destinations[0];
+    let mut planned: Vec<&Digest> = destination_plan.items.iter().map(|i| &i.digest).collect();
+    planned.sort();
+    let mut expected = vec![&index, &signature, &sbom, &sbom_signature, &attestation];
+    expected.sort();
+    assert_eq!(planned, expected);
+    let subject_of = |digest: &Digest| {
+        destination_plan
+            .items
+            .iter()
+            .find(|i| &i.digest == digest)
+            .and_then(|i| i.subject.clone())
+    };
+    assert_eq!(subject_of(&sbom_signature), Some(sbom.clone()));
+    assert_eq!(subject_of(&attestation), Some(amd64.clone()));
+
+    create_repositories(&ecr, destination_plan)
+        .await
+        .expect("created");
+    let claims = InMemoryBlobClaims::new(SystemClock, DEFAULT_CLAIM_TTL);
+    let recorder = Recorder::default();
+    let summary = execute_copies(
+        &context(&ecr, &claims),
+        destination_plan.copy_jobs(&plan.source),
+        8,
+        &recorder,
+        &CancelFlag::new(),
+    )
+    .await;
+    assert!(summary.is_complete(), "{summary:#?}");
+    assert!(lock(&recorder.failed).is_empty());
+
+    // Every referrer there with its digest, each after its subject.
+    let copied = ecr.repositories(&target(), &[]).await.expect("destination");
+    let arrived = |digest: &Digest| {
+        copied[0]
+            .images
+            .iter()
+            .find(|i| &i.digest == digest)
+            .and_then(|i| i.pushed_at)
+    };
+    for (subject, referrer) in [
+        (&index, &signature),
+        (&index, &sbom),
+        (&sbom, &sbom_signature),
+        (&amd64, &attestation),
+    ] {
+        let (Some(subject_at), Some(referrer_at)) = (arrived(subject), arrived(referrer)) else {
+            panic!("{subject} or {referrer} missing in the destination");
+        };
+        assert!(subject_at < referrer_at, "{referrer} before {subject}");
+    }
+    assert!(arrived(&other).is_none() && arrived(&other_signature).is_none());
 }
 
 // --- Native backfill ---
@@ -718,6 +843,10 @@ fn the_copy_pass_after_native_takes_each_tag_ecr_did_not_complete_and_the_retags
         pushed_at: None,
         media_type: None,
         size_bytes: Some(10),
+        subject: None,
+        artifact_type: None,
+        archived: false,
+        children: Vec::new(),
     };
     let source_inventory = vec![RepositoryInventory {
         name: repo("team-a/web"),
@@ -756,6 +885,7 @@ fn the_copy_pass_after_native_takes_each_tag_ecr_did_not_complete_and_the_retags
         filters: &BackfillFilters::default(),
         force_copy: false,
         only_destinations: None,
+        refused: &[],
     })
     .expect("plans");
     let destination_plan = &plan.destinations[0];
