@@ -167,50 +167,24 @@ fn parse_list(text: &str) -> Result<Vec<u64>, Error> {
 
 impl Settings {
     fn from_env_and_args() -> Result<Self, Error> {
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        for flag in [
-            "images",
-            "repositories",
-            "index-every",
-            "base-mib",
-            "arm-base-mib",
-            "own-kib",
-            "concurrency",
-            "part-mib",
-            "claim-poll-ms",
-            "baseline",
-            "seed",
-            "latency-ms",
-            "stream-mib-per-s",
-        ] {
-            let var = format!("BENCH_{}", flag.to_uppercase().replace('-', "_"));
-            if let Ok(value) = std::env::var(&var) {
-                pairs.push((flag.to_owned(), value));
-            }
-        }
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            // cargo bench passes `--bench` to every harness = false target.
-            if arg == "--bench" {
-                continue;
-            }
-            if arg == "--help" || arg == "-h" {
-                println!("{USAGE}");
-                std::process::exit(0);
-            }
-            let Some(flag) = arg.strip_prefix("--") else {
-                return Err(format!("unexpected argument {arg}\n{USAGE}").into());
-            };
-            let (flag, value) = match flag.split_once('=') {
-                Some((f, v)) => (f.to_owned(), v.to_owned()),
-                None => (
-                    flag.to_owned(),
-                    args.next()
-                        .ok_or_else(|| format!("--{flag} needs a value"))?,
-                ),
-            };
-            pairs.push((flag, value));
-        }
+        let pairs = testbed::bench_flags(
+            &[
+                "images",
+                "repositories",
+                "index-every",
+                "base-mib",
+                "arm-base-mib",
+                "own-kib",
+                "concurrency",
+                "part-mib",
+                "claim-poll-ms",
+                "baseline",
+                "seed",
+                "latency-ms",
+                "stream-mib-per-s",
+            ],
+            USAGE,
+        )?;
         let mut s = Settings::default();
         for (flag, value) in pairs {
             let number = || {

@@ -19,6 +19,35 @@ use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 use replwatch_core::model::{AccountId, Destination, Region};
 use replwatch_core::registry::RegistryError;
 
+/// The credentials to act in `account`: `None` in `home_account` (those of `base`), else the
+/// role `cross_account` names in `account`, assumed with its external id. No role configured
+/// for another account: a clear, non-retryable error.
+pub async fn assumed_role(
+    base: &SdkConfig,
+    home_account: &AccountId,
+    cross_account: Option<&CrossAccountAccess>,
+    account: &AccountId,
+    region: &Region,
+) -> Result<Option<AssumeRoleProvider>, RegistryError> {
+    if account == home_account {
+        return Ok(None);
+    }
+    let access = cross_account.ok_or_else(|| RegistryError {
+        operation: "AssumeRole",
+        resource: format!("{region}/{account}"),
+        message: "the account is another one and no cross-account role is configured".into(),
+        retryable: false,
+    })?;
+    let mut provider =
+        AssumeRoleProvider::builder(EcrClients::role_arn(&access.role_name, account, region))
+            .configure(base)
+            .session_name("replwatch");
+    if let Some(external_id) = &access.external_id {
+        provider = provider.external_id(external_id);
+    }
+    Ok(Some(provider.build().await))
+}
+
 /// How to reach registries in other accounts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrossAccountAccess {
@@ -138,22 +167,16 @@ impl EcrClients {
         if let Some(retry) = &self.retry {
             config = config.retry_config(retry.clone());
         }
-        if account != &self.home_account {
-            let access = self.cross_account.as_ref().ok_or_else(|| RegistryError {
-                operation: "AssumeRole",
-                resource: format!("{region}/{account}"),
-                message: "registry is in another account and no cross-account role is configured"
-                    .into(),
-                retryable: false,
-            })?;
-            let mut provider =
-                AssumeRoleProvider::builder(Self::role_arn(&access.role_name, account, region))
-                    .configure(&self.base)
-                    .session_name("replwatch");
-            if let Some(external_id) = &access.external_id {
-                provider = provider.external_id(external_id);
-            }
-            config = config.credentials_provider(provider.build().await);
+        if let Some(provider) = assumed_role(
+            &self.base,
+            &self.home_account,
+            self.cross_account.as_ref(),
+            account,
+            region,
+        )
+        .await?
+        {
+            config = config.credentials_provider(provider);
         }
         let client = Client::from_conf(config.build());
         self.lock().insert(cache_key, client.clone());

@@ -19,21 +19,20 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use aws_config::SdkConfig;
-use aws_config::sts::AssumeRoleProvider;
 use aws_sdk_account::Client;
 use replwatch_core::model::{AccountId, Region};
 use replwatch_core::region_opt_in::OptInStatus;
 pub use replwatch_core::region_opt_in::READ_PERMISSION;
 use replwatch_core::registry::RegistryError;
 
-use crate::ecr_clients::{CrossAccountAccess, EcrClients, invalid, registry_error};
+use crate::ecr_clients::{CrossAccountAccess, assumed_role, invalid, registry_error};
 
 /// Opt-in status reads per account, each with that account's credentials.
 ///
 /// The account `base`'s credentials belong to (`home_account`) is asked with them; any other
-/// through the role `cross_account` names (none configured: a clear, non-retryable
-/// `AssumeRole` error, as [`EcrClients`] gives). A client is built once per account and kept;
-/// statuses are not: each call asks again (enabling a Region takes minutes to hours).
+/// through the role `cross_account` names ([`assumed_role`], as the ECR clients: none
+/// configured is a clear, non-retryable `AssumeRole` error). A client is built once per account
+/// and kept; statuses are not: each call asks again (enabling a Region takes minutes to hours).
 pub struct RegionOptIn {
     base: SdkConfig,
     home_account: AccountId,
@@ -111,25 +110,16 @@ impl RegionOptIn {
             return Ok(client.clone());
         }
         let mut config = aws_sdk_account::config::Builder::from(&self.base);
-        if account != &self.home_account {
-            let access = self.cross_account.as_ref().ok_or_else(|| RegistryError {
-                operation: "AssumeRole",
-                resource: format!("account {account}"),
-                message: "the account is another one and no cross-account role is configured"
-                    .into(),
-                retryable: false,
-            })?;
-            let mut provider = AssumeRoleProvider::builder(EcrClients::role_arn(
-                &access.role_name,
-                account,
-                region,
-            ))
-            .configure(&self.base)
-            .session_name("replwatch");
-            if let Some(external_id) = &access.external_id {
-                provider = provider.external_id(external_id);
-            }
-            config = config.credentials_provider(provider.build().await);
+        if let Some(provider) = assumed_role(
+            &self.base,
+            &self.home_account,
+            self.cross_account.as_ref(),
+            account,
+            region,
+        )
+        .await?
+        {
+            config = config.credentials_provider(provider);
         }
         let client = Client::from_conf(config.build());
         self.lock().insert(account.clone(), client.clone());
