@@ -192,7 +192,7 @@ async fn a_manual_backfill_fans_out_copies_each_image_once_and_reports_completio
 }
 
 #[tokio::test]
-async fn a_rules_change_backfills_only_the_added_destination_and_a_bad_request_is_refused()
+async fn a_rules_change_backfills_only_the_added_destination_with_or_without_cloudtrail_and_a_bad_request_is_refused()
 -> Result<(), Error> {
     let aws = LocalAws::from_env()?;
     let account = unique_account();
@@ -268,6 +268,28 @@ async fn a_rules_change_backfills_only_the_added_destination_and_a_bad_request_i
     // The same rules again: nothing added.
     let report = planner
         .handle(event(&second).as_bytes(), "ct-3")
+        .await?
+        .report;
+    assert!(report.skipped.is_some_and(|r| r.contains("no destination")));
+
+    // A third destination added where no trail records the call: the stack's scheduled rules
+    // check finds it and plans it alone, then finds nothing more.
+    put(&["us-east-1", "ap-south-1", "eu-central-1"]).await?;
+    let rules_check = testbed::stack_templates::rules_check_input()?;
+    let report = planner
+        .handle(rules_check.as_bytes(), "check-1")
+        .await?
+        .report;
+    let planned: Vec<String> = report
+        .plan
+        .ok_or("a plan")?
+        .destinations
+        .iter()
+        .map(|p| p.destination.region.to_string())
+        .collect();
+    assert_eq!(planned, ["eu-central-1"]);
+    let report = planner
+        .handle(rules_check.as_bytes(), "check-2")
         .await?
         .report;
     assert!(report.skipped.is_some_and(|r| r.contains("no destination")));

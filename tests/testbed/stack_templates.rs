@@ -117,6 +117,25 @@ pub fn central_backfill_external_id(
     }
 }
 
+/// What `template.yaml`'s scheduled rules check sends `backfill-plan` (its target's `Input`),
+/// with the stack's defaults; an error if the default leaves the rules check out.
+pub fn rules_check_input() -> Result<String, Error> {
+    let template = read("template.yaml")?;
+    let stack = Stack::new(&template, &HashMap::new(), HashMap::new())?;
+    let rule = &template["Resources"]["RulesCheckRule"];
+    if !stack.condition(
+        rule["Condition"]
+            .as_str()
+            .ok_or("RulesCheckRule has no condition")?,
+    )? {
+        return Err("the rules check is off by default".into());
+    }
+    match stack.value(&rule["Properties"]["Targets"][0]["Input"])? {
+        Json::String(input) => Ok(input),
+        other => Err(format!("RulesCheckRule's input is {other}").into()),
+    }
+}
+
 /// `template.yaml`'s central bus policy for these destination accounts, as one policy
 /// document: the statement of `CentralBusAccountsPolicy` on the bus `bus_arn`.
 pub fn central_bus_policy(destination_accounts: &[&str], bus_arn: &str) -> Result<Json, Error> {

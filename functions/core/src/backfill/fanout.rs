@@ -157,7 +157,10 @@ where
         }
         BackfillTrigger::ConfigurationChanged { .. } => (BackfillRequest::default(), true),
         BackfillTrigger::Scheduled { .. } => (BackfillRequest::default(), false),
-        BackfillTrigger::Manual(request) => (request, false),
+        BackfillTrigger::Manual(request) => {
+            let since_config_change = request.since_config_change;
+            (request, since_config_change)
+        }
     };
     let configuration = ports.inventory.replication_configuration(source).await?;
     let only_destinations = if configuration_changed {
@@ -169,7 +172,7 @@ where
                     .remember_configuration(source, &configuration)
                     .await?;
                 return Ok(PlanRunReport::skipped(
-                    "the change added no destination: nothing to backfill",
+                    "the replication rules gained no destination since the last plan: nothing to backfill",
                 ));
             }
             other => other,

@@ -5,7 +5,8 @@
 //! - a scheduled event: plan for every destination (a periodic catch-up, cheap when nothing
 //!   is missing: inventories are read, nothing is copied);
 //! - a manual invoke with a [`BackfillRequest`] (`aws lambda invoke --payload ...`), with the
-//!   CLI's filters.
+//!   CLI's filters; the scheduled rules check is one too (`{"sinceConfigChange": true}`),
+//!   which catches a rules change where no trail records `PutReplicationConfiguration`.
 //!
 //! A request with a field this build does not know is refused rather than half-understood: a
 //! misspelt `repositoryPrefixes` must not turn into a backfill of every repository.
@@ -40,6 +41,11 @@ pub struct BackfillRequest {
     /// Plan and report, change nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// Plan only for the destinations the replication rules gained since the last plan (the
+    /// rules record): what the scheduled rules check sends, so that a rules change is caught
+    /// without a CloudTrail trail. Nothing added: one `DescribeRegistry`, nothing else.
+    #[serde(default)]
+    pub since_config_change: bool,
 }
 
 impl BackfillRequest {
