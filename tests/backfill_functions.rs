@@ -306,3 +306,120 @@ async fn a_rules_change_backfills_only_the_added_destination_with_or_without_clo
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_tag_backfill_brings_the_signatures_of_what_it_selects_each_after_its_subject()
+-> Result<(), Error> {
+    let aws = LocalAws::from_env()?;
+    let account = unique_account();
+    let partner = unique_account();
+    let repository = "sig/app";
+    aws.ecr(&account, REGION)
+        .await
+        .create_repository()
+        .repository_name(repository)
+        .send()
+        .await?;
+    let manifest = testbed::MANIFEST_MEDIA_TYPE;
+    let v1 = aws
+        .push_image(&account, REGION, repository, Some("v1"), "sig-1")
+        .await?;
+    let v2 = aws
+        .push_image(&account, REGION, repository, Some("v2"), "sig-2")
+        .await?;
+    let notation = "application/vnd.cncf.notary.signature";
+    let signature = aws
+        .push_referrer(
+            &account,
+            REGION,
+            repository,
+            (&v1.digest, manifest),
+            notation,
+            b"v1 signed",
+        )
+        .await?;
+    let sbom = aws
+        .push_referrer(
+            &account,
+            REGION,
+            repository,
+            (&v1.digest, manifest),
+            "application/spdx+json",
+            b"{}",
+        )
+        .await?;
+    aws.push_referrer(
+        &account,
+        REGION,
+        repository,
+        (&v2.digest, manifest),
+        notation,
+        b"v2 signed",
+    )
+    .await?;
+
+    let deployment = LocalDeployment::create(&aws, &account, REGION, &[]).await?;
+    let jobs_queue = aws
+        .create_queue(&account, REGION, "replwatch-backfill-jobs")
+        .await?;
+    let env = deployment.environment(&[
+        ("AWS_REGION", REGION),
+        ("BACKFILL_QUEUE_URL", &jobs_queue),
+        ("BACKFILL_ROLE_NAME", "replwatch-backfill"),
+        ("BACKFILL_EXTERNAL_ID", "replwatch-local"),
+    ]);
+    let lookup = |name: &str| env.get(name).cloned();
+    let settings = Settings::from_lookup(lookup)?;
+    let backfill = BackfillSettings::from_lookup(&settings.home_account, lookup)?;
+    let sdk = aws.config(&account, REGION).await;
+    let planner = services::build_backfill_planner(&sdk, &settings, &backfill, SystemClock)?;
+    let copier = services::build_backfill_copier(&sdk, &settings, &backfill, SystemClock).await?;
+
+    let request = serde_json::json!({
+        "tagPatterns": ["v1"],
+        "destinations": [{"region": DESTINATION_REGION, "registryId": partner}]
+    });
+    let planned = planner
+        .handle(request.to_string().as_bytes(), "sig-request")
+        .await?;
+    assert_eq!(planned.report.jobs_queued, 3, "{:?}", planned.report);
+    let jobs = take_all(&aws, &account, &jobs_queue).await?;
+    let digest_of = |m: &QueuedMessage| {
+        serde_json::from_str::<serde_json::Value>(&m.body)
+            .ok()
+            .and_then(|b| b["job"]["digest"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    // Queued subject first.
+    assert_eq!(digest_of(&jobs[0]), v1.digest);
+
+    // SQS may hand the referrers out first: they wait for their subject, then arrive.
+    let (subject, referrers): (Vec<_>, Vec<_>) =
+        jobs.into_iter().partition(|m| digest_of(m) == v1.digest);
+    let early = copier.process_batch(sqs_event(&referrers, REGION)?).await;
+    assert_eq!((early.copied, early.retried), (0, 2));
+    let first = copier.process_batch(sqs_event(&subject, REGION)?).await;
+    assert_eq!(first.copied, 1);
+    let later = copier.process_batch(sqs_event(&referrers, REGION)?).await;
+    assert_eq!((later.copied, later.completed_runs), (2, 1));
+
+    let mut expected = vec![signature, sbom];
+    expected.sort();
+    assert_eq!(
+        aws.referrers(&partner, DESTINATION_REGION, repository, &v1.digest)
+            .await?,
+        expected
+    );
+    assert_eq!(
+        aws.referrers(&account, REGION, repository, &v1.digest)
+            .await?,
+        expected
+    );
+    // v2 and its signature were not selected.
+    assert!(
+        aws.referrers(&partner, DESTINATION_REGION, repository, &v2.digest)
+            .await?
+            .is_empty()
+    );
+    Ok(())
+}

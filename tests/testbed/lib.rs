@@ -17,7 +17,7 @@ use aws_sdk_ecr::config::Credentials;
 use aws_sdk_ecr::primitives::Blob;
 use aws_sdk_ecr::types::{
     ReplicationConfiguration, ReplicationDestination, ReplicationRule, RepositoryFilter,
-    RepositoryFilterType,
+    RepositoryFilterType, SubjectIdentifier,
 };
 use aws_sdk_eventbridge::types::Target;
 use replwatch_core::EcrEvent;
@@ -67,6 +67,7 @@ pub struct PushedImage {
     /// (digest, bytes) of every blob the manifest references.
     pub blobs: Vec<(String, Vec<u8>)>,
 }
+
 /// A benchmark's settings as (flag, value) pairs: each flag of `flags` from the environment
 /// as `BENCH_<FLAG>` (upper case, `-` as `_`), then from the arguments (`--flag value` or
 /// `--flag=value`, later ones winning); `--help` prints `usage` and exits. `cargo bench`'s own
@@ -339,6 +340,81 @@ impl LocalAws {
             media_type: MANIFEST_MEDIA_TYPE.to_owned(),
             blobs: vec![(config_digest, config), (layer_digest, layer)],
         })
+    }
+
+    /// Pushes an OCI 1.1 referrer of `subject` (digest, media type) in `repository`: an
+    /// artifact manifest with `artifact_type`, an empty config, `content` as its one layer, and
+    /// `subject` (a Notation or cosign signature, an SBOM, an attestation). Returns its digest.
+    pub async fn push_referrer(
+        &self,
+        account: &str,
+        region: &str,
+        repository: &str,
+        subject: (&str, &str),
+        artifact_type: &str,
+        content: &[u8],
+    ) -> Result<String, Error> {
+        let ecr = self.ecr(account, region).await;
+        let mut digests = Vec::new();
+        for blob in [&b"{}"[..], content] {
+            let digest = sha256_digest(blob);
+            let known = ecr
+                .batch_check_layer_availability()
+                .repository_name(repository)
+                .layer_digests(&digest)
+                .send()
+                .await?;
+            let there = known
+                .layers()
+                .iter()
+                .any(|l| l.layer_availability().map(|a| a.as_str()) == Some("AVAILABLE"));
+            if !there {
+                self.upload_blob(&ecr, repository, blob).await?;
+            }
+            digests.push(digest);
+        }
+        let (subject_digest, subject_media_type) = subject;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE, "artifactType": artifact_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": digests[0], "size": 2},
+            "layers": [{"mediaType": "application/octet-stream", "digest": digests[1], "size": content.len()}],
+            "subject": {"mediaType": subject_media_type, "digest": subject_digest, "size": 400}
+        })
+        .to_string();
+        let digest = sha256_digest(manifest.as_bytes());
+        ecr.put_image()
+            .repository_name(repository)
+            .image_manifest(&manifest)
+            .image_manifest_media_type(MANIFEST_MEDIA_TYPE)
+            .image_digest(&digest)
+            .send()
+            .await?;
+        Ok(digest)
+    }
+
+    /// The digests `ListImageReferrers` gives for `subject` in `repository`, sorted.
+    pub async fn referrers(
+        &self,
+        account: &str,
+        region: &str,
+        repository: &str,
+        subject: &str,
+    ) -> Result<Vec<String>, Error> {
+        let listed = self
+            .ecr(account, region)
+            .await
+            .list_image_referrers()
+            .repository_name(repository)
+            .subject_id(SubjectIdentifier::builder().image_digest(subject).build()?)
+            .send()
+            .await?;
+        let mut digests: Vec<String> = listed
+            .referrers()
+            .iter()
+            .map(|r| r.digest().to_owned())
+            .collect();
+        digests.sort();
+        Ok(digests)
     }
 
     /// Creates the standard SQS queue `name` in `account`/`region` (or finds it, as SQS does

@@ -476,57 +476,6 @@ async fn a_copy_killed_midway_finishes_on_rerun_without_uploading_a_blob_twice()
     Ok(())
 }
 
-/// An OCI 1.1 referrer of `subject` in `repository`: an artifact manifest with
-/// `artifactType`, an empty config, `content` as its one layer, and `subject`.
-async fn referrer(
-    ecr: &aws_sdk_ecr::Client,
-    repository: &str,
-    subject: (&str, &str),
-    artifact_type: &str,
-    content: &[u8],
-) -> Result<String, Error> {
-    let (subject_digest, subject_media_type) = subject;
-    let config = blob(ecr, repository, b"{}").await?;
-    let layer = blob(ecr, repository, content).await?;
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
-        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
-        "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": content.len()}],
-        "subject": {"mediaType": subject_media_type, "digest": subject_digest, "size": 400}
-    })
-    .to_string();
-    put(ecr, repository, None, &manifest, OCI_MANIFEST).await
-}
-
-/// The digests `ListImageReferrers` gives for `subject` in `account`'s `region`.
-async fn referrers_of(
-    aws: &LocalAws,
-    account: &str,
-    region: &str,
-    repository: &str,
-    subject: &str,
-) -> Result<Vec<String>, Error> {
-    let listed = aws
-        .ecr(account, region)
-        .await
-        .list_image_referrers()
-        .repository_name(repository)
-        .subject_id(
-            aws_sdk_ecr::types::SubjectIdentifier::builder()
-                .image_digest(subject)
-                .build()?,
-        )
-        .send()
-        .await?;
-    let mut digests: Vec<String> = listed
-        .referrers()
-        .iter()
-        .map(|r| r.digest().to_owned())
-        .collect();
-    digests.sort();
-    Ok(digests)
-}
-
 #[tokio::test]
 async fn a_signed_registry_arrives_whole_through_a_partial_native_backfill_and_a_kms_template()
 -> Result<(), Error> {
@@ -559,31 +508,46 @@ async fn a_signed_registry_arrives_whole_through_a_partial_native_backfill_and_a
     let index = put(&ecr, repository, Some("v1"), &index_manifest, OCI_INDEX).await?;
     put(&ecr, repository, Some("v2"), &index_manifest, OCI_INDEX).await?;
     let notation = "application/vnd.cncf.notary.signature";
-    let signature = referrer(&ecr, repository, (&index, OCI_INDEX), notation, b"notation").await?;
-    let sbom = referrer(
-        &ecr,
-        repository,
-        (&index, OCI_INDEX),
-        "application/spdx+json",
-        b"{\"spdxVersion\":\"SPDX-2.3\"}",
-    )
-    .await?;
-    let sbom_signature = referrer(
-        &ecr,
-        repository,
-        (&sbom, OCI_MANIFEST),
-        "application/vnd.dev.cosign.artifact.sig.v1+json",
-        b"sbom signature",
-    )
-    .await?;
-    let attestation = referrer(
-        &ecr,
-        repository,
-        (&children[0].1, OCI_MANIFEST),
-        "application/vnd.in-toto+json",
-        b"{\"predicateType\":\"https://slsa.dev/provenance/v1\"}",
-    )
-    .await?;
+    let signature = aws
+        .push_referrer(
+            &account,
+            SOURCE_REGION,
+            repository,
+            (&index, OCI_INDEX),
+            notation,
+            b"notation",
+        )
+        .await?;
+    let sbom = aws
+        .push_referrer(
+            &account,
+            SOURCE_REGION,
+            repository,
+            (&index, OCI_INDEX),
+            "application/spdx+json",
+            b"{\"spdxVersion\":\"SPDX-2.3\"}",
+        )
+        .await?;
+    let sbom_signature = aws
+        .push_referrer(
+            &account,
+            SOURCE_REGION,
+            repository,
+            (&sbom, OCI_MANIFEST),
+            "application/vnd.dev.cosign.artifact.sig.v1+json",
+            b"sbom signature",
+        )
+        .await?;
+    let attestation = aws
+        .push_referrer(
+            &account,
+            SOURCE_REGION,
+            repository,
+            (&children[0].1, OCI_MANIFEST),
+            "application/vnd.in-toto+json",
+            b"{\"predicateType\":\"https://slsa.dev/provenance/v1\"}",
+        )
+        .await?;
     let legacy_tag = format!("{}.sig", index.replacen(':', "-", 1));
     image(
         &ecr,
@@ -656,32 +620,31 @@ async fn a_signed_registry_arrives_whole_through_a_partial_native_backfill_and_a
         .output()?;
     assert_eq!(audited.status.code(), Some(0), "{}", text(&audited));
     for subject in [&index, &sbom, &children[0].1] {
-        let there = referrers_of(&aws, &account, destination_region, repository, subject).await?;
+        let there = aws
+            .referrers(&account, destination_region, repository, subject)
+            .await?;
         assert_eq!(
             there,
-            referrers_of(&aws, &account, SOURCE_REGION, repository, subject).await?
+            aws.referrers(&account, SOURCE_REGION, repository, subject)
+                .await?
         );
         assert!(!there.is_empty());
     }
     let mut expected = vec![signature, sbom.clone()];
     expected.sort();
     assert_eq!(
-        referrers_of(&aws, &account, destination_region, repository, &index).await?,
+        aws.referrers(&account, destination_region, repository, &index)
+            .await?,
         expected
     );
     assert_eq!(
-        referrers_of(&aws, &account, destination_region, repository, &sbom).await?,
+        aws.referrers(&account, destination_region, repository, &sbom)
+            .await?,
         [sbom_signature]
     );
     assert_eq!(
-        referrers_of(
-            &aws,
-            &account,
-            destination_region,
-            repository,
-            &children[0].1
-        )
-        .await?,
+        aws.referrers(&account, destination_region, repository, &children[0].1)
+            .await?,
         [attestation]
     );
     let source_images = aws
