@@ -16,6 +16,7 @@
 //!   by part from a presigned URL into the layer-upload API, digest-preserving `PutImage`,
 //!   repository creation with settings; adaptive retry against ECR's rate limits.
 //! - [`ecr_manifests`]: a manifest read as stored, its digest checked (copy and inventory).
+//! - [`ecr_referrers`]: the referrers of one image (signatures, SBOMs, attestations).
 //! - [`ecr_native_backfill`]: ECR's own replication backfill (start, list, results).
 //! - [`region_opt_in`]: whether an account has opted in to a Region (`GetRegionOptStatus`,
 //!   with that account's own credentials, other accounts through the cross-account role).
@@ -44,6 +45,7 @@ pub mod ecr_images;
 pub mod ecr_inventory;
 pub mod ecr_manifests;
 pub mod ecr_native_backfill;
+pub mod ecr_referrers;
 pub mod ecr_repositories;
 pub mod ecr_rules;
 pub mod ecr_shapes;

@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use replwatch_aws::ecr::EcrRegistry;
-use replwatch_aws::ecr_clients::CrossAccountAccess;
+use replwatch_aws::ecr_clients::{CrossAccountAccess, EcrClients};
 use replwatch_aws::ecr_images::{EcrImages, ImageReference};
 use replwatch_aws::ecr_inventory::EcrInventoryReader;
+use replwatch_aws::ecr_referrers::referrers;
 use replwatch_core::backfill::port::InventoryReader;
 use replwatch_core::model::{Destination, Digest, RepositoryName, SourceImage};
 use replwatch_core::registry::{
@@ -89,6 +90,17 @@ pub struct DestinationStatus {
     /// What became of the tag asked for in the destination copy, as replwatch's alerts judge
     /// it (`None`: not asked by tag, or not readable).
     pub tag: Option<TagStatus>,
+    /// Of the image's referrers in the source (signatures, SBOMs, attestations), how many are
+    /// here (`None`: the image has none, is not here, or they could not be listed).
+    pub referrers: Option<Referrers>,
+}
+
+/// Referrers of the image that arrived in one destination, of those in the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Referrers {
+    pub arrived: usize,
+    pub of: usize,
 }
 
 /// The tag asked for, in one destination.
@@ -177,6 +189,7 @@ pub async fn run(global: &GlobalOptions, args: &StatusArgs) -> Result<Outcome, S
             external_id: global.external_id.clone(),
         });
     let images = EcrImages::new(config.clone(), home.clone(), access.clone());
+    let clients = EcrClients::new(config.clone(), home.clone(), access.clone());
     let registry = EcrRegistry::new(config.clone(), home.clone(), access.clone());
     let rules = EcrInventoryReader::new(config, home, access)
         .replication_configuration(&source)
@@ -204,6 +217,7 @@ pub async fn run(global: &GlobalOptions, args: &StatusArgs) -> Result<Outcome, S
         let statuses = poll(
             &registry,
             &images,
+            &clients,
             &image,
             tag.as_deref(),
             record.pushed_at,
@@ -244,6 +258,7 @@ pub async fn run(global: &GlobalOptions, args: &StatusArgs) -> Result<Outcome, S
 async fn poll(
     registry: &EcrRegistry,
     images: &EcrImages,
+    clients: &EcrClients,
     image: &SourceImage,
     tag: Option<&str>,
     pushed_at: Option<DateTime<Utc>>,
@@ -265,6 +280,7 @@ async fn poll(
         }
     }
     let now = Utc::now();
+    let source_referrers = listed_referrers(clients, &image.registry, image).await;
     let mut statuses = Vec::with_capacity(destinations.len());
     for destination in destinations {
         let replication = listed
@@ -278,6 +294,7 @@ async fn poll(
             latency_seconds: None,
             age_seconds: None,
             tag: None,
+            referrers: None,
         };
         match replication {
             None => {
@@ -308,9 +325,34 @@ async fn poll(
                 }
             }
         }
+        if matches!(status.state, State::Present | State::Complete)
+            && let Some(source) = source_referrers.as_ref().filter(|r| !r.is_empty())
+            && let Some(here) = listed_referrers(clients, &destination, image).await
+        {
+            status.referrers = Some(Referrers {
+                arrived: source.iter().filter(|d| here.contains(d)).count(),
+                of: source.len(),
+            });
+        }
         statuses.push(status);
     }
     Ok(statuses)
+}
+
+/// The image's referrers in `registry`; unknown when they cannot be listed (an account the
+/// role cannot reach, a role without `ecr:ListImageReferrers`).
+async fn listed_referrers(
+    clients: &EcrClients,
+    registry: &Destination,
+    image: &SourceImage,
+) -> Option<Vec<Digest>> {
+    match referrers(clients, registry, &image.repository, &image.digest).await {
+        Ok(listed) => Some(listed),
+        Err(error) => {
+            tracing::warn!(%registry, error = %error, "referrers not listed");
+            None
+        }
+    }
 }
 
 /// What became of `tag` on the copy, judged as the tracking pipeline judges it; unknown when
@@ -370,6 +412,7 @@ fn print_report(report: &Report<'_>, format: OutputFormat) {
         "latency",
         "age",
         "tag",
+        "referrers",
     ]);
     for s in report.destinations {
         table.push(vec![
@@ -387,6 +430,8 @@ fn print_report(report: &Report<'_>, format: OutputFormat) {
                 Some(TagStatus::Lost) => "LOST".into(),
                 None => "-".into(),
             },
+            s.referrers
+                .map_or("-".into(), |r| format!("{}/{}", r.arrived, r.of)),
         ]);
     }
     outln!(
@@ -440,6 +485,7 @@ mod tests {
             latency_seconds: None,
             age_seconds: None,
             tag: None,
+            referrers: None,
         }
     }
 

@@ -135,6 +135,42 @@ async fn wait_returns_once_every_destination_is_complete() -> Result<(), Error> 
         same_account["latencySeconds"].as_i64().is_some(),
         "{report}"
     );
+
+    // A signature pushed later: replicated to one destination, held back from the other.
+    aws.configure_replication(&serde_json::json!({"destinations": {
+        same.to_string(): {"delay_seconds": 0},
+        other.to_string(): {"paused": true}
+    }}))?;
+    let v1 = report["digest"].as_str().ok_or("digest")?.to_owned();
+    aws.push_referrer(
+        &account,
+        SOURCE_REGION,
+        "app",
+        (&v1, testbed::MANIFEST_MEDIA_TYPE),
+        "application/vnd.cncf.notary.signature",
+        b"signed",
+    )
+    .await?;
+    aws.settle_replication(&account).await?;
+    let output = replwatch(&aws, &account, &["status", "app:v1"]);
+    aws.configure_replication(&serde_json::json!({"destinations": {
+        same.to_string(): null, other.to_string(): null
+    }}))?;
+    let report = json_of(&output);
+    let referrers: Vec<&serde_json::Value> = report["destinations"]
+        .as_array()
+        .expect("destinations")
+        .iter()
+        .map(|d| &d["referrers"])
+        .collect();
+    assert_eq!(
+        referrers,
+        [
+            &serde_json::json!({"arrived": 1, "of": 1}),
+            &serde_json::json!({"arrived": 0, "of": 1})
+        ],
+        "{report}"
+    );
     Ok(())
 }
 
