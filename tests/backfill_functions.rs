@@ -375,14 +375,33 @@ async fn a_tag_backfill_brings_the_signatures_of_what_it_selects_each_after_its_
     let planner = services::build_backfill_planner(&sdk, &settings, &backfill, SystemClock)?;
     let copier = services::build_backfill_copier(&sdk, &settings, &backfill, SystemClock).await?;
 
+    // A second destination in eu-south-1, an opt-in Region the partner has not enabled.
     let request = serde_json::json!({
         "tagPatterns": ["v1"],
-        "destinations": [{"region": DESTINATION_REGION, "registryId": partner}]
+        "destinations": [
+            {"region": DESTINATION_REGION, "registryId": partner},
+            {"region": "eu-south-1", "registryId": partner}
+        ]
     });
     let planned = planner
         .handle(request.to_string().as_bytes(), "sig-request")
         .await?;
     assert_eq!(planned.report.jobs_queued, 3, "{:?}", planned.report);
+    let refused: Vec<Option<&str>> = planned
+        .report
+        .plan
+        .as_ref()
+        .ok_or("a plan")?
+        .destinations
+        .iter()
+        .map(|p| p.refused.as_deref())
+        .collect();
+    assert_eq!(refused.len(), 2);
+    assert!(
+        refused[0].is_some_and(|why| why.starts_with("Region eu-south-1 is DISABLED")),
+        "{refused:?}"
+    );
+    assert_eq!(refused[1], None);
     let jobs = take_all(&aws, &account, &jobs_queue).await?;
     let digest_of = |m: &QueuedMessage| {
         serde_json::from_str::<serde_json::Value>(&m.body)

@@ -20,9 +20,10 @@ use std::sync::Mutex;
 
 use aws_config::SdkConfig;
 use aws_sdk_account::Client;
-use replwatch_core::model::{AccountId, Region};
-use replwatch_core::region_opt_in::OptInStatus;
+use replwatch_core::backfill::port::DestinationAccess;
+use replwatch_core::model::{AccountId, Destination, Region};
 pub use replwatch_core::region_opt_in::READ_PERMISSION;
+use replwatch_core::region_opt_in::{OptInStatus, refusal};
 use replwatch_core::registry::RegistryError;
 
 use crate::ecr_clients::{CrossAccountAccess, assumed_role, invalid, registry_error};
@@ -128,5 +129,22 @@ impl RegionOptIn {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<AccountId, Client>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl DestinationAccess for RegionOptIn {
+    async fn refusal(
+        &self,
+        source: &Destination,
+        destination: &Destination,
+    ) -> Result<Option<String>, RegistryError> {
+        Ok(self
+            .replication_blocker(
+                &source.registry_id,
+                &destination.registry_id,
+                &destination.region,
+            )
+            .await?
+            .map(|(account, status)| refusal(&destination.region, &account, &status)))
     }
 }

@@ -23,7 +23,7 @@ use replwatch_core::backfill::copy::DEFAULT_CLAIM_TTL;
 use replwatch_core::backfill::execute::NativeResult;
 use replwatch_core::backfill::inventory::RepositoryInventory;
 use replwatch_core::backfill::plan::{ArchivedImage, SettingsSource};
-use replwatch_core::backfill::port::InventoryReader;
+use replwatch_core::backfill::port::{InventoryReader, refused_destinations};
 use replwatch_core::backfill::run::BackfillRunStore;
 use replwatch_core::backfill::trigger::added_destinations;
 use replwatch_core::backfill::{
@@ -113,8 +113,8 @@ pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome,
     destinations.extend(extra_destinations.iter().cloned());
     destinations.retain(|d| *d != source);
     destinations.dedup();
-    let refused =
-        refused_destinations(&config, &source, &destinations, cross_account.clone()).await;
+    let opt_in = RegionOptIn::new(config.clone(), home.clone(), cross_account.clone());
+    let refused = refused_destinations(&opt_in, &source, &destinations).await;
     destinations.retain(|d| !refused.iter().any(|(r, _)| r == d));
 
     let started = Instant::now();
@@ -329,49 +329,6 @@ fn conflicts(plan: &BackfillPlan) -> usize {
         .iter()
         .map(|p| p.conflicts.len() + p.archived.len() + usize::from(p.refused.is_some()))
         .sum()
-}
-
-/// The destinations whose Region the source or the destination account has not enabled:
-/// ECR replicates there only once both have opted in, and nothing can be written there before.
-/// A status that cannot be read (no `account:GetRegionOptStatus`) refuses nothing: the
-/// inventory read says soon enough if the Region is out of reach.
-async fn refused_destinations(
-    config: &aws_config::SdkConfig,
-    source: &Destination,
-    destinations: &[Destination],
-    cross_account: Option<CrossAccountAccess>,
-) -> Vec<(Destination, String)> {
-    let opt_in = RegionOptIn::new(config.clone(), source.registry_id.clone(), cross_account);
-    let mut refused = Vec::new();
-    for destination in destinations {
-        match opt_in
-            .replication_blocker(
-                &source.registry_id,
-                &destination.registry_id,
-                &destination.region,
-            )
-            .await
-        {
-            Ok(None) => {}
-            Ok(Some((account, status))) => refused.push((
-                destination.clone(),
-                format!(
-                    "Region {region} is {status} in account {account}: ECR replicates to a \
-                     Region only once both accounts opted in to it, and nothing can be copied \
-                     there before; enable it (`aws account enable-region --region-name \
-                     {region}`, with `--account-id {account}` from the organization's \
-                     management account) and run the backfill again once it is ENABLED",
-                    region = destination.region
-                ),
-            )),
-            Err(error) => tracing::warn!(
-                %destination,
-                %error,
-                "Region opt-in status not readable; planning the destination anyway"
-            ),
-        }
-    }
-    refused
 }
 
 /// The plan: one summary row per destination, then what will be created, the tag conflicts

@@ -14,6 +14,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::model::{AccountId, Region};
+
 /// The IAM action that reads an account's opt-in status (`GetRegionOptStatus`), to be granted
 /// in the account asked about.
 pub const READ_PERMISSION: &str = "account:GetRegionOptStatus";
@@ -78,6 +80,16 @@ impl From<OptInStatus> for String {
     fn from(value: OptInStatus) -> Self {
         value.as_str().to_owned()
     }
+}
+
+/// Why a backfill to `region` is refused while `account` has it in `status`, with the fix.
+pub fn refusal(region: &Region, account: &AccountId, status: &OptInStatus) -> String {
+    format!(
+        "Region {region} is {status} in account {account}: ECR replicates to a Region only once \
+         both accounts opted in to it, and nothing can be copied there before; enable it (`aws \
+         account enable-region --region-name {region}`, with `--account-id {account}` from the \
+         organization's management account) and run the backfill again once it is ENABLED"
+    )
 }
 
 #[cfg(test)]

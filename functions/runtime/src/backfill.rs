@@ -23,7 +23,8 @@ use replwatch_core::backfill::fanout::{
     copy_message, plan_run,
 };
 use replwatch_core::backfill::port::{
-    BlobClaims, CopyRegistry, InventoryReader, NativeBackfillApi, RepositoryCreator,
+    BlobClaims, CopyRegistry, DestinationAccess, InventoryReader, NativeBackfillApi,
+    RepositoryCreator,
 };
 use replwatch_core::backfill::run::{BackfillRunStore, JobOutcome};
 use replwatch_core::backfill::trigger::{TriggerError, parse_trigger};
@@ -96,8 +97,10 @@ impl BackfillSettings {
 }
 
 /// `backfill-plan`'s services.
-pub struct BackfillPlanner<I, N, W, S, Q, C> {
+pub struct BackfillPlanner<I, N, W, S, Q, C, A> {
     pub inventory: I,
+    /// Whether each destination can take images now (its Region enabled in both accounts).
+    pub access: A,
     pub native: N,
     pub creator: W,
     pub runs: S,
@@ -130,7 +133,7 @@ pub enum PlanFailure {
     Fanout(#[from] FanoutError),
 }
 
-impl<I, N, W, S, Q, C> BackfillPlanner<I, N, W, S, Q, C>
+impl<I, N, W, S, Q, C, A> BackfillPlanner<I, N, W, S, Q, C, A>
 where
     I: InventoryReader,
     N: NativeBackfillApi,
@@ -138,6 +141,7 @@ where
     S: BackfillRunStore,
     Q: CopyJobQueue,
     C: Clock,
+    A: DestinationAccess,
 {
     /// Handles one invocation; `request_id` names the run.
     pub async fn handle(
@@ -187,6 +191,7 @@ where
         };
         let ports = PlanPorts {
             inventory: &self.inventory,
+            access: &self.access,
             native: &self.native,
             creator: &self.creator,
             runs: &self.runs,

@@ -21,6 +21,7 @@ use replwatch_aws::ecr_copy::EcrCopyRegistry;
 use replwatch_aws::ecr_inventory::EcrInventoryReader;
 use replwatch_aws::ecr_native_backfill::EcrNativeBackfill;
 use replwatch_aws::ecr_repositories::EcrRepositoryCreator;
+use replwatch_aws::region_opt_in::RegionOptIn;
 use replwatch_aws::slack::SlackNotifier;
 use replwatch_aws::sns::{SnsFormat, SnsNotifier};
 use replwatch_aws::sweep_queue::SweepPartQueue;
@@ -144,6 +145,7 @@ pub type AwsBackfillPlanner<C> = BackfillPlanner<
     DynamoRunStore,
     BackfillJobQueue,
     C,
+    RegionOptIn,
 >;
 
 /// `backfill-copy` as deployed.
@@ -176,6 +178,7 @@ pub fn build_backfill_planner<C: Clock>(
     })?;
     Ok(BackfillPlanner {
         inventory: EcrInventoryReader::new(sdk.clone(), home.clone(), access.clone()),
+        access: RegionOptIn::new(sdk.clone(), home.clone(), access.clone()),
         native: EcrNativeBackfill::new(sdk.clone(), home.clone(), access.clone()),
         creator: EcrRepositoryCreator::new(sdk.clone(), home, access),
         runs: DynamoRunStore::new(aws_sdk_dynamodb::Client::new(sdk), settings.table.clone()),

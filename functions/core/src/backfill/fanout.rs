@@ -24,7 +24,8 @@ use crate::backfill::execute::create_repositories;
 use crate::backfill::inventory::DestinationInventory;
 use crate::backfill::plan::{BackfillPlan, CopyAction, PlanRequest, Strategy, plan_backfill};
 use crate::backfill::port::{
-    BlobClaims, CopyRegistry, InventoryReader, NativeBackfillApi, NativeStart, RepositoryCreator,
+    BlobClaims, CopyRegistry, DestinationAccess, InventoryReader, NativeBackfillApi, NativeStart,
+    RepositoryCreator, refused_destinations,
 };
 use crate::backfill::run::{BackfillRun, BackfillRunStore, JobOutcome, job_id};
 use crate::backfill::trigger::{BackfillRequest, BackfillTrigger, added_destinations};
@@ -59,10 +60,12 @@ pub trait CopyJobQueue: Send + Sync {
 }
 
 /// What `backfill-plan` needs.
-pub struct PlanPorts<'a, I, N, W, S, Q> {
+pub struct PlanPorts<'a, I, N, W, S, Q, A> {
     /// The inventories, and the configuration in force (`DescribeRegistry`), whatever the
     /// event said.
     pub inventory: &'a I,
+    /// Whether each destination can take images now (its Region enabled in both accounts).
+    pub access: &'a A,
     pub native: &'a N,
     /// Creates the destination repositories copies go to.
     pub creator: &'a W,
@@ -134,8 +137,8 @@ pub enum FanoutError {
 
 /// Plans the backfill `trigger` asks for in `source` and fans it out; `run_id` names the run
 /// (the invocation's request id, the same on Lambda's retries of one event).
-pub async fn plan_run<I, N, W, S, Q>(
-    ports: &PlanPorts<'_, I, N, W, S, Q>,
+pub async fn plan_run<I, N, W, S, Q, A>(
+    ports: &PlanPorts<'_, I, N, W, S, Q, A>,
     source: &Destination,
     trigger: BackfillTrigger,
     run_id: &str,
@@ -147,6 +150,7 @@ where
     W: RepositoryCreator,
     S: BackfillRunStore,
     Q: CopyJobQueue,
+    A: DestinationAccess,
 {
     let (request, configuration_changed) = match trigger {
         BackfillTrigger::Ignored { reason, .. } => return Ok(PlanRunReport::skipped(reason)),
@@ -194,6 +198,8 @@ where
     destinations.extend(request.destinations.iter().cloned());
     destinations.retain(|d| d != source);
     destinations.dedup();
+    let refused = refused_destinations(ports.access, source, &destinations).await;
+    destinations.retain(|d| !refused.iter().any(|(r, _)| r == d));
     let source_inventory = ports
         .inventory
         .repositories(source, &filters.repository_prefixes)
@@ -218,7 +224,7 @@ where
         filters: &filters,
         force_copy: request.force_copy,
         only_destinations: only_destinations.as_deref(),
-        refused: &[],
+        refused: &refused,
     })
     .map_err(|e| FanoutError::Plan(e.to_string()))?;
     let mut report = PlanRunReport {
@@ -514,6 +520,24 @@ mod tests {
         native: Native,
         runs: InMemoryRunStore,
         queue: Queue,
+        access: ClosedRegions,
+    }
+
+    /// Destinations whose Region is not enabled: refused with a reason naming the Region.
+    #[derive(Default)]
+    struct ClosedRegions(Vec<Destination>);
+
+    impl DestinationAccess for ClosedRegions {
+        async fn refusal(
+            &self,
+            _source: &Destination,
+            destination: &Destination,
+        ) -> Result<Option<String>, RegistryError> {
+            Ok(self
+                .0
+                .contains(destination)
+                .then(|| format!("Region {} is DISABLED", destination.region)))
+        }
     }
 
     impl World {
@@ -530,12 +554,14 @@ mod tests {
                 native: Native::default(),
                 runs: InMemoryRunStore::default(),
                 queue: Queue::default(),
+                access: ClosedRegions::default(),
             }
         }
 
         async fn plan(&self, trigger: BackfillTrigger, run_id: &str) -> PlanRunReport {
             let ports = PlanPorts {
                 inventory: &self.ecr,
+                access: &self.access,
                 native: &self.native,
                 creator: &self.ecr,
                 runs: &self.runs,
@@ -609,6 +635,32 @@ mod tests {
         assert_eq!(again.jobs_queued, 0);
         assert!(again.run.is_none());
         assert!(again.plan.is_some_and(|p| p.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn a_destination_that_cannot_take_images_is_refused_and_the_others_planned() {
+        let closed = dest("eu-south-1", "333333333333");
+        let mut world = World::new(&[]);
+        world.access = ClosedRegions(vec![closed.clone()]);
+        let report = world
+            .plan(manual(vec![extra(), closed.clone()]), "run-1")
+            .await;
+        let plan = report.plan.expect("a plan");
+        let refused: Vec<(&Destination, Option<&str>)> = plan
+            .destinations
+            .iter()
+            .map(|p| (&p.destination, p.refused.as_deref()))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (&closed, Some("Region eu-south-1 is DISABLED")),
+                (&extra(), None)
+            ]
+        );
+        // Its inventory is never read (the in-memory ECR would answer, a disabled Region not).
+        assert_eq!(report.jobs_queued, 3);
+        assert_eq!(report.run.expect("a run").destinations.get(&closed), None);
     }
 
     fn world_digest(world: &World, tag: &str) -> Digest {

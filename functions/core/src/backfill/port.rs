@@ -245,3 +245,51 @@ pub trait NativeBackfillApi: Send + Sync {
         backfill_id: &str,
     ) -> impl Future<Output = Result<Vec<NativeImageResult>, RegistryError>> + Send;
 }
+
+/// Whether a destination can take images now: ECR replicates to an opt-in Region only once
+/// the source and the destination account both enabled it, and nothing can be written there
+/// before.
+pub trait DestinationAccess: Send + Sync {
+    /// `Ok(None)`: it can. `Ok(Some(why))`: it cannot; `why` says so and how to fix it.
+    fn refusal(
+        &self,
+        source: &Destination,
+        destination: &Destination,
+    ) -> impl Future<Output = Result<Option<String>, RegistryError>> + Send;
+}
+
+/// No check: every destination can take images (tests over in-memory registries).
+pub struct EveryDestinationOpen;
+
+impl DestinationAccess for EveryDestinationOpen {
+    async fn refusal(
+        &self,
+        _source: &Destination,
+        _destination: &Destination,
+    ) -> Result<Option<String>, RegistryError> {
+        Ok(None)
+    }
+}
+
+/// The destinations of `destinations` that cannot take images now, with why. A status that
+/// cannot be read refuses nothing (logged): the destination's inventory read says soon enough
+/// if it is out of reach.
+pub async fn refused_destinations<A: DestinationAccess>(
+    access: &A,
+    source: &Destination,
+    destinations: &[Destination],
+) -> Vec<(Destination, String)> {
+    let mut refused = Vec::new();
+    for destination in destinations {
+        match access.refusal(source, destination).await {
+            Ok(None) => {}
+            Ok(Some(why)) => refused.push((destination.clone(), why)),
+            Err(error) => tracing::warn!(
+                %destination,
+                %error,
+                "whether the destination can take images is not known; planning it anyway"
+            ),
+        }
+    }
+    refused
+}
