@@ -623,19 +623,26 @@ fn plan_destination(
             .collect();
         let mut images = Vec::with_capacity(selected.len() + followed.len());
         for image in selected.into_iter().chain(followed) {
-            if image.archived {
+            if !image.archived {
+                images.push(image);
+                continue;
+            }
+            // Archived in the source and already here (replicated before it was archived):
+            // nothing to bring, nothing to report.
+            let here = existing
+                .get(name)
+                .is_some_and(|r| r.image(&image.digest).is_some());
+            if !here {
+                let subject = subject_of(image);
                 plan.archived.push(ArchivedImage {
                     repository: name.clone(),
                     digest: image.digest.clone(),
-                    subject: subject_of(image),
-                    kind: if subject_of(image).is_some() {
-                        referrer_kind(image).to_owned()
-                    } else {
-                        "image".to_owned()
+                    kind: match subject {
+                        Some(_) => referrer_kind(image).to_owned(),
+                        None => "image".to_owned(),
                     },
+                    subject,
                 });
-            } else {
-                images.push(image);
             }
         }
         let images = images.into_iter();
@@ -1108,6 +1115,57 @@ mod tests {
         assert_eq!(plan.totals.images, 4);
         assert_eq!(plan.totals.bytes_estimate, 2_000 + 3_000 + 1_000 + 2_000);
         assert_eq!(plan.totals.repositories_to_create, 2);
+    }
+
+    #[test]
+    fn an_archived_image_is_reported_with_its_restore_where_it_is_missing_and_not_copied() {
+        let mut archived = image(2, &[], 2);
+        archived.archived = true;
+        archived.subject = Some(digest(1));
+        archived.artifact_type = Some("application/spdx+json".into());
+        let case = Case::new(vec![repository(
+            "team-a/web",
+            vec![image(1, &["v1"], 1), archived.clone()],
+        )])
+        // east already holds both (replicated before the SBOM was archived).
+        .destination_holds(
+            &east(),
+            vec![repository(
+                "team-a/web",
+                vec![image(1, &["v1"], 1), image(2, &[], 2)],
+            )],
+        );
+        let plan = case.plan();
+        let east_plan = for_destination(&plan, &east());
+        assert!(east_plan.is_empty() && east_plan.archived.is_empty());
+        let europe_plan = for_destination(&plan, &europe());
+        assert_eq!(
+            summary(europe_plan),
+            vec![(
+                "team-a/web".into(),
+                digest(1),
+                CopyAction::Copy,
+                tags(&["v1"])
+            )]
+        );
+        assert_eq!(
+            europe_plan.archived,
+            [ArchivedImage {
+                repository: RepositoryName::parse("team-a/web").expect("name"),
+                digest: digest(2),
+                subject: Some(digest(1)),
+                kind: "SBOM".into(),
+            }]
+        );
+        assert_eq!(europe_plan.totals.archived, 1);
+        assert!(
+            europe_plan.archived[0]
+                .restore_command(&source())
+                .ends_with(&format!(
+                    "--image-id imageDigest={} --target-storage-class STANDARD",
+                    digest(2)
+                ))
+        );
     }
 
     #[test]
