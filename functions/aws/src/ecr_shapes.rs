@@ -25,11 +25,10 @@ pub fn image_record(detail: &ImageDetail) -> Result<ImageRecord, String> {
         size_bytes: detail
             .image_size_in_bytes()
             .and_then(|s| u64::try_from(s).ok()),
+        // Read leniently: the tracking path reads images through here too and does not need it.
         subject: detail
             .subject_manifest_digest()
-            .map(Digest::parse)
-            .transpose()
-            .map_err(|e| format!("subjectManifestDigest is not a digest: {e}"))?,
+            .and_then(|d| Digest::parse(d).ok()),
         artifact_type: detail.artifact_media_type().map(str::to_owned),
         // Absent on images ECR never archived; anything but ACTIVE cannot be pulled.
         archived: detail
