@@ -68,6 +68,7 @@ use replwatch_core::backfill::{
 };
 use replwatch_core::model::{AccountId, Destination, Digest, Region, RepositoryName};
 use serde_json::{Value, json};
+use testbed::bench::{cpu_seconds, generate_bytes, server_pid};
 use testbed::{Error, INDEX_MEDIA_TYPE, LocalAws, MANIFEST_MEDIA_TYPE, sha256_digest};
 
 const MIB: u64 = 1024 * 1024;
@@ -167,7 +168,7 @@ fn parse_list(text: &str) -> Result<Vec<u64>, Error> {
 
 impl Settings {
     fn from_env_and_args() -> Result<Self, Error> {
-        let pairs = testbed::bench_flags(
+        let pairs = testbed::bench::bench_flags(
             &[
                 "images",
                 "repositories",
@@ -235,23 +236,6 @@ impl Settings {
 
 // ---------------------------------------------------------------------------------------------
 // The generated set
-
-/// Deterministic, incompressible-looking bytes (splitmix64), fast enough that generating
-/// half a gigabyte takes well under a second.
-fn generate_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        out.extend_from_slice(&z.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// A blob of the set, its bytes kept to upload into the source.
 #[derive(Debug, Clone)]
@@ -513,46 +497,6 @@ async fn push_set(local: &LocalAws, account: &str, set: &DataSet) -> Result<(), 
 
 // ---------------------------------------------------------------------------------------------
 // Measuring
-
-/// CPU seconds (user + system) a process used so far, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the file: 11 and 12 after the state (field 3).
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / clock_ticks())
-}
-
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
-/// The local AWS server's pid: `LOCAL_AWS_PID`, else the pid file `infra/local-aws/start`
-/// writes for the endpoint's port.
-fn server_pid(endpoint: &str) -> Option<String> {
-    if let Ok(pid) = std::env::var("LOCAL_AWS_PID") {
-        return Some(pid);
-    }
-    let port = endpoint.rsplit(':').next()?.trim_end_matches('/');
-    let file = format!(
-        "{}/../infra/local-aws/.run/local-aws-{port}.pid",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let pid = std::fs::read_to_string(file).ok()?.trim().to_owned();
-    cpu_seconds(&pid).map(|_| pid)
-}
 
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")

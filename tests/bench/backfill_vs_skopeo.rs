@@ -57,6 +57,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use serde_json::{Value, json};
+use testbed::bench::{cpu_seconds, generate_bytes, server_pid};
 use testbed::{
     Error, INDEX_MEDIA_TYPE, LocalAws, MANIFEST_MEDIA_TYPE, sha256_digest, unique_account,
 };
@@ -126,7 +127,7 @@ const FLAGS: [&str; 9] = [
 
 impl Settings {
     fn from_env_and_args() -> Result<Self, Error> {
-        let pairs = testbed::bench_flags(&FLAGS, USAGE)?;
+        let pairs = testbed::bench::bench_flags(&FLAGS, USAGE)?;
         let mut s = Settings::default();
         for (flag, value) in pairs {
             let number = || {
@@ -164,22 +165,6 @@ impl Settings {
 
 // ---------------------------------------------------------------------------------------------
 // The source set
-
-/// Deterministic, incompressible-looking bytes (splitmix64).
-fn generate_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        out.extend_from_slice(&z.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 fn crc32(data: &[u8]) -> u32 {
     static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
@@ -534,40 +519,6 @@ async fn push(local: &LocalAws, account: &str, set: &[Manifest]) -> Result<(), E
 
 // ---------------------------------------------------------------------------------------------
 // Measuring
-
-/// CPU seconds (user + system) a process used so far, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (in parentheses, may hold spaces): utime and stime are
-    // the 12th and 13th after it.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    let ticks = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|t| t.trim().parse::<f64>().ok())
-        .unwrap_or(100.0);
-    Some((utime + stime) / ticks)
-}
-
-/// The local AWS server's pid: `LOCAL_AWS_PID`, else the pid file `infra/local-aws/start`
-/// writes for the endpoint's port.
-fn server_pid(endpoint: &str) -> Option<String> {
-    if let Ok(pid) = std::env::var("LOCAL_AWS_PID") {
-        return Some(pid);
-    }
-    let port = endpoint.rsplit(':').next()?.trim_end_matches('/');
-    let file = format!(
-        "{}/../infra/local-aws/.run/local-aws-{port}.pid",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let pid = std::fs::read_to_string(file).ok()?.trim().to_owned();
-    cpu_seconds(&pid).map(|_| pid)
-}
 
 #[derive(Debug, Default, Clone)]
 struct Counters {

@@ -24,6 +24,7 @@ use replwatch_core::EcrEvent;
 use replwatch_core::events::{ParsedEvent, parse_event};
 use sha2::{Digest as _, Sha256};
 
+pub mod bench;
 pub mod deployment;
 pub mod scenario;
 pub mod slack_capture;
@@ -66,44 +67,6 @@ pub struct PushedImage {
     pub media_type: String,
     /// (digest, bytes) of every blob the manifest references.
     pub blobs: Vec<(String, Vec<u8>)>,
-}
-
-/// A benchmark's settings as (flag, value) pairs: each flag of `flags` from the environment
-/// as `BENCH_<FLAG>` (upper case, `-` as `_`), then from the arguments (`--flag value` or
-/// `--flag=value`, later ones winning); `--help` prints `usage` and exits. `cargo bench`'s own
-/// `--bench` argument is skipped.
-pub fn bench_flags(flags: &[&str], usage: &str) -> Result<Vec<(String, String)>, Error> {
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    for flag in flags {
-        let var = format!("BENCH_{}", flag.to_uppercase().replace('-', "_"));
-        if let Ok(value) = std::env::var(&var) {
-            pairs.push(((*flag).to_owned(), value));
-        }
-    }
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        // cargo bench passes `--bench` to every harness = false target.
-        if arg == "--bench" {
-            continue;
-        }
-        if arg == "--help" || arg == "-h" {
-            println!("{usage}");
-            std::process::exit(0);
-        }
-        let Some(flag) = arg.strip_prefix("--") else {
-            return Err(format!("unexpected argument {arg}\n{usage}").into());
-        };
-        let (flag, value) = match flag.split_once('=') {
-            Some((f, v)) => (f.to_owned(), v.to_owned()),
-            None => (
-                flag.to_owned(),
-                args.next()
-                    .ok_or_else(|| format!("--{flag} needs a value"))?,
-            ),
-        };
-        pairs.push((flag, value));
-    }
-    Ok(pairs)
 }
 
 pub fn sha256_digest(bytes: &[u8]) -> String {
