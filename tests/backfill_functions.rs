@@ -48,6 +48,46 @@ async fn images(
     Ok(out)
 }
 
+/// The backfill functions as the stack wires them, in `account`: the deployment (table,
+/// topic, dead-letter queue), the jobs queue, `backfill-plan` and `backfill-copy` reaching
+/// other accounts through the backfill role; `extra` adds environment variables.
+struct Functions {
+    deployment: LocalDeployment,
+    jobs_queue: String,
+    planner: services::AwsBackfillPlanner<SystemClock>,
+    copier: services::AwsBackfillCopier<SystemClock>,
+}
+
+impl Functions {
+    async fn deploy(aws: &LocalAws, account: &str, extra: &[(&str, &str)]) -> Result<Self, Error> {
+        let deployment = LocalDeployment::create(aws, account, REGION, &[]).await?;
+        let jobs_queue = aws
+            .create_queue(account, REGION, "replwatch-backfill-jobs")
+            .await?;
+        let mut variables = vec![
+            ("AWS_REGION", REGION),
+            ("BACKFILL_QUEUE_URL", jobs_queue.as_str()),
+            ("BACKFILL_ROLE_NAME", "replwatch-backfill"),
+            ("BACKFILL_EXTERNAL_ID", "replwatch-local"),
+        ];
+        variables.extend_from_slice(extra);
+        let env = deployment.environment(&variables);
+        let lookup = |name: &str| env.get(name).cloned();
+        let settings = Settings::from_lookup(lookup)?;
+        let backfill = BackfillSettings::from_lookup(&settings.home_account, lookup)?;
+        let sdk = aws.config(account, REGION).await;
+        let planner = services::build_backfill_planner(&sdk, &settings, &backfill, SystemClock)?;
+        let copier =
+            services::build_backfill_copier(&sdk, &settings, &backfill, SystemClock).await?;
+        Ok(Self {
+            deployment,
+            jobs_queue,
+            planner,
+            copier,
+        })
+    }
+}
+
 async fn take_all(
     aws: &LocalAws,
     account: &str,
@@ -102,23 +142,12 @@ async fn a_manual_backfill_fans_out_copies_each_image_once_and_reports_completio
     aws.push_image(&account, REGION, "bf/tools", Some("latest"), "tools")
         .await?;
 
-    let deployment = LocalDeployment::create(&aws, &account, REGION, &[]).await?;
-    let jobs_queue = aws
-        .create_queue(&account, REGION, "replwatch-backfill-jobs")
-        .await?;
-    let env = deployment.environment(&[
-        ("AWS_REGION", REGION),
-        ("BACKFILL_QUEUE_URL", &jobs_queue),
-        ("BACKFILL_ROLE_NAME", "replwatch-backfill"),
-        ("BACKFILL_EXTERNAL_ID", "replwatch-local"),
-        ("COPY_CONCURRENCY", "3"),
-    ]);
-    let lookup = |name: &str| env.get(name).cloned();
-    let settings = Settings::from_lookup(lookup)?;
-    let backfill = BackfillSettings::from_lookup(&settings.home_account, lookup)?;
-    let sdk = aws.config(&account, REGION).await;
-    let planner = services::build_backfill_planner(&sdk, &settings, &backfill, SystemClock)?;
-    let copier = services::build_backfill_copier(&sdk, &settings, &backfill, SystemClock).await?;
+    let Functions {
+        deployment,
+        jobs_queue,
+        planner,
+        copier,
+    } = Functions::deploy(&aws, &account, &[("COPY_CONCURRENCY", "3")]).await?;
 
     let request = serde_json::json!({
         "repositoryPrefixes": ["bf/"],
@@ -358,22 +387,12 @@ async fn a_tag_backfill_brings_the_signatures_of_what_it_selects_each_after_its_
     )
     .await?;
 
-    let deployment = LocalDeployment::create(&aws, &account, REGION, &[]).await?;
-    let jobs_queue = aws
-        .create_queue(&account, REGION, "replwatch-backfill-jobs")
-        .await?;
-    let env = deployment.environment(&[
-        ("AWS_REGION", REGION),
-        ("BACKFILL_QUEUE_URL", &jobs_queue),
-        ("BACKFILL_ROLE_NAME", "replwatch-backfill"),
-        ("BACKFILL_EXTERNAL_ID", "replwatch-local"),
-    ]);
-    let lookup = |name: &str| env.get(name).cloned();
-    let settings = Settings::from_lookup(lookup)?;
-    let backfill = BackfillSettings::from_lookup(&settings.home_account, lookup)?;
-    let sdk = aws.config(&account, REGION).await;
-    let planner = services::build_backfill_planner(&sdk, &settings, &backfill, SystemClock)?;
-    let copier = services::build_backfill_copier(&sdk, &settings, &backfill, SystemClock).await?;
+    let Functions {
+        jobs_queue,
+        planner,
+        copier,
+        ..
+    } = Functions::deploy(&aws, &account, &[]).await?;
 
     // A second destination in eu-south-1, an opt-in Region the partner has not enabled.
     let request = serde_json::json!({

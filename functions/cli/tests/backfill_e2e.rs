@@ -150,6 +150,38 @@ async fn put(
     Ok(digest)
 }
 
+/// An amd64 and an arm64 image on `base` (their own layers told apart by `seed`), untagged,
+/// and the OCI index of the two tagged `tag`: (index manifest, index digest, child digests).
+async fn multi_arch(
+    ecr: &aws_sdk_ecr::Client,
+    repository: &str,
+    tag: &str,
+    base: &[u8],
+    seed: &str,
+    own_repeat: usize,
+) -> Result<(String, String, Vec<String>), Error> {
+    let mut children = Vec::new();
+    for platform in ["amd64", "arm64"] {
+        let own = format!("{platform} {seed}").repeat(own_repeat).into_bytes();
+        let digest = image(ecr, repository, None, platform, &[base, &own]).await?;
+        children.push((platform, digest));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": children.iter().map(|(platform, digest)| serde_json::json!({
+            "mediaType": OCI_MANIFEST, "digest": digest, "size": 400,
+            "platform": {"os": "linux", "architecture": platform}
+        })).collect::<Vec<_>>()
+    })
+    .to_string();
+    let digest = put(ecr, repository, Some(tag), &index, OCI_INDEX).await?;
+    Ok((
+        index,
+        digest,
+        children.into_iter().map(|(_, d)| d).collect(),
+    ))
+}
+
 fn layer(seed: u8, mib: usize) -> Vec<u8> {
     (0..mib * 1024 * 1024)
         .map(|i| {
@@ -177,21 +209,7 @@ async fn populate(aws: &LocalAws, account: &str, big: usize) -> Result<(), Error
         image(&ecr, "shop/api", Some(tag), tag, &[&base, &own]).await?;
     }
     image(&ecr, "shop/api", None, "api-untagged", &[&base, b"small"]).await?;
-    let mut children = Vec::new();
-    for platform in ["amd64", "arm64"] {
-        let own = format!("{platform} layer").repeat(1000).into_bytes();
-        let digest = image(&ecr, "shop/multi", None, platform, &[&base, &own]).await?;
-        children.push((platform, digest));
-    }
-    let index = serde_json::json!({
-        "schemaVersion": 2, "mediaType": OCI_INDEX,
-        "manifests": children.iter().map(|(platform, digest)| serde_json::json!({
-            "mediaType": OCI_MANIFEST, "digest": digest, "size": 400,
-            "platform": {"os": "linux", "architecture": platform}
-        })).collect::<Vec<_>>()
-    })
-    .to_string();
-    put(&ecr, "shop/multi", Some("1.0"), &index, OCI_INDEX).await?;
+    multi_arch(&ecr, "shop/multi", "1.0", &base, "layer", 1000).await?;
     for n in 0..2 {
         let own = format!("job {n}").repeat(500).into_bytes();
         image(&ecr, "shop/jobs", None, &format!("job-{n}"), &[&own]).await?;
@@ -491,21 +509,8 @@ async fn a_signed_registry_arrives_whole_through_a_partial_native_backfill_and_a
     // signature of the SBOM, an in-toto attestation of its amd64 image, and a legacy cosign
     // signature (`sha256-<hex>.sig`).
     let base = layer(3, 1);
-    let mut children = Vec::new();
-    for platform in ["amd64", "arm64"] {
-        let own = format!("{platform} signed").repeat(200).into_bytes();
-        let digest = image(&ecr, repository, None, platform, &[&base, &own]).await?;
-        children.push((platform, digest));
-    }
-    let index_manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": OCI_INDEX,
-        "manifests": children.iter().map(|(platform, digest)| serde_json::json!({
-            "mediaType": OCI_MANIFEST, "digest": digest, "size": 400,
-            "platform": {"os": "linux", "architecture": platform}
-        })).collect::<Vec<_>>()
-    })
-    .to_string();
-    let index = put(&ecr, repository, Some("v1"), &index_manifest, OCI_INDEX).await?;
+    let (index_manifest, index, children) =
+        multi_arch(&ecr, repository, "v1", &base, "signed", 200).await?;
     put(&ecr, repository, Some("v2"), &index_manifest, OCI_INDEX).await?;
     let notation = "application/vnd.cncf.notary.signature";
     let signature = aws
@@ -543,7 +548,7 @@ async fn a_signed_registry_arrives_whole_through_a_partial_native_backfill_and_a
             &account,
             SOURCE_REGION,
             repository,
-            (&children[0].1, OCI_MANIFEST),
+            (&children[0], OCI_MANIFEST),
             "application/vnd.in-toto+json",
             b"{\"predicateType\":\"https://slsa.dev/provenance/v1\"}",
         )
@@ -619,7 +624,7 @@ async fn a_signed_registry_arrives_whole_through_a_partial_native_backfill_and_a
         .env_remove("AWS_PROFILE")
         .output()?;
     assert_eq!(audited.status.code(), Some(0), "{}", text(&audited));
-    for subject in [&index, &sbom, &children[0].1] {
+    for subject in [&index, &sbom, &children[0]] {
         let there = aws
             .referrers(&account, destination_region, repository, subject)
             .await?;
@@ -643,7 +648,7 @@ async fn a_signed_registry_arrives_whole_through_a_partial_native_backfill_and_a
         [sbom_signature]
     );
     assert_eq!(
-        aws.referrers(&account, destination_region, repository, &children[0].1)
+        aws.referrers(&account, destination_region, repository, &children[0])
             .await?,
         [attestation]
     );
