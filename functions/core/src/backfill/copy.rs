@@ -53,11 +53,28 @@ pub struct CopyJob {
     pub subject: Option<Digest>,
 }
 
-/// How many referrer steps separate each job from a job that refers to nothing among `jobs`:
-/// 0 for an image, 1 for its signature, 2 for a signature of that signature's SBOM... A copy
-/// brings a subject before its referrers by running the jobs of one depth after those of the
-/// depth before. A subject not among the jobs (already in the destination) counts as depth 0.
-pub fn referrer_depths(jobs: &[CopyJob]) -> Vec<usize> {
+/// `items` (each holding a copy job) in levels of referrer depth, each level spread over the
+/// destination repositories ([`spread_over_repositories`]): level 0 the jobs that refer to
+/// nothing among them (images, or referrers whose subject is already in the destination),
+/// level 1 their signatures, level 2 a signature of a signature's SBOM... A copy brings a
+/// subject before its referrers by running (or queuing) each level after the one before.
+pub fn referrer_levels<T>(items: Vec<T>, job: impl Fn(&T) -> &CopyJob) -> Vec<Vec<T>> {
+    let depths = referrer_depths(&items.iter().map(&job).collect::<Vec<_>>());
+    let mut levels: Vec<Vec<T>> = Vec::new();
+    for (item, depth) in items.into_iter().zip(depths) {
+        if levels.len() <= depth {
+            levels.resize_with(depth + 1, Vec::new);
+        }
+        levels[depth].push(item);
+    }
+    levels
+        .into_iter()
+        .map(|level| spread_over_repositories(level, &job))
+        .collect()
+}
+
+/// How many referrer steps separate each job from a job that refers to nothing among `jobs`.
+fn referrer_depths(jobs: &[&CopyJob]) -> Vec<usize> {
     let index: std::collections::HashMap<(&Destination, &RepositoryName, &Digest), usize> = jobs
         .iter()
         .enumerate()

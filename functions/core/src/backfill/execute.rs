@@ -4,8 +4,8 @@
 //!
 //! - [`create_repositories`] creates what the plan says is missing, before anything else;
 //! - [`execute_copies`] runs copy jobs, subjects before their referrers (see
-//!   [`referrer_depths`]), at most `concurrency` at once and spread over the
-//!   destination repositories (see [`spread_over_repositories`]), telling a
+//!   [`referrer_levels`]), at most `concurrency` at once and spread over the
+//!   destination repositories (see [`crate::backfill::copy::spread_over_repositories`]), telling a
 //!   [`ProgressSink`] as each starts, uploads a blob, ends or fails (a progress bar in the CLI,
 //!   metrics in a Lambda). A [`CancelFlag`] (Ctrl-C) stops new jobs from starting while the
 //!   running ones finish, so no image is left half-copied by the stop;
@@ -24,8 +24,7 @@ use futures_util::stream;
 use serde::Serialize;
 
 use crate::backfill::copy::{
-    CopyContext, CopyError, CopyJob, CopyObserver, CopyReport, copy_image_observed,
-    referrer_depths, spread_over_repositories,
+    CopyContext, CopyError, CopyJob, CopyObserver, CopyReport, copy_image_observed, referrer_levels,
 };
 use crate::backfill::plan::{CopyAction, DestinationPlan, PlannedImage};
 use crate::backfill::port::{
@@ -282,16 +281,10 @@ where
     let total = jobs.len();
     // Subjects before their referrers: the jobs of each referrer depth after the depth before.
     // Within one, an order that spreads over repositories; reported in the order given.
-    let depths = referrer_depths(&jobs);
-    let deepest = depths.iter().copied().max().unwrap_or(0);
-    let mut levels: Vec<Vec<(usize, CopyJob)>> = vec![Vec::new(); deepest + 1];
-    for ((index, job), depth) in jobs.into_iter().enumerate().zip(depths) {
-        levels[depth].push((index, job));
-    }
+    let levels = referrer_levels(jobs.into_iter().enumerate().collect(), |(_, job)| job);
     let mut outcomes: Vec<(usize, CopyJob, JobRun)> = Vec::with_capacity(total);
     for level in levels {
-        let order = spread_over_repositories(level, |(_, job)| job);
-        outcomes.extend(run_level(context, order, concurrency, progress, cancel).await);
+        outcomes.extend(run_level(context, level, concurrency, progress, cancel).await);
     }
     // A referrer whose subject is a child of an index copied at its own depth found it
     // missing: once everything else ran, it finds it there.

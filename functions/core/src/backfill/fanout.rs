@@ -17,9 +17,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::backfill::copy::{
-    CopyContext, CopyJob, CopyReport, copy_image, referrer_depths, spread_over_repositories,
-};
+use crate::backfill::copy::{CopyContext, CopyJob, CopyReport, copy_image, referrer_levels};
 use crate::backfill::execute::create_repositories;
 use crate::backfill::inventory::DestinationInventory;
 use crate::backfill::plan::{BackfillPlan, CopyAction, PlanRequest, Strategy, plan_backfill};
@@ -323,15 +321,9 @@ where
     ports.runs.create_run(&run).await?;
     // Subjects queued before their referrers (a referrer taken first waits for its subject:
     // `CopyError::SubjectNotYetCopied` is retried), each depth spread over repositories.
-    let depths = referrer_depths(&jobs);
-    let mut levels: Vec<Vec<CopyJob>> = vec![Vec::new(); depths.iter().max().map_or(1, |d| d + 1)];
-    for (depth, job) in depths.into_iter().zip(jobs) {
-        levels[depth].push(job);
-    }
-    let ordered = levels
+    let messages: Vec<CopyMessage> = referrer_levels(jobs, |job| job)
         .into_iter()
-        .flat_map(|level| spread_over_repositories(level, |job| job));
-    let messages: Vec<CopyMessage> = ordered
+        .flatten()
         .map(|job| CopyMessage {
             run_id: run_id.to_owned(),
             job,

@@ -151,21 +151,8 @@ impl CreationTemplate {
     /// creates. ECR reads a prefix as a namespace (`prod` applies to `prod/...`, with an
     /// assumed `/`), and `ROOT` applies to every repository no other template covers.
     pub fn applies_to_replicated(&self, repository: &RepositoryName) -> bool {
-        if !self
-            .applied_for
-            .iter()
-            .any(|a| a == APPLIED_FOR_REPLICATION)
-        {
-            return false;
-        }
-        if self.prefix == ROOT_TEMPLATE_PREFIX {
-            return true;
-        }
-        let namespace = self.prefix.trim_end_matches('/');
-        repository
-            .as_str()
-            .strip_prefix(namespace)
-            .is_some_and(|rest| rest.starts_with('/'))
+        // A name is the one name under itself: the same namespace rule as for a rule prefix.
+        self.covers_replicated_prefix(repository.as_str())
     }
 
     /// Whether ECR applies this template (or a more specific one: `ROOT` stands behind every

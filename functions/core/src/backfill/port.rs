@@ -258,19 +258,6 @@ pub trait DestinationAccess: Send + Sync {
     ) -> impl Future<Output = Result<Option<String>, RegistryError>> + Send;
 }
 
-/// No check: every destination can take images (tests over in-memory registries).
-pub struct EveryDestinationOpen;
-
-impl DestinationAccess for EveryDestinationOpen {
-    async fn refusal(
-        &self,
-        _source: &Destination,
-        _destination: &Destination,
-    ) -> Result<Option<String>, RegistryError> {
-        Ok(None)
-    }
-}
-
 /// The destinations of `destinations` that cannot take images now, with why. A status that
 /// cannot be read refuses nothing (logged): the destination's inventory read says soon enough
 /// if it is out of reach.
