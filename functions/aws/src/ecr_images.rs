@@ -42,8 +42,9 @@ impl EcrImages {
         Self { clients }
     }
 
-    /// The per-(account, Region) clients these lookups use, for an adapter that shares them.
-    pub(crate) fn clients(&self) -> &EcrClients {
+    /// The per-(account, Region) clients these lookups use, for a caller that shares them (and
+    /// the roles they assumed).
+    pub fn clients(&self) -> &EcrClients {
         &self.clients
     }
 

@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use replwatch_aws::ecr_clients::CrossAccountAccess;
 use replwatch_aws::ecr_inventory::EcrInventoryReader;
 use replwatch_core::audit::{AuditReport, FindingKind, audit};
 use replwatch_core::backfill::port::InventoryReader;
@@ -12,7 +11,7 @@ use replwatch_core::registry::RegistryError;
 
 use crate::Outcome;
 use crate::args::{AuditArgs, GlobalOptions};
-use crate::aws::{AwsSetupError, home_registry, sdk_config};
+use crate::aws::{AwsSetupError, cross_account_access, home_registry, sdk_config};
 use crate::backfill::read_inventories;
 use crate::output::{OutputFormat, Table};
 
@@ -27,13 +26,7 @@ pub enum AuditError {
 pub async fn run(global: &GlobalOptions, args: &AuditArgs) -> Result<Outcome, AuditError> {
     let config = sdk_config(global).await?;
     let source = home_registry(&config).await?;
-    let access = global
-        .role_name
-        .as_ref()
-        .map(|role_name| CrossAccountAccess {
-            role_name: role_name.clone(),
-            external_id: global.external_id.clone(),
-        });
+    let access = cross_account_access(global);
     let reader = EcrInventoryReader::new(config, source.registry_id.clone(), access);
     let configuration = reader.replication_configuration(&source).await?;
     let destinations: Vec<_> = configuration

@@ -1,6 +1,7 @@
 //! The AWS side of the CLI: one SDK configuration from the global options, and who we are.
 
 use aws_config::{BehaviorVersion, SdkConfig};
+use replwatch_aws::ecr_clients::CrossAccountAccess;
 use replwatch_core::model::{AccountId, Destination, Region};
 
 use crate::args::GlobalOptions;
@@ -32,6 +33,18 @@ pub async fn sdk_config(global: &GlobalOptions) -> Result<SdkConfig, AwsSetupErr
         return Err(AwsSetupError::NoRegion);
     }
     Ok(config)
+}
+
+/// How other accounts are reached: the role `--role-name` names there, with `--external-id`;
+/// `None` without `--role-name`.
+pub fn cross_account_access(global: &GlobalOptions) -> Option<CrossAccountAccess> {
+    global
+        .role_name
+        .as_ref()
+        .map(|role_name| CrossAccountAccess {
+            role_name: role_name.clone(),
+            external_id: global.external_id.clone(),
+        })
 }
 
 /// The registry the credentials and Region name: the source of a backfill.

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::try_join_all;
 use replwatch_aws::backfill_runs::DynamoRunStore;
-use replwatch_aws::ecr_clients::CrossAccountAccess;
 use replwatch_aws::ecr_copy::EcrCopyRegistry;
 use replwatch_aws::ecr_inventory::EcrInventoryReader;
 use replwatch_aws::ecr_native_backfill::EcrNativeBackfill;
@@ -40,7 +39,9 @@ use serde::Serialize;
 
 use crate::Outcome;
 use crate::args::{BackfillArgs, GlobalOptions, StrategyChoice};
-use crate::aws::{AwsSetupError, home_registry, parse_destination, sdk_config};
+use crate::aws::{
+    AwsSetupError, cross_account_access, home_registry, parse_destination, sdk_config,
+};
 use crate::output::{OutputFormat, Table, human_bytes};
 use crate::progress::Progress;
 
@@ -63,13 +64,7 @@ pub enum BackfillError {
 pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome, BackfillError> {
     let config = sdk_config(global).await?;
     let source = home_registry(&config).await?;
-    let cross_account = global
-        .role_name
-        .as_ref()
-        .map(|role_name| CrossAccountAccess {
-            role_name: role_name.clone(),
-            external_id: global.external_id.clone(),
-        });
+    let cross_account = cross_account_access(global);
     let home = source.registry_id.clone();
 
     let filters = filters(args)?;

@@ -10,7 +10,7 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_sdk_ecr::config::SharedCredentialsProvider;
 use aws_sdk_ecr::error::ProvideErrorMetadata;
 use futures_util::future::join_all;
-use replwatch_aws::ecr_clients::{CrossAccountAccess, EcrClients};
+use replwatch_aws::ecr_clients::EcrClients;
 use replwatch_aws::ecr_inventory::CreationTemplatesError;
 use replwatch_aws::ecr_rules::replication_configuration;
 use replwatch_aws::region_opt_in::RegionOptIn;
@@ -28,7 +28,7 @@ use replwatch_core::rules::ReplicationConfiguration;
 
 use crate::Outcome;
 use crate::args::{DoctorArgs, GlobalOptions};
-use crate::aws::{AwsSetupError, home_registry, sdk_config};
+use crate::aws::{AwsSetupError, cross_account_access, home_registry, sdk_config};
 use crate::output::{OutputFormat, Table, paint};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,13 +57,7 @@ pub async fn run(global: &GlobalOptions, args: &DoctorArgs) -> Result<Outcome, D
     let opt_in = RegionOptIn::new(
         base.clone(),
         source.registry_id.clone(),
-        global
-            .role_name
-            .as_ref()
-            .map(|role_name| CrossAccountAccess {
-                role_name: role_name.clone(),
-                external_id: global.external_id.clone(),
-            }),
+        cross_account_access(global),
     );
     let reader = Reader {
         base: &base,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use replwatch_aws::ecr::EcrRegistry;
-use replwatch_aws::ecr_clients::{CrossAccountAccess, EcrClients};
+use replwatch_aws::ecr_clients::EcrClients;
 use replwatch_aws::ecr_images::{EcrImages, ImageReference};
 use replwatch_aws::ecr_inventory::EcrInventoryReader;
 use replwatch_aws::ecr_referrers::referrers;
@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::Outcome;
 use crate::args::{GlobalOptions, StatusArgs};
-use crate::aws::{AwsSetupError, home_registry, sdk_config};
+use crate::aws::{AwsSetupError, cross_account_access, home_registry, sdk_config};
 use crate::output::{OutputFormat, Table};
 
 #[derive(Debug, thiserror::Error)]
@@ -181,15 +181,8 @@ pub async fn run(global: &GlobalOptions, args: &StatusArgs) -> Result<Outcome, S
     let config = sdk_config(global).await?;
     let source = home_registry(&config).await?;
     let home = source.registry_id.clone();
-    let access = global
-        .role_name
-        .as_ref()
-        .map(|role_name| CrossAccountAccess {
-            role_name: role_name.clone(),
-            external_id: global.external_id.clone(),
-        });
+    let access = cross_account_access(global);
     let images = EcrImages::new(config.clone(), home.clone(), access.clone());
-    let clients = EcrClients::new(config.clone(), home.clone(), access.clone());
     let registry = EcrRegistry::new(config.clone(), home.clone(), access.clone());
     let rules = EcrInventoryReader::new(config, home, access)
         .replication_configuration(&source)
@@ -217,7 +210,6 @@ pub async fn run(global: &GlobalOptions, args: &StatusArgs) -> Result<Outcome, S
         let statuses = poll(
             &registry,
             &images,
-            &clients,
             &image,
             tag.as_deref(),
             record.pushed_at,
@@ -258,7 +250,6 @@ pub async fn run(global: &GlobalOptions, args: &StatusArgs) -> Result<Outcome, S
 async fn poll(
     registry: &EcrRegistry,
     images: &EcrImages,
-    clients: &EcrClients,
     image: &SourceImage,
     tag: Option<&str>,
     pushed_at: Option<DateTime<Utc>>,
@@ -280,6 +271,8 @@ async fn poll(
         }
     }
     let now = Utc::now();
+    // The clients of the image reads, and the roles they assumed, list the referrers too.
+    let clients = images.clients();
     let source_referrers = listed_referrers(clients, &image.registry, image).await;
     let mut statuses = Vec::with_capacity(destinations.len());
     for destination in destinations {
