@@ -5,8 +5,8 @@
 //! `DescribeImages` (pages of up to 1,000 images of every status, `imageStatus` ANY: an
 //! archived image cannot be copied, and the plan says so), `GetLifecyclePolicy` and
 //! `GetRepositoryPolicy` (not found: none), and in a repository that holds referrers (OCI
-//! `subjectManifestDigest`, legacy cosign tags) one `BatchGetImage` per index, whose children a
-//! referrer may name as its subject. The repository
+//! `subjectManifestDigest`, legacy cosign tags) `BatchGetImage` of its indexes (a hundred a
+//! call), whose children a referrer may name as its subject. The repository
 //! settings a creation must reproduce (tag mutability with its exclusion filters, scan on
 //! push, encryption) come with `DescribeRepositories` itself. A registry of R repositories and
 //! N images costs about `R/1000 + R × (2 + N/R/1000)` calls; the per-repository reads run
@@ -34,13 +34,13 @@ use replwatch_core::backfill::inventory::{
 use replwatch_core::backfill::manifest::{ManifestReferences, is_index_media_type};
 use replwatch_core::backfill::port::InventoryReader;
 use replwatch_core::backfill::referrers::subject_of;
-use replwatch_core::model::{AccountId, Destination, RepositoryName};
+use replwatch_core::model::{AccountId, Destination, Digest, RepositoryName};
 use replwatch_core::registry::RegistryError;
 use replwatch_core::rules::ReplicationConfiguration;
 use tokio::task::JoinSet;
 
 use crate::ecr_clients::{CrossAccountAccess, EcrClients, invalid, registry_error};
-use crate::ecr_manifests::read_manifest;
+use crate::ecr_manifests::read_manifests;
 use crate::ecr_shapes::{image_record, tag_mutability};
 
 /// `maxResults` of a `DescribeImages` page: the API's maximum.
@@ -378,8 +378,8 @@ async fn read_images(
 }
 
 /// The children of the indexes of a repository that holds referrers, where a referrer may
-/// name a child (one platform's image) as its subject: one `BatchGetImage` per active index,
-/// and none at all in a repository without referrers.
+/// name a child (one platform's image) as its subject: the active indexes' manifests, a
+/// hundred a `BatchGetImage`, and no call at all in a repository without referrers.
 async fn read_children(
     client: &Client,
     registry: &Destination,
@@ -389,18 +389,19 @@ async fn read_children(
     if !images.iter().any(|i| subject_of(i).is_some()) {
         return Ok(());
     }
-    for image in images.iter_mut() {
-        let is_index = image.media_type.as_deref().is_some_and(is_index_media_type);
-        if !is_index || image.archived {
-            continue;
-        }
-        let manifest = read_manifest(client, registry, name, &image.digest).await?;
-        image.children = ManifestReferences::parse(&manifest)
+    let mut indexes: Vec<&mut ImageRecord> = images
+        .iter_mut()
+        .filter(|i| !i.archived && i.media_type.as_deref().is_some_and(is_index_media_type))
+        .collect();
+    let digests: Vec<Digest> = indexes.iter().map(|i| i.digest.clone()).collect();
+    let manifests = read_manifests(client, registry, name, &digests).await?;
+    for (index, manifest) in indexes.iter_mut().zip(manifests) {
+        index.children = ManifestReferences::parse(&manifest)
             .map(|r| r.children)
             .map_err(|e| {
                 invalid(
                     "BatchGetImage",
-                    format!("{registry} {name}@{}", image.digest),
+                    format!("{registry} {name}@{}", index.digest),
                     e.to_string(),
                 )
             })?;
