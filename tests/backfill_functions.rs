@@ -461,3 +461,197 @@ async fn a_tag_backfill_brings_the_signatures_of_what_it_selects_each_after_its_
     );
     Ok(())
 }
+
+/// The "done when" through the functions: a signed multi-arch index (Notation
+/// signature and SBOM of the index, an attestation of its amd64 image, a legacy cosign
+/// signature) in a repository replicated to another account, where ECR's native backfill fails
+/// the `v2` tag and a REPLICATION creation template under a customer managed key applies.
+/// `backfill-plan` starts ECR's backfill and creates the repository from the template; once it
+/// ended, the next plan copies what it left; then the audit finds nothing and every referrer is
+/// there with its digest.
+#[tokio::test]
+async fn a_signed_registry_arrives_whole_through_the_functions_after_a_partial_native_backfill()
+-> Result<(), Error> {
+    let aws = LocalAws::from_env()?;
+    let account = unique_account();
+    let partner = unique_account();
+    let repository = "whole/app";
+    aws.ecr(&account, REGION)
+        .await
+        .create_repository()
+        .repository_name(repository)
+        .send()
+        .await?;
+    let amd64 = aws
+        .push_image(&account, REGION, repository, None, "whole-amd64")
+        .await?;
+    let arm64 = aws
+        .push_image(&account, REGION, repository, None, "whole-arm64")
+        .await?;
+    let (index_manifest, index) = aws
+        .push_index(&account, REGION, repository, "v1", &[&amd64, &arm64])
+        .await?;
+    aws.ecr(&account, REGION)
+        .await
+        .put_image()
+        .repository_name(repository)
+        .image_manifest(&index_manifest)
+        .image_manifest_media_type(testbed::INDEX_MEDIA_TYPE)
+        .image_tag("v2")
+        .send()
+        .await?;
+    let (index_type, manifest_type) = (testbed::INDEX_MEDIA_TYPE, testbed::MANIFEST_MEDIA_TYPE);
+    let signature = aws
+        .push_referrer(
+            &account,
+            REGION,
+            repository,
+            (&index, index_type),
+            "application/vnd.cncf.notary.signature",
+            b"index signed",
+        )
+        .await?;
+    let sbom = aws
+        .push_referrer(
+            &account,
+            REGION,
+            repository,
+            (&index, index_type),
+            "application/spdx+json",
+            b"{\"spdxVersion\":\"SPDX-2.3\"}",
+        )
+        .await?;
+    let attestation = aws
+        .push_referrer(
+            &account,
+            REGION,
+            repository,
+            (&amd64.digest, manifest_type),
+            "application/vnd.in-toto+json",
+            b"{\"predicateType\":\"slsa\"}",
+        )
+        .await?;
+    let legacy_tag = format!("{}.sig", index.replacen(':', "-", 1));
+    aws.push_image(&account, REGION, repository, Some(&legacy_tag), "cosign")
+        .await?;
+
+    let destination = format!("{DESTINATION_REGION}/{partner}");
+    let key = format!(
+        "arn:aws:kms:{DESTINATION_REGION}:{partner}:key/5e5e5e5e-aaaa-bbbb-cccc-123456789012"
+    );
+    aws.ecr(&partner, DESTINATION_REGION)
+        .await
+        .create_repository_creation_template()
+        .prefix("whole")
+        .applied_for(aws_sdk_ecr::types::RctAppliedFor::Replication)
+        .encryption_configuration(
+            aws_sdk_ecr::types::EncryptionConfigurationForRepositoryCreationTemplate::builder()
+                .encryption_type(aws_sdk_ecr::types::EncryptionType::Kms)
+                .kms_key(&key)
+                .build()?,
+        )
+        .send()
+        .await?;
+    let rules: replwatch_core::ReplicationConfiguration = serde_json::from_value(
+        serde_json::json!({"rules": [{"destinations": [{"region": DESTINATION_REGION, "registryId": partner}]}]}),
+    )?;
+    aws.put_replication_configuration(&account, REGION, &rules)
+        .await?;
+    aws.configure_replication(&serde_json::json!({"destinations": {
+        destination.clone(): {"fail_tags": ["v2"], "failure_code": "IMAGE_TOO_LARGE"}
+    }}))?;
+
+    let Functions {
+        jobs_queue,
+        planner,
+        copier,
+        ..
+    } = Functions::deploy(&aws, &account, &[]).await?;
+    let first = planner.handle(b"{}", "whole-1").await?.report;
+    assert!(
+        matches!(
+            first.native.as_slice(),
+            [replwatch_core::backfill::fanout::NativeAction::Started { .. }]
+        ),
+        "{:?}",
+        first.native
+    );
+    assert_eq!(first.repositories_created, 1, "{first:?}");
+    aws.flush_replication(&account)?;
+    aws.configure_replication(&serde_json::json!({"destinations": {destination.clone(): null}}))?;
+
+    // ECR's backfill ended without v2: the next plan copies what is left.
+    let second = planner.handle(b"{}", "whole-2").await?.report;
+    assert!(
+        matches!(
+            second.native.as_slice(),
+            [replwatch_core::backfill::fanout::NativeAction::CopiedInstead { .. }]
+        ),
+        "{:?}",
+        second.native
+    );
+    let jobs = take_all(&aws, &account, &jobs_queue).await?;
+    assert!(!jobs.is_empty());
+    let copied = copier.process_batch(sqs_event(&jobs, REGION)?).await;
+    assert_eq!((copied.retried, copied.parked), (0, 0));
+    assert_eq!(copied.completed_runs, 1);
+
+    // The audit `replwatch audit` runs finds nothing: digests, tags, referrers, settings (held
+    // to the KMS template).
+    let sdk = aws.config(&account, REGION).await;
+    let reader = replwatch_aws::ecr_inventory::EcrInventoryReader::new(
+        sdk,
+        replwatch_core::model::AccountId::parse(&account)?,
+        Some(replwatch_aws::ecr_clients::CrossAccountAccess {
+            role_name: "replwatch-backfill".into(),
+            external_id: Some("replwatch-local".into()),
+        }),
+    );
+    let source = replwatch_core::model::Destination::new(
+        replwatch_core::model::Region::parse(REGION)?,
+        replwatch_core::model::AccountId::parse(&account)?,
+    );
+    let target = replwatch_core::model::Destination::new(
+        replwatch_core::model::Region::parse(DESTINATION_REGION)?,
+        replwatch_core::model::AccountId::parse(&partner)?,
+    );
+    use replwatch_core::backfill::port::InventoryReader;
+    let report = replwatch_core::audit::audit(
+        &source,
+        &rules,
+        &reader.repositories(&source, &[]).await?,
+        &[replwatch_core::backfill::DestinationInventory {
+            destination: target.clone(),
+            repositories: reader.repositories(&target, &[]).await?,
+            creation_templates: reader.creation_templates(&target).await?,
+        }],
+    );
+    assert!(report.in_sync(), "{report:#?}");
+    for subject in [&index, &amd64.digest] {
+        let there = aws
+            .referrers(&partner, DESTINATION_REGION, repository, subject)
+            .await?;
+        assert!(!there.is_empty(), "{subject}");
+        assert_eq!(
+            there,
+            aws.referrers(&account, REGION, repository, subject).await?
+        );
+    }
+    let mut expected = vec![signature, sbom];
+    expected.sort();
+    assert_eq!(
+        aws.referrers(&partner, DESTINATION_REGION, repository, &index)
+            .await?,
+        expected
+    );
+    assert_eq!(
+        aws.referrers(&partner, DESTINATION_REGION, repository, &amd64.digest)
+            .await?,
+        [attestation]
+    );
+    assert_eq!(
+        images(&aws, &partner, DESTINATION_REGION, &[repository]).await?,
+        images(&aws, &account, REGION, &[repository]).await?
+    );
+    Ok(())
+}

@@ -305,6 +305,44 @@ impl LocalAws {
         })
     }
 
+    /// Pushes an OCI index of `children` (images already in `repository`, given as amd64 then
+    /// arm64) tagged `tag`; returns its manifest and digest.
+    pub async fn push_index(
+        &self,
+        account: &str,
+        region: &str,
+        repository: &str,
+        tag: &str,
+        children: &[&PushedImage],
+    ) -> Result<(String, String), Error> {
+        let manifests: Vec<serde_json::Value> = children
+            .iter()
+            .zip(["amd64", "arm64"].iter().cycle())
+            .map(|(child, architecture)| {
+                serde_json::json!({
+                    "mediaType": child.media_type, "digest": child.digest,
+                    "size": child.manifest.len(),
+                    "platform": {"os": "linux", "architecture": architecture}
+                })
+            })
+            .collect();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": manifests
+        })
+        .to_string();
+        let digest = sha256_digest(manifest.as_bytes());
+        self.ecr(account, region)
+            .await
+            .put_image()
+            .repository_name(repository)
+            .image_manifest(&manifest)
+            .image_manifest_media_type(INDEX_MEDIA_TYPE)
+            .image_tag(tag)
+            .send()
+            .await?;
+        Ok((manifest, digest))
+    }
+
     /// Pushes an OCI 1.1 referrer of `subject` (digest, media type) in `repository`: an
     /// artifact manifest with `artifact_type`, an empty config, `content` as its one layer, and
     /// `subject` (a Notation or cosign signature, an SBOM, an attestation). Returns its digest.
