@@ -6,7 +6,16 @@
 //! - SNS unreachable while a replication batch and a sweep raise alerts: each alert arrives
 //!   once, with its id, after SNS recovers; a sweep stopped by its deadline loses nothing;
 //! - an archived image restored after replication was configured is tracked to its verdict;
-//! - a rules change one container learns is applied by another within seconds.
+//! - a rules change one container learns is applied by another within seconds;
+//! - the registry moving (each push its own occurrence, tags that must converge): a rollback
+//!   that does not reach one Region raises one alert there and nothing elsewhere; a digest
+//!   promoted to a second tag while one destination is slow raises one OVERDUE, for the new
+//!   tag; an older build finishing last in a mutable destination raises one incident there
+//!   (then one resolved notice once fixed; none when the newer build is back by the check);
+//!   five pushes of `latest` into a partner holding it immutably raise one TAG_LOST, whether
+//!   each push is checked before or after the next; a destination removed from the rules
+//!   raises nothing for pushes made before the rules were read again; an image deleted before
+//!   its FAILED event raises nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -176,6 +185,49 @@ impl World {
             .push_image(&self.central, SOURCE_REGION, repository, tag, seed)
             .await
             .expect("push")
+    }
+
+    /// Puts `image`'s manifest again in the source with `tag`: a rollback or a promotion, a
+    /// push of its own for ECR. Waits out the second it was pushed in first, since ECR's
+    /// events name a push by its time to the second.
+    async fn push_again(&self, image: &PushedImage, tag: &str) {
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+        self.put_manifest(&self.central, SOURCE_REGION, image, tag)
+            .await;
+    }
+
+    /// Puts `image`'s manifest with `tag` into the registry of `account` in `region`.
+    async fn put_manifest(&self, account: &str, region: &str, image: &PushedImage, tag: &str) {
+        self.aws
+            .ecr(account, region)
+            .await
+            .put_image()
+            .repository_name(&image.repository)
+            .image_manifest(&image.manifest)
+            .image_manifest_media_type(&image.media_type)
+            .image_tag(tag)
+            .send()
+            .await
+            .expect("put image");
+    }
+
+    /// Holds back (or lets go) the replications to `destination`.
+    fn pause(&self, destination: &Destination, paused: bool) {
+        self.aws
+            .configure_replication(&serde_json::json!({"destinations": {
+                destination.to_string(): {"paused": paused}
+            }}))
+            .expect("pause");
+    }
+
+    /// The alerts every function raised so far, as (kind, destination Region), sorted.
+    fn raised(alerts: &[replwatch_core::alerts::Alert]) -> Vec<(AlertKind, String)> {
+        let mut raised: Vec<(AlertKind, String)> = alerts
+            .iter()
+            .map(|a| (a.kind, a.key.destination.region.to_string()))
+            .collect();
+        raised.sort();
+        raised
     }
 
     async fn push_latest(&self, repository: &str, count: usize) {
@@ -592,6 +644,9 @@ async fn a_restored_image_is_tracked_to_its_verdict() {
     world.replicate_everything().await;
     world.pump(&tracking).await;
     assert!(world.states().await.is_empty(), "nothing to expect yet");
+    // The rules changed without a CloudTrail event: replwatch reads them again once its copy
+    // is older than CONFIGURATION_TTL_MINUTES (5), and the restore comes later than that.
+    world.clock.advance(TimeDelta::minutes(6));
 
     storage(TargetStorageClass::Standard)
         .await
@@ -771,8 +826,18 @@ async fn a_tag_deleted_by_hand_in_an_immutable_destination_is_drift_not_an_alert
     );
 }
 
-#[tokio::test]
-async fn replications_finishing_out_of_order_raise_no_alert_in_mutable_or_immutable_destinations() {
+/// Two builds of `latest` in `ci/app` (immutable in the partner, empty there) and `ci/lib`
+/// (mutable), the first reaching the partner two seconds after the second; `fix_before_check`
+/// puts the newer build back under `latest` in the partner before the deadline check. Returns
+/// the world, its tracking, the alerts raised, and the newer build of `ci/lib`.
+async fn older_build_finishing_last(
+    fix_before_check: bool,
+) -> (
+    World,
+    AwsTracking<Arc<OffsetClock>>,
+    Vec<AlertKind>,
+    PushedImage,
+) {
     let world = World::new(|_| serde_json::json!({})).await;
     let partner = world.destinations[2].clone();
     world.replicated_repository("ci/app").await;
@@ -804,26 +869,336 @@ async fn replications_finishing_out_of_order_raise_no_alert_in_mutable_or_immuta
             .await;
     }
     delay(0);
+    let mut newer = Vec::new();
     for repository in ["ci/app", "ci/lib"] {
+        newer.push(
+            world
+                .push(repository, Some("latest"), &format!("{repository}-second"))
+                .await,
+        );
+    }
+    world.settle().await;
+    let lib_second = newer.pop().expect("ci/lib's second build");
+    if fix_before_check {
         world
-            .push(repository, Some("latest"), &format!("{repository}-second"))
+            .put_manifest(
+                partner.registry_id.as_str(),
+                partner.region.as_str(),
+                &lib_second,
+                "latest",
+            )
             .await;
     }
+    let tracking = world.tracking(&[]).await;
+    let mut alerts = world.pump(&tracking).await;
+    alerts.extend(world.sweep_to_the_end(&tracking).await);
+    (world, tracking, alerts, lib_second)
+}
+
+#[tokio::test]
+async fn an_older_build_finishing_last_in_a_mutable_destination_raises_one_incident_there() {
+    let (world, tracking, alerts, lib_second) = older_build_finishing_last(false).await;
+    let partner = world.destinations[2].clone();
+    assert_eq!(
+        alerts,
+        vec![AlertKind::TagDiverged],
+        "in the immutable ci/app the late first build arrives untagged and the second holds \
+         latest, as in the source: nothing; in the mutable ci/lib the late first build takes \
+         latest back: one incident"
+    );
+    let published = world.published().await;
+    assert_eq!(published.len(), 1, "{published:?}");
+    let incident = &published[0];
+    assert_eq!(
+        incident.attributes.get("kind").map(String::as_str),
+        Some("TAG_DIVERGED")
+    );
+    assert!(
+        incident.subject.contains("ci/lib:latest"),
+        "{}",
+        incident.subject
+    );
+    assert!(
+        incident.subject.contains("eu-west-1"),
+        "{}",
+        incident.subject
+    );
+    for fact in [
+        lib_second.digest.as_str(),
+        "an older push of the tag finished replicating after the newer one",
+        "aws ecr put-image --region eu-west-1",
+    ] {
+        assert!(
+            incident.message.contains(fact),
+            "missing {fact:?} in {}",
+            incident.message
+        );
+    }
+    assert_eq!(
+        world.states().await,
+        BTreeMap::from([
+            (ExpectationState::TagLost, 1),
+            (ExpectationState::Superseded, 5),
+            (ExpectationState::Replicated, 6)
+        ]),
+        "ci/lib's second build arrived in the partner without latest, which its first build \
+         holds there (that push's verdict, REPLICATED, is true of it)"
+    );
+    // The command the alert gives, then the next look: resolved, once.
+    world
+        .put_manifest(
+            partner.registry_id.as_str(),
+            partner.region.as_str(),
+            &lib_second,
+            "latest",
+        )
+        .await;
+    let mut later = Vec::new();
+    for _ in 0..3 {
+        world.clock.advance(TimeDelta::minutes(16));
+        let sweep = tracking.run_sweep(None).await.expect("sweep");
+        later.extend(sweep.alerts.iter().map(|a| a.kind));
+    }
+    assert_eq!(later, vec![AlertKind::Resolved]);
+    let resolved = world.published().await;
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(
+        resolved[0].attributes.get("kind").map(String::as_str),
+        Some("RESOLVED")
+    );
+    assert_eq!(
+        resolved[0].attributes.get("severity").map(String::as_str),
+        Some("info")
+    );
+}
+
+#[tokio::test]
+async fn an_older_build_finishing_last_raises_nothing_when_the_newer_one_is_back_by_the_check() {
+    let (world, _tracking, alerts, _) = older_build_finishing_last(true).await;
+    assert_eq!(alerts, vec![], "the tag names the same image everywhere");
+    assert!(world.published().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_rollback_that_does_not_reach_one_region_raises_one_alert_there_and_nothing_elsewhere() {
+    let world = World::new(|_| serde_json::json!({})).await;
+    let slow = world.destinations[0].clone();
+    world.replicated_repository("team-a/web").await;
+    let good = world.push("team-a/web", Some("latest"), "build-41").await;
+    world.push("team-a/web", Some("latest"), "build-42").await;
+    world.settle().await;
+    // build-42 is bad: latest goes back to build-41, and one Region never gets the rollback.
+    world.pause(&slow, true);
+    world.push_again(&good, "latest").await;
     world.settle().await;
     let tracking = world.tracking(&[]).await;
     let mut alerts = world.pump(&tracking).await;
     alerts.extend(world.sweep_to_the_end(&tracking).await);
-    assert_eq!(
-        alerts,
-        vec![],
-        "in the immutable ci/app the late first build arrives untagged, and the source tags the \
-         second: superseded; in the mutable ci/lib the late first build takes latest back"
+    assert_eq!(alerts, vec![AlertKind::Overdue]);
+    let published = world.published().await;
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert!(
+        published[0].subject.contains(slow.region.as_str())
+            && published[0].subject.contains("team-a/web:latest"),
+        "{}",
+        published[0].subject
     );
+    assert!(published[0].message.contains(&good.digest));
     assert_eq!(
         world.states().await,
         BTreeMap::from([
-            (ExpectationState::Superseded, 6),
-            (ExpectationState::Replicated, 6)
+            (ExpectationState::Overdue, 1),
+            (ExpectationState::Superseded, 3),
+            (ExpectationState::Replicated, 5)
+        ]),
+        "the rollback arrived in two Regions and is overdue in the third; each earlier push of \
+         latest is REPLICATED where latest names its image (build-41 where the rollback \
+         arrived, build-42 in the slow Region) and SUPERSEDED elsewhere"
+    );
+}
+
+#[tokio::test]
+async fn promoting_a_digest_to_a_second_tag_while_one_destination_is_slow_raises_one_overdue_for_the_new_tag()
+ {
+    let world = World::new(|_| serde_json::json!({})).await;
+    let slow = world.destinations[1].clone();
+    world.replicated_repository("team-a/web").await;
+    let candidate = world.push("team-a/web", Some("rc-7"), "release-7").await;
+    world.settle().await;
+    world.pause(&slow, true);
+    world.push_again(&candidate, "stable").await;
+    world.settle().await;
+    let tracking = world.tracking(&[]).await;
+    let mut alerts = world.pump(&tracking).await;
+    let swept = {
+        world.clock.advance(TimeDelta::minutes(31));
+        let sweep = tracking.run_sweep(None).await.expect("sweep");
+        assert_eq!(sweep.unconfirmed_images, 0);
+        sweep.alerts
+    };
+    alerts.extend(swept.iter().map(|a| a.kind));
+    alerts.extend(world.sweep_to_the_end(&tracking).await);
+    assert_eq!(alerts, vec![AlertKind::Overdue]);
+    assert_eq!(
+        swept
+            .iter()
+            .map(|a| a.key.tag.as_deref())
+            .collect::<Vec<_>>(),
+        vec![Some("stable")],
+        "rc-7 arrived there long ago, whatever the image's status says now"
+    );
+    assert_eq!(
+        World::raised(&swept),
+        vec![(AlertKind::Overdue, slow.region.to_string())]
+    );
+}
+
+/// `latest` pushed five times into a source whose partner holds `latest` immutably (its own
+/// image): one TAG_LOST, whether every push is checked only after the last (`checked_each`
+/// false) or each before the next.
+async fn five_pushes_into_a_held_tag(checked_each: bool) -> (World, Vec<AlertKind>) {
+    let world = World::new(|_| serde_json::json!({})).await;
+    let partner = world.destinations[2].clone();
+    world.replicated_repository("ci/app").await;
+    world.immutable_partner_repository("ci/app").await;
+    world
+        .aws
+        .push_image(
+            partner.registry_id.as_str(),
+            partner.region.as_str(),
+            "ci/app",
+            Some("latest"),
+            "partner's own latest",
+        )
+        .await
+        .expect("partner's latest");
+    let tracking = world.tracking(&[]).await;
+    let mut alerts = Vec::new();
+    for build in 0..5 {
+        world
+            .push("ci/app", Some("latest"), &format!("held-{build}"))
+            .await;
+        if checked_each {
+            world.settle().await;
+            alerts.extend(world.pump(&tracking).await);
+            world.clock.advance(TimeDelta::minutes(31));
+            let sweep = tracking.run_sweep(None).await.expect("sweep");
+            assert_eq!(sweep.unconfirmed_images, 0);
+            alerts.extend(sweep.alerts.iter().map(|a| a.kind));
+        }
+    }
+    world.settle().await;
+    alerts.extend(world.pump(&tracking).await);
+    alerts.extend(world.sweep_to_the_end(&tracking).await);
+    (world, alerts)
+}
+
+#[tokio::test]
+async fn five_pushes_of_latest_into_a_partner_holding_it_immutably_raise_one_tag_lost() {
+    for checked_each in [false, true] {
+        let (world, alerts) = five_pushes_into_a_held_tag(checked_each).await;
+        assert_eq!(
+            alerts,
+            vec![AlertKind::TagLost],
+            "checked after each push: {checked_each}"
+        );
+        let published = world.published().await;
+        assert_eq!(published.len(), 1, "{published:?}");
+        assert!(published[0].message.contains("immutable"));
+    }
+}
+
+#[tokio::test]
+async fn a_destination_removed_from_the_rules_raises_nothing_for_pushes_made_before_the_rules_were_read_again()
+ {
+    let world = World::new(|_| serde_json::json!({})).await;
+    let removed = world.destinations[0].clone();
+    world.replicated_repository("team-a/web").await;
+    let tracking = world.tracking(&[]).await;
+    world.push("team-a/web", Some("v1"), "before").await;
+    world.settle().await;
+    world.pump(&tracking).await;
+    // The rules drop a destination; no CloudTrail trail tells replwatch, whose copy of the
+    // rules is fresh: the next pushes are tracked to all three.
+    let remaining = serde_json::from_value(serde_json::json!({"rules": [
+        {"destinations": &world.destinations[1..]}
+    ]}))
+    .expect("rules");
+    world
+        .aws
+        .put_replication_configuration(&world.central, SOURCE_REGION, &remaining)
+        .await
+        .expect("rules");
+    for i in 0..3 {
+        world
+            .push(
+                "team-a/web",
+                Some(&format!("v{}", i + 2)),
+                &format!("after-{i}"),
+            )
+            .await;
+    }
+    world.settle().await;
+    let mut alerts = world.pump(&tracking).await;
+    alerts.extend(world.sweep_to_the_end(&tracking).await);
+    assert_eq!(alerts, vec![], "ECR never meant to replicate them there");
+    assert!(world.published().await.is_empty());
+    assert_eq!(
+        world.states().await,
+        BTreeMap::from([
+            (ExpectationState::NotSelected, 3),
+            (ExpectationState::Replicated, 9)
         ])
+    );
+    // Every container has the rules ECR applied now.
+    let registry = destination(SOURCE_REGION, &world.central);
+    let other = world.tracking(&[]).await;
+    let rules = other
+        .pipeline
+        .configuration(&registry)
+        .await
+        .expect("rules")
+        .all_destinations();
+    assert!(!rules.contains(&removed), "{rules:?}");
+}
+
+#[tokio::test]
+async fn an_image_deleted_before_its_failed_event_raises_nothing() {
+    let world = World::new(|d| {
+        serde_json::json!({"destinations": {
+            d[1].to_string(): {"fail": true, "failure_code": "ACCESS_DENIED"},
+        }})
+    })
+    .await;
+    world.replicated_repository("team-a/web").await;
+    world.push("team-a/web", Some("v1"), "short-lived").await;
+    world.settle().await;
+    world
+        .aws
+        .ecr(&world.central, SOURCE_REGION)
+        .await
+        .batch_delete_image()
+        .repository_name("team-a/web")
+        .image_ids(ImageIdentifier::builder().image_tag("v1").build())
+        .send()
+        .await
+        .expect("delete");
+    let tracking = world.tracking(&[]).await;
+    let report = world
+        .deployment
+        .pump(&tracking, &mut |_| Copies::Once)
+        .await
+        .expect("pump");
+    let mut alerts: Vec<AlertKind> = report
+        .batches
+        .iter()
+        .flat_map(|b| b.alerts.iter().map(|a| a.kind))
+        .collect();
+    alerts.extend(world.sweep_to_the_end(&tracking).await);
+    assert_eq!(alerts, vec![], "a deleted image is never reported");
+    assert!(world.published().await.is_empty());
+    assert_eq!(
+        world.states().await,
+        BTreeMap::from([(ExpectationState::Deleted, 3)])
     );
 }

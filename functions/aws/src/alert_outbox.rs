@@ -112,6 +112,7 @@ fn from_item(item: &Item) -> Result<PendingAlert, StoreError> {
         _ => Default::default(),
     };
     Ok(PendingAlert {
+        id,
         alert,
         delivered_to,
         attempts,

@@ -1,11 +1,13 @@
 //! The expectation store on DynamoDB.
 //!
-//! One item per push ([`crate::tracked_pushes`]) and one per (source image, tag, destination)
-//! that had to be written on its own (a problem, or what followed one):
+//! One item per push ([`crate::tracked_pushes`]), one per (push, destination) that had to be
+//! written on its own (a problem, or what followed one), and one per tag incident
+//! ([`crate::tag_incidents`], in the tag's own partition):
 //! - `pk` = `IMG#<region>#<account>#<repository>@<digest>` so one query returns every push
 //!   and destination record of an image (the sweep confirms an image with one API call);
-//! - `sk` = `DST#<region>#<account>#TAG#<tag>` (or `#UNTAGGED`) for a destination record,
-//!   `PUSH#…` for a push;
+//! - `sk` = `DST#<region>#<account>#TAG#<tag>#<push time>` (or `#UNTAGGED#<push time>`) for a
+//!   destination record, `PUSH#…` for a push: each push of the same image and tag has its
+//!   own records;
 //! - `due_shard` and `next_check` only while the item is open: the global secondary index
 //!   `due` on them is sparse, so the sweep reads what is due and nothing else. The due items
 //!   are spread over [`DUE_SHARDS`] partitions by a hash of `pk`, so no key of the index is
@@ -18,6 +20,10 @@
 //!
 //! Timestamps are RFC 3339 with nine fractional digits, fixed width, so their string order is
 //! their time order in the index.
+//!
+//! Items written before pushes had their own items (schema 1: one push item per image and
+//! tag, records without the push time in their key) are moved to their schema 2 keys when the
+//! sweep first reads them as due; closed ones are read as they are until their TTL.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -27,11 +33,14 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::{StreamExt, TryStreamExt, stream};
-use replwatch_core::model::{AccountId, Destination, Digest, ExpectationKey, Region, SourceImage};
+use replwatch_core::incident::TagIncident;
+use replwatch_core::model::{
+    AccountId, Destination, Digest, ExpectationKey, Region, SourceImage, TagKey,
+};
 use replwatch_core::outbox::PendingAlert;
 use replwatch_core::push::TrackedPush;
 use replwatch_core::store::{
-    DueWork, ExpectationStore, OpenCount, Peeked, StoreError, SweepPart, count_open, image_bucket,
+    DueWork, ExpectationStore, OpenCount, StoreError, SweepPart, count_open, image_bucket,
 };
 use replwatch_core::tracking::{AlertKind, ExpectationState, ReplicationExpectation};
 
@@ -49,8 +58,8 @@ pub const DUE_INDEX: &str = "due";
 /// The TTL attribute the table is configured with.
 pub use crate::dynamodb_table::TTL_ATTRIBUTE;
 pub(crate) use crate::dynamodb_table::{ItemReader, backend, request_error};
-use crate::tracked_pushes;
-const SCHEMA_VERSION: &str = "1";
+use crate::{tag_incidents, tracked_pushes};
+const SCHEMA_VERSION: &str = "2";
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -252,82 +261,14 @@ impl ExpectationStore for DynamoExpectationStore {
         raised: &[PendingAlert],
     ) -> Result<u64, StoreError> {
         let next = record.version + 1;
-        let (condition, read) = if record.version == 0 {
-            ("attribute_not_exists(pk)", None)
-        } else {
-            ("#version = :read", Some(number(record.version)))
-        };
-        let conflict = || StoreError::Conflict {
-            item: record.key.to_string(),
-        };
-        if raised.is_empty() {
-            // The common case: one conditional PutItem.
-            let mut request = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(to_item(record, next)))
-                .condition_expression(condition);
-            if let Some(read) = read {
-                request = request
-                    .expression_attribute_names("#version", "version")
-                    .expression_attribute_values(":read", read);
-            }
-            return match request.send().await {
-                Ok(_) => Ok(next),
-                Err(SdkError::ServiceError(e))
-                    if e.err().is_conditional_check_failed_exception() =>
-                {
-                    Err(conflict())
-                }
-                Err(e) => Err(backend("PutItem", e)),
-            };
-        }
-        // A change that raises alerts writes them in the same transaction: both or neither.
-        let mut put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(to_item(record, next)))
-            .condition_expression(condition);
-        if let Some(read) = read {
-            put = put
-                .expression_attribute_names("#version", "version")
-                .expression_attribute_values(":read", read);
-        }
-        let mut items = vec![
-            TransactWriteItem::builder()
-                .put(
-                    put.build()
-                        .map_err(|e| request_error("TransactWriteItems", e))?,
-                )
-                .build(),
-        ];
-        for pending in raised {
-            items.push(
-                TransactWriteItem::builder()
-                    .put(crate::alert_outbox::put(&self.table, pending)?)
-                    .build(),
-            );
-        }
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(next),
-            Err(SdkError::ServiceError(e))
-                if matches!(
-                    e.err(),
-                    TransactWriteItemsError::TransactionCanceledException(c)
-                        if c.cancellation_reasons().first().and_then(|r| r.code())
-                            == Some("ConditionalCheckFailed")
-                ) =>
-            {
-                Err(conflict())
-            }
-            Err(e) => Err(backend("TransactWriteItems", e)),
-        }
+        self.put_with_alerts(
+            to_item(record, next),
+            record.version,
+            raised,
+            record.key.to_string(),
+        )
+        .await?;
+        Ok(next)
     }
 
     async fn for_image(
@@ -341,24 +282,35 @@ impl ExpectationStore for DynamoExpectationStore {
             .collect()
     }
 
-    async fn push(
+    async fn latest_push(
         &self,
         image: &SourceImage,
         tag: Option<&str>,
+        until: Option<DateTime<Utc>>,
     ) -> Result<Option<TrackedPush>, StoreError> {
+        // The pushes of one image and tag sort by time: the one wanted is the first of a
+        // descending query that starts at `until`, one item read (half a read unit).
+        let prefix = tracked_pushes::push_prefix(tag);
+        let upper = match until {
+            Some(at) => format!("{prefix}{}", tracked_pushes::occurrence_stamp(at)),
+            None => format!("{prefix}~"),
+        };
         let output = self
             .client
-            .get_item()
+            .query()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(partition_key(image)))
-            .key("sk", AttributeValue::S(tracked_pushes::push_sort_key(tag)))
-            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :low AND :high")
+            .expression_attribute_values(":pk", AttributeValue::S(partition_key(image)))
+            .expression_attribute_values(":low", AttributeValue::S(prefix))
+            .expression_attribute_values(":high", AttributeValue::S(upper))
+            .scan_index_forward(false)
+            .limit(1)
             .send()
             .await
-            .map_err(|e| backend("GetItem", e))?;
+            .map_err(|e| backend("Query", e))?;
         output
-            .item
-            .as_ref()
+            .items()
+            .first()
             .map(tracked_pushes::from_item)
             .transpose()
     }
@@ -374,35 +326,37 @@ impl ExpectationStore for DynamoExpectationStore {
         Ok(next)
     }
 
-    async fn peek(&self, key: &ExpectationKey) -> Result<Peeked, StoreError> {
-        // One Query over the sort keys from the record's to the push's (`DST#…` sorts before
-        // `PUSH#…`) costs half a read unit for up to 4 KB of items: what lies between is the
-        // image's other records and pushes, few on any day without a storm. Two GetItems (or a
-        // BatchGetItem) cost half a unit each, present or not, and an arrival costs its peek
-        // once per destination.
-        let record_sk = sort_key(key);
-        let push_sk = tracked_pushes::push_sort_key(key.tag.as_deref());
-        let items = self
-            .image_items_where(
-                &key.image,
-                "sk BETWEEN :v0 AND :v1",
-                &[record_sk.as_str(), push_sk.as_str()],
-                false,
-            )
-            .await?;
-        let mut peeked = Peeked::default();
-        for item in &items {
-            match item.get("sk") {
-                Some(AttributeValue::S(sk)) if *sk == record_sk => {
-                    peeked.record = Some(from_item(item)?);
-                }
-                Some(AttributeValue::S(sk)) if *sk == push_sk => {
-                    peeked.push = Some(tracked_pushes::from_item(item)?);
-                }
-                _ => {}
-            }
-        }
-        Ok(peeked)
+    async fn incident(&self, key: &TagKey) -> Result<Option<TagIncident>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(tag_incidents::item_key(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        output
+            .item
+            .as_ref()
+            .map(tag_incidents::from_item)
+            .transpose()
+    }
+
+    async fn save_incident(
+        &self,
+        incident: &TagIncident,
+        raised: &[PendingAlert],
+    ) -> Result<u64, StoreError> {
+        let next = incident.version + 1;
+        self.put_with_alerts(
+            tag_incidents::to_item(incident, next),
+            incident.version,
+            raised,
+            incident.key.to_string(),
+        )
+        .await?;
+        Ok(next)
     }
 
     async fn pushes_of(&self, image: &SourceImage) -> Result<Vec<TrackedPush>, StoreError> {
@@ -450,11 +404,21 @@ impl ExpectationStore for DynamoExpectationStore {
             items.truncate(limit);
             work.more = true;
         }
-        for item in &items {
-            if is_push(item) {
-                work.pushes.push(tracked_pushes::from_item(item)?);
+        for item in items {
+            if tag_incidents::is_incident(&item) {
+                work.incidents.push(tag_incidents::from_item(&item)?);
+            } else if is_push(&item) {
+                let push = tracked_pushes::from_item(&item)?;
+                let key = tracked_pushes::push_sort_key(push.tag.as_deref(), push.pushed_at);
+                if self.moved_to_current_key(item, &key, push.version).await {
+                    work.pushes.push(push);
+                }
             } else {
-                work.records.push(from_item(item)?);
+                let record = from_item(&item)?;
+                let key = sort_key(&record.key);
+                if self.moved_to_current_key(item, &key, record.version).await {
+                    work.records.push(record);
+                }
             }
         }
         Ok(work)
@@ -513,6 +477,115 @@ impl ExpectationStore for DynamoExpectationStore {
 }
 
 impl DynamoExpectationStore {
+    /// Writes `item` if the stored `version` is `read` (0: if there is none), with the pending
+    /// records of the alerts this change raised in the same transaction: both or neither.
+    async fn put_with_alerts(
+        &self,
+        item: Item,
+        read: u64,
+        raised: &[PendingAlert],
+        name: String,
+    ) -> Result<(), StoreError> {
+        if raised.is_empty() {
+            // The common case: one conditional PutItem.
+            return self.put_versioned(item, read, name).await;
+        }
+        let mut put = Put::builder().table_name(&self.table).set_item(Some(item));
+        put = if read == 0 {
+            put.condition_expression("attribute_not_exists(pk)")
+        } else {
+            put.condition_expression("#version = :read")
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":read", number(read))
+        };
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .put(
+                    put.build()
+                        .map_err(|e| request_error("TransactWriteItems", e))?,
+                )
+                .build(),
+        ];
+        for pending in raised {
+            items.push(
+                TransactWriteItem::builder()
+                    .put(crate::alert_outbox::put(&self.table, pending)?)
+                    .build(),
+            );
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    TransactWriteItemsError::TransactionCanceledException(c)
+                        if c.cancellation_reasons().first().and_then(|r| r.code())
+                            == Some("ConditionalCheckFailed")
+                ) =>
+            {
+                Err(StoreError::Conflict { item: name })
+            }
+            Err(e) => Err(backend("TransactWriteItems", e)),
+        }
+    }
+
+    /// Whether the due `item` is under `current` (its sort key in this schema), moving it
+    /// there first if an earlier schema wrote it elsewhere: the new item, at the same
+    /// version, and the removal of the old one in one transaction. An item another sweep is
+    /// moving, or that changed meanwhile, is left for the next round.
+    async fn moved_to_current_key(&self, mut item: Item, current: &str, version: u64) -> bool {
+        let Some(AttributeValue::S(stored)) = item.get("sk").cloned() else {
+            return false;
+        };
+        if stored == current {
+            return true;
+        }
+        let old_key: Item = ["pk", "sk"]
+            .into_iter()
+            .filter_map(|k| item.get(k).map(|v| (k.to_owned(), v.clone())))
+            .collect();
+        item.insert("sk".to_owned(), AttributeValue::S(current.to_owned()));
+        item.insert(
+            "schema".to_owned(),
+            AttributeValue::S(SCHEMA_VERSION.to_owned()),
+        );
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build();
+        let delete = aws_sdk_dynamodb::types::Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(old_key))
+            .condition_expression("#version = :read")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":read", number(version))
+            .build();
+        let (Ok(put), Ok(delete)) = (put, delete) else {
+            return false;
+        };
+        let moved = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(put).build())
+            .transact_items(TransactWriteItem::builder().delete(delete).build())
+            .send()
+            .await;
+        match moved {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(from = %stored, to = %current, error = %backend("TransactWriteItems", error), "item of an earlier schema not moved; left for the next round");
+                false
+            }
+        }
+    }
+
     /// The destinations of the push whose keys `sample` holds.
     async fn destinations_of(&self, sample: &Item) -> Result<Vec<Destination>, StoreError> {
         let output = self
@@ -561,9 +634,10 @@ pub fn sort_key(key: &ExpectationKey) -> String {
         "DST#{}#{}",
         key.destination.region, key.destination.registry_id
     );
+    let pushed = tracked_pushes::occurrence_stamp(key.occurrence);
     match &key.tag {
-        Some(tag) => format!("{destination}#TAG#{tag}"),
-        None => format!("{destination}#UNTAGGED"),
+        Some(tag) => format!("{destination}#TAG#{tag}#{pushed}"),
+        None => format!("{destination}#UNTAGGED#{pushed}"),
     }
 }
 
@@ -660,6 +734,17 @@ fn to_item(record: &ReplicationExpectation, version: u64) -> Item {
 /// Reads a destination record back ([`ItemReader`] names what is wrong with a bad one).
 fn from_item(item: &Item) -> Result<ReplicationExpectation, StoreError> {
     let read = ItemReader::new(item);
+    // The push a record follows is the last part of its key; a schema 1 record has none,
+    // and follows the one push of its image and tag then tracked.
+    let occurrence = match read.text("schema")? {
+        Some("1") | None => read.time("pushed_at")?.unwrap_or_default(),
+        Some(_) => read.parsed("sk", |sk| {
+            sk.rsplit('#')
+                .next()
+                .and_then(tracked_pushes::parse_occurrence_stamp)
+                .ok_or("no push time at its end")
+        })?,
+    };
     let key = ExpectationKey {
         image: read.source_image()?,
         tag: read.text("tag")?.map(str::to_owned),
@@ -667,6 +752,7 @@ fn from_item(item: &Item) -> Result<ReplicationExpectation, StoreError> {
             read.parsed("destination_region", Region::parse)?,
             read.parsed("destination_account", AccountId::parse)?,
         ),
+        occurrence,
     };
     let state = read.parsed("state", |s| {
         ExpectationState::parse(s).ok_or_else(|| format!("{s:?} is no state"))
@@ -774,6 +860,7 @@ mod tests {
                 Region::parse("ap-southeast-2").expect("region"),
                 AccountId::parse("222222222222").expect("account"),
             ),
+            occurrence: DateTime::from_timestamp(1_790_000_000, 123_456_789).expect("time"),
         };
         let policy = TrackingPolicy::default();
         let at = DateTime::from_timestamp(1_790_000_000, 123_456_789).expect("time");

@@ -58,6 +58,7 @@ pub mod slack;
 pub mod sns;
 pub mod sqs_queue;
 pub mod sweep_queue;
+pub mod tag_incidents;
 pub mod tokio_sleeper;
 pub mod tracked_pushes;
 pub mod webhook_secret;

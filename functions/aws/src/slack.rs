@@ -495,6 +495,21 @@ fn single_blocks(notification: &Notification, alert: &Alert) -> Vec<Value> {
     if let Some(code) = &alert.failure_code {
         fields.push(field("Failure code", format!("`{}`", escape(code))));
     }
+    if let Some(incident) = &alert.incident {
+        fields.push(field(
+            "In the destination",
+            alert
+                .tag_held_by
+                .as_ref()
+                .map_or("nothing".to_owned(), |d| format!("`{d}`")),
+        ));
+        fields.push(field(
+            "Cause",
+            escape(replwatch_core::alerts::cause_sentence(incident.cause)),
+        ));
+    } else {
+        fields.push(field("Pushed", alert.key.occurrence.to_rfc3339()));
+    }
     fields.truncate(MAX_FIELDS);
 
     let mut button = json!({
@@ -518,7 +533,7 @@ fn single_blocks(notification: &Notification, alert: &Alert) -> Vec<Value> {
         header(&format!("{} {title}", emoji(severity))),
         json!({
             "type": "section",
-            "text": mrkdwn(&format!("*{}*\n{}", escape(&title), escape(alert.next_step())), TEXT_MAX_CHARS),
+            "text": mrkdwn(&format!("*{}*\n{}", escape(&title), escape(&alert.next_step())), TEXT_MAX_CHARS),
             "fields": fields,
         }),
         context(&format!(
@@ -927,7 +942,7 @@ mod tests {
 
     #[test]
     fn a_single_alert_of_each_kind_is_valid_block_kit_with_every_fact() {
-        for kind in [AlertKind::Overdue, AlertKind::Failed, AlertKind::TagLost] {
+        for kind in AlertKind::ALL {
             let n = Notification::Single(alert(kind, "eu-west-1", 1));
             let m = render_message(&n);
             assert_eq!(block_kit_violations(&m), Vec::<String>::new(), "{m:#}");
@@ -948,23 +963,34 @@ mod tests {
                 .iter()
                 .map(|f| f.lines().next().expect("name"))
                 .collect();
-            let mut want = vec![
-                "*Image*",
-                "*Tag*",
-                "*Source*",
-                "*Destination*",
-                "*State*",
-                "*Age*",
-            ];
-            if kind == AlertKind::Failed {
-                want.push("*Failure code*");
+            let incident = matches!(
+                kind,
+                AlertKind::TagLost | AlertKind::TagDiverged | AlertKind::Resolved
+            );
+            let mut want = vec!["*Image*", "*Tag*", "*Source*", "*Destination*", "*State*"];
+            if incident {
+                // A tag incident: what the destination's tag names, and why.
+                want.extend(["*In the destination*", "*Cause*"]);
+                assert!(
+                    fields.iter().any(|f| f.contains("sha256:eeee")),
+                    "{kind:?}: {fields:?}"
+                );
+            } else {
+                want.push("*Age*");
+                if kind == AlertKind::Failed {
+                    want.push("*Failure code*");
+                }
+                want.push("*Pushed*");
+                assert!(fields.iter().any(|f| f.contains("31m 0s")));
             }
             assert_eq!(names, want, "{kind:?}");
             assert!(fields.contains(&format!("*State*\n`{}`", kind.as_str()).as_str()));
-            assert!(fields.iter().any(|f| f.contains("31m 0s")));
             let button = &blocks[3]["elements"][0];
             assert_eq!(button["url"], Value::String(n_console(&n)));
-            assert_eq!(button.get("style").is_some(), kind == AlertKind::Failed);
+            assert_eq!(
+                button.get("style").is_some(),
+                matches!(kind, AlertKind::Failed | AlertKind::NotStarted)
+            );
         }
     }
 

@@ -321,6 +321,20 @@ fn chat_single(notification: &Notification, alert: &Alert) -> Value {
     if let Some(code) = &alert.failure_code {
         description.push_str(&format!("*Failure code:* `{code}`\n"));
     }
+    if let Some(incident) = &alert.incident {
+        description.push_str(&format!(
+            "*Cause:* {}\n*In the destination:* {}\n*Open since:* {}\n",
+            replwatch_core::alerts::cause_sentence(incident.cause),
+            alert
+                .tag_held_by
+                .as_ref()
+                .map_or("nothing".to_owned(), |d| format!("`{d}`")),
+            incident.opened_at.to_rfc3339()
+        ));
+        if let Some(reason) = incident.resolution {
+            description.push_str(&format!("*Resolved:* {}\n", reason.describe()));
+        }
+    }
     description.push_str(&format!("*Detected:* {}", alert.detected_at.to_rfc3339()));
 
     let mut context = Map::new();
@@ -351,6 +365,19 @@ fn chat_single(notification: &Notification, alert: &Alert) -> Value {
     if let Some(code) = &alert.failure_code {
         put("failureCode", code.clone());
     }
+    if alert.incident.is_none() {
+        put("pushedAt", alert.key.occurrence.to_rfc3339());
+    }
+    if let Some(incident) = &alert.incident {
+        put("cause", incident.cause.as_str().to_owned());
+        put("incidentOpenedAt", incident.opened_at.to_rfc3339());
+        if let Some(found) = &alert.tag_held_by {
+            put("destinationDigest", found.to_string());
+        }
+        if let Some(reason) = incident.resolution {
+            put("resolution", reason.as_str().to_owned());
+        }
+    }
     if let Some(age) = alert.age() {
         put("ageSeconds", age.num_seconds().to_string());
     }
@@ -366,7 +393,7 @@ fn chat_single(notification: &Notification, alert: &Alert) -> Value {
             "title": truncate_chars(&title, CHAT_TITLE_MAX_CHARS),
             "description": truncate_chars(&description, CHAT_DESCRIPTION_MAX_CHARS),
             "nextSteps": [
-                truncate_chars(alert.next_step(), CHAT_NEXT_STEP_MAX_CHARS),
+                truncate_chars(&alert.next_step(), CHAT_NEXT_STEP_MAX_CHARS),
                 truncate_chars(
                     &format!("Open the image in the ECR console: {}", alert.console_url()),
                     CHAT_NEXT_STEP_MAX_CHARS,
@@ -380,17 +407,32 @@ fn chat_single(notification: &Notification, alert: &Alert) -> Value {
             ],
         },
         "metadata": {
-            // One thread per image × destination: a later alert for the same item (overdue,
-            // then failed) lands under the first one.
-            "threadId": stable_id(
-                "item",
-                &format!(
-                    "{}|{}|{}",
-                    image,
-                    alert.key.tag.as_deref().unwrap_or(""),
-                    alert.key.destination
+            // One thread per push × destination: a later alert for the same push (overdue,
+            // then failed) lands under the first one; one per tag incident: its resolution
+            // lands under its opening.
+            "threadId": match &alert.incident {
+                Some(incident) => stable_id(
+                    "incident",
+                    &format!(
+                        "{}|{}|{}|{}|{}",
+                        image.registry,
+                        image.repository,
+                        alert.key.tag.as_deref().unwrap_or(""),
+                        alert.key.destination,
+                        incident.opened_at.to_rfc3339()
+                    ),
                 ),
-            ),
+                None => stable_id(
+                    "item",
+                    &format!(
+                        "{}|{}|{}|{}",
+                        image,
+                        alert.key.tag.as_deref().unwrap_or(""),
+                        alert.key.destination,
+                        alert.key.occurrence.to_rfc3339()
+                    ),
+                ),
+            },
             "summary": truncate_chars(&notification.subject(), CHAT_SUMMARY_MAX_CHARS),
             "eventType": event_type(notification),
             "relatedResources": [
@@ -519,6 +561,9 @@ fn camel_kind(kind: AlertKind) -> &'static str {
         AlertKind::Overdue => "Overdue",
         AlertKind::Failed => "Failed",
         AlertKind::TagLost => "TagLost",
+        AlertKind::NotStarted => "NotStarted",
+        AlertKind::TagDiverged => "TagDiverged",
+        AlertKind::Resolved => "Resolved",
     }
 }
 

@@ -1,22 +1,28 @@
 //! How a [`TrackedPush`] is kept in the tracking table: one item per push, beside the
 //! destination records of its image.
 //!
-//! - `pk` is the image's partition key (as for its records), `sk` = `PUSH#TAG#<tag>` or
-//!   `PUSH#UNTAGGED`: one query of the partition returns the image's pushes and records;
+//! - `pk` is the image's partition key (as for its records), `sk` = `PUSH#TAG#<tag>#<time>`
+//!   or `PUSH#UNTAGGED#<time>`, the time of the push as [`occurrence_stamp`] writes it: every
+//!   push of the same image and tag is its own item, and the latest one before a time is one
+//!   descending query of one item (what a replication event reads);
 //! - `dests` lists the destinations grouped by account, `<account>:<region>,<region>;…` (a
 //!   push to 25 Regions stays under the 1 KB of one write unit), and `dset` names that list
 //!   with 16 hex digits of its SHA-256, so counting open pushes per destination reads the
 //!   short name and looks each distinct list up once;
-//! - `outcome` is `OPEN`, `CONFIRMED` (with `superseded` and `closed_at`) or `DELETED`;
+//! - `outcome` is `OPEN`, `CONFIRMED` (with `closed_at`, and the destinations that closed
+//!   otherwise than REPLICATED in `superseded`, `tag_lost`, `not_selected`, and those left to a
+//!   record of their own in `recorded`) or `DELETED`;
 //! - `next_check` and `due_shard` only while open, like the records: the push is in the
 //!   sparse `due` index until its deadline check.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
 use replwatch_core::model::{AccountId, Destination, Region};
 use replwatch_core::push::{PushOutcome, TrackedPush};
 use replwatch_core::store::StoreError;
+use replwatch_core::tracking::ExpectationState;
 use sha2::{Digest as _, Sha256};
 
 use crate::dynamodb::{TTL_ATTRIBUTE, due_shard, number, partition_key, timestamp};
@@ -26,12 +32,29 @@ type Item = HashMap<String, AttributeValue>;
 
 /// The sort-key prefix of every push item.
 pub const PUSH_PREFIX: &str = "PUSH#";
-const SCHEMA_VERSION: &str = "1";
+/// Schema 2: one item per push (the push time in the sort key). Items of schema 1 (one per
+/// image and tag) are moved to their schema 2 key when the sweep reads them.
+pub const SCHEMA_VERSION: &str = "2";
 
-pub fn push_sort_key(tag: Option<&str>) -> String {
+/// The sort-key prefix of every push of `image` with `tag`.
+pub fn push_prefix(tag: Option<&str>) -> String {
     match tag {
-        Some(tag) => format!("{PUSH_PREFIX}TAG#{tag}"),
-        None => format!("{PUSH_PREFIX}UNTAGGED"),
+        Some(tag) => format!("{PUSH_PREFIX}TAG#{tag}#"),
+        None => format!("{PUSH_PREFIX}UNTAGGED#"),
+    }
+}
+
+pub fn push_sort_key(tag: Option<&str>, pushed_at: DateTime<Utc>) -> String {
+    format!("{}{}", push_prefix(tag), occurrence_stamp(pushed_at))
+}
+
+/// A push time as a key part that sorts as the time does: epoch seconds on ten digits, then
+/// `.` and nine digits of nanoseconds only when there are any (ECR's event times have none),
+/// so a whole second sorts before its fractions and every key stays short.
+pub fn occurrence_stamp(at: DateTime<Utc>) -> String {
+    match at.timestamp_subsec_nanos() {
+        0 => format!("{:010}", at.timestamp()),
+        nanos => format!("{:010}.{nanos:09}", at.timestamp()),
     }
 }
 
@@ -80,7 +103,7 @@ pub fn to_item(push: &TrackedPush, version: u64) -> Item {
     let mut text = |name: &str, value: String| {
         item.insert(name.to_owned(), AttributeValue::S(value));
     };
-    text("sk", push_sort_key(push.tag.as_deref()));
+    text("sk", push_sort_key(push.tag.as_deref(), push.pushed_at));
     text("schema", SCHEMA_VERSION.to_owned());
     text("source_region", push.image.registry.region.to_string());
     text(
@@ -92,7 +115,6 @@ pub fn to_item(push: &TrackedPush, version: u64) -> Item {
     if let Some(tag) = &push.tag {
         text("tag", tag.clone());
     }
-    text("pushed_at", timestamp(push.pushed_at));
     text("deadline", timestamp(push.deadline));
     text("dset", destination_set(&push.destinations));
     match &push.outcome {
@@ -115,13 +137,30 @@ pub fn to_item(push: &TrackedPush, version: u64) -> Item {
         "dests".to_owned(),
         AttributeValue::S(destination_list(&push.destinations)),
     );
-    if let PushOutcome::Confirmed { superseded, .. } = &push.outcome
-        && !superseded.is_empty()
+    if let PushOutcome::Confirmed {
+        closed, recorded, ..
+    } = &push.outcome
     {
-        item.insert(
-            "superseded".to_owned(),
-            AttributeValue::S(destination_list(superseded)),
-        );
+        let mut lists: Vec<(&str, Vec<Destination>)> = CLOSED_LISTS
+            .iter()
+            .map(|(name, state)| {
+                let destinations = closed
+                    .iter()
+                    .filter(|(_, s)| s == state)
+                    .map(|(d, _)| d.clone())
+                    .collect();
+                (*name, destinations)
+            })
+            .collect();
+        lists.push(("recorded", recorded.clone()));
+        for (name, destinations) in lists {
+            if !destinations.is_empty() {
+                item.insert(
+                    name.to_owned(),
+                    AttributeValue::S(destination_list(&destinations)),
+                );
+            }
+        }
     }
     if let Some(expires) = push.expires_at {
         item.insert(
@@ -132,6 +171,27 @@ pub fn to_item(push: &TrackedPush, version: u64) -> Item {
     item.insert("version".to_owned(), number(version));
     item
 }
+
+/// The push time an [`occurrence_stamp`] names.
+pub fn parse_occurrence_stamp(stamp: &str) -> Option<DateTime<Utc>> {
+    let (seconds, nanos) = match stamp.split_once('.') {
+        Some((seconds, nanos)) if nanos.len() == 9 => (seconds, nanos.parse().ok()?),
+        Some(_) => return None,
+        None => (stamp, 0),
+    };
+    if seconds.len() != 10 || !seconds.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    DateTime::from_timestamp(seconds.parse().ok()?, nanos)
+}
+
+/// The attributes listing the destinations a check closed in each state other than
+/// REPLICATED.
+const CLOSED_LISTS: [(&str, ExpectationState); 3] = [
+    ("superseded", ExpectationState::Superseded),
+    ("tag_lost", ExpectationState::TagLost),
+    ("not_selected", ExpectationState::NotSelected),
+];
 
 /// Reads a push item back ([`ItemReader`] names what is wrong with a bad one).
 pub fn from_item(item: &Item) -> Result<TrackedPush, StoreError> {
@@ -149,10 +209,18 @@ pub fn from_item(item: &Item) -> Result<TrackedPush, StoreError> {
     };
     let outcome = match read.required("outcome")? {
         "OPEN" => PushOutcome::Open,
-        "CONFIRMED" => PushOutcome::Confirmed {
-            at: time("closed_at")?,
-            superseded: destinations("superseded")?,
-        },
+        "CONFIRMED" => {
+            let mut closed = Vec::new();
+            for (name, state) in CLOSED_LISTS {
+                closed.extend(destinations(name)?.into_iter().map(|d| (d, state)));
+            }
+            closed.sort();
+            PushOutcome::Confirmed {
+                at: time("closed_at")?,
+                closed,
+                recorded: destinations("recorded")?,
+            }
+        }
         "DELETED" => PushOutcome::Deleted {
             at: time("closed_at")?,
         },
@@ -162,7 +230,16 @@ pub fn from_item(item: &Item) -> Result<TrackedPush, StoreError> {
         image: read.source_image()?,
         tag: read.text("tag")?.map(str::to_owned),
         destinations: destinations("dests")?,
-        pushed_at: time("pushed_at")?,
+        // The push time is in the sort key (schema 1 kept it in its own attribute).
+        pushed_at: match read.time("pushed_at")? {
+            Some(at) => at,
+            None => read.parsed("sk", |sk| {
+                sk.rsplit('#')
+                    .next()
+                    .and_then(parse_occurrence_stamp)
+                    .ok_or("no push time at its end")
+            })?,
+        },
         deadline: time("deadline")?,
         outcome,
         expires_at: read.expires_at()?,
@@ -178,6 +255,31 @@ mod tests {
 
     /// What tracking a push costs to write, whatever the number of destinations: the basis
     /// of the cost model.
+    #[test]
+    fn push_times_sort_as_their_keys_do() {
+        let at = |seconds: i64, nanos: u32| DateTime::from_timestamp(seconds, nanos).expect("time");
+        let times = [
+            at(999_999_999, 0),
+            at(1_790_000_000, 0),
+            at(1_790_000_000, 5),
+            at(1_790_000_000, 500_000_000),
+            at(1_790_000_001, 0),
+        ];
+        let stamps: Vec<String> = times.iter().map(|t| occurrence_stamp(*t)).collect();
+        let mut sorted = stamps.clone();
+        sorted.sort();
+        assert_eq!(stamps, sorted);
+        for (time, stamp) in times.iter().zip(&stamps) {
+            assert_eq!(parse_occurrence_stamp(stamp), Some(*time), "{stamp}");
+        }
+        assert_eq!(parse_occurrence_stamp("v1"), None);
+        assert_eq!(stamps[1], "1790000000");
+        assert_eq!(
+            push_sort_key(Some("v1"), times[1]),
+            "PUSH#TAG#v1#1790000000"
+        );
+    }
+
     #[test]
     fn a_push_to_25_destinations_fits_one_write_unit() {
         let policy = TrackingPolicy::default();
@@ -199,16 +301,40 @@ mod tests {
             &policy,
         );
         let open = item_size(&to_item(&push, 1));
-        push.close(
+        let mut checked = push.clone();
+        checked.close(
             PushOutcome::Confirmed {
                 at: push.deadline,
-                superseded: Vec::new(),
+                closed: Vec::new(),
+                recorded: Vec::new(),
             },
             &policy,
         );
-        let closed = item_size(&to_item(&push, 2));
-        assert!(open < 1024 && closed < 1024, "{open} and {closed} bytes");
+        let closed = item_size(&to_item(&checked, 2));
+        assert!(
+            open < 1024 && closed < 1024,
+            "{open} and {closed} bytes: an open push and its happy closing write"
+        );
         assert_eq!(write_units(open), 1);
+        let read = from_item(&to_item(&checked, 2)).expect("reads back");
+        checked.version = 2;
+        assert_eq!(read, checked);
+        // A check that closes destinations otherwise (rare: the tag moved on, rules changed)
+        // or leaves them to records lists them, and reads them back.
+        let every = push.destinations.clone();
+        push.close(
+            PushOutcome::Confirmed {
+                at: push.deadline,
+                closed: every[..8]
+                    .iter()
+                    .map(|d| (d.clone(), ExpectationState::Superseded))
+                    .chain([(every[8].clone(), ExpectationState::TagLost)])
+                    .chain([(every[9].clone(), ExpectationState::NotSelected)])
+                    .collect(),
+                recorded: every[10..12].to_vec(),
+            },
+            &policy,
+        );
         let read = from_item(&to_item(&push, 2)).expect("reads back");
         push.version = 2;
         assert_eq!(read, push);

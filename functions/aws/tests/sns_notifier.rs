@@ -162,7 +162,8 @@ async fn text_alerts_arrive_with_subject_body_and_filterable_attributes() {
     assert_eq!(single_envelope["Message"], single.body());
     let body = single_envelope["Message"].as_str().expect("message");
     for fact in [
-        "team-a/web:v1 replication failed.",
+        "team-a/web:v1 replication failed in eu-west-1.",
+        "Pushed:      2026-11-20T10:00:00+00:00",
         "Destination: eu-west-1 (222222222222)",
         "Failure:     ACCESS_DENIED",
         "Age:         31m 0s",
@@ -202,8 +203,7 @@ async fn chat_alerts_arrive_as_documented_custom_notifications() {
     notifier.notify(&summary).await.expect("publish summary");
 
     let got = envelopes(&f, 2).await;
-    let single_envelope =
-        &got["[replwatch] team-a/web:v2 replicated without its tag to eu-central-1"];
+    let single_envelope = &got["[replwatch] team-a/web:v2 names another image (immutable destination) in eu-central-1"];
     let chat: Value = serde_json::from_str(single_envelope["Message"].as_str().expect("message"))
         .expect("the message is JSON");
     assert_eq!(chat["version"], "1.0");
@@ -216,12 +216,21 @@ async fn chat_alerts_arrive_as_documented_custom_notifications() {
     assert_eq!(chat["content"]["textType"], "client-markdown");
     assert_eq!(
         chat["content"]["title"],
-        ":warning: team-a/web:v2 replicated without its tag to eu-central-1"
+        ":warning: team-a/web:v2 names another image (immutable destination) in eu-central-1"
     );
     let description = chat["content"]["description"]
         .as_str()
         .expect("description");
     assert!(description.contains("*State:* TAG_LOST"), "{description}");
+    assert!(
+        description.contains("*In the destination:* `sha256:eeee"),
+        "{description}"
+    );
+    assert!(description.contains("immutable"), "{description}");
+    assert_eq!(
+        chat["metadata"]["additionalContext"]["cause"],
+        "IMMUTABLE_HELD"
+    );
     assert!(
         chat["content"]["nextSteps"]
             .as_array()

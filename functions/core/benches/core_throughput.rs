@@ -27,13 +27,13 @@ use replwatch_core::registry::{
     DestinationReplication, ImageReplicationStatus, Registry, RegistryError,
 };
 use replwatch_core::store::{
-    DueWork, OpenCount, Peeked, RecordedRules, RulesRecord, StoreError, SweepPart,
+    DueWork, OpenCount, RecordedRules, RulesRecord, StoreError, SweepPart,
 };
 use replwatch_core::tracking::TrackingPolicy;
 use replwatch_core::{
     AccountId, Destination, Digest, ExpectationKey, ExpectationStore, InMemoryStore, ManualClock,
     ParsedEvent, PendingAlert, Region, ReplicationConfiguration, ReplicationExpectation,
-    RepositoryName, SourceImage, SystemClock, parse_event,
+    RepositoryName, SourceImage, SystemClock, TagIncident, TagKey, parse_event,
 };
 
 const CONFIGURATION: &str = r#"{"rules": [
@@ -81,21 +81,30 @@ impl ExpectationStore for CountingStore<'_> {
         self.counts.query.fetch_add(1, Ordering::Relaxed);
         self.inner.for_image(image).await
     }
-    async fn push(
+    async fn latest_push(
         &self,
         image: &SourceImage,
         tag: Option<&str>,
+        until: Option<DateTime<Utc>>,
     ) -> Result<Option<TrackedPush>, StoreError> {
-        self.counts.get.fetch_add(1, Ordering::Relaxed);
-        self.inner.push(image, tag).await
+        self.counts.query.fetch_add(1, Ordering::Relaxed);
+        self.inner.latest_push(image, tag, until).await
     }
     async fn save_push(&self, push: &TrackedPush) -> Result<u64, StoreError> {
         self.counts.save.fetch_add(1, Ordering::Relaxed);
         self.inner.save_push(push).await
     }
-    async fn peek(&self, key: &ExpectationKey) -> Result<Peeked, StoreError> {
+    async fn incident(&self, key: &TagKey) -> Result<Option<TagIncident>, StoreError> {
         self.counts.get.fetch_add(1, Ordering::Relaxed);
-        self.inner.peek(key).await
+        self.inner.incident(key).await
+    }
+    async fn save_incident(
+        &self,
+        incident: &TagIncident,
+        raised: &[PendingAlert],
+    ) -> Result<u64, StoreError> {
+        self.counts.save.fetch_add(1, Ordering::Relaxed);
+        self.inner.save_incident(incident, raised).await
     }
     async fn pushes_of(&self, image: &SourceImage) -> Result<Vec<TrackedPush>, StoreError> {
         self.counts.query.fetch_add(1, Ordering::Relaxed);

@@ -1,8 +1,9 @@
 //! What replwatch tells a human, and how much of it.
 //!
-//! An [`Alert`] is one problem with one (image, destination): overdue, failed or tag lost. The
-//! state machine already guarantees each is raised once per item; this module decides how they
-//! are delivered: one by one, or — past a storm threshold in one batch (a sweep that finds a
+//! An [`Alert`] is one problem with one push in one destination (overdue, not started,
+//! failed), one tag incident in one destination (tag lost, tag diverged), or the notice that
+//! an incident is over (resolved). The state machine and the incidents already guarantee each
+//! is raised once; this module decides how they are delivered: one by one, or — past a storm threshold in one batch (a sweep that finds a
 //! whole Region stuck) — folded into one [`AlertSummary`] with counts per destination, so a
 //! Region outage is one page, not four hundred.
 //!
@@ -19,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::backfill::run::BackfillRun;
-use crate::model::{Destination, Digest, ExpectationKey};
+use crate::incident::{DivergenceCause, ResolutionReason, TagIncident};
+use crate::model::{Destination, Digest, ExpectationKey, SourceImage};
 use crate::tracking::{AlertKind, ReplicationExpectation};
 
 /// How urgent an alert is; carried as the SNS `severity` attribute.
@@ -42,17 +44,34 @@ impl Severity {
     }
 }
 
-/// One problem with one image in one destination.
+/// One problem with one push, or with one tag, in one destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
     pub kind: AlertKind,
+    /// The push (image, tag, push time) and destination; for a tag incident, the image the
+    /// source's tag named when it opened, and the opening time as the occurrence.
     pub key: ExpectationKey,
     pub pushed_at: Option<DateTime<Utc>>,
     pub detected_at: DateTime<Utc>,
     pub failure_code: Option<String>,
-    /// For TAG_LOST: the image that holds the tag in the destination.
+    /// For TAG_LOST and TAG_DIVERGED: the image the tag names in the destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag_held_by: Option<Digest>,
+    /// For a tag incident's alerts (TAG_LOST, TAG_DIVERGED, RESOLVED): what it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<IncidentFacts>,
+}
+
+/// What a tag incident's alert says beyond its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentFacts {
+    pub opened_at: DateTime<Utc>,
+    pub cause: DivergenceCause,
+    /// The image the source's tag names now.
+    pub expected: Digest,
+    /// For RESOLVED: why it is over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<ResolutionReason>,
 }
 
 impl Alert {
@@ -68,22 +87,58 @@ impl Alert {
             detected_at,
             failure_code: record.failure_code.clone(),
             tag_held_by: record.tag_held_by.clone(),
+            incident: None,
         }
     }
 
-    /// The alert's id: the same for every delivery attempt of this problem (one per image,
-    /// tag, destination and kind), so a subscriber can drop a repeat.
+    /// The alert `kind` of a tag incident: its opening (TAG_LOST, TAG_DIVERGED) or its
+    /// RESOLVED notice.
+    pub fn for_incident(
+        kind: AlertKind,
+        incident: &TagIncident,
+        detected_at: DateTime<Utc>,
+    ) -> Self {
+        let key = &incident.key;
+        Self {
+            kind,
+            key: ExpectationKey {
+                image: SourceImage {
+                    registry: key.registry.clone(),
+                    repository: key.repository.clone(),
+                    digest: incident.divergence.expected.clone(),
+                },
+                tag: Some(key.tag.clone()),
+                destination: key.destination.clone(),
+                occurrence: incident.opened_at,
+            },
+            pushed_at: None,
+            detected_at,
+            failure_code: None,
+            tag_held_by: incident.divergence.found.clone(),
+            incident: Some(IncidentFacts {
+                opened_at: incident.opened_at,
+                cause: incident.divergence.cause,
+                expected: incident.divergence.expected.clone(),
+                resolution: incident.resolved.map(|(_, reason)| reason),
+            }),
+        }
+    }
+
+    /// The alert's id: the same for every delivery attempt of this alert, and different for
+    /// every other one (another push of the same image and tag, another incident of the same
+    /// tag), so a subscriber can drop a repeat without ever dropping a genuine second alert.
     pub fn id(&self) -> String {
         let digest = Sha256::digest(self.dedup_key().as_bytes());
         format!("rw-{}", &hex::encode(digest)[..ALERT_ID_HEX])
     }
 
     /// A failed replication will not fix itself; a late or untagged one may be waited out or
-    /// re-tagged.
+    /// re-tagged; a resolved incident needs nothing.
     pub fn severity(&self) -> Severity {
         match self.kind {
-            AlertKind::Failed => Severity::Critical,
-            AlertKind::Overdue | AlertKind::TagLost => Severity::Warning,
+            AlertKind::Failed | AlertKind::NotStarted => Severity::Critical,
+            AlertKind::Overdue | AlertKind::TagLost | AlertKind::TagDiverged => Severity::Warning,
+            AlertKind::Resolved => Severity::Info,
         }
     }
 
@@ -93,15 +148,33 @@ impl Alert {
             .map(|p| (self.detected_at - p).max(TimeDelta::zero()))
     }
 
-    /// The identity used to de-duplicate deliveries: one per (image, tag, destination, kind).
+    /// The identity used to de-duplicate deliveries: one per (push, destination, kind), or
+    /// per (incident, kind) for a tag incident (its opening and its resolution differ).
+    /// Alerts stored before pushes had occurrences keep the ids they were raised with.
     pub fn dedup_key(&self) -> String {
-        format!(
+        let key = &self.key;
+        if let Some(incident) = &self.incident {
+            return format!(
+                "incident|{}|{}|{}|{}|{}|{}",
+                key.image.registry,
+                key.image.repository,
+                key.tag.as_deref().unwrap_or(""),
+                key.destination,
+                incident.opened_at.to_rfc3339(),
+                self.kind.as_str()
+            );
+        }
+        let mut dedup = format!(
             "{}|{}|{}|{}",
-            self.key.image,
-            self.key.tag.as_deref().unwrap_or(""),
-            self.key.destination,
+            key.image,
+            key.tag.as_deref().unwrap_or(""),
+            key.destination,
             self.kind.as_str()
-        )
+        );
+        if key.occurrence != DateTime::<Utc>::default() {
+            let _ = write!(dedup, "|{}", key.occurrence.to_rfc3339());
+        }
+        dedup
     }
 
     /// The ECR console page of the image in the source registry.
@@ -134,22 +207,36 @@ impl Alert {
         match self.kind {
             AlertKind::Overdue => "not replicated within the SLA",
             AlertKind::Failed => "replication failed",
-            AlertKind::TagLost => "replicated without its tag",
+            AlertKind::TagLost => "names another image (immutable destination)",
+            AlertKind::NotStarted => "never started replicating",
+            AlertKind::TagDiverged => "names another image than in the source",
+            AlertKind::Resolved => "names the same image as the source again",
         }
     }
 
-    /// What an operator can do about it.
-    pub fn next_step(&self) -> &'static str {
-        match self.kind {
-            AlertKind::Overdue => {
-                "Check the destination registry's permission policy and service quotas; replwatch keeps checking and will report the arrival."
-            }
-            AlertKind::Failed => {
-                "Fix the cause named by the failure code, then push the image again or run `replwatch backfill` for this destination."
-            }
-            AlertKind::TagLost => {
-                "ECR replicated the image without this tag because the destination repository's tags are immutable and the tag already names another image there. Use a tag that is never reused (a version or commit), add the tag to the repository's immutability exclusion filters, or move it there by hand after deleting the old image."
-            }
+    /// What an operator can do about it, with the command where there is one.
+    pub fn next_step(&self) -> String {
+        let key = &self.key;
+        let destination = &key.destination;
+        let tag = key.tag.as_deref().unwrap_or("");
+        let repository = &key.image.repository;
+        match (self.kind, self.incident.as_ref().map(|i| i.cause)) {
+            (AlertKind::Overdue, _) => "Check the destination registry's permission policy and service quotas; replwatch keeps checking and will report the arrival.".to_owned(),
+            (AlertKind::Failed, _) => "Fix the cause named by the failure code, then push the image again or run `replwatch backfill` for this destination.".to_owned(),
+            (AlertKind::NotStarted, _) => format!(
+                "ECR lists no replication of this image to {destination} although the replication rules (read again from ECR) select it. Check the rules and the destination's registry permission policy (`replwatch doctor`), then bring the image over with `replwatch backfill --destination {destination} --repository-prefix {repository} --apply`; replwatch keeps checking and will report the arrival."
+            ),
+            (AlertKind::TagLost, _) => "ECR replicated the image without this tag because the destination repository's tags are immutable and the tag already names another image there. Use a tag that is never reused (a version or commit), add the tag to the repository's immutability exclusion filters, or move it there by hand after deleting the old image. replwatch reports once when the tag converges; further pushes of this tag raise nothing new meanwhile.".to_owned(),
+            (AlertKind::TagDiverged, Some(DivergenceCause::OlderReplicationLast)) => format!(
+                "An older push of this tag finished replicating after the newer one, and took the tag back: {region} serves the older image as {tag}. Put the tag back on the right image there (it is already in the repository): `aws ecr put-image --region {region} --registry-id {account} --repository-name {repository} --image-tag {tag} --image-manifest \"$(aws ecr batch-get-image --region {region} --registry-id {account} --repository-name {repository} --image-ids imageDigest={expected} --query 'images[0].imageManifest' --output text)\"`. replwatch reports when the tag converges.",
+                region = destination.region,
+                account = destination.registry_id,
+                expected = key.image.digest,
+            ),
+            (AlertKind::TagDiverged, _) => format!(
+                "The tag was changed in the destination (by hand, or by a copy replwatch did not track). If that was not intended, bring the source's image back under the tag with `replwatch backfill --destination {destination} --repository-prefix {repository} --tag {tag} --apply`. replwatch reports when the tag converges."
+            ),
+            (AlertKind::Resolved, _) => "Nothing to do.".to_owned(),
         }
     }
 }
@@ -186,8 +273,27 @@ pub const SUMMARY_DESTINATION_LINES: usize = 30;
 /// How many examples a summary lists.
 pub const SUMMARY_EXAMPLES: usize = 5;
 
+impl AlertSummary {
+    /// Whether every alert folded in is a resolved notice.
+    pub fn resolutions_only(&self) -> bool {
+        self.by_destination
+            .values()
+            .all(|kinds| kinds.keys().all(|k| !k.is_problem()))
+    }
+}
+
 /// Delivers `alerts` one by one, or as one summary when there are more than `storm_threshold`.
+/// Problems and resolved notices are folded apart: a summary of problems never hides that
+/// some of them are over, and a storm of resolutions (a Region recovering) is one notice.
 pub fn fold(alerts: Vec<Alert>, storm_threshold: usize) -> Vec<Notification> {
+    let (problems, resolutions): (Vec<Alert>, Vec<Alert>) =
+        alerts.into_iter().partition(|a| a.kind.is_problem());
+    let mut notifications = fold_alike(problems, storm_threshold);
+    notifications.extend(fold_alike(resolutions, storm_threshold));
+    notifications
+}
+
+fn fold_alike(alerts: Vec<Alert>, storm_threshold: usize) -> Vec<Notification> {
     if alerts.len() <= storm_threshold {
         return alerts.into_iter().map(Notification::Single).collect();
     }
@@ -220,17 +326,17 @@ impl Notification {
     pub fn severity(&self) -> Severity {
         match self {
             Notification::Single(a) => a.severity(),
-            Notification::Summary(s) => {
-                let failed = s
-                    .by_destination
-                    .values()
-                    .any(|k| k.contains_key(&AlertKind::Failed));
-                if failed {
-                    Severity::Critical
-                } else {
-                    Severity::Warning
-                }
-            }
+            Notification::Summary(s) => s
+                .by_destination
+                .values()
+                .flat_map(|kinds| kinds.keys())
+                .map(|kind| match kind {
+                    AlertKind::Failed | AlertKind::NotStarted => Severity::Critical,
+                    AlertKind::Resolved => Severity::Info,
+                    _ => Severity::Warning,
+                })
+                .max()
+                .unwrap_or(Severity::Info),
             Notification::BackfillCompleted(run) if run.failed > 0 => Severity::Warning,
             Notification::BackfillCompleted(_) => Severity::Info,
         }
@@ -280,15 +386,21 @@ impl Notification {
     pub fn headline(&self) -> String {
         match self {
             Notification::Single(a) => format!(
-                "{} {} to {}",
+                "{} {} {} {}",
                 a.image_reference(),
                 a.problem(),
+                if a.incident.is_some() { "in" } else { "to" },
                 a.key.destination.region
             ),
             Notification::Summary(s) => {
                 let destinations = s.by_destination.len();
+                let what = if s.resolutions_only() {
+                    "tag incidents resolved"
+                } else {
+                    "replication problems"
+                };
                 format!(
-                    "{} replication problems in {destinations} destination{}",
+                    "{} {what} in {destinations} destination{}",
                     s.total,
                     if destinations == 1 { "" } else { "s" }
                 )
@@ -405,7 +517,13 @@ fn write_backfill(out: &mut String, run: &BackfillRun) {
 
 fn write_alert(out: &mut String, a: &Alert) {
     let image = &a.key.image;
-    let _ = writeln!(out, "{} {}.", a.image_reference(), a.problem());
+    let _ = writeln!(
+        out,
+        "{} {} in {}.",
+        a.image_reference(),
+        a.problem(),
+        a.key.destination.region
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "Image:       {}", image.digest);
     let _ = writeln!(
@@ -425,13 +543,33 @@ fn write_alert(out: &mut String, a: &Alert) {
         a.key.destination.region, a.key.destination.registry_id
     );
     let _ = writeln!(out, "State:       {}", a.kind.as_str());
+    if a.incident.is_none() && a.key.occurrence != DateTime::<Utc>::default() {
+        let _ = writeln!(out, "Pushed:      {}", a.key.occurrence.to_rfc3339());
+    }
     if let Some(age) = a.age() {
         let _ = writeln!(out, "Age:         {}", human_duration(age));
     }
     if let Some(code) = &a.failure_code {
         let _ = writeln!(out, "Failure:     {code}");
     }
-    if let Some(holder) = &a.tag_held_by {
+    if let Some(incident) = &a.incident {
+        let _ = writeln!(out, "Cause:       {}", cause_sentence(incident.cause));
+        let _ = writeln!(
+            out,
+            "In source:   {} (tag {})",
+            incident.expected,
+            a.key.tag.as_deref().unwrap_or("")
+        );
+        let held = a
+            .tag_held_by
+            .as_ref()
+            .map_or("nothing".to_owned(), Digest::to_string);
+        let _ = writeln!(out, "In dest.:    {held}");
+        let _ = writeln!(out, "Since:       {}", incident.opened_at.to_rfc3339());
+        if let Some(reason) = incident.resolution {
+            let _ = writeln!(out, "Resolved:    {}", reason.describe());
+        }
+    } else if let Some(holder) = &a.tag_held_by {
         let _ = writeln!(
             out,
             "Tag holder:  {holder} (the destination's tags are immutable)"
@@ -441,6 +579,21 @@ fn write_alert(out: &mut String, a: &Alert) {
     let _ = writeln!(out, "Alert id:    {}", a.id());
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", a.next_step());
+}
+
+/// Why a tag incident opened, as an on-call engineer reads it.
+pub fn cause_sentence(cause: DivergenceCause) -> &'static str {
+    match cause {
+        DivergenceCause::ImmutableHeld => {
+            "the destination repository's tags are immutable and the tag already named another image there"
+        }
+        DivergenceCause::OlderReplicationLast => {
+            "an older push of the tag finished replicating after the newer one and took the tag back"
+        }
+        DivergenceCause::ChangedInDestination => {
+            "the tag was changed in the destination (no earlier push of it explains the image it names)"
+        }
+    }
 }
 
 /// `sha256:3b1f1c2e4d5a` — enough of a digest to recognise it.
@@ -503,7 +656,8 @@ pub trait Notifier: Send + Sync {
 pub mod samples {
     use chrono::{TimeDelta, TimeZone, Utc};
 
-    use super::Alert;
+    use super::{Alert, IncidentFacts};
+    use crate::incident::{DivergenceCause, ResolutionReason};
     use crate::model::{
         AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
     };
@@ -511,13 +665,14 @@ pub mod samples {
 
     /// Alert number `n` of `kind`: `team-a/web:v<n>` from us-west-2/111111111111 to
     /// `region`/222222222222, pushed at 2026-11-20 10:00, detected 31 minutes later, with
-    /// failure code `ACCESS_DENIED` when it failed.
+    /// failure code `ACCESS_DENIED` when it failed; the tag incident kinds name the image
+    /// `sha256:eeee…` as the destination's, opened when detected.
     pub fn sample_alert(kind: AlertKind, region: &str, n: u32) -> Alert {
         let t0 = Utc
             .with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
             .single()
             .expect("valid time");
-        Alert {
+        let mut alert = Alert {
             kind,
             key: ExpectationKey {
                 image: SourceImage {
@@ -537,13 +692,34 @@ pub mod samples {
                     Region::parse(region).expect("region"),
                     AccountId::parse("222222222222").expect("account"),
                 ),
+                occurrence: t0,
             },
             pushed_at: Some(t0),
             detected_at: t0 + TimeDelta::minutes(31),
             failure_code: (kind == AlertKind::Failed).then(|| "ACCESS_DENIED".to_owned()),
-            tag_held_by: (kind == AlertKind::TagLost)
-                .then(|| Digest::parse(&format!("sha256:{}", "ee".repeat(32))).expect("digest")),
+            tag_held_by: None,
+            incident: None,
+        };
+        let cause = match kind {
+            AlertKind::TagLost => Some(DivergenceCause::ImmutableHeld),
+            AlertKind::TagDiverged | AlertKind::Resolved => {
+                Some(DivergenceCause::OlderReplicationLast)
+            }
+            _ => None,
+        };
+        if let Some(cause) = cause {
+            alert.pushed_at = None;
+            alert.key.occurrence = alert.detected_at;
+            alert.tag_held_by =
+                Some(Digest::parse(&format!("sha256:{}", "ee".repeat(32))).expect("digest"));
+            alert.incident = Some(IncidentFacts {
+                opened_at: alert.detected_at,
+                cause,
+                expected: alert.key.image.digest.clone(),
+                resolution: (kind == AlertKind::Resolved).then_some(ResolutionReason::Converged),
+            });
         }
+        alert
     }
 
     /// A finished backfill run from us-west-2/111111111111 to `destinations` Regions of
@@ -627,7 +803,8 @@ mod tests {
         );
         let body = n.body();
         for fact in [
-            "team-a/web:v1 replication failed.",
+            "team-a/web:v1 replication failed in eu-west-1.",
+            "Pushed:      2026-11-20T10:00:00+00:00",
             "sha256:0101",
             "Source:      us-west-2 (111111111111)",
             "Destination: eu-west-1 (222222222222)",
@@ -641,6 +818,92 @@ mod tests {
         assert_eq!(n.severity(), Severity::Critical);
         assert_eq!(n.kind(), "FAILED");
         assert_eq!(n.destination_region(), "eu-west-1");
+    }
+
+    #[test]
+    fn every_push_and_every_incident_has_its_own_alert_id_stable_across_attempts() {
+        let first = alert(AlertKind::Overdue, "eu-west-1", 1);
+        let mut again = first.clone();
+        again.detected_at += TimeDelta::minutes(15);
+        assert_eq!(first.id(), again.id(), "the same alert, sent again");
+        let mut rollback = first.clone();
+        rollback.key.occurrence += TimeDelta::hours(2);
+        assert_ne!(
+            first.id(),
+            rollback.id(),
+            "the same image and tag pushed again"
+        );
+        let opened = alert(AlertKind::TagDiverged, "eu-west-1", 1);
+        let mut resolved = opened.clone();
+        resolved.kind = AlertKind::Resolved;
+        assert_ne!(opened.id(), resolved.id());
+        let mut moved = opened.clone();
+        moved.key.image.digest = first.key.image.digest.clone();
+        moved.tag_held_by = None;
+        assert_eq!(
+            opened.id(),
+            moved.id(),
+            "an incident keeps its id whatever it names since"
+        );
+        let mut reopened = opened.clone();
+        if let Some(incident) = reopened.incident.as_mut() {
+            incident.opened_at += TimeDelta::hours(1);
+        }
+        assert_ne!(opened.id(), reopened.id(), "a new incident of the same tag");
+        let mut legacy = first.clone();
+        legacy.key.occurrence = DateTime::<Utc>::default();
+        assert_eq!(
+            legacy.dedup_key(),
+            "111111111111.dkr.ecr.us-west-2/team-a/web@sha256:0101010101010101010101010101010101010101010101010101010101010101|v1|eu-west-1/222222222222|OVERDUE",
+            "alerts stored before occurrences keep their ids"
+        );
+    }
+
+    #[test]
+    fn a_tag_incident_names_both_images_its_cause_and_the_command_that_fixes_it() {
+        let diverged = Notification::Single(alert(AlertKind::TagDiverged, "eu-west-1", 1));
+        assert_eq!(
+            diverged.subject(),
+            "[replwatch] team-a/web:v1 names another image than in the source in eu-west-1"
+        );
+        let body = diverged.body();
+        for fact in [
+            "In source:   sha256:0101010101010101010101010101010101010101010101010101010101010101 (tag v1)",
+            "In dest.:    sha256:eeeeeeee",
+            "an older push of the tag finished replicating after the newer one",
+            "aws ecr put-image --region eu-west-1 --registry-id 222222222222 --repository-name team-a/web --image-tag v1",
+            "imageDigest=sha256:0101",
+        ] {
+            assert!(body.contains(fact), "missing {fact:?} in\n{body}");
+        }
+        assert_eq!(diverged.severity(), Severity::Warning);
+        let lost = Notification::Single(alert(AlertKind::TagLost, "eu-west-1", 1)).body();
+        assert!(lost.contains("immutable"), "{lost}");
+        let resolved = Notification::Single(alert(AlertKind::Resolved, "eu-west-1", 1));
+        assert_eq!(resolved.severity(), Severity::Info);
+        assert!(
+            resolved
+                .body()
+                .contains("the tag names the same image in the destination as in the source again"),
+            "{}",
+            resolved.body()
+        );
+    }
+
+    #[test]
+    fn a_storm_of_resolutions_is_folded_apart_from_the_problems() {
+        let mut alerts: Vec<Alert> = (0..5)
+            .map(|i| alert(AlertKind::Overdue, "eu-west-1", i))
+            .collect();
+        alerts.extend((10..15).map(|i| alert(AlertKind::Resolved, "eu-west-1", i)));
+        let out = fold(alerts, 3);
+        assert_eq!(out.len(), 2);
+        assert!(out[0].headline().starts_with("5 replication problems"));
+        assert_eq!(
+            out[1].headline(),
+            "5 tag incidents resolved in 1 destination"
+        );
+        assert_eq!(out[1].severity(), Severity::Info);
     }
 
     #[test]

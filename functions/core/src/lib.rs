@@ -6,6 +6,8 @@
 //! - [`model`]: the validated identities (digest, account, Region, repository, destination);
 //! - [`tracking`]: the per-(image, destination) state machine and its alert decisions;
 //! - [`push`]: one push tracked to every destination with one item, checked at its deadline;
+//! - [`incident`]: a tag that names another image in a destination than in the source, one
+//!   incident until it converges;
 //! - [`store`]: the port through which pushes and expectations are kept, with an in-memory version;
 //! - [`tracker`]: the read–transition–conditional-write loop every handler shares;
 //! - [`registry`]: the port through which ECR's authoritative answers are read;
@@ -26,6 +28,7 @@ pub mod backfill;
 pub mod clock;
 pub mod doctor;
 pub mod events;
+pub mod incident;
 pub mod metrics;
 pub mod model;
 pub mod outbox;
@@ -45,8 +48,9 @@ mod test_events;
 pub use backfill::{BackfillFilters, BackfillPlan, CopyJob, plan_backfill};
 pub use clock::{Clock, ManualClock, ManualClockSleeper, OffsetClock, Sleeper, SystemClock};
 pub use events::{EcrEvent, EventError, ParsedEvent, parse_event};
+pub use incident::{Divergence, DivergenceCause, ResolutionReason, TagIncident, TagObservation};
 pub use model::{
-    AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
+    AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage, TagKey,
 };
 pub use outbox::{AlertOutbox, PendingAlert};
 pub use rules::{ConfigurationError, ReplicationConfiguration};

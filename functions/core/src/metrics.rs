@@ -81,8 +81,17 @@ pub enum MetricName {
     Failed,
     /// An image was confirmed still missing after its deadline.
     Overdue,
-    /// An image arrived without the tag that was pushed: ECR dropped it.
+    /// Past its deadline, ECR listed no replication of a push to a destination the rules
+    /// still select.
+    NotStarted,
+    /// A push expected a destination the rules ECR applied did not select (replwatch's copy
+    /// of the rules was older): closed without an alert.
+    NotSelectedByRules,
+    /// A tag incident opened in an immutable destination that kept the tag on another image.
     TagLost,
+    /// A tag incident opened in a mutable destination: the tag names another image there
+    /// (an older replication finished last, or it was changed there).
+    TagDiverged,
     /// An image arrived after its tag had moved on (a later push, out-of-order completions):
     /// not a problem, counted so the rate of re-pushed tags is visible.
     TagSuperseded,
@@ -97,12 +106,15 @@ pub enum MetricName {
 }
 
 impl MetricName {
-    pub const ALL: [MetricName; 10] = [
+    pub const ALL: [MetricName; 13] = [
         MetricName::ReplicationLatency,
         MetricName::Replicated,
         MetricName::Failed,
         MetricName::Overdue,
+        MetricName::NotStarted,
+        MetricName::NotSelectedByRules,
         MetricName::TagLost,
+        MetricName::TagDiverged,
         MetricName::TagSuperseded,
         MetricName::BackfillPlanned,
         MetricName::BackfillCopied,
@@ -116,7 +128,10 @@ impl MetricName {
             MetricName::Replicated => "Replicated",
             MetricName::Failed => "Failed",
             MetricName::Overdue => "Overdue",
+            MetricName::NotStarted => "NotStarted",
+            MetricName::NotSelectedByRules => "NotSelectedByRules",
             MetricName::TagLost => "TagLost",
+            MetricName::TagDiverged => "TagDiverged",
             MetricName::TagSuperseded => "TagSuperseded",
             MetricName::BackfillPlanned => "BackfillPlanned",
             MetricName::BackfillCopied => "BackfillCopied",
@@ -133,15 +148,19 @@ impl MetricName {
         }
     }
 
-    /// The count metric of entering `state`, if entering it is counted.
+    /// The count metric of entering `state`, if entering it is counted. A push closing
+    /// TAG_LOST counts nothing: the tag's incident counts once, however many pushes meet it.
     fn counting(state: ExpectationState) -> Option<Self> {
         match state {
             ExpectationState::Replicated => Some(MetricName::Replicated),
             ExpectationState::Failed => Some(MetricName::Failed),
             ExpectationState::Overdue => Some(MetricName::Overdue),
-            ExpectationState::TagLost => Some(MetricName::TagLost),
+            ExpectationState::NotStarted => Some(MetricName::NotStarted),
+            ExpectationState::NotSelected => Some(MetricName::NotSelectedByRules),
             ExpectationState::Superseded => Some(MetricName::TagSuperseded),
-            ExpectationState::Pending | ExpectationState::Deleted => None,
+            ExpectationState::Pending | ExpectationState::TagLost | ExpectationState::Deleted => {
+                None
+            }
         }
     }
 }
@@ -165,9 +184,9 @@ pub struct MetricPoint {
 /// - `ReplicationLatency`, in fractional seconds, when the transition made the latency known
 ///   (`new_latency`): once per item, whichever event came last, and whatever the state (a
 ///   push arriving after a delete still tells how long the replication took).
-/// - A count of 1 of `Replicated`, `Failed`, `Overdue` or `TagLost` when the transition
+/// - A count of 1 of the state's metric ([`MetricName::counting`]) when the transition
 ///   entered that state. Staying in a state (a duplicate event) counts nothing, nor do
-///   `Pending` and `Deleted`.
+///   `Pending`, `TagLost` (its incident counts) and `Deleted`.
 pub fn points_for(record: &ReplicationExpectation, transition: &Transition) -> Vec<MetricPoint> {
     let destination = &record.key.destination;
     let mut points = Vec::new();
@@ -184,6 +203,22 @@ pub fn points_for(record: &ReplicationExpectation, transition: &Transition) -> V
         });
     }
     points
+}
+
+/// The count a tag incident's opening alert stands for (`TagLost` or `TagDiverged`, once per
+/// incident); nothing for any other alert.
+pub fn incident_point(alert: &crate::alerts::Alert) -> Option<MetricPoint> {
+    alert.incident.as_ref()?;
+    let name = match alert.kind {
+        crate::tracking::AlertKind::TagLost => MetricName::TagLost,
+        crate::tracking::AlertKind::TagDiverged => MetricName::TagDiverged,
+        _ => return None,
+    };
+    Some(MetricPoint {
+        name,
+        value: 1.0,
+        destination: alert.key.destination.clone(),
+    })
 }
 
 /// One `ReplicationLatency` value, in fractional seconds.
@@ -507,6 +542,7 @@ mod tests {
             },
             tag: Some("v1".into()),
             destination: destination("eu-west-1", "222222222222"),
+            occurrence: t(0),
         })
     }
 
@@ -610,14 +646,53 @@ mod tests {
     }
 
     #[test]
-    fn an_arrival_without_its_tag_counts_tag_lost() {
+    fn an_arrival_without_its_tag_counts_only_its_latency_and_the_incident_counts_once() {
         let points = points_after(&[Observation::Pushed { at: t(0) }, arrived_at(t(1), false)]);
         assert_eq!(
             names_and_values(&points),
+            vec![(MetricName::ReplicationLatency, 60.0)],
+            "the push does not count the lost tag"
+        );
+        use crate::alerts::samples::sample_alert;
+        use crate::tracking::AlertKind;
+        let counted: Vec<Option<MetricName>> = [
+            AlertKind::TagLost,
+            AlertKind::TagDiverged,
+            AlertKind::Resolved,
+            AlertKind::Overdue,
+        ]
+        .into_iter()
+        .map(|kind| incident_point(&sample_alert(kind, "eu-west-1", 1)).map(|p| p.name))
+        .collect();
+        assert_eq!(
+            counted,
             vec![
-                (MetricName::ReplicationLatency, 60.0),
-                (MetricName::TagLost, 1.0)
-            ]
+                Some(MetricName::TagLost),
+                Some(MetricName::TagDiverged),
+                None,
+                None
+            ],
+            "an incident's opening counts, its resolution does not"
+        );
+    }
+
+    #[test]
+    fn not_started_counts_and_not_selected_is_counted_apart() {
+        let started = points_after(&[
+            Observation::Pushed { at: t(0) },
+            Observation::NotStarted { at: t(31) },
+        ]);
+        assert_eq!(
+            names_and_values(&started),
+            vec![(MetricName::NotStarted, 1.0)]
+        );
+        let excluded = points_after(&[
+            Observation::Pushed { at: t(0) },
+            Observation::NotSelected { at: t(31) },
+        ]);
+        assert_eq!(
+            names_and_values(&excluded),
+            vec![(MetricName::NotSelectedByRules, 1.0)]
         );
     }
 
@@ -664,7 +739,10 @@ mod tests {
                 ("Replicated", "Count"),
                 ("Failed", "Count"),
                 ("Overdue", "Count"),
+                ("NotStarted", "Count"),
+                ("NotSelectedByRules", "Count"),
                 ("TagLost", "Count"),
+                ("TagDiverged", "Count"),
                 ("TagSuperseded", "Count"),
                 ("BackfillPlanned", "Count"),
                 ("BackfillCopied", "Count"),

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// Why a value taken from outside (an event, a configuration, a table row) was refused.
@@ -279,36 +280,73 @@ impl fmt::Display for SourceImage {
     }
 }
 
-/// The name of one tracking item: this image, pushed with this tag (or untagged), must arrive
-/// in this destination.
+/// The name of one tracking item: this image, pushed with this tag (or untagged) at this
+/// time, must arrive in this destination.
 ///
 /// The tag is part of the name because ECR replicates per push: pushing a second tag onto an
 /// existing digest replicates again and emits its own events, and each tag can be lost on its
-/// own (immutable tag conflicts).
+/// own (immutable tag conflicts). The push time is part of it because the same digest and tag
+/// can be pushed again (a rollback, a re-push after a delete, a restore): ECR replicates each
+/// push on its own, so each is tracked on its own, with its own deadline and verdicts.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ExpectationKey {
     pub image: SourceImage,
     pub tag: Option<String>,
     pub destination: Destination,
+    /// The push this item follows, named by its time (the `time` of its `ECR Image Action`).
+    /// Alerts stored before pushes had occurrences read back with the epoch here.
+    #[serde(default)]
+    pub occurrence: DateTime<Utc>,
 }
 
-/// Hashes what tells keys apart (the digest, the destination, the tag) and skips what
-/// rarely does (source registry, repository): equal keys still hash equally, and a lookup
-/// hashes half the bytes.
+/// Hashes what tells keys apart (the digest, the destination, the tag, the push) and skips
+/// what rarely does (source registry, repository): equal keys still hash equally, and a
+/// lookup hashes half the bytes.
 impl std::hash::Hash for ExpectationKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.image.digest.hash(state);
         self.destination.hash(state);
         self.tag.hash(state);
+        self.occurrence.hash(state);
     }
 }
 
 impl fmt::Display for ExpectationKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pushed = self.occurrence.to_rfc3339();
         match &self.tag {
-            Some(tag) => write!(f, "{} (tag {tag}) -> {}", self.image, self.destination),
-            None => write!(f, "{} (untagged) -> {}", self.image, self.destination),
+            Some(tag) => write!(
+                f,
+                "{} (tag {tag}, pushed {pushed}) -> {}",
+                self.image, self.destination
+            ),
+            None => write!(
+                f,
+                "{} (untagged, pushed {pushed}) -> {}",
+                self.image, self.destination
+            ),
         }
+    }
+}
+
+/// One tag of one repository in one destination: what must name the same image there as in
+/// the source, once the source's newest push of the tag is past its deadline.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TagKey {
+    /// The source registry.
+    pub registry: Destination,
+    pub repository: RepositoryName,
+    pub tag: String,
+    pub destination: Destination,
+}
+
+impl fmt::Display for TagKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{} from {} in {}",
+            self.repository, self.tag, self.registry, self.destination
+        )
     }
 }
 

@@ -45,6 +45,9 @@ pub fn retry_delay(attempts: u32) -> TimeDelta {
 /// One alert not yet delivered to every sink.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingAlert {
+    /// The id the alert was raised with, kept as stored: a later version that names alerts
+    /// differently still settles the alerts an earlier one stored.
+    pub id: String,
     pub alert: Alert,
     /// The sinks (`sns`, `slack`) that already took it.
     pub delivered_to: BTreeSet<String>,
@@ -59,6 +62,7 @@ impl PendingAlert {
     pub fn raised(alert: Alert) -> Self {
         let next_attempt_at = alert.detected_at + FIRST_RETRY_AFTER;
         Self {
+            id: alert.id(),
             alert,
             delivered_to: BTreeSet::new(),
             attempts: 0,
@@ -67,7 +71,7 @@ impl PendingAlert {
     }
 
     pub fn id(&self) -> String {
-        self.alert.id()
+        self.id.clone()
     }
 
     /// Whether every sink of `sinks` took it.

@@ -2,42 +2,44 @@
 //! against the ports (store, registry, clock) so it runs the same in Lambda, in the local
 //! runner and in tests.
 //!
-//! - [`Pipeline::handle`] takes one parsed event: a PUSH records one expectation per
-//!   destination the rules select, a restore from the archive one per destination and tag; a
-//!   DELETE closes them; a REPLICATE closes one, after checking the tag in the destination
-//!   (SUCCESS: present, superseded or lost, see [`crate::registry::tag_arrival`]) or the
-//!   failure code with the status API (FAILED); a `PutReplicationConfiguration` is recorded in
-//!   the shared rules record that every container checks every few seconds.
-//! - [`Pipeline::sweep`] reads what is due, up to a limit, confirms each image with one
-//!   `DescribeImageReplicationStatus`, and marks it overdue, failed, arrived (an event was
-//!   lost: reconciled silently) or deleted.
+//! - [`Pipeline::handle`] takes one parsed event: a PUSH tracks one push (every time it is
+//!   pushed, even the same image and tag again) to every destination the rules select, a
+//!   restore from the archive one per tag; a DELETE closes the pushes made before it; a
+//!   REPLICATE SUCCESS gives its latency (and opens the tag's incident when an immutable
+//!   destination kept the tag on another image), a FAILED one is believed only once ECR
+//!   confirms it; a `PutReplicationConfiguration` is recorded in the shared rules record that
+//!   every container checks every few seconds.
+//! - [`Pipeline::sweep`] reads what is due, up to a limit, and confirms each push in each
+//!   destination by looking there ([`check`]): arrived (with its tag, or the tag moved on),
+//!   overdue, failed, not started, not selected by the rules ECR applied, deleted; and rechecks
+//!   open tag incidents until they resolve.
 //!
 //! Every step returns the transitions it made and the alerts they raised, which the store has
 //! already kept as pending with the state change ([`crate::outbox`]); the caller sends them
 //! and turns transitions into metrics. Nothing here sends or logs metrics itself, so a handler
 //! that fails half-way can be retried without double counting what it did not write.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use futures_util::{StreamExt, future, stream};
 
 use crate::alerts::Alert;
 use crate::clock::Clock;
 use crate::events::{EcrEvent, ImageActionKind, ImageEvent, ReplicationEvent, ReplicationResult};
-use crate::metrics::{MetricPoint, latency_point, points_for};
-use crate::model::{Destination, ExpectationKey, SourceImage};
+use crate::incident::{Divergence, DivergenceCause};
+use crate::metrics::{MetricPoint, incident_point, latency_point, points_for};
+use crate::model::{Destination, ExpectationKey, SourceImage, TagKey};
 use crate::push::{PushOutcome, TrackedPush};
-use crate::registry::{DestinationReplication, ImageReplicationStatus, Registry, RegistryError};
+use crate::registry::{DestinationReplication, Registry, RegistryError};
 use crate::rules::ReplicationConfiguration;
-use crate::store::{
-    ExpectationStore, RecordedRules, RulesRecord, StoreError, SweepPart, expectations_of,
-};
+use crate::store::{ExpectationStore, RecordedRules, RulesRecord, StoreError};
 use crate::tracker::{Applied, Creation, MAX_ATTEMPTS, Tracker, TrackerError};
-use crate::tracking::{
-    ExpectationState, Observation, ReplicationExpectation, TagArrival, TrackingPolicy,
-};
+use crate::tracking::{Observation, ReplicationExpectation, TagArrival, TrackingPolicy};
+
+mod check;
+
+pub use check::SweepReport;
 
 /// How the pipeline behaves; every field has a production default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +108,8 @@ pub struct ArrivalLatency {
 
 impl Effects {
     /// The metrics of these effects: each change's counts and latency
-    /// ([`crate::metrics::points_for`]), and the latencies taken from events.
+    /// ([`crate::metrics::points_for`]), the latencies taken from events, and one count per
+    /// tag incident opened.
     pub fn metric_points(&self) -> Vec<MetricPoint> {
         self.applied
             .iter()
@@ -116,6 +119,7 @@ impl Effects {
                     .iter()
                     .map(|l| latency_point(&l.destination, l.latency)),
             )
+            .chain(self.alerts.iter().filter_map(incident_point))
             .collect()
     }
 
@@ -134,30 +138,6 @@ impl Effects {
         self.alerts.extend(applied.alerts.iter().cloned());
         self.applied.push(applied);
     }
-}
-
-/// What a sweep did, for its log line and its gauges.
-#[derive(Debug, Default)]
-pub struct SweepReport {
-    pub effects: Effects,
-    /// Due pushes and records looked at.
-    pub checked: usize,
-    /// Whether more was due than this round took.
-    pub more: bool,
-    /// Images confirmed with the status API (one call each).
-    pub images: usize,
-    /// Destinations the check closed as arrived: every one of a push that arrived on time
-    /// (its event, if it came, wrote nothing), and records whose event never came.
-    pub reconciled: usize,
-    /// Images that could not be confirmed this time (they stay due).
-    pub failures: Vec<PipelineError>,
-}
-
-/// What checking one image did.
-#[derive(Debug, Default)]
-struct ImageCheck {
-    effects: Effects,
-    reconciled: usize,
 }
 
 /// A registry's rules in one container: as of when they were seen (by anyone), and when this
@@ -269,6 +249,38 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         }
         let fresh = self.registry.replication_configuration(registry).await?;
         self.remember_rules(registry, fresh, now).await
+    }
+
+    /// The rules of `registry` as ECR had them at `not_before` or later: the cached or
+    /// recorded ones when they were seen since, else read again with `DescribeRegistry` (and
+    /// recorded, so every container takes them within [`PipelineSettings::rules_check_interval`]).
+    /// What a push's check asks when ECR does not list a destination the push expected.
+    pub async fn configuration_since(
+        &self,
+        registry: &Destination,
+        not_before: DateTime<Utc>,
+    ) -> Result<Arc<ReplicationConfiguration>, PipelineError> {
+        if let Some(cached) = self.configurations.get(registry)
+            && cached.seen_at >= not_before
+        {
+            return Ok(cached.configuration);
+        }
+        if let Some(recorded) = self.store.recorded_rules(registry).await?
+            && recorded.seen_at >= not_before
+        {
+            let configuration = Arc::new(recorded.configuration);
+            self.configurations.put(
+                registry.clone(),
+                CachedRules {
+                    configuration: Arc::clone(&configuration),
+                    seen_at: recorded.seen_at,
+                    checked_at: self.clock.now(),
+                },
+            );
+            return Ok(configuration);
+        }
+        let fresh = self.registry.replication_configuration(registry).await?;
+        self.remember_rules(registry, fresh, self.clock.now()).await
     }
 
     /// Records `configuration` as seen at `seen_at`, for this container and the others.
@@ -385,80 +397,71 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         Ok(effects)
     }
 
+    /// A delete closes every push of the image (of the deleted tag, when the event names one)
+    /// made before it, and their records: a deleted image is never reported missing. A push
+    /// made after it (a re-push) is another push and stays tracked; so does one stamped in
+    /// the same second (ECR's event times have no fractions), whose check finds out which
+    /// came first. A delete that overtakes its push needs nothing more either: the push's
+    /// check finds the image gone.
     async fn on_delete(&self, e: &ImageEvent) -> Result<Effects, PipelineError> {
-        let observation = Observation::SourceDeleted {
-            at: e.envelope.time,
+        let at = e.envelope.time;
+        let observation = Observation::SourceDeleted { at };
+        let concerned = |tag: &Option<String>, pushed_at: DateTime<Utc>| {
+            (e.tag.is_none() || *tag == e.tag) && pushed_at < at
         };
-        let concerned = |tag: &Option<String>| e.tag.is_none() || *tag == e.tag;
         let records: Vec<ReplicationExpectation> = self
             .store
             .for_image(&e.image)
             .await?
             .into_iter()
-            .filter(|r| concerned(&r.key.tag))
+            .filter(|r| concerned(&r.key.tag, r.key.occurrence))
             .collect();
         let pushes: Vec<TrackedPush> = self
             .store
             .pushes_of(&e.image)
             .await?
             .into_iter()
-            .filter(|p| concerned(&p.tag))
+            .filter(|p| p.is_open() && concerned(&p.tag, p.pushed_at))
             .collect();
         let mut effects = Effects::default();
-        if records.is_empty() && pushes.is_empty() {
-            // The delete overtook its push: record it deleted, so the late push cannot open
-            // an expectation that would then be reported missing.
-            let configuration = self.configuration(&e.image.registry).await?;
-            let destinations =
-                configuration.destinations_for(&e.image.registry, &e.image.repository);
-            if !destinations.is_empty() {
-                // settle_push closes it as deleted.
-                let push = TrackedPush::new(
-                    e.image.clone(),
-                    e.tag.clone(),
-                    destinations,
-                    e.envelope.time,
-                    &self.settings.policy,
-                );
-                if self.settle_push(push, e.envelope.time).await? {
-                    effects.pushes_written += 1;
-                }
-            }
-            return Ok(effects);
-        }
         for record in records {
             let applied = self
                 .tracker()
-                .observe(&record.key, &observation, Creation::Create)
+                .observe(&record.key, &observation, Creation::ExistingOnly)
                 .await?;
             effects.record(applied);
         }
-        for push in pushes.into_iter().filter(TrackedPush::is_open) {
-            if self.settle_push(push, e.envelope.time).await? {
+        for push in pushes {
+            if self.settle_push(push, at).await? {
                 effects.pushes_written += 1;
             }
         }
         Ok(effects)
     }
 
-    /// Writes `push` closed as deleted at `at` (a new one as given), re-reading it on a lost
-    /// race; whether this call wrote it.
+    /// Writes `push` closed as deleted at `at`, re-reading it on a lost race; whether this
+    /// call wrote it.
     async fn settle_push(
         &self,
         mut push: TrackedPush,
         at: DateTime<Utc>,
     ) -> Result<bool, PipelineError> {
         for _ in 0..MAX_ATTEMPTS {
-            if push.version > 0 && !push.is_open() {
+            if !push.is_open() {
                 return Ok(false);
             }
             push.close(PushOutcome::Deleted { at }, &self.settings.policy);
             match self.store.save_push(&push).await {
                 Ok(_) => return Ok(true),
                 Err(StoreError::Conflict { .. }) => {
-                    match self.store.push(&push.image, push.tag.as_deref()).await? {
+                    match self
+                        .store
+                        .latest_push(&push.image, push.tag.as_deref(), Some(push.pushed_at))
+                        .await?
+                        .filter(|p| p.pushed_at == push.pushed_at)
+                    {
                         Some(stored) => push = stored,
-                        None => push.version = 0,
+                        None => return Ok(false),
                     }
                 }
                 Err(other) => return Err(other.into()),
@@ -480,366 +483,124 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         crate::registry::tag_arrival(&self.registry, image, destination, tag).await
     }
 
+    /// The push a replication event belongs to: the latest push of its image and tag made at
+    /// or before the event, if it is tracked and selected the event's destination.
+    async fn push_of(&self, e: &ReplicationEvent) -> Result<Option<TrackedPush>, PipelineError> {
+        Ok(self
+            .store
+            .latest_push(&e.source, e.tag.as_deref(), Some(e.envelope.time))
+            .await?
+            .filter(|p| p.destinations.contains(&e.destination)))
+    }
+
+    /// A replication arrived. While its push is open, the arrival writes nothing: the push's
+    /// deadline check looks in the destination and counts it; only its latency is taken now
+    /// (a duplicate delivered before the check counts it again; one after, or a replay, does
+    /// not). A tag the destination kept on another image opens the tag's incident at once.
+    /// After the check, an arrival matters only to a destination with a record of its own
+    /// (an overdue one): it closes it, late. An event whose push is not tracked (yet) writes
+    /// nothing: that push's own check confirms it.
     async fn on_replicated(&self, e: &ReplicationEvent) -> Result<Effects, PipelineError> {
         let now = self.clock.now();
         let mut effects = Effects::default();
-        let mut keys = vec![ExpectationKey {
-            image: e.source.clone(),
-            tag: e.tag.clone(),
-            destination: e.destination.clone(),
-        }];
-        if e.tag.is_none() {
-            // An event without a tag may stand for a tagged push whose tag was refused by an
-            // immutable destination: settle those too, and do not invent an untagged record
-            // beside them.
-            let tagged: Vec<ExpectationKey> =
-                expectations_of(&self.store, &e.source, &self.settings.policy)
-                    .await?
-                    .into_iter()
-                    .filter(|r| {
-                        r.key.destination == e.destination
-                            && r.key.tag.is_some()
-                            && !r.state.is_closed()
-                    })
-                    .map(|r| r.key)
-                    .collect();
-            if !tagged.is_empty() {
-                keys = tagged;
-            }
+        let Some(push) = self.push_of(e).await? else {
+            return Ok(effects);
+        };
+        if !push.is_open() && !push.is_recorded(&e.destination) {
+            return Ok(effects);
         }
-        for key in keys {
-            self.arrive(&key, Some(e.envelope.time), now, &mut effects)
-                .await?;
+        let tag = self
+            .tag_arrival(&e.source, &e.destination, e.tag.as_deref())
+            .await?;
+        if let (Some(TagArrival::Lost { held_by }), Some(tag)) = (&tag, &e.tag) {
+            let key = TagKey {
+                registry: e.source.registry.clone(),
+                repository: e.source.repository.clone(),
+                tag: tag.clone(),
+                destination: e.destination.clone(),
+            };
+            let divergence = Divergence {
+                cause: DivergenceCause::ImmutableHeld,
+                expected: e.source.digest.clone(),
+                found: Some(held_by.clone()),
+            };
+            self.diverged(&key, divergence, now, &mut effects).await?;
         }
-        Ok(effects)
-    }
-
-    /// The image of `key` is in its destination (an event said so, or the status API). A
-    /// destination with a record of its own records it there. Otherwise, when its push is
-    /// tracked and still open, an arrival with its tag (or whose tag moved on) writes nothing:
-    /// the push's deadline check confirms it and counts it; only its latency is taken now (a
-    /// duplicate delivered before the check counts it again; one after, or a replay, does
-    /// not). A tag ECR dropped is a problem and gets its record (and its alert) at once. An
-    /// arrival whose push is not (yet) tracked is recorded, so that the push's check can add
-    /// its latency.
-    async fn arrive(
-        &self,
-        key: &ExpectationKey,
-        arrived_at: Option<DateTime<Utc>>,
-        now: DateTime<Utc>,
-        effects: &mut Effects,
-    ) -> Result<(), PipelineError> {
-        // The store first: a replay of a settled push then costs no ECR call.
-        let peeked = self.store.peek(key).await?;
-        let push = peeked
-            .push
-            .filter(|p| peeked.record.is_none() && p.destinations.contains(&key.destination));
-        // A push already checked settled this destination then: the event is a replay or came
-        // after the check, and counts nothing again.
-        if push.as_ref().is_some_and(|p| !p.is_open()) {
-            return Ok(());
+        if push.is_open() {
+            effects.latencies.push(ArrivalLatency {
+                destination: e.destination.clone(),
+                latency: (e.envelope.time - push.pushed_at).max(TimeDelta::zero()),
+            });
+            return Ok(effects);
         }
         // An image not yet visible in the destination is taken on the event's word.
-        let tag = self
-            .tag_arrival(&key.image, &key.destination, key.tag.as_deref())
-            .await?
-            .unwrap_or(TagArrival::Present);
-        let lost = matches!(tag, TagArrival::Lost { .. });
         let observation = Observation::Arrived {
-            arrived_at,
+            arrived_at: Some(e.envelope.time),
             observed_at: now,
-            tag,
+            tag: tag.unwrap_or(TagArrival::Present),
         };
-        if let Some(push) = push {
-            if !lost {
-                if let Some(at) = arrived_at {
-                    effects.latencies.push(ArrivalLatency {
-                        destination: key.destination.clone(),
-                        latency: (at - push.pushed_at).max(TimeDelta::zero()),
-                    });
-                }
-                return Ok(());
-            }
-            let seed = push.seed(&key.destination, &self.settings.policy);
-            effects.record(self.tracker().observe_seeded(&seed, &observation).await?);
-            return Ok(());
+        let record = self
+            .store
+            .for_image(&e.source)
+            .await?
+            .into_iter()
+            .find(|r| r.key.destination == e.destination && push.owns(r));
+        if let Some(record) = record {
+            let applied = self
+                .tracker()
+                .observe(&record.key, &observation, Creation::ExistingOnly)
+                .await?;
+            effects.record(applied);
         }
-        let applied = self
-            .tracker()
-            .observe(key, &observation, Creation::Create)
-            .await?;
-        effects.record(applied);
-        Ok(())
-    }
-
-    async fn on_failed(&self, e: &ReplicationEvent) -> Result<Effects, PipelineError> {
-        let now = self.clock.now();
-        let key = ExpectationKey {
-            image: e.source.clone(),
-            tag: e.tag.clone(),
-            destination: e.destination.clone(),
-        };
-        let status = self.registry.replication_status(&e.source).await?;
-        let mut effects = Effects::default();
-        let observation = match status.for_destination(&e.destination) {
-            // The event was stale: the image is there now.
-            Some(DestinationReplication::Complete) => {
-                self.arrive(&key, None, now, &mut effects).await?;
-                return Ok(effects);
-            }
-            Some(DestinationReplication::Failed { failure_code }) => {
-                Observation::ReplicationFailed {
-                    at: e.envelope.time,
-                    failure_code: failure_code.clone(),
-                }
-            }
-            Some(DestinationReplication::InProgress) | None => Observation::ReplicationFailed {
-                at: e.envelope.time,
-                failure_code: None,
-            },
-        };
-        let seed = self.seed(&key).await?;
-        effects.record(self.tracker().observe_seeded(&seed, &observation).await?);
         Ok(effects)
     }
 
-    /// The record `key` starts from when it has none yet: from its push when tracked.
-    async fn seed(&self, key: &ExpectationKey) -> Result<ReplicationExpectation, PipelineError> {
-        Ok(self
-            .store
-            .push(&key.image, key.tag.as_deref())
+    /// A FAILED event is believed only once ECR confirms it: the source image still exists,
+    /// `DescribeImageReplicationStatus` says FAILED for the destination (and gives the failure
+    /// code), and the destination does not have the push. A deleted image, or a status that
+    /// says anything else, raise nothing now: the push's deadline check decides. A confirmed
+    /// failure of a push replwatch does not track for that destination (its event not handled
+    /// yet, or rules that changed since replwatch read them) is still a failure: it gets a
+    /// record named by the event's time, which that push's check takes as its own if it
+    /// comes.
+    async fn on_failed(&self, e: &ReplicationEvent) -> Result<Effects, PipelineError> {
+        let mut effects = Effects::default();
+        let push = self.push_of(e).await?;
+        if push
+            .as_ref()
+            .is_some_and(|p| !p.is_open() && !p.is_recorded(&e.destination))
+        {
+            // Its push was checked and settled this destination: a stale event.
+            return Ok(effects);
+        }
+        let status = self.registry.replication_status(&e.source).await?;
+        let Some(DestinationReplication::Failed { failure_code }) =
+            status.for_destination(&e.destination)
+        else {
+            return Ok(effects);
+        };
+        let there = self
+            .registry
+            .image_tags(&e.destination, &e.source.repository, &e.source.digest)
             .await?
-            .filter(|p| p.destinations.contains(&key.destination))
-            .map_or_else(
-                || ReplicationExpectation::new(key.clone()),
-                |p| p.seed(&key.destination, &self.settings.policy),
-            ))
-    }
-
-    /// Confirms about `limit` due pushes and records with the API, images concurrently (at
-    /// most [`PipelineSettings::sweep_concurrency`] at once), and applies what it says. A
-    /// sweep calls this in rounds, delivering each round's alerts before the next, until
-    /// nothing is due or its time is up.
-    pub async fn sweep(&self, limit: usize, part: SweepPart) -> Result<SweepReport, PipelineError> {
-        let now = self.clock.now();
-        let due = self.store.due(now, limit, part).await?;
-        let mut report = SweepReport {
-            checked: due.len(),
-            more: due.more,
-            ..SweepReport::default()
+            .is_some_and(|tags| e.tag.as_ref().is_none_or(|t| tags.contains(t)));
+        if there {
+            return Ok(effects);
+        }
+        let observation = Observation::ReplicationFailed {
+            at: e.envelope.time,
+            failure_code: failure_code.clone(),
         };
-        let mut by_image: BTreeMap<SourceImage, (Vec<TrackedPush>, Vec<ReplicationExpectation>)> =
-            BTreeMap::new();
-        for push in due.pushes {
-            by_image.entry(push.image.clone()).or_default().0.push(push);
-        }
-        for record in due.records {
-            by_image
-                .entry(record.key.image.clone())
-                .or_default()
-                .1
-                .push(record);
-        }
-        report.images = by_image.len();
-        let checks: Vec<Result<ImageCheck, PipelineError>> = stream::iter(by_image)
-            .map(|(image, (pushes, records))| self.check_image(image, pushes, records, now))
-            .buffer_unordered(self.settings.sweep_concurrency.max(1))
-            .collect()
-            .await;
-        for check in checks {
-            match check {
-                Ok(check) => {
-                    report.reconciled += check.reconciled;
-                    report.effects.merge(check.effects);
-                }
-                Err(error) => report.failures.push(error),
-            }
-        }
-        Ok(report)
-    }
-
-    /// Checks one image's due pushes and records: one status call, the destination reads,
-    /// then the writes. Destinations of a push without a record of their own that arrived are
-    /// closed by the push's closing write; only problems get records.
-    async fn check_image(
-        &self,
-        image: SourceImage,
-        pushes: Vec<TrackedPush>,
-        records: Vec<ReplicationExpectation>,
-        now: DateTime<Utc>,
-    ) -> Result<ImageCheck, PipelineError> {
-        let policy = self.settings.policy;
-        let mut check = ImageCheck::default();
-        let own = if pushes.is_empty() {
-            Vec::new()
-        } else {
-            self.store.for_image(&image).await?
+        let seed = match push {
+            Some(push) => push.seed(&e.destination, &self.settings.policy),
+            None => ReplicationExpectation::new(ExpectationKey {
+                image: e.source.clone(),
+                tag: e.tag.clone(),
+                destination: e.destination.clone(),
+                occurrence: e.envelope.time,
+            }),
         };
-        let mut targets: Vec<(Option<usize>, ReplicationExpectation)> =
-            records.into_iter().map(|r| (None, r)).collect();
-        for (index, push) in pushes.iter().enumerate() {
-            for destination in &push.destinations {
-                let key = push.key(destination);
-                match own.iter().find(|r| r.key == key) {
-                    // Recorded before its push (its replication event came first): the push
-                    // time completes its latency.
-                    Some(record) if record.pushed_at.is_none() => {
-                        let applied = self
-                            .tracker()
-                            .observe(
-                                &key,
-                                &Observation::Pushed { at: push.pushed_at },
-                                Creation::ExistingOnly,
-                            )
-                            .await?;
-                        check.effects.record(applied);
-                    }
-                    Some(_) => {}
-                    None => targets.push((Some(index), push.seed(destination, &policy))),
-                }
-            }
-        }
-        let keys: Vec<ReplicationExpectation> = targets.iter().map(|(_, r)| r.clone()).collect();
-        let observations = self.confirm_image(&image, &keys, now).await?;
-
-        let mut closing: Vec<Vec<Applied>> = vec![Vec::new(); pushes.len()];
-        let mut deleted = vec![false; pushes.len()];
-        for ((push, seed), (key, observation)) in targets.into_iter().zip(observations) {
-            let arrived = matches!(
-                observation,
-                Observation::Arrived {
-                    tag: TagArrival::Present | TagArrival::Superseded,
-                    ..
-                }
-            );
-            let Some(index) = push else {
-                let applied = self
-                    .tracker()
-                    .observe(&key, &observation, Creation::ExistingOnly)
-                    .await?;
-                if arrived && applied.as_ref().is_some_and(|a| a.transition.changed) {
-                    check.reconciled += 1;
-                }
-                check.effects.record(applied);
-                continue;
-            };
-            let mut record = seed.clone();
-            let transition = record.apply(&observation, &policy);
-            if record.state.is_closed() && record.state.alert().is_none() {
-                deleted[index] |= record.state == ExpectationState::Deleted;
-                closing[index].push(Applied {
-                    record,
-                    transition,
-                    alerts: Vec::new(),
-                });
-            } else {
-                check
-                    .effects
-                    .record(self.tracker().observe_seeded(&seed, &observation).await?);
-            }
-        }
-
-        for ((mut push, closed), deleted) in pushes.into_iter().zip(closing).zip(deleted) {
-            let outcome = if deleted {
-                PushOutcome::Deleted { at: now }
-            } else {
-                PushOutcome::Confirmed {
-                    at: now,
-                    superseded: closed
-                        .iter()
-                        .filter(|a| a.record.state == ExpectationState::Superseded)
-                        .map(|a| a.record.key.destination.clone())
-                        .collect(),
-                }
-            };
-            push.close(outcome, &policy);
-            match self.store.save_push(&push).await {
-                Ok(_) => {
-                    check.effects.pushes_written += 1;
-                    check.reconciled += closed
-                        .iter()
-                        .filter(|a| a.record.state != ExpectationState::Deleted)
-                        .count();
-                    for applied in closed {
-                        check.effects.record(Some(applied));
-                    }
-                }
-                // Another sweep (or a delete) settled it first and counted what it closed.
-                Err(StoreError::Conflict { .. }) => {}
-                Err(other) => return Err(other.into()),
-            }
-        }
-        Ok(check)
-    }
-
-    /// What the API says about each due record of one image.
-    async fn confirm_image(
-        &self,
-        image: &SourceImage,
-        records: &[ReplicationExpectation],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<(ExpectationKey, Observation)>, RegistryError> {
-        let status = self.registry.replication_status(image).await?;
-        // The destination reads are independent: made at once, they cost one round trip.
-        future::try_join_all(
-            records
-                .iter()
-                .map(|record| self.confirm_destination(image, &status, &record.key, now)),
-        )
-        .await
-    }
-
-    /// What the status (and, for an image ECR completed or does not list, the destination
-    /// itself) says about one destination.
-    async fn confirm_destination(
-        &self,
-        image: &SourceImage,
-        status: &ImageReplicationStatus,
-        key: &ExpectationKey,
-        now: DateTime<Utc>,
-    ) -> Result<(ExpectationKey, Observation), RegistryError> {
-        let observation = match status {
-            ImageReplicationStatus::SourceImageNotFound => Observation::SourceDeleted { at: now },
-            ImageReplicationStatus::Found(_) => match status.for_destination(&key.destination) {
-                Some(DestinationReplication::InProgress) => {
-                    Observation::StillInProgress { at: now }
-                }
-                Some(DestinationReplication::Failed { failure_code }) => {
-                    Observation::ReplicationFailed {
-                        at: now,
-                        failure_code: failure_code.clone(),
-                    }
-                }
-                // COMPLETE, or a destination ECR does not list (rules changed since the push):
-                // the destination itself says whether the image is there.
-                listed @ (Some(DestinationReplication::Complete) | None) => {
-                    match self
-                        .tag_arrival(image, &key.destination, key.tag.as_deref())
-                        .await?
-                    {
-                        Some(tag) => Observation::Arrived {
-                            arrived_at: None,
-                            observed_at: now,
-                            tag,
-                        },
-                        // ECR says the copy is done, but the destination no longer shows it (a
-                        // lifecycle rule or a hand removed it): replication did its part, so no
-                        // alert; what the destination holds now is drift, for `replwatch
-                        // audit`.
-                        None if listed.is_some() => Observation::Arrived {
-                            arrived_at: None,
-                            observed_at: now,
-                            tag: if key.tag.is_some() {
-                                TagArrival::Superseded
-                            } else {
-                                TagArrival::Present
-                            },
-                        },
-                        None => Observation::StillInProgress { at: now },
-                    }
-                }
-            },
-        };
-        Ok((key.clone(), observation))
+        effects.record(self.tracker().observe_seeded(&seed, &observation).await?);
+        Ok(effects)
     }
 }

@@ -11,6 +11,11 @@
 //!
 //! Each destination of a push therefore has one of two homes: its own record, when one
 //! exists, which then decides; otherwise the push, whose outcome stands for it ([`TrackedPush::view`]).
+//!
+//! A push is one occurrence: the same digest pushed again with the same tag (a rollback, a
+//! re-push after a delete, a restore) is another [`TrackedPush`], named by its own push time,
+//! with its own deadline and verdicts. Its closing write lists the destinations that have a
+//! record of their own, so a late replication event finds that record without a query.
 
 use chrono::{DateTime, Utc};
 
@@ -23,11 +28,14 @@ use crate::tracking::{ExpectationState, Observation, ReplicationExpectation, Tra
 pub enum PushOutcome {
     /// Not yet checked: due at the deadline.
     Open,
-    /// Checked: every destination without a record of its own had the image, with its tag
-    /// except in `superseded` (the tag had moved on; see [`crate::registry::tag_arrival`]).
+    /// Checked: every destination without a record of its own reached a closed verdict at
+    /// `at`: REPLICATED, or the state `closed` gives it (SUPERSEDED, TAG_LOST, NOT_SELECTED).
+    /// `recorded` are the destinations whose own record decides (problems, and what follows
+    /// them).
     Confirmed {
         at: DateTime<Utc>,
-        superseded: Vec<Destination>,
+        closed: Vec<(Destination, ExpectationState)>,
+        recorded: Vec<Destination>,
     },
     /// The source image (or the pushed tag) was deleted before the check: nothing to expect.
     Deleted { at: DateTime<Utc> },
@@ -95,7 +103,23 @@ impl TrackedPush {
             image: self.image.clone(),
             tag: self.tag.clone(),
             destination: destination.clone(),
+            occurrence: self.pushed_at,
         }
+    }
+
+    /// Whether `record` is this push's record of one of its destinations: named by this push,
+    /// or a record a failure event made before this push was tracked, which this push's check
+    /// took as its own.
+    pub fn owns(&self, record: &ReplicationExpectation) -> bool {
+        record.key.image == self.image
+            && record.key.tag == self.tag
+            && self.destinations.contains(&record.key.destination)
+            && (record.key.occurrence == self.pushed_at || record.pushed_at == Some(self.pushed_at))
+    }
+
+    /// Whether the closing check left `destination` to a record of its own.
+    pub fn is_recorded(&self, destination: &Destination) -> bool {
+        matches!(&self.outcome, PushOutcome::Confirmed { recorded, .. } if recorded.contains(destination))
     }
 
     /// The record a destination of this push starts from when something about it must be
@@ -119,12 +143,11 @@ impl TrackedPush {
         let mut record = self.seed(destination, policy);
         let closed = match &self.outcome {
             PushOutcome::Open => None,
-            PushOutcome::Confirmed { at, superseded } => Some((
-                if superseded.contains(destination) {
-                    ExpectationState::Superseded
-                } else {
-                    ExpectationState::Replicated
-                },
+            PushOutcome::Confirmed { at, closed, .. } => Some((
+                closed
+                    .iter()
+                    .find(|(d, _)| d == destination)
+                    .map_or(ExpectationState::Replicated, |(_, state)| *state),
                 *at,
             )),
             PushOutcome::Deleted { at } => Some((ExpectationState::Deleted, *at)),
@@ -153,8 +176,10 @@ pub fn combined_view(
     let mut all = records;
     for push in pushes {
         for destination in &push.destinations {
-            let key = push.key(destination);
-            if !all.iter().any(|r| r.key == key) {
+            if !all
+                .iter()
+                .any(|r| &r.key.destination == destination && push.owns(r))
+            {
                 all.push(push.view(destination, policy));
             }
         }
@@ -207,7 +232,8 @@ mod tests {
         push.close(
             PushOutcome::Confirmed {
                 at: push.deadline,
-                superseded: vec![],
+                closed: vec![],
+                recorded: vec![],
             },
             &TrackingPolicy::default(),
         );
@@ -231,7 +257,8 @@ mod tests {
         push.close(
             PushOutcome::Confirmed {
                 at: push.deadline,
-                superseded: vec![superseded.clone()],
+                closed: vec![(superseded.clone(), ExpectationState::Superseded)],
+                recorded: vec![],
             },
             &policy,
         );

@@ -2,9 +2,11 @@
 //! implementation for unit tests of the core, and the contract every implementation must pass
 //! (the DynamoDB store in `replwatch-aws` runs the same suite against the local AWS).
 //!
-//! It keeps two kinds of item: one [`TrackedPush`] per push (every destination at once, due at
-//! its deadline) and a [`ReplicationExpectation`] per destination only where something about
-//! that destination had to be written (a problem, or what followed one); see [`crate::push`].
+//! It keeps three kinds of item: one [`TrackedPush`] per push (every destination at once, due
+//! at its deadline; the same image and tag pushed again is another one, named by its push
+//! time), a [`ReplicationExpectation`] per destination of a push only where something about
+//! that destination had to be written (a problem, or what followed one; see [`crate::push`]),
+//! and a [`TagIncident`] per tag and destination where the tag diverged.
 //!
 //! Writes are conditional on the version read, because many copies of each function run at
 //! once and two of them may hold the same item: the loser of a race gets
@@ -17,7 +19,8 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{Destination, ExpectationKey, SourceImage};
+use crate::incident::TagIncident;
+use crate::model::{Destination, ExpectationKey, SourceImage, TagKey};
 use crate::outbox::{AlertOutbox, CLAIM_LEASE, PendingAlert};
 use crate::push::TrackedPush;
 use crate::rules::ReplicationConfiguration;
@@ -63,34 +66,46 @@ pub trait ExpectationStore: Send + Sync {
         image: &SourceImage,
     ) -> impl Future<Output = Result<Vec<ReplicationExpectation>, StoreError>> + Send;
 
-    /// The push of `image` with `tag`, strongly consistent.
-    fn push(
+    /// The latest push of `image` with `tag` at or before `until` (any time: `None`), in one
+    /// eventually consistent read of one item (it is made once per replication event). A
+    /// push written in the last second may not show yet; the callers are correct either way
+    /// (the push's own deadline check confirms it).
+    fn latest_push(
         &self,
         image: &SourceImage,
         tag: Option<&str>,
+        until: Option<DateTime<Utc>>,
     ) -> impl Future<Output = Result<Option<TrackedPush>, StoreError>> + Send;
 
     /// Writes `push` if the stored version still equals `push.version` (0: it must not exist
-    /// yet); the version now stored.
+    /// yet: the same push, a duplicate event, is tracked once); the version now stored.
     fn save_push(&self, push: &TrackedPush)
     -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// The record of `key` and the push it belongs to, eventually consistent and in one
-    /// request (the cheapest read: it is made once per replication event): what an arrival event needs to know whether it must write anything. A write
-    /// of the last second may not show yet; the callers are correct either way (a record not
-    /// seen is closed by the next check, a push not seen makes the arrival write a record).
-    fn peek(&self, key: &ExpectationKey)
-    -> impl Future<Output = Result<Peeked, StoreError>> + Send;
-
-    /// Every push of one source image (all its tags).
+    /// Every push of one source image (all its tags, every time it was pushed).
     fn pushes_of(
         &self,
         image: &SourceImage,
     ) -> impl Future<Output = Result<Vec<TrackedPush>, StoreError>> + Send;
 
-    /// Open pushes and records of `part` whose next check is at or before `now`, roughly
-    /// earliest first, about `limit` of them at most; `more` when some were left for the next
-    /// call. Closed ones are never returned. Every item of an image is in the same part.
+    /// The incident of one tag in one destination, strongly consistent.
+    fn incident(
+        &self,
+        key: &TagKey,
+    ) -> impl Future<Output = Result<Option<TagIncident>, StoreError>> + Send;
+
+    /// Writes `incident` if the stored version still equals `incident.version` (0: it must
+    /// not exist yet), with the alerts it raised, as [`ExpectationStore::save`] does.
+    fn save_incident(
+        &self,
+        incident: &TagIncident,
+        raised: &[PendingAlert],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Open pushes, records and incidents of `part` whose next check is at or before `now`,
+    /// roughly earliest first, about `limit` of them at most; `more` when some were left for
+    /// the next call. Closed ones are never returned. Every item of an image (and of a tag)
+    /// is in the same part.
     fn due(
         &self,
         now: DateTime<Utc>,
@@ -143,25 +158,19 @@ pub fn image_bucket(partition_key: &str) -> u32 {
     h ^ (h >> 16)
 }
 
-/// A destination's record and its push, as [`ExpectationStore::peek`] read them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Peeked {
-    pub record: Option<ReplicationExpectation>,
-    pub push: Option<TrackedPush>,
-}
-
 /// What a sweep round has to check.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DueWork {
     pub pushes: Vec<TrackedPush>,
     pub records: Vec<ReplicationExpectation>,
+    pub incidents: Vec<TagIncident>,
     /// Whether more was due than returned.
     pub more: bool,
 }
 
 impl DueWork {
     pub fn len(&self) -> usize {
-        self.pushes.len() + self.records.len()
+        self.pushes.len() + self.records.len() + self.incidents.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -203,12 +212,13 @@ macro_rules! forward_store {
             ) -> impl Future<Output = Result<Vec<ReplicationExpectation>, StoreError>> + Send {
                 (**self).for_image(image)
             }
-            fn push(
+            fn latest_push(
                 &self,
                 image: &SourceImage,
                 tag: Option<&str>,
+                until: Option<DateTime<Utc>>,
             ) -> impl Future<Output = Result<Option<TrackedPush>, StoreError>> + Send {
-                (**self).push(image, tag)
+                (**self).latest_push(image, tag, until)
             }
             fn save_push(
                 &self,
@@ -216,11 +226,18 @@ macro_rules! forward_store {
             ) -> impl Future<Output = Result<u64, StoreError>> + Send {
                 (**self).save_push(push)
             }
-            fn peek(
+            fn incident(
                 &self,
-                key: &ExpectationKey,
-            ) -> impl Future<Output = Result<Peeked, StoreError>> + Send {
-                (**self).peek(key)
+                key: &TagKey,
+            ) -> impl Future<Output = Result<Option<TagIncident>, StoreError>> + Send {
+                (**self).incident(key)
+            }
+            fn save_incident(
+                &self,
+                incident: &TagIncident,
+                raised: &[PendingAlert],
+            ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+                (**self).save_incident(incident, raised)
             }
             fn pushes_of(
                 &self,
@@ -362,10 +379,14 @@ pub fn count_open<'a>(
 #[derive(Debug, Default)]
 pub struct InMemoryStore {
     records: Mutex<HashMap<ExpectationKey, ReplicationExpectation, BuildHasherDefault<FxHasher>>>,
-    pushes: Mutex<BTreeMap<(SourceImage, Option<String>), TrackedPush>>,
+    pushes: Mutex<BTreeMap<PushName, TrackedPush>>,
+    incidents: Mutex<BTreeMap<TagKey, TagIncident>>,
     outbox: Mutex<BTreeMap<String, PendingAlert>>,
     rules: Mutex<HashMap<Destination, RecordedRules>>,
 }
+
+/// What names a push: the image, its tag, and when it was pushed.
+type PushName = (SourceImage, Option<String>, DateTime<Utc>);
 
 /// The multiply-rotate hash of rustc's `FxHasher`: keys here are our own, never hostile, so
 /// SipHash's protection against collision attacks buys nothing and costs a tenth of the core's
@@ -429,10 +450,17 @@ impl InMemoryStore {
         self.push_map().values().cloned().collect()
     }
 
-    fn push_map(
-        &self,
-    ) -> std::sync::MutexGuard<'_, BTreeMap<(SourceImage, Option<String>), TrackedPush>> {
+    fn push_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<PushName, TrackedPush>> {
         self.pushes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn incident_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<TagKey, TagIncident>> {
+        self.incidents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every tag incident, open or resolved, in key order.
+    pub fn incidents(&self) -> Vec<TagIncident> {
+        self.incident_map().values().cloned().collect()
     }
 
     /// Every alert waiting for delivery, by id.
@@ -501,20 +529,25 @@ impl ExpectationStore for InMemoryStore {
             .collect())
     }
 
-    async fn push(
+    async fn latest_push(
         &self,
         image: &SourceImage,
         tag: Option<&str>,
+        until: Option<DateTime<Utc>>,
     ) -> Result<Option<TrackedPush>, StoreError> {
+        let tag = tag.map(str::to_owned);
         Ok(self
             .push_map()
-            .get(&(image.clone(), tag.map(str::to_owned)))
+            .values()
+            .filter(|p| &p.image == image && p.tag == tag)
+            .filter(|p| until.is_none_or(|u| p.pushed_at <= u))
+            .max_by_key(|p| p.pushed_at)
             .cloned())
     }
 
     async fn save_push(&self, push: &TrackedPush) -> Result<u64, StoreError> {
         let mut pushes = self.push_map();
-        let key = (push.image.clone(), push.tag.clone());
+        let key = (push.image.clone(), push.tag.clone(), push.pushed_at);
         let stored = pushes.get(&key).map_or(0, |p| p.version);
         if stored != push.version {
             return Err(StoreError::Conflict {
@@ -527,11 +560,30 @@ impl ExpectationStore for InMemoryStore {
         Ok(push.version + 1)
     }
 
-    async fn peek(&self, key: &ExpectationKey) -> Result<Peeked, StoreError> {
-        Ok(Peeked {
-            record: self.get(key).await?,
-            push: self.push(&key.image, key.tag.as_deref()).await?,
-        })
+    async fn incident(&self, key: &TagKey) -> Result<Option<TagIncident>, StoreError> {
+        Ok(self.incident_map().get(key).cloned())
+    }
+
+    async fn save_incident(
+        &self,
+        incident: &TagIncident,
+        raised: &[PendingAlert],
+    ) -> Result<u64, StoreError> {
+        let mut incidents = self.incident_map();
+        let stored = incidents.get(&incident.key).map_or(0, |i| i.version);
+        if stored != incident.version {
+            return Err(StoreError::Conflict {
+                item: incident.key.to_string(),
+            });
+        }
+        let mut next = incident.clone();
+        next.version = incident.version + 1;
+        incidents.insert(incident.key.clone(), next);
+        let mut outbox = self.pending();
+        for pending in raised {
+            outbox.insert(pending.id(), pending.clone());
+        }
+        Ok(incident.version + 1)
     }
 
     async fn pushes_of(&self, image: &SourceImage) -> Result<Vec<TrackedPush>, StoreError> {
@@ -550,6 +602,16 @@ impl ExpectationStore for InMemoryStore {
         part: SweepPart,
     ) -> Result<DueWork, StoreError> {
         let mine = |image: &SourceImage| part.holds(image_bucket(&image.to_string()));
+        let mut incidents: Vec<TagIncident> = self
+            .incident_map()
+            .values()
+            .filter(|i| {
+                i.next_check_at.is_some_and(|at| at <= now)
+                    && part.holds(image_bucket(&i.key.to_string()))
+            })
+            .cloned()
+            .collect();
+        incidents.sort_by_key(|i| i.next_check_at);
         let mut records: Vec<ReplicationExpectation> = self
             .lock()
             .values()
@@ -568,7 +630,7 @@ impl ExpectationStore for InMemoryStore {
                 .then(a.key.cmp(&b.key))
         });
         pushes.sort_by_key(|p| p.deadline);
-        let more = records.len() + pushes.len() > limit;
+        let more = records.len() + pushes.len() + incidents.len() > limit;
         // Earliest first across both kinds.
         let (mut taken_records, mut taken_pushes) = (0, 0);
         while taken_records + taken_pushes < limit
@@ -584,9 +646,12 @@ impl ExpectationStore for InMemoryStore {
         }
         records.truncate(taken_records);
         pushes.truncate(taken_pushes);
+        // Incidents are few (one per diverged tag): whatever room the round has left.
+        incidents.truncate(limit.saturating_sub(taken_records + taken_pushes));
         Ok(DueWork {
             pushes,
             records,
+            incidents,
             more,
         })
     }
@@ -677,15 +742,19 @@ impl RulesRecord for InMemoryStore {
 pub mod contract {
     use chrono::{TimeDelta, TimeZone, Utc};
 
-    use super::{ExpectationStore, Peeked, RecordedRules, RulesRecord, StoreError, SweepPart};
+    use super::{ExpectationStore, RecordedRules, RulesRecord, StoreError, SweepPart};
     use crate::alerts::Alert;
+    use crate::incident::{
+        Divergence, DivergenceCause, ResolutionReason, TagIncident, TagObservation,
+    };
     use crate::model::{
-        AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
+        AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage, TagKey,
     };
     use crate::outbox::{AlertOutbox, CLAIM_LEASE, FIRST_RETRY_AFTER, PendingAlert};
     use crate::push::{PushOutcome, TrackedPush};
     use crate::tracking::{
-        AlertKind, Observation, ReplicationExpectation, TagArrival, TrackingPolicy,
+        AlertKind, ExpectationState, Observation, ReplicationExpectation, TagArrival,
+        TrackingPolicy,
     };
 
     /// 25 destination Regions: the most a replication configuration holds, the size a push
@@ -745,10 +814,13 @@ pub mod contract {
                 Region::parse(region).expect("region"),
                 AccountId::parse(account).expect("account"),
             ),
+            occurrence: at(0),
         }
     }
 
-    fn pushed(key: ExpectationKey, minutes: i64) -> ReplicationExpectation {
+    /// The record of the push of `key`'s image and tag made at `at(minutes)`.
+    fn pushed(mut key: ExpectationKey, minutes: i64) -> ReplicationExpectation {
+        key.occurrence = at(minutes);
         let mut e = ReplicationExpectation::new(key);
         e.apply(
             &Observation::Pushed { at: at(minutes) },
@@ -1023,37 +1095,47 @@ pub mod contract {
         let regions = TWENTY_FIVE_REGIONS;
         let push = tracked(20, Some("v1.4.2"), &regions, 0);
         assert_eq!(push.destinations.len(), 25);
-        assert!(
+        let latest = async || {
             store
-                .push(&image(20), Some("v1.4.2"))
+                .latest_push(&image(20), Some("v1.4.2"), None)
                 .await
                 .expect("get")
-                .is_none()
-        );
+        };
+        assert!(latest().await.is_none());
         assert_eq!(store.save_push(&push).await.expect("save"), 1);
         let mut expected = push.clone();
         expected.version = 1;
-        let read = store.push(&image(20), Some("v1.4.2")).await.expect("get");
-        assert_eq!(read, Some(expected.clone()));
+        assert_eq!(latest().await, Some(expected.clone()));
         // A duplicate push event loses: the first one stands.
         assert!(matches!(
             store.save_push(&push).await,
             Err(StoreError::Conflict { .. })
         ));
-        // Checked from the version read: it closes, superseded destinations and all.
+        // Checked from the version read: it closes, with each destination's verdict.
         let mut checked = expected.clone();
-        let superseded = vec![checked.destinations[3].clone()];
+        let closed = vec![
+            (
+                checked.destinations[3].clone(),
+                ExpectationState::Superseded,
+            ),
+            (checked.destinations[4].clone(), ExpectationState::TagLost),
+            (
+                checked.destinations[5].clone(),
+                ExpectationState::NotSelected,
+            ),
+        ];
         checked.close(
             PushOutcome::Confirmed {
                 at: at(31),
-                superseded,
+                closed,
+                recorded: vec![checked.destinations[7].clone()],
             },
             &TrackingPolicy::default(),
         );
         assert_eq!(store.save_push(&checked).await.expect("close"), 2);
         checked.version = 2;
-        let read = store.push(&image(20), Some("v1.4.2")).await.expect("get");
-        assert_eq!(read, Some(checked));
+        assert_eq!(latest().await, Some(checked.clone()));
+        assert!(checked.is_recorded(&checked.destinations[7]));
         assert!(matches!(
             store.save_push(&expected).await,
             Err(StoreError::Conflict { .. })
@@ -1090,7 +1172,8 @@ pub mod contract {
         checked.close(
             PushOutcome::Confirmed {
                 at: at(30),
-                superseded: vec![],
+                closed: vec![],
+                recorded: vec![],
             },
             &TrackingPolicy::default(),
         );
@@ -1137,27 +1220,144 @@ pub mod contract {
         assert_eq!((all.len(), all.more), (600, false));
     }
 
-    pub async fn a_peek_reads_a_record_and_its_push_together<S: ExpectationStore>(store: S) {
-        let push = tracked(24, Some("v1"), &["eu-west-1"], 0);
-        let key = push.key(&push.destinations[0]);
-        assert_eq!(store.peek(&key).await.expect("peek"), Peeked::default());
-        // The same image's other tags, pushed and failed, are not this key's.
-        for tag in ["v0", "v2"] {
-            let other = tracked(24, Some(tag), &["eu-west-1"], 1);
-            store.save_push(&other).await.expect("other push");
+    pub async fn each_push_of_an_image_and_tag_is_its_own_and_the_latest_before_a_time_is_found<
+        S: ExpectationStore,
+    >(
+        store: S,
+    ) {
+        let latest = async |tag: Option<&str>, until: Option<i64>| {
             store
-                .save(&failed(&other, 2), &[])
+                .latest_push(&image(24), tag, until.map(at))
                 .await
-                .expect("other record");
+                .expect("latest")
+                .map(|p| p.pushed_at)
+        };
+        assert_eq!(latest(Some("v1"), None).await, None);
+        // The same image and tag pushed three times (a rollback, a re-push), and beside it
+        // other tags and an untagged push.
+        for minutes in [0, 40, 90] {
+            let push = tracked(24, Some("v1"), &["eu-west-1"], minutes);
+            store.save_push(&push).await.expect("push");
+            store
+                .save(&failed(&push, minutes + 1), &[])
+                .await
+                .expect("record");
         }
-        assert_eq!(store.peek(&key).await.expect("peek"), Peeked::default());
-        store.save_push(&push).await.expect("push");
-        store.save(&failed(&push, 3), &[]).await.expect("record");
-        let peeked = store.peek(&key).await.expect("peek");
-        assert_eq!(peeked.push.map(|p| p.pushed_at), Some(at(0)));
+        for (tag, minutes) in [(Some("v0"), 50), (Some("v10"), 60), (None, 70)] {
+            let other = tracked(24, tag, &["eu-west-1"], minutes);
+            store.save_push(&other).await.expect("other push");
+        }
+        assert_eq!(latest(Some("v1"), None).await, Some(at(90)));
+        assert_eq!(latest(Some("v1"), Some(89)).await, Some(at(40)));
         assert_eq!(
-            peeked.record.map(|r| r.state),
-            Some(crate::tracking::ExpectationState::Failed)
+            latest(Some("v1"), Some(40)).await,
+            Some(at(40)),
+            "at or before"
+        );
+        assert_eq!(latest(Some("v1"), Some(0)).await, Some(at(0)));
+        assert_eq!(latest(None, Some(80)).await, Some(at(70)));
+        assert_eq!(latest(Some("v10"), Some(59)).await, None);
+        // Each push's record is its own: three FAILED records of v1, one per push.
+        let records = store.for_image(&image(24)).await.expect("records");
+        let mut occurrences: Vec<_> = records.iter().map(|r| r.key.occurrence).collect();
+        occurrences.sort();
+        assert_eq!(occurrences, vec![at(0), at(40), at(90)]);
+        assert_eq!(store.pushes_of(&image(24)).await.expect("pushes").len(), 6);
+    }
+
+    fn tag_key(tag: &str) -> TagKey {
+        TagKey {
+            registry: image(25).registry,
+            repository: image(25).repository,
+            tag: tag.to_owned(),
+            destination: Destination::new(
+                Region::parse("eu-west-1").expect("region"),
+                AccountId::parse("222222222222").expect("account"),
+            ),
+        }
+    }
+
+    pub async fn an_incident_reads_back_is_due_while_open_and_raises_with_its_write<
+        S: ExpectationStore + AlertOutbox,
+    >(
+        store: S,
+    ) {
+        let policy = TrackingPolicy::default();
+        assert_eq!(
+            store.incident(&tag_key("latest")).await.expect("read"),
+            None
+        );
+        let divergence = Divergence {
+            cause: DivergenceCause::OlderReplicationLast,
+            expected: image(25).digest,
+            found: Some(image(26).digest),
+        };
+        let mut incident =
+            TagIncident::open(tag_key("latest"), at(31), divergence.clone(), &policy);
+        let opened = incident.apply(
+            &TagObservation::Diverged {
+                at: at(31),
+                divergence,
+            },
+            &policy,
+        );
+        let raised = PendingAlert::raised(Alert::for_incident(
+            opened.raised.expect("raised"),
+            &incident,
+            at(31),
+        ));
+        assert_eq!(
+            store
+                .save_incident(&incident, std::slice::from_ref(&raised))
+                .await
+                .expect("open"),
+            1
+        );
+        assert_eq!(store.undelivered().await.expect("count"), 1);
+        assert!(matches!(
+            store.save_incident(&incident, &[]).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        incident.version = 1;
+        let read = store
+            .incident(&tag_key("latest"))
+            .await
+            .expect("read")
+            .expect("present");
+        assert_eq!(read, incident);
+        assert!(
+            store
+                .due(at(40), 10, SweepPart::WHOLE)
+                .await
+                .expect("due")
+                .incidents
+                .is_empty()
+        );
+        let due = store.due(at(46), 10, SweepPart::WHOLE).await.expect("due");
+        assert_eq!(due.incidents, vec![incident.clone()]);
+        // Resolved: out of the due index, kept until its TTL.
+        incident.apply(
+            &TagObservation::Settled {
+                at: at(46),
+                reason: ResolutionReason::Converged,
+            },
+            &policy,
+        );
+        store.save_incident(&incident, &[]).await.expect("resolve");
+        incident.version = 2;
+        let read = store
+            .incident(&tag_key("latest"))
+            .await
+            .expect("read")
+            .expect("present");
+        assert_eq!(read, incident);
+        assert!(
+            store
+                .due(at(600), 10, SweepPart::WHOLE)
+                .await
+                .expect("due")
+                .incidents
+                .is_empty()
         );
     }
 
@@ -1304,7 +1504,8 @@ pub mod contract {
                 a_push_reads_back_identically_and_only_its_first_write_creates_it,
                 open_pushes_are_due_at_their_deadline_beside_records,
                 parts_split_the_due_work_without_overlap,
-                a_peek_reads_a_record_and_its_push_together,
+                each_push_of_an_image_and_tag_is_its_own_and_the_latest_before_a_time_is_found,
+                an_incident_reads_back_is_due_while_open_and_raises_with_its_write,
                 a_round_takes_its_limit_however_the_due_work_is_spread,
                 a_raised_alert_is_stored_with_its_state_change_and_only_then,
                 the_newest_rules_win_whatever_the_order_they_are_recorded_in,

@@ -169,6 +169,7 @@ mod tests {
                 Region::parse("eu-west-1").expect("region"),
                 AccountId::parse("222222222222").expect("account"),
             ),
+            occurrence: chrono::DateTime::<Utc>::default(),
         }
     }
 
@@ -213,20 +214,32 @@ mod tests {
             self.inner.for_image(image).await
         }
 
-        async fn push(
+        async fn latest_push(
             &self,
             image: &SourceImage,
             tag: Option<&str>,
+            until: Option<chrono::DateTime<Utc>>,
         ) -> Result<Option<crate::push::TrackedPush>, StoreError> {
-            self.inner.push(image, tag).await
+            self.inner.latest_push(image, tag, until).await
         }
 
         async fn save_push(&self, push: &crate::push::TrackedPush) -> Result<u64, StoreError> {
             self.inner.save_push(push).await
         }
 
-        async fn peek(&self, key: &ExpectationKey) -> Result<crate::store::Peeked, StoreError> {
-            self.inner.peek(key).await
+        async fn incident(
+            &self,
+            key: &crate::model::TagKey,
+        ) -> Result<Option<crate::incident::TagIncident>, StoreError> {
+            self.inner.incident(key).await
+        }
+
+        async fn save_incident(
+            &self,
+            incident: &crate::incident::TagIncident,
+            raised: &[PendingAlert],
+        ) -> Result<u64, StoreError> {
+            self.inner.save_incident(incident, raised).await
         }
 
         async fn pushes_of(

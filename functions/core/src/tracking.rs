@@ -5,16 +5,21 @@
 //!
 //! ```text
 //! PENDING ──deadline passed, API says IN_PROGRESS──► OVERDUE
-//!    │                                                  │
+//!    │    ──deadline passed, ECR lists no replication
+//!    │      though the rules still select it─────► NOT_STARTED
 //!    └──────────────┬───────────────────────────────────┘
 //!                   ▼
-//!   FAILED < TAG_LOST < SUPERSEDED < REPLICATED < DELETED      (closed states, ranked)
+//!   FAILED < TAG_LOST < NOT_SELECTED < SUPERSEDED < REPLICATED < DELETED   (closed, ranked)
 //! ```
 //!
-//! An image that arrived without its pushed tag is TAG_LOST only when ECR dropped the tag:
-//! [`crate::registry::missing_tag`] decides that with ECR's answers. Any other missing tag (a later push
-//! moved it, replications finished out of order, someone deleted it by hand) closes the
-//! record as SUPERSEDED: the image arrived, and nothing was lost by replication.
+//! An image that arrived without its pushed tag is TAG_LOST only when the source still tags
+//! it so and the destination's tag names another image; the problem is then the tag's, not
+//! the push's, and is raised once per (repository, tag, destination) by a
+//! [`crate::incident::TagIncident`], whatever the number of pushes. Any other missing tag (a
+//! later push moved it, someone deleted it by hand) closes the record as SUPERSEDED: the image
+//! arrived, and nothing was lost by replication. NOT_SELECTED closes a destination the rules
+//! ECR applied did not select (the rules changed before the push and replwatch's copy had not
+//! caught up): counted, never an alert.
 //!
 //! Events are best effort: duplicated, late, out of order or lost. So a transition is the
 //! maximum of the current state and what the observation implies, in the rank order of
@@ -25,9 +30,9 @@
 //! time-dependent step, PENDING → OVERDUE, is taken only on an API confirmation that the image
 //! is still in progress past its deadline, never on the absence of an event.
 //!
-//! Each problem (overdue, failed, tag lost) raises its alert at most once per item: the kinds
-//! already raised are part of the item and are written in the same conditional write as the
-//! state change, so two concurrent handlers cannot both raise it.
+//! Each problem (overdue, not started, failed) raises its alert at most once per item: the
+//! kinds already raised are part of the item and are written in the same conditional write as
+//! the state change, so two concurrent handlers cannot both raise it.
 
 use std::collections::BTreeSet;
 
@@ -69,11 +74,17 @@ pub enum ExpectationState {
     Pending,
     /// The API confirmed the image was still not in the destination after the deadline.
     Overdue,
+    /// Past the deadline, ECR lists no replication of the image to this destination although
+    /// the rules, read again from ECR, still select it: replication never started.
+    NotStarted,
     /// ECR reported the replication failed.
     Failed,
-    /// The image arrived, but without the tag that was pushed, because the destination
-    /// repository's tags are immutable and the tag already named another image there.
+    /// The image arrived, but the destination's tag names another image while the source's
+    /// still names this one (the tag's incident says why).
     TagLost,
+    /// The rules ECR applied at the push did not select this destination (replwatch's copy
+    /// of the rules was older): nothing was to arrive. Counted, never an alert.
+    NotSelected,
     /// The image arrived; the tag it was pushed with has since moved on (a later push in a
     /// mutable repository, out-of-order completions, a tag moved or deleted by hand). Not a
     /// problem of replication, so never an alert.
@@ -88,15 +99,19 @@ pub enum ExpectationState {
 
 impl ExpectationState {
     pub fn is_closed(self) -> bool {
-        !matches!(self, ExpectationState::Pending | ExpectationState::Overdue)
+        !matches!(
+            self,
+            ExpectationState::Pending | ExpectationState::Overdue | ExpectationState::NotStarted
+        )
     }
 
-    /// The alert this state stands for, if it is a problem.
+    /// The alert this state stands for, if it is a problem of the push itself. A lost tag is
+    /// the tag's problem, alerted by its incident once however many pushes meet it.
     pub fn alert(self) -> Option<AlertKind> {
         match self {
             ExpectationState::Overdue => Some(AlertKind::Overdue),
+            ExpectationState::NotStarted => Some(AlertKind::NotStarted),
             ExpectationState::Failed => Some(AlertKind::Failed),
-            ExpectationState::TagLost => Some(AlertKind::TagLost),
             _ => None,
         }
     }
@@ -105,8 +120,10 @@ impl ExpectationState {
         match self {
             ExpectationState::Pending => "PENDING",
             ExpectationState::Overdue => "OVERDUE",
+            ExpectationState::NotStarted => "NOT_STARTED",
             ExpectationState::Failed => "FAILED",
             ExpectationState::TagLost => "TAG_LOST",
+            ExpectationState::NotSelected => "NOT_SELECTED",
             ExpectationState::Superseded => "SUPERSEDED",
             ExpectationState::Deleted => "DELETED",
             ExpectationState::Replicated => "REPLICATED",
@@ -117,8 +134,10 @@ impl ExpectationState {
         [
             ExpectationState::Pending,
             ExpectationState::Overdue,
+            ExpectationState::NotStarted,
             ExpectationState::Failed,
             ExpectationState::TagLost,
+            ExpectationState::NotSelected,
             ExpectationState::Superseded,
             ExpectationState::Replicated,
             ExpectationState::Deleted,
@@ -128,28 +147,56 @@ impl ExpectationState {
     }
 }
 
-/// A problem worth telling a human about.
+/// A problem worth telling a human about, or the notice that one is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AlertKind {
+    /// A push not in a destination past its deadline, ECR still replicating it.
     Overdue,
+    /// ECR confirmed a replication FAILED, for an image still in the source.
     Failed,
+    /// A tag names another image in an immutable destination that already held it, so ECR
+    /// could not move it (a tag incident).
     TagLost,
+    /// Past its deadline, ECR lists no replication of a push to a destination the rules still
+    /// select.
+    NotStarted,
+    /// A tag names another image in a mutable destination: an older replication finished
+    /// last, or someone changed it there (a tag incident).
+    TagDiverged,
+    /// A tag incident is over: the tag names the same image in the destination as in the
+    /// source again (or no longer has to).
+    Resolved,
 }
 
 impl AlertKind {
+    pub const ALL: [AlertKind; 6] = [
+        AlertKind::Overdue,
+        AlertKind::Failed,
+        AlertKind::TagLost,
+        AlertKind::NotStarted,
+        AlertKind::TagDiverged,
+        AlertKind::Resolved,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AlertKind::Overdue => "OVERDUE",
             AlertKind::Failed => "FAILED",
             AlertKind::TagLost => "TAG_LOST",
+            AlertKind::NotStarted => "NOT_STARTED",
+            AlertKind::TagDiverged => "TAG_DIVERGED",
+            AlertKind::Resolved => "RESOLVED",
         }
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [AlertKind::Overdue, AlertKind::Failed, AlertKind::TagLost]
-            .into_iter()
-            .find(|k| k.as_str() == value)
+        Self::ALL.into_iter().find(|k| k.as_str() == value)
+    }
+
+    /// Whether this is a problem (everything but a resolved notice).
+    pub fn is_problem(self) -> bool {
+        self != AlertKind::Resolved
     }
 }
 
@@ -176,6 +223,12 @@ pub enum Observation {
     },
     /// `DescribeImageReplicationStatus` said IN_PROGRESS at `at`.
     StillInProgress { at: DateTime<Utc> },
+    /// `DescribeImageReplicationStatus` lists no replication to this destination at `at`,
+    /// and the rules read again from ECR still select it.
+    NotStarted { at: DateTime<Utc> },
+    /// The rules read again from ECR do not select this destination: ECR never meant to
+    /// replicate the push there.
+    NotSelected { at: DateTime<Utc> },
 }
 
 /// What became of the pushed tag when the image arrived ([`crate::registry::tag_arrival`]).
@@ -185,7 +238,7 @@ pub enum TagArrival {
     Present,
     /// The tag is elsewhere or gone, and replication is not the cause.
     Superseded,
-    /// ECR dropped the tag: the destination's tags are immutable and `held_by` already had it.
+    /// The destination's tag names `held_by` while the source's still names this image.
     Lost { held_by: Digest },
 }
 
@@ -308,17 +361,9 @@ impl ReplicationExpectation {
                     self.failure_code.clone_from(failure_code);
                 }
             }
-            Observation::StillInProgress { at } => match self.state {
-                ExpectationState::Pending if self.deadline.is_some_and(|d| *at >= d) => {
-                    self.state = ExpectationState::Overdue;
-                    self.overdue_since = Some(*at);
-                    self.last_checked_at = Some(*at);
-                }
-                ExpectationState::Pending | ExpectationState::Overdue => {
-                    self.last_checked_at = Some(self.last_checked_at.map_or(*at, |c| c.max(*at)));
-                }
-                _ => {}
-            },
+            Observation::StillInProgress { at } => self.missing_at(ExpectationState::Overdue, *at),
+            Observation::NotStarted { at } => self.missing_at(ExpectationState::NotStarted, *at),
+            Observation::NotSelected { at } => self.close(ExpectationState::NotSelected, *at),
         }
         self.refresh_schedule(policy);
 
@@ -341,6 +386,20 @@ impl ReplicationExpectation {
         }
     }
 
+    /// The image is still not in the destination at `at`: past the deadline that is `problem`
+    /// (OVERDUE or NOT_STARTED, whichever ranks higher stays); before it, only a check.
+    fn missing_at(&mut self, problem: ExpectationState, at: DateTime<Utc>) {
+        if self.state.is_closed() {
+            return;
+        }
+        let past_deadline = self.deadline.is_some_and(|d| at >= d);
+        if past_deadline && problem > self.state {
+            self.state = problem;
+            self.overdue_since = Some(self.overdue_since.map_or(at, |s| s.min(at)));
+        }
+        self.last_checked_at = Some(self.last_checked_at.map_or(at, |c| c.max(at)));
+    }
+
     fn close(&mut self, state: ExpectationState, at: DateTime<Utc>) {
         if state > self.state {
             self.state = state;
@@ -356,7 +415,7 @@ impl ReplicationExpectation {
                 (Some(d), _) => Some(d),
                 (None, _) => None,
             },
-            ExpectationState::Overdue => self
+            ExpectationState::Overdue | ExpectationState::NotStarted => self
                 .last_checked_at
                 .or(self.overdue_since)
                 .map(|c| c + policy.recheck_interval),
@@ -443,6 +502,7 @@ mod tests {
                 Region::parse("us-east-1").expect("region"),
                 AccountId::parse("111111111111").expect("account"),
             ),
+            occurrence: t(0),
         }
     }
 
@@ -570,13 +630,49 @@ mod tests {
     }
 
     #[test]
-    fn arrival_without_the_pushed_tag_is_tag_lost() {
+    fn arrival_without_the_pushed_tag_is_tag_lost_and_left_to_the_tag_s_incident() {
         let policy = TrackingPolicy::default();
         let mut e = ReplicationExpectation::new(key(Some("v1")));
         e.apply(&Observation::Pushed { at: t(0) }, &policy);
         let tr = e.apply(&arrived(2, false), &policy);
         assert_eq!(tr.to, ExpectationState::TagLost);
-        assert_eq!(tr.raised, vec![AlertKind::TagLost]);
+        assert!(
+            tr.raised.is_empty(),
+            "one incident per tag and destination says it, not every push"
+        );
+    }
+
+    #[test]
+    fn a_replication_ecr_never_started_is_its_own_problem_past_the_deadline() {
+        let policy = TrackingPolicy::default();
+        let mut e = ReplicationExpectation::new(key(Some("v1")));
+        e.apply(&Observation::Pushed { at: t(0) }, &policy);
+        let early = e.apply(&Observation::NotStarted { at: t(10) }, &policy);
+        assert_eq!(early.to, ExpectationState::Pending);
+        let late = e.apply(&Observation::NotStarted { at: t(31) }, &policy);
+        assert_eq!(late.to, ExpectationState::NotStarted);
+        assert_eq!(late.raised, vec![AlertKind::NotStarted]);
+        assert_eq!(
+            e.next_check_at,
+            Some(t(46)),
+            "rechecked like an overdue one"
+        );
+        let again = e.apply(&Observation::StillInProgress { at: t(46) }, &policy);
+        assert!(again.raised.is_empty());
+        assert_eq!(again.to, ExpectationState::NotStarted);
+        let arrived = e.apply(&arrived(50, true), &policy);
+        assert_eq!(arrived.to, ExpectationState::Replicated);
+    }
+
+    #[test]
+    fn a_destination_the_rules_did_not_select_closes_without_an_alert() {
+        let policy = TrackingPolicy::default();
+        let mut e = ReplicationExpectation::new(key(Some("v1")));
+        e.apply(&Observation::Pushed { at: t(0) }, &policy);
+        let tr = e.apply(&Observation::NotSelected { at: t(31) }, &policy);
+        assert_eq!(tr.to, ExpectationState::NotSelected);
+        assert!(tr.raised.is_empty());
+        assert_eq!(e.next_check_at, None);
     }
 
     #[test]
@@ -650,15 +746,17 @@ mod tests {
         for s in [
             ExpectationState::Pending,
             ExpectationState::Overdue,
+            ExpectationState::NotStarted,
             ExpectationState::Failed,
             ExpectationState::TagLost,
+            ExpectationState::NotSelected,
             ExpectationState::Superseded,
             ExpectationState::Deleted,
             ExpectationState::Replicated,
         ] {
             assert_eq!(ExpectationState::parse(s.as_str()), Some(s));
         }
-        for k in [AlertKind::Overdue, AlertKind::Failed, AlertKind::TagLost] {
+        for k in AlertKind::ALL {
             assert_eq!(AlertKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(ExpectationState::parse("BOGUS"), None);

@@ -512,7 +512,7 @@ async fn a_tag_that_moved_on_is_superseded_never_lost() {
 }
 
 #[tokio::test]
-async fn an_untagged_success_settles_the_tagged_records_of_that_destination() {
+async fn an_untagged_success_for_a_tagged_push_is_left_to_the_push_s_check() {
     let world = World::new();
     let pipeline = world.pipeline();
     pipeline
@@ -534,8 +534,20 @@ async fn an_untagged_success_settles_the_tagged_records_of_that_destination() {
         "\"other\": 1",
     );
     let effects = pipeline.handle(&untagged).await.expect("replicated");
+    assert!(effects.alerts.is_empty() && effects.applied.is_empty());
+    assert_eq!(world.store.all().len(), 3, "no untagged record invented");
+    // The push's check looks in the destination: the tag's incident, once.
+    world.registry.tags("eu-west-1", &["v1.4.2"]);
+    world.registry.tags("ap-southeast-2", &["v1.4.2"]);
+    for region in ["us-east-1", "eu-west-1", "ap-southeast-2"] {
+        world
+            .registry
+            .status(region, DestinationReplication::Complete);
+    }
+    world.clock.set(push_time() + TimeDelta::minutes(31));
+    let report = sweep_whole(&pipeline).await;
     assert_eq!(
-        kinds(&effects.alerts),
+        kinds(&report.effects.alerts),
         vec![("us-east-1".into(), AlertKind::TagLost)]
     );
     assert_eq!(world.store.all().len(), 3, "no untagged record invented");
@@ -677,7 +689,8 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
 async fn a_deleted_source_is_never_reported_missing() {
     let world = World::new();
     let pipeline = world.pipeline();
-    // The delete overtakes its push.
+    // The delete overtakes its push: the push is tracked, and its check finds the image gone.
+    *world.registry.source_deleted.lock().expect("lock") = true;
     pipeline
         .handle(&event("delete.json"))
         .await

@@ -1,0 +1,651 @@
+//! The deadline check: what ECR says about each due push in each of its destinations, and the
+//! tag incidents that follow.
+//!
+//! A destination is never reported OVERDUE, NOT_STARTED or FAILED without a look in the
+//! destination first: `DescribeImageReplicationStatus` is per image (digest), so after a
+//! promotion (the same image pushed with a second tag) it says IN_PROGRESS for the first
+//! tag's destinations too, and after a rollback it may say COMPLETE for a push that never
+//! arrived. The destination's own images and tags are the truth; the status only says why
+//! something is missing. In order, only as far as needed:
+//!
+//! | the destination has | ECR's status for it | verdict |
+//! |---|---|---|
+//! | the image, with the pushed tag (or the push was untagged) | anything | REPLICATED |
+//! | anything but that | not listed, and the rules read again from ECR do not select it | NOT_SELECTED (counted) |
+//! | not the image | IN_PROGRESS / FAILED / not listed | OVERDUE / FAILED / NOT_STARTED |
+//! | not the image | COMPLETE | SUPERSEDED (it arrived and was removed since: drift for `replwatch audit`) |
+//! | the image without the tag, and a later push moved the tag (the source's tag names another image, or the same image was pushed with it again) | anything | SUPERSEDED (the later push carries the tag) |
+//! | the image without the tag, the tag on nothing | IN_PROGRESS / FAILED / else | OVERDUE / FAILED / SUPERSEDED (removed by hand: drift) |
+//! | the image without the tag, the tag on another image, tags immutable | anything | TAG_LOST, and the tag's incident (TAG_LOST) |
+//! | the same, tags mutable | IN_PROGRESS / FAILED / else | OVERDUE / FAILED / TAG_LOST and the tag's incident (TAG_DIVERGED: an older push of the tag finished last, or it was changed there) |
+//!
+//! A source image that no longer exists closes everything, silently.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::{StreamExt, future, stream};
+
+use super::{Effects, Pipeline, PipelineError};
+use crate::alerts::Alert;
+use crate::clock::Clock;
+use crate::incident::{Divergence, DivergenceCause, ResolutionReason, TagIncident, TagObservation};
+use crate::model::{Digest, ExpectationKey, SourceImage, TagKey};
+use crate::outbox::PendingAlert;
+use crate::push::{PushOutcome, TrackedPush};
+use crate::registry::{DestinationReplication, ImageReplicationStatus, Registry};
+use crate::store::{ExpectationStore, RulesRecord, StoreError, SweepPart};
+use crate::tracker::{Applied, Creation, MAX_ATTEMPTS};
+use crate::tracking::{ExpectationState, Observation, ReplicationExpectation, TagArrival};
+
+/// What a sweep did, for its log line and its gauges.
+#[derive(Debug, Default)]
+pub struct SweepReport {
+    pub effects: Effects,
+    /// Due pushes, records and incidents looked at.
+    pub checked: usize,
+    /// Whether more was due than this round took.
+    pub more: bool,
+    /// Images confirmed with the status API (one call each).
+    pub images: usize,
+    /// Open tag incidents looked at again.
+    pub incidents: usize,
+    /// Destinations the check closed as arrived: every one of a push that arrived on time
+    /// (its event, if it came, wrote nothing), and records whose event never came.
+    pub reconciled: usize,
+    /// Images and incidents that could not be confirmed this time (they stay due).
+    pub failures: Vec<PipelineError>,
+}
+
+/// What checking one image did.
+#[derive(Debug, Default)]
+struct ImageCheck {
+    effects: Effects,
+    reconciled: usize,
+}
+
+/// One destination of one push to confirm, and where its verdict is kept.
+struct Target {
+    /// The due push it is checked with (its index), if any.
+    push: Option<usize>,
+    /// Its own record, or the seed its push would start one from.
+    record: ReplicationExpectation,
+    /// Whether `record` is stored (the destination has a record of its own).
+    stored: bool,
+}
+
+/// What ECR says about one push in one destination.
+struct Finding {
+    observation: Observation,
+    /// The tag names another image there than in the source: its incident's news.
+    divergence: Option<Divergence>,
+}
+
+impl From<Observation> for Finding {
+    fn from(observation: Observation) -> Self {
+        Self {
+            observation,
+            divergence: None,
+        }
+    }
+}
+
+/// Reads about the source that several destinations of one image may need, made once.
+#[derive(Default)]
+struct SourceLookups {
+    /// The image each tag names in the source.
+    tags: Mutex<HashMap<String, Option<Digest>>>,
+}
+
+impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C> {
+    /// Confirms about `limit` due pushes, records and incidents with the API, images
+    /// concurrently (at most [`super::PipelineSettings::sweep_concurrency`] at once), and
+    /// applies what it says. A sweep calls this in rounds, delivering each round's alerts
+    /// before the next, until nothing is due or its time is up.
+    pub async fn sweep(&self, limit: usize, part: SweepPart) -> Result<SweepReport, PipelineError> {
+        let now = self.clock.now();
+        let due = self.store.due(now, limit, part).await?;
+        let mut report = SweepReport {
+            checked: due.len(),
+            more: due.more,
+            incidents: due.incidents.len(),
+            ..SweepReport::default()
+        };
+        let mut by_image: BTreeMap<SourceImage, (Vec<TrackedPush>, Vec<ReplicationExpectation>)> =
+            BTreeMap::new();
+        for push in due.pushes {
+            by_image.entry(push.image.clone()).or_default().0.push(push);
+        }
+        for record in due.records {
+            by_image
+                .entry(record.key.image.clone())
+                .or_default()
+                .1
+                .push(record);
+        }
+        report.images = by_image.len();
+        let concurrency = self.settings.sweep_concurrency.max(1);
+        let (images, incidents) = future::join(
+            stream::iter(by_image)
+                .map(|(image, (pushes, records))| self.check_image(image, pushes, records, now))
+                .buffer_unordered(concurrency)
+                .collect::<Vec<_>>(),
+            stream::iter(due.incidents)
+                .map(|incident| self.recheck_incident(incident, now))
+                .buffer_unordered(concurrency)
+                .collect::<Vec<_>>(),
+        )
+        .await;
+        for check in images {
+            match check {
+                Ok(check) => {
+                    report.reconciled += check.reconciled;
+                    report.effects.merge(check.effects);
+                }
+                Err(error) => report.failures.push(error),
+            }
+        }
+        for recheck in incidents {
+            match recheck {
+                Ok(effects) => report.effects.merge(effects),
+                Err(error) => report.failures.push(error),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Checks one image's due pushes and records: one status call, a look in each
+    /// destination, then the writes. Destinations of a push without a record of their own
+    /// that reached a quiet verdict are closed by the push's closing write; only problems get
+    /// records, and the closing write names them.
+    async fn check_image(
+        &self,
+        image: SourceImage,
+        pushes: Vec<TrackedPush>,
+        records: Vec<ReplicationExpectation>,
+        now: DateTime<Utc>,
+    ) -> Result<ImageCheck, PipelineError> {
+        let policy = self.settings.policy;
+        let mut check = ImageCheck::default();
+        let own = if pushes.is_empty() {
+            Vec::new()
+        } else {
+            self.store.for_image(&image).await?
+        };
+        let mut targets: Vec<Target> = records
+            .into_iter()
+            .map(|record| Target {
+                push: None,
+                record,
+                stored: true,
+            })
+            .collect();
+        for (index, push) in pushes.iter().enumerate() {
+            for destination in &push.destinations {
+                let key = push.key(destination);
+                if let Some(target) = targets.iter_mut().find(|t| t.record.key == key) {
+                    target.push = Some(index);
+                    continue;
+                }
+                // A record of its own (a failure an event reported) is confirmed again too:
+                // the destination may have the image by now. A failure recorded before this
+                // push was tracked (named by its event's time, at or after the push) is this
+                // push's: it takes the push's time, and is not raised again.
+                let own_record = own.iter().find(|r| r.key == key).or_else(|| {
+                    own.iter()
+                        .filter(|r| {
+                            r.pushed_at.is_none()
+                                && r.key.tag == push.tag
+                                && &r.key.destination == destination
+                                && r.key.occurrence >= push.pushed_at
+                        })
+                        .min_by_key(|r| r.key.occurrence)
+                });
+                let (record, stored) = match own_record {
+                    Some(record) if record.pushed_at.is_none() => {
+                        let adopted = self
+                            .tracker()
+                            .observe(
+                                &record.key,
+                                &Observation::Pushed { at: push.pushed_at },
+                                Creation::ExistingOnly,
+                            )
+                            .await?;
+                        let record = adopted
+                            .as_ref()
+                            .map_or_else(|| record.clone(), |a| a.record.clone());
+                        check.effects.record(adopted);
+                        (record, true)
+                    }
+                    Some(record) => (record.clone(), true),
+                    None => (push.seed(destination, &policy), false),
+                };
+                targets.push(Target {
+                    push: Some(index),
+                    record,
+                    stored,
+                });
+            }
+        }
+        let status = self.registry.replication_status(&image).await?;
+        let lookups = SourceLookups::default();
+        let findings = future::try_join_all(
+            targets
+                .iter()
+                .map(|t| self.confirm_destination(&image, &status, &t.record.key, &lookups, now)),
+        )
+        .await?;
+
+        let mut closing: Vec<Vec<Applied>> = vec![Vec::new(); pushes.len()];
+        let mut recorded: Vec<Vec<_>> = vec![Vec::new(); pushes.len()];
+        let mut deleted = vec![false; pushes.len()];
+        for (target, finding) in targets.into_iter().zip(findings) {
+            let key = target.record.key.clone();
+            if let (Some(divergence), Some(tag)) = (finding.divergence, &key.tag) {
+                let tag_key = TagKey {
+                    registry: key.image.registry.clone(),
+                    repository: key.image.repository.clone(),
+                    tag: tag.clone(),
+                    destination: key.destination.clone(),
+                };
+                self.diverged(&tag_key, divergence, now, &mut check.effects)
+                    .await?;
+            }
+            let observation = finding.observation;
+            let arrived = matches!(
+                observation,
+                Observation::Arrived {
+                    tag: TagArrival::Present | TagArrival::Superseded,
+                    ..
+                }
+            );
+            let Some(index) = target.push.filter(|_| !target.stored) else {
+                let applied = self
+                    .tracker()
+                    .observe(&key, &observation, Creation::ExistingOnly)
+                    .await?;
+                if arrived && applied.as_ref().is_some_and(|a| a.transition.changed) {
+                    check.reconciled += 1;
+                }
+                check.effects.record(applied);
+                if let Some(index) = target.push {
+                    recorded[index].push(key.destination);
+                }
+                continue;
+            };
+            let mut record = target.record.clone();
+            let transition = record.apply(&observation, &policy);
+            if record.state.is_closed() && record.state.alert().is_none() {
+                deleted[index] |= record.state == ExpectationState::Deleted;
+                closing[index].push(Applied {
+                    record,
+                    transition,
+                    alerts: Vec::new(),
+                });
+            } else {
+                check.effects.record(
+                    self.tracker()
+                        .observe_seeded(&target.record, &observation)
+                        .await?,
+                );
+                recorded[index].push(key.destination);
+            }
+        }
+
+        for (((mut push, closed), recorded), deleted) in
+            pushes.into_iter().zip(closing).zip(recorded).zip(deleted)
+        {
+            let outcome = if deleted {
+                PushOutcome::Deleted { at: now }
+            } else {
+                PushOutcome::Confirmed {
+                    at: now,
+                    closed: closed
+                        .iter()
+                        .filter(|a| a.record.state != ExpectationState::Replicated)
+                        .map(|a| (a.record.key.destination.clone(), a.record.state))
+                        .collect(),
+                    recorded,
+                }
+            };
+            push.close(outcome, &policy);
+            match self.store.save_push(&push).await {
+                Ok(_) => {
+                    check.effects.pushes_written += 1;
+                    check.reconciled += closed
+                        .iter()
+                        .filter(|a| {
+                            matches!(
+                                a.record.state,
+                                ExpectationState::Replicated | ExpectationState::Superseded
+                            )
+                        })
+                        .count();
+                    for applied in closed {
+                        check.effects.record(Some(applied));
+                    }
+                }
+                // Another sweep (or a delete) settled it first and counted what it closed.
+                Err(StoreError::Conflict { .. }) => {}
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Ok(check)
+    }
+
+    /// What ECR says about the push of `key` in its destination: the table in the module
+    /// documentation, each read made only when the ones before left the question open.
+    async fn confirm_destination(
+        &self,
+        image: &SourceImage,
+        status: &ImageReplicationStatus,
+        key: &ExpectationKey,
+        lookups: &SourceLookups,
+        now: DateTime<Utc>,
+    ) -> Result<Finding, PipelineError> {
+        let at = now;
+        if *status == ImageReplicationStatus::SourceImageNotFound {
+            return Ok(Observation::SourceDeleted { at }.into());
+        }
+        let arrived = |tag: TagArrival| -> Finding {
+            Observation::Arrived {
+                arrived_at: None,
+                observed_at: now,
+                tag,
+            }
+            .into()
+        };
+        let destination = &key.destination;
+        let tags = self
+            .registry
+            .image_tags(destination, &image.repository, &image.digest)
+            .await?;
+        let Some(tag) = &key.tag else {
+            if tags.is_some() {
+                return Ok(arrived(TagArrival::Present));
+            }
+            return self
+                .missing(key, status.for_destination(destination), now)
+                .await;
+        };
+        if tags.as_ref().is_some_and(|t| t.contains(tag)) {
+            return Ok(arrived(TagArrival::Present));
+        }
+        let listed = status.for_destination(destination);
+        if listed.is_none() && !self.selected_since_push(key).await? {
+            return Ok(Observation::NotSelected { at }.into());
+        }
+        if tags.is_none() {
+            return self.missing(key, listed, now).await;
+        }
+        // The image is there without the tag. Only the source's newest push of the tag must
+        // carry it: a later one (of another image, or of this one again) carries it instead.
+        if self.source_tag(image, tag, lookups).await?.as_ref() != Some(&image.digest)
+            || self.pushed_again(key, tag).await?
+        {
+            return Ok(arrived(TagArrival::Superseded));
+        }
+        let still_replicating = |listed: Option<&DestinationReplication>| match listed {
+            Some(DestinationReplication::InProgress) => Some(Observation::StillInProgress { at }),
+            Some(DestinationReplication::Failed { failure_code }) => {
+                Some(Observation::ReplicationFailed {
+                    at,
+                    failure_code: failure_code.clone(),
+                })
+            }
+            _ => None,
+        };
+        let holder = self
+            .registry
+            .tagged_image(destination, &image.repository, tag)
+            .await?
+            .filter(|holder| holder != &image.digest);
+        let Some(holder) = holder else {
+            // The tag is on nothing: ECR never leaves it so, so unless this push is still
+            // replicating, it was removed there by hand (drift, for `replwatch audit`).
+            return Ok(still_replicating(listed)
+                .map_or_else(|| arrived(TagArrival::Superseded), Finding::from));
+        };
+        let immutable = self
+            .registry
+            .tag_mutability(destination, &image.repository)
+            .await?
+            .is_some_and(|m| m.is_immutable(tag));
+        if !immutable && let Some(observation) = still_replicating(listed) {
+            // This push's replication will still move the tag.
+            return Ok(observation.into());
+        }
+        let cause = if immutable {
+            DivergenceCause::ImmutableHeld
+        } else if self
+            .pushed_before(image, &holder, tag, key.occurrence)
+            .await?
+        {
+            DivergenceCause::OlderReplicationLast
+        } else {
+            DivergenceCause::ChangedInDestination
+        };
+        Ok(Finding {
+            observation: Observation::Arrived {
+                arrived_at: None,
+                observed_at: now,
+                tag: TagArrival::Lost {
+                    held_by: holder.clone(),
+                },
+            },
+            divergence: Some(Divergence {
+                cause,
+                expected: image.digest.clone(),
+                found: Some(holder),
+            }),
+        })
+    }
+
+    /// The image is not in the destination: why, as ECR's status says.
+    async fn missing(
+        &self,
+        key: &ExpectationKey,
+        listed: Option<&DestinationReplication>,
+        at: DateTime<Utc>,
+    ) -> Result<Finding, PipelineError> {
+        Ok(match listed {
+            Some(DestinationReplication::InProgress) => Observation::StillInProgress { at },
+            Some(DestinationReplication::Failed { failure_code }) => {
+                Observation::ReplicationFailed {
+                    at,
+                    failure_code: failure_code.clone(),
+                }
+            }
+            // ECR says the copy is done, but the destination no longer shows it (a lifecycle
+            // rule or a hand removed it): replication did its part, so no alert; what the
+            // destination holds now is drift, for `replwatch audit`.
+            Some(DestinationReplication::Complete) => Observation::Arrived {
+                arrived_at: None,
+                observed_at: at,
+                tag: TagArrival::Superseded,
+            },
+            None if self.selected_since_push(key).await? => Observation::NotStarted { at },
+            None => Observation::NotSelected { at },
+        }
+        .into())
+    }
+
+    /// Whether the rules ECR had at the push (or since) select the destination of `key`.
+    /// ECR's events give the push time to the second, so only rules seen a second after it
+    /// are surely later than the push.
+    async fn selected_since_push(&self, key: &ExpectationKey) -> Result<bool, PipelineError> {
+        let registry = &key.image.registry;
+        Ok(self
+            .configuration_since(registry, key.occurrence + TimeDelta::seconds(1))
+            .await?
+            .destinations_for(registry, &key.image.repository)
+            .contains(&key.destination))
+    }
+
+    /// The image `tag` names in the source now, read once per image check.
+    async fn source_tag(
+        &self,
+        image: &SourceImage,
+        tag: &str,
+        lookups: &SourceLookups,
+    ) -> Result<Option<Digest>, PipelineError> {
+        if let Some(known) = lookups
+            .tags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tag)
+        {
+            return Ok(known.clone());
+        }
+        let holder = self
+            .registry
+            .tagged_image(&image.registry, &image.repository, tag)
+            .await?;
+        lookups
+            .tags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tag.to_owned(), holder.clone());
+        Ok(holder)
+    }
+
+    /// Whether the image and tag of `key` were pushed again after its push.
+    async fn pushed_again(&self, key: &ExpectationKey, tag: &str) -> Result<bool, PipelineError> {
+        Ok(self
+            .store
+            .latest_push(&key.image, Some(tag), None)
+            .await?
+            .is_some_and(|p| p.pushed_at > key.occurrence))
+    }
+
+    /// Whether `holder` was pushed with `tag` at or before `at`: an older build of the tag.
+    async fn pushed_before(
+        &self,
+        image: &SourceImage,
+        holder: &Digest,
+        tag: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, PipelineError> {
+        let older = SourceImage {
+            digest: holder.clone(),
+            ..image.clone()
+        };
+        Ok(self
+            .store
+            .latest_push(&older, Some(tag), Some(at))
+            .await?
+            .is_some())
+    }
+
+    /// The tag of `key` names another image in the destination: its incident opens (one
+    /// alert) or, already open, takes the news.
+    pub(super) async fn diverged(
+        &self,
+        key: &TagKey,
+        divergence: Divergence,
+        now: DateTime<Utc>,
+        effects: &mut Effects,
+    ) -> Result<(), PipelineError> {
+        let observation = TagObservation::Diverged {
+            at: now,
+            divergence,
+        };
+        self.observe_tag(key, &observation, now, effects).await
+    }
+
+    /// An open incident, looked at again: resolved once the tag names the same image in the
+    /// destination as in the source (or the source no longer has it, or the rules no longer
+    /// replicate the repository there); otherwise it names what it sees now, without a new
+    /// alert.
+    async fn recheck_incident(
+        &self,
+        incident: TagIncident,
+        now: DateTime<Utc>,
+    ) -> Result<Effects, PipelineError> {
+        let key = &incident.key;
+        let source = self
+            .registry
+            .tagged_image(&key.registry, &key.repository, &key.tag)
+            .await?;
+        let settled = |reason| TagObservation::Settled { at: now, reason };
+        let observation = match source {
+            None => settled(ResolutionReason::TagGoneFromSource),
+            Some(expected) => {
+                let selected = self
+                    .configuration(&key.registry)
+                    .await?
+                    .destinations_for(&key.registry, &key.repository)
+                    .contains(&key.destination);
+                let found = if selected {
+                    self.registry
+                        .tagged_image(&key.destination, &key.repository, &key.tag)
+                        .await?
+                } else {
+                    None
+                };
+                if !selected {
+                    settled(ResolutionReason::NoLongerReplicated)
+                } else if found.as_ref() == Some(&expected) {
+                    settled(ResolutionReason::Converged)
+                } else {
+                    TagObservation::Diverged {
+                        at: now,
+                        divergence: Divergence {
+                            cause: incident.divergence.cause,
+                            expected,
+                            found,
+                        },
+                    }
+                }
+            }
+        };
+        let mut effects = Effects::default();
+        self.observe_tag(key, &observation, now, &mut effects)
+            .await?;
+        Ok(effects)
+    }
+
+    /// Applies `observation` to the incident of `key` (read, transition, conditional write
+    /// with the alert it raises; on a lost race, again).
+    async fn observe_tag(
+        &self,
+        key: &TagKey,
+        observation: &TagObservation,
+        now: DateTime<Utc>,
+        effects: &mut Effects,
+    ) -> Result<(), PipelineError> {
+        let policy = self.settings.policy;
+        for _ in 0..MAX_ATTEMPTS {
+            let mut incident = match (self.store.incident(key).await?, observation) {
+                (Some(incident), _) => incident,
+                (None, TagObservation::Diverged { at, divergence }) => {
+                    TagIncident::open(key.clone(), *at, divergence.clone(), &policy)
+                }
+                (None, TagObservation::Settled { .. }) => return Ok(()),
+            };
+            let transition = incident.apply(observation, &policy);
+            if !transition.changed {
+                return Ok(());
+            }
+            let alerts: Vec<Alert> = transition
+                .raised
+                .map(|kind| Alert::for_incident(kind, &incident, now))
+                .into_iter()
+                .collect();
+            let pending: Vec<PendingAlert> =
+                alerts.iter().cloned().map(PendingAlert::raised).collect();
+            match self.store.save_incident(&incident, &pending).await {
+                Ok(_) => {
+                    effects.alerts.extend(alerts);
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(PipelineError::Contended {
+            item: key.to_string(),
+        })
+    }
+}
