@@ -4,14 +4,20 @@
 //! ```sh
 //! cargo bench -p replwatch-e2e --bench tracking_load                # 10,000 pushes, 5 destinations
 //! cargo bench -p replwatch-e2e --bench tracking_load -- --pushes 2000 --destinations 3
+//! cargo bench -p replwatch-e2e --bench tracking_load -- --pushes 300 --destinations 25
 //! cargo bench -p replwatch-e2e --bench tracking_load -- --pushes 2000 --destinations 3 \
 //!     --mode lean --ecr-latency-ms 100                                # the sweep at 100 ms
 //! ```
 //!
+//! Options: `--pushes` (10,000), `--destinations` (5; 1 to 25, ECR's most unique destinations
+//! in a registry's replication configuration: a count outside is brought to the nearest end),
+//! `--repositories` (100), `--mode event|lean` (both when absent), `--ecr-latency-ms` (50).
+//!
 //! Each mode (event: every replication event forwarded; lean: only failures) is one run on
 //! fresh accounts of the local AWS (started if `AWS_ENDPOINT_URL` is not set; never reset):
-//! a source repository replicated to the destinations, the pushes (one `PutImage` each), the
-//! test bed's replication, then the functions as Lambda would run them, each phase metered by
+//! the source repositories (in `us-west-2`) replicated to the destinations, the pushes (one
+//! `PutImage` each), the test bed's replication, then the functions as Lambda would run them,
+//! each phase metered by
 //! the test bed's request meter (`/_localaws/meter`, which sizes DynamoDB items and index
 //! entries by the Developer Guide's rules: the local AWS reports no consumed capacity):
 //!
@@ -20,10 +26,16 @@
 //!    delivering 10% twice;
 //! 3. past the deadline, the sweep until nothing is due, as invocations of at most 60 s.
 //!
+//! The destinations are the first `--destinations` of [`REGIONS`], one Region each, all in
+//! the source account but the last, which is in a second account (with two or more). Past the
+//! sixteenth they are opt-in Regions, which ECR replicates to only when both accounts opted in:
+//! the bench enables them in both first (Account Management's `EnableRegion` on the test bed).
+//!
 //! ECR calls take a modelled 50 ms (the test bed's network model; `--ecr-latency-ms`) so that handler times
 //! include the round trips that dominate them; DynamoDB and SQS answer in about a
 //! millisecond here, so the billed time is a lower bound there. It then checks every verdict
-//! against the truth (everything arrived, so every destination REPLICATED and no alert), and
+//! against the truth (everything arrived, so every destination REPLICATED and no alert; any
+//! other verdict is listed, and an alert a handler raises stops the run with the alerts), and
 //! prints per push: DynamoDB read and write units (with the index), SQS requests, EventBridge
 //! events, Lambda invocations and billed milliseconds, log bytes, metric calls; then the cost
 //! per million pushes at 3 and 25 destinations in both modes, from the price table below.
@@ -35,12 +47,14 @@
 //! rounded up to the millisecond per invocation).
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
+use replwatch_core::alerts::Alert;
 use replwatch_core::store::expectations_of;
 use replwatch_core::{
     AccountId, Clock, Destination, Digest, ExpectationState, OffsetClock, Region,
@@ -65,6 +79,11 @@ const TRACKING_MEMORY_GB: f64 = 0.25;
 const SWEEP_MEMORY_GB: f64 = 0.5;
 /// The sweep invocation's timeout (template.yaml's Globals).
 const SWEEP_TIMEOUT: TimeDelta = TimeDelta::seconds(60);
+/// ECR's most unique destinations in a registry's replication configuration (the test bed
+/// refuses more, as ECR does).
+const MAX_DESTINATIONS: usize = 25;
+/// Wrong verdicts and alerts listed one by one; past that, only counted.
+const LISTED: usize = 10;
 
 /// A list price, where it was read, and when.
 struct Price {
@@ -211,7 +230,10 @@ struct Run {
     replication: Phase,
     sweep: Phase,
     alerts: usize,
-    wrong_verdicts: usize,
+    /// The first [`LISTED`] alerts published, by subject.
+    alert_subjects: Vec<String>,
+    /// Every destination of a pushed image whose verdict is not REPLICATED, described.
+    wrong_verdicts: Vec<String>,
 }
 
 struct Options {
@@ -238,7 +260,9 @@ fn options() -> Options {
         .unwrap_or_default();
     Options {
         pushes: arg("--pushes").unwrap_or(10_000),
-        destinations: arg("--destinations").unwrap_or(5).clamp(1, 8),
+        destinations: arg("--destinations")
+            .unwrap_or(5)
+            .clamp(1, MAX_DESTINATIONS),
         repositories: arg("--repositories").unwrap_or(100).max(1),
         ecr_latency_ms: arg("--ecr-latency-ms").unwrap_or(50),
         event: only != "lean",
@@ -288,7 +312,13 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
-const REGIONS: [&str; 8] = [
+/// The destinations' Regions, in the order the bench takes them: real Regions of the `aws`
+/// partition, none of them the source's (`SOURCE_REGION`, us-west-2: ECR refuses the source
+/// registry as a destination, and every destination but the last is in the source account).
+/// The first eight are the bench's Regions from before it went past eight, so runs of up to
+/// eight destinations measure the same destinations as before; then the other Regions enabled
+/// by default; the last nine are [`OPT_IN_REGIONS`].
+const REGIONS: [&str; MAX_DESTINATIONS] = [
     "us-east-1",
     "eu-west-1",
     "ap-southeast-2",
@@ -297,7 +327,93 @@ const REGIONS: [&str; 8] = [
     "sa-east-1",
     "ca-central-1",
     "ap-south-1",
+    "us-east-2",
+    "us-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-north-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-southeast-1",
+    "eu-south-1",
+    "ap-east-1",
+    "me-south-1",
+    "af-south-1",
+    "il-central-1",
+    "mx-central-1",
+    "ap-southeast-3",
+    "eu-central-2",
+    "ap-south-2",
 ];
+
+/// The Regions of [`REGIONS`] launched after March 20, 2019: disabled in an account until it
+/// opts in ("Enable or disable AWS Regions in your account"), and ECR replicates to one only
+/// when "both the source and destination accounts" did (ECR User Guide, private image
+/// replication, considerations). The test bed's list is
+/// `infra/local-aws/replwatch_localaws/region_opt_in.py`'s `OPT_IN_REGIONS`.
+const OPT_IN_REGIONS: [&str; 9] = [
+    "eu-south-1",
+    "ap-east-1",
+    "me-south-1",
+    "af-south-1",
+    "il-central-1",
+    "mx-central-1",
+    "ap-southeast-3",
+    "eu-central-2",
+    "ap-south-2",
+];
+
+/// Opts `account` in to `region` (Account Management's `EnableRegion`) and checks that the test
+/// bed then answers `ENABLED`: the transition is a job of its replication engine, which a flush
+/// of `account` completes.
+fn enable_region(aws: &LocalAws, account: &str, region: &str) -> Result<(), Error> {
+    account_management(aws, account, "enableRegion", region)?;
+    aws.flush_replication(account)?;
+    let answer = account_management(aws, account, "getRegionOptStatus", region)?;
+    if answer["RegionOptStatus"] != "ENABLED" {
+        return Err(format!("{region} in {account} after EnableRegion: {answer}").into());
+    }
+    Ok(())
+}
+
+/// One Account Management request (REST-JSON, `POST /<operation>` with `RegionName`) as
+/// `account`: the test bed reads a 12-digit access key id in the credential scope as that
+/// account's own credentials. A plain HTTP request, so the bench does not need the Account SDK
+/// for two calls.
+fn account_management(
+    aws: &LocalAws,
+    account: &str,
+    operation: &str,
+    region: &str,
+) -> Result<Value, Error> {
+    let authority = aws
+        .endpoint()
+        .strip_prefix("http://")
+        .ok_or("the local AWS endpoint must be http://")?;
+    let body = serde_json::json!({ "RegionName": region }).to_string();
+    let mut stream = TcpStream::connect(authority)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "POST /{operation} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential={account}/20260101/us-east-1/account/aws4_request, \
+         SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, payload) = response
+        .split_once("\r\n\r\n")
+        .ok_or("malformed HTTP response")?;
+    let status = head.lines().next().and_then(|l| l.split(' ').nth(1));
+    if status != Some("200") {
+        return Err(format!("{operation} {region} as {account}: {head}\n{payload}").into());
+    }
+    if payload.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    Ok(serde_json::from_str(payload)?)
+}
 
 async fn run(
     aws: &LocalAws,
@@ -322,6 +438,14 @@ async fn run(
             ))
         })
         .collect::<Result<_, _>>()?;
+    for region in REGIONS[..destinations.len()]
+        .iter()
+        .filter(|r| OPT_IN_REGIONS.contains(r))
+    {
+        for account in [&central, &partner] {
+            enable_region(aws, account, region)?;
+        }
+    }
     let deployment =
         LocalDeployment::create_with(aws, &central, SOURCE_REGION, &destinations, forward).await?;
     let repositories: Vec<String> = (0..options.repositories)
@@ -415,14 +539,21 @@ async fn run(
     clock.advance(TimeDelta::minutes(31));
     let sweep = phase(aws, logs, || async {
         let mut times = Vec::new();
-        let mut alerts = 0;
+        let mut alerts = Vec::new();
         loop {
             let begun = Instant::now();
             let summary = tracking
                 .run_sweep(Some(clock.now() + SWEEP_TIMEOUT))
                 .await?;
             times.push(begun.elapsed());
-            alerts += summary.alerts.len();
+            alerts.extend(summary.alerts.iter().map(describe_alert));
+            if summary.unconfirmed_images > 0 {
+                println!(
+                    "sweep invocation {}: {} images not confirmed (left due)",
+                    times.len(),
+                    summary.unconfirmed_images
+                );
+            }
             if !summary.stopped_early {
                 break;
             }
@@ -433,8 +564,14 @@ async fn run(
     let mut sweep = sweep;
     sweep.gb_ms = sweep.billed_ms * SWEEP_MEMORY_GB;
 
-    let wrong_verdicts = wrong_verdicts(&tracking, &central, &images, destinations.len()).await?;
-    let alerts = deployment.published_alerts().await?.len();
+    let wrong_verdicts = wrong_verdicts(&tracking, &central, &images, &destinations).await?;
+    let published = deployment.published_alerts().await?;
+    let alerts = published.len();
+    let alert_subjects = published
+        .into_iter()
+        .take(LISTED)
+        .map(|a| a.subject)
+        .collect();
     println!(
         "{:?} mode: {} pushes to {} destinations measured in {:.0} s",
         forward,
@@ -451,23 +588,30 @@ async fn run(
         replication,
         sweep,
         alerts,
+        alert_subjects,
         wrong_verdicts,
     })
 }
 
-/// Runs `work` (invocations, messages, each invocation's handler time, alerts raised) between
-/// two meter readings, counting the log bytes it writes.
+/// Runs `work` (invocations, messages, each invocation's handler time, alerts raised,
+/// described) between two meter readings, counting the log bytes it writes. An alert stops
+/// the run: nothing went wrong, so any is a wrong verdict; the error lists them.
 async fn phase<F, Fut>(aws: &LocalAws, logs: &LogCounter, work: F) -> Result<Phase, Error>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<(usize, usize, Vec<Duration>, usize), Error>>,
+    Fut: std::future::Future<Output = Result<(usize, usize, Vec<Duration>, Vec<String>), Error>>,
 {
     reset_meter(aws)?;
     let logged = logs.0.load(Ordering::Relaxed);
     let (invocations, messages, times, alerts) = work().await?;
     let mut phase = Phase::from_meter(&read_meter(aws)?);
-    if alerts > 0 {
-        return Err(format!("{alerts} alerts raised where nothing went wrong").into());
+    if !alerts.is_empty() {
+        return Err(format!(
+            "{} alerts raised where nothing went wrong:\n{}",
+            alerts.len(),
+            listing(&alerts)
+        )
+        .into());
     }
     phase.invocations = invocations as f64;
     phase.messages = messages as f64;
@@ -482,8 +626,12 @@ where
 
 /// What [`phase`] needs of a pump: invocations, messages, each invocation's handler time,
 /// alerts raised.
-fn handled(report: PumpReport) -> (usize, usize, Vec<Duration>, usize) {
-    let alerts = report.alerts();
+fn handled(report: PumpReport) -> (usize, usize, Vec<Duration>, Vec<String>) {
+    let alerts = report
+        .batches
+        .iter()
+        .flat_map(|b| b.alerts.iter().map(describe_alert))
+        .collect();
     (
         report.batches.len(),
         report.delivered,
@@ -501,15 +649,50 @@ fn read_meter(aws: &LocalAws) -> Result<Value, Error> {
     aws.control("GET", "/_localaws/meter", None)
 }
 
-/// Destinations of the pushed images whose verdict is not REPLICATED.
+/// An alert in one line: its kind, the push and the destination.
+fn describe_alert(alert: &Alert) -> String {
+    let key = &alert.key;
+    format!(
+        "{:?} {}:{} ({}) -> {}{}",
+        alert.kind,
+        key.image.repository,
+        key.tag.as_deref().unwrap_or("-"),
+        key.image.digest,
+        key.destination,
+        alert
+            .failure_code
+            .as_deref()
+            .map(|c| format!(", failure code {c}"))
+            .unwrap_or_default()
+    )
+}
+
+/// How many of each kind (the first word of each line), then the first [`LISTED`] lines.
+fn listing(lines: &[String]) -> String {
+    let mut kinds = BTreeMap::<&str, usize>::new();
+    for line in lines {
+        *kinds
+            .entry(line.split(' ').next().unwrap_or_default())
+            .or_default() += 1;
+    }
+    let mut out: Vec<String> = kinds.iter().map(|(k, n)| format!("  {k}: {n}")).collect();
+    out.extend(lines.iter().take(LISTED).map(|l| format!("    {l}")));
+    if lines.len() > LISTED {
+        out.push(format!("    ... and {} more", lines.len() - LISTED));
+    }
+    out.join("\n")
+}
+
+/// Destinations of the pushed images whose verdict is not REPLICATED, one line each (the
+/// state first): a record in another state, or a destination with no record at all.
 async fn wrong_verdicts(
     tracking: &AwsTracking<Arc<OffsetClock>>,
     central: &str,
     images: &[(String, String)],
-    destinations: usize,
-) -> Result<usize, Error> {
+    destinations: &[Destination],
+) -> Result<Vec<String>, Error> {
     let pipeline = &tracking.pipeline;
-    let mut wrong = 0;
+    let mut wrong = Vec::new();
     for (repository, digest) in images {
         let image = SourceImage {
             registry: Destination::new(Region::parse(SOURCE_REGION)?, AccountId::parse(central)?),
@@ -518,11 +701,26 @@ async fn wrong_verdicts(
         };
         let records =
             expectations_of(pipeline.store(), &image, &pipeline.settings().policy).await?;
-        let replicated = records
+        for record in records
             .iter()
-            .filter(|r| r.state == ExpectationState::Replicated)
-            .count();
-        wrong += destinations.saturating_sub(replicated) + (records.len() - replicated);
+            .filter(|r| r.state != ExpectationState::Replicated)
+        {
+            wrong.push(format!(
+                "{:?} {repository}@{digest} -> {}{}",
+                record.state,
+                record.key.destination,
+                record
+                    .failure_code
+                    .as_deref()
+                    .map(|c| format!(", failure code {c}"))
+                    .unwrap_or_default()
+            ));
+        }
+        for destination in destinations {
+            if !records.iter().any(|r| &r.key.destination == destination) {
+                wrong.push(format!("NoRecord {repository}@{digest} -> {destination}"));
+            }
+        }
     }
     Ok(wrong)
 }
@@ -531,8 +729,18 @@ fn report(run: &Run) {
     let pushes = run.pushes as f64;
     println!(
         "\n{:?} mode, {} pushes to {} destinations: verdicts wrong {}, alerts published {}",
-        run.forward, run.pushes, run.destinations, run.wrong_verdicts, run.alerts
+        run.forward,
+        run.pushes,
+        run.destinations,
+        run.wrong_verdicts.len(),
+        run.alerts
     );
+    if !run.wrong_verdicts.is_empty() {
+        println!("wrong verdicts:\n{}", listing(&run.wrong_verdicts));
+    }
+    for subject in &run.alert_subjects {
+        println!("  alert published: {subject}");
+    }
     println!(
         "{:<14} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>7}",
         "per push",

@@ -90,6 +90,9 @@ pub struct DestinationStatus {
     /// What became of the tag asked for in the destination copy, as replwatch's alerts judge
     /// it (`None`: not asked by tag, or not readable).
     pub tag: Option<TagStatus>,
+    /// The image the tag names there instead, when it is lost or diverged (a tag incident).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag_names: Option<Digest>,
     /// Of the image's referrers in the source (signatures, SBOMs, attestations), how many are
     /// here (`None`: the image has none, is not here, or they could not be listed).
     pub referrers: Option<Referrers>,
@@ -108,20 +111,14 @@ pub struct Referrers {
 #[serde(rename_all = "kebab-case")]
 pub enum TagStatus {
     Present,
-    /// Not on this image there, and replication is not why (it moved on, or was deleted).
+    /// Not on any image there (deleted there by hand).
     Moved,
-    /// The destination's immutable tags kept it on another image: ECR dropped it.
+    /// The destination's immutable tags kept it on another image: ECR dropped it (replwatch's
+    /// TAG_LOST incident).
     Lost,
-}
-
-impl From<&TagArrival> for TagStatus {
-    fn from(arrival: &TagArrival) -> Self {
-        match arrival {
-            TagArrival::Present => TagStatus::Present,
-            TagArrival::Superseded => TagStatus::Moved,
-            TagArrival::Lost { .. } => TagStatus::Lost,
-        }
-    }
+    /// It names another image there, in a mutable repository: an older push finished
+    /// replicating last, or it was changed there (replwatch's TAG_DIVERGED incident).
+    Diverged,
 }
 
 /// What the states add up to.
@@ -131,6 +128,9 @@ pub enum Verdict {
     Complete,
     /// At least one destination failed or will never get the image by itself.
     Failed,
+    /// The image is everywhere, but the tag names another image in some destination: pulling
+    /// it by tag there gets another image.
+    TagDiverged,
     Pending,
 }
 
@@ -140,6 +140,11 @@ pub fn verdict(statuses: &[DestinationStatus]) -> Verdict {
         .any(|s| matches!(s.state, State::Failed | State::NotReplicating))
     {
         Verdict::Failed
+    } else if statuses
+        .iter()
+        .any(|s| matches!(s.tag, Some(TagStatus::Lost | TagStatus::Diverged)))
+    {
+        Verdict::TagDiverged
     } else if statuses.iter().any(|s| s.state == State::InProgress) {
         Verdict::Pending
     } else {
@@ -243,7 +248,7 @@ pub async fn run(global: &GlobalOptions, args: &StatusArgs) -> Result<Outcome, S
     );
     Ok(match verdict {
         Verdict::Complete => Outcome::Clean,
-        Verdict::Failed | Verdict::Pending => Outcome::Findings,
+        Verdict::Failed | Verdict::TagDiverged | Verdict::Pending => Outcome::Findings,
     })
 }
 
@@ -287,13 +292,15 @@ async fn poll(
             latency_seconds: None,
             age_seconds: None,
             tag: None,
+            tag_names: None,
             referrers: None,
         };
         match replication {
             None => {
                 if let Some(copy) = read_copy(images, &destination, image).await {
                     status.state = State::Present;
-                    status.tag = tag_status(registry, image, &destination, tag, &copy).await;
+                    (status.tag, status.tag_names) =
+                        tag_status(registry, image, &destination, tag, &copy).await;
                 }
             }
             Some(DestinationReplication::InProgress) => {
@@ -314,7 +321,8 @@ async fn poll(
                         }
                         _ => None,
                     };
-                    status.tag = tag_status(registry, image, &destination, tag, &copy).await;
+                    (status.tag, status.tag_names) =
+                        tag_status(registry, image, &destination, tag, &copy).await;
                 }
             }
         }
@@ -348,23 +356,39 @@ async fn listed_referrers(
     }
 }
 
-/// What became of `tag` on the copy, judged as the tracking pipeline judges it; unknown when
-/// ECR could not be asked.
+/// What became of `tag` on the copy, judged as the tracking pipeline judges it, and the image
+/// the tag names there instead; unknown when ECR could not be asked.
 async fn tag_status(
     registry: &EcrRegistry,
     image: &SourceImage,
     destination: &Destination,
     tag: Option<&str>,
     copy: &replwatch_core::backfill::inventory::ImageRecord,
-) -> Option<TagStatus> {
-    let tag = tag?;
+) -> (Option<TagStatus>, Option<Digest>) {
+    let Some(tag) = tag else {
+        return (None, None);
+    };
     if copy.tags.iter().any(|t| t == tag) {
-        return Some(TagStatus::Present);
+        return (Some(TagStatus::Present), None);
     }
-    replwatch_core::registry::missing_tag(registry, image, destination, tag)
-        .await
-        .ok()
-        .map(|arrival| TagStatus::from(&arrival))
+    match replwatch_core::registry::missing_tag(registry, image, destination, tag).await {
+        Ok(TagArrival::Lost { held_by }) => (Some(TagStatus::Lost), Some(held_by)),
+        Ok(_) => {
+            // The source's tag names this image (it was asked by tag): another image under
+            // the tag there is the tag's incident, whatever the repository's mutability.
+            match registry
+                .tagged_image(destination, &image.repository, tag)
+                .await
+            {
+                Ok(Some(other)) if other != image.digest => {
+                    (Some(TagStatus::Diverged), Some(other))
+                }
+                Ok(_) => (Some(TagStatus::Moved), None),
+                Err(_) => (None, None),
+            }
+        }
+        Err(_) => (None, None),
+    }
 }
 
 /// The image's copy in `destination`; an account the role cannot reach leaves it unknown
@@ -417,11 +441,12 @@ fn print_report(report: &Report<'_>, format: OutputFormat) {
             s.failure_code.clone().unwrap_or_else(|| "-".into()),
             s.latency_seconds.map_or("-".into(), seconds),
             s.age_seconds.map_or("-".into(), seconds),
-            match s.tag {
-                Some(TagStatus::Present) => "present".into(),
-                Some(TagStatus::Moved) => "moved".into(),
-                Some(TagStatus::Lost) => "LOST".into(),
-                None => "-".into(),
+            match (s.tag, &s.tag_names) {
+                (Some(TagStatus::Present), _) => "present".into(),
+                (Some(TagStatus::Moved), _) => "moved".into(),
+                (Some(TagStatus::Lost), names) => names_other("LOST", names.as_ref()),
+                (Some(TagStatus::Diverged), names) => names_other("DIVERGED", names.as_ref()),
+                (None, _) => "-".into(),
             },
             s.referrers
                 .map_or("-".into(), |r| format!("{}/{}", r.arrived, r.of)),
@@ -437,6 +462,7 @@ fn print_report(report: &Report<'_>, format: OutputFormat) {
         match report.verdict {
             Verdict::Complete => "replicated everywhere",
             Verdict::Failed => "failed or not replicating somewhere",
+            Verdict::TagDiverged => "the tag names another image somewhere",
             Verdict::Pending => "in progress",
         },
         if report.timed_out {
@@ -451,6 +477,17 @@ fn print_report(report: &Report<'_>, format: OutputFormat) {
     }
     if report.destinations.is_empty() {
         outln!("(no destination: the replication rules select none for this repository)");
+    }
+}
+
+/// `DIVERGED (names sha256:3b1f1c2e4d5a)`: the tag's state and the image it names there.
+fn names_other(state: &str, names: Option<&Digest>) -> String {
+    match names {
+        Some(digest) => format!(
+            "{state} (names {})",
+            replwatch_core::alerts::short_digest(digest.as_str())
+        ),
+        None => state.to_owned(),
     }
 }
 
@@ -478,6 +515,7 @@ mod tests {
             latency_seconds: None,
             age_seconds: None,
             tag: None,
+            tag_names: None,
             referrers: None,
         }
     }
@@ -524,6 +562,13 @@ mod tests {
         assert_eq!(
             verdict(&[status(Complete), status(NotReplicating)]),
             Verdict::Failed
+        );
+        let mut diverged = status(Complete);
+        diverged.tag = Some(TagStatus::Diverged);
+        assert_eq!(
+            verdict(&[status(Complete), diverged]),
+            Verdict::TagDiverged,
+            "pulling the tag there gets another image"
         );
         assert_eq!(verdict(&[]), Verdict::Complete);
     }

@@ -118,6 +118,25 @@ async fn every_kind_of_drift_is_reported_and_fails_the_audit() -> Result<(), Err
         .find(|f| f["kind"] == "tag-lost")
         .expect("a lost tag");
     assert_eq!(lost["tag"], "v2");
+    // v3 names an image here the source never tagged v3, in a mutable repository: what the
+    // tracking pipeline's TAG_DIVERGED incident would say, with what to do.
+    let mismatch = destination["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["kind"] == "tag-mismatch")
+        .expect("a tag mismatch");
+    assert_eq!(mismatch["tag"], "v3");
+    let detail = mismatch["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("the tag was changed in the destination")
+            && detail.contains("(TAG_DIVERGED)"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("replwatch backfill --destination"),
+        "{detail}"
+    );
     Ok(())
 }
 

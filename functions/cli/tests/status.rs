@@ -242,3 +242,37 @@ async fn wait_returns_on_a_failure_with_its_code_and_gives_up_on_a_stuck_one() -
     assert!(String::from_utf8_lossy(&output.stderr).contains("app:nope"));
     Ok(())
 }
+
+/// `latest` in a mutable partner repository names an older build (its replication finished
+/// after the newer one's): the image is there, but pulling `latest` there gets the older one.
+/// `status` says so, names the image the tag has there, and exits 1, as the tracking
+/// pipeline's TAG_DIVERGED incident does.
+#[tokio::test]
+async fn a_tag_naming_an_older_build_in_a_destination_is_shown_diverged_and_fails()
+-> Result<(), Error> {
+    let aws = LocalAws::from_env()?;
+    let partner = destination("eu-west-1", &unique_account())?;
+    let account = source_with(&aws, std::slice::from_ref(&partner)).await?;
+    aws.configure_replication(&serde_json::json!({
+        "destinations": {partner.to_string(): {"delay_seconds": 2}}
+    }))?;
+    let older = aws
+        .push_image(&account, SOURCE_REGION, "app", Some("latest"), "build-1")
+        .await?;
+    aws.configure_replication(&serde_json::json!({
+        "destinations": {partner.to_string(): {"delay_seconds": 0}}
+    }))?;
+    aws.push_image(&account, SOURCE_REGION, "app", Some("latest"), "build-2")
+        .await?;
+    aws.settle_replication(&account).await?;
+
+    let output = replwatch(&aws, &account, &["status", "app:latest"]);
+    let report = json_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert_eq!(report["verdict"], "tag-diverged", "{report}");
+    let there = &report["destinations"][0];
+    assert_eq!(there["state"], "COMPLETE", "{report}");
+    assert_eq!(there["tag"], "diverged", "{report}");
+    assert_eq!(there["tagNames"], older.digest.as_str(), "{report}");
+    Ok(())
+}

@@ -226,15 +226,15 @@ impl Alert {
             (AlertKind::NotStarted, _) => format!(
                 "ECR lists no replication of this image to {destination} although the replication rules (read again from ECR) select it. Check the rules and the destination's registry permission policy (`replwatch doctor`), then bring the image over with `replwatch backfill --destination {destination} --repository-prefix {repository} --apply`; replwatch keeps checking and will report the arrival."
             ),
-            (AlertKind::TagLost, _) => "ECR replicated the image without this tag because the destination repository's tags are immutable and the tag already names another image there. Use a tag that is never reused (a version or commit), add the tag to the repository's immutability exclusion filters, or move it there by hand after deleting the old image. replwatch reports once when the tag converges; further pushes of this tag raise nothing new meanwhile.".to_owned(),
-            (AlertKind::TagDiverged, Some(DivergenceCause::OlderReplicationLast)) => format!(
-                "An older push of this tag finished replicating after the newer one, and took the tag back: {region} serves the older image as {tag}. Put the tag back on the right image there (it is already in the repository): `aws ecr put-image --region {region} --registry-id {account} --repository-name {repository} --image-tag {tag} --image-manifest \"$(aws ecr batch-get-image --region {region} --registry-id {account} --repository-name {repository} --image-ids imageDigest={expected} --query 'images[0].imageManifest' --output text)\"`. replwatch reports when the tag converges.",
-                region = destination.region,
-                account = destination.registry_id,
-                expected = key.image.digest,
-            ),
-            (AlertKind::TagDiverged, _) => format!(
-                "The tag was changed in the destination (by hand, or by a copy replwatch did not track). If that was not intended, bring the source's image back under the tag with `replwatch backfill --destination {destination} --repository-prefix {repository} --tag {tag} --apply`. replwatch reports when the tag converges."
+            (AlertKind::TagLost | AlertKind::TagDiverged, cause) => format!(
+                "{} replwatch reports once the tag converges; further pushes of this tag raise nothing new meanwhile.",
+                tag_fix(
+                    cause.unwrap_or(DivergenceCause::ImmutableHeld),
+                    destination,
+                    repository,
+                    tag,
+                    &key.image.digest
+                )
             ),
             (AlertKind::Resolved, _) => "Nothing to do.".to_owned(),
         }
@@ -579,6 +579,28 @@ fn write_alert(out: &mut String, a: &Alert) {
     let _ = writeln!(out, "Alert id:    {}", a.id());
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", a.next_step());
+}
+
+/// What to do about a tag that names another image in `destination` than `expected`, the
+/// image the source's tag names: the alert's next step and `replwatch audit`'s advice.
+pub fn tag_fix(
+    cause: DivergenceCause,
+    destination: &Destination,
+    repository: &crate::model::RepositoryName,
+    tag: &str,
+    expected: &Digest,
+) -> String {
+    let region = &destination.region;
+    let account = &destination.registry_id;
+    match cause {
+        DivergenceCause::ImmutableHeld => "ECR replicated the image without this tag because the destination repository's tags are immutable and the tag already names another image there. Use a tag that is never reused (a version or commit), add the tag to the repository's immutability exclusion filters, or move it there by hand after deleting the old image.".to_owned(),
+        DivergenceCause::OlderReplicationLast => format!(
+            "An older push of this tag finished replicating after the newer one and took the tag back: {region} serves the older image as {tag}. Put the tag back on the right image there (it is already in the repository): `aws ecr put-image --region {region} --registry-id {account} --repository-name {repository} --image-tag {tag} --image-manifest \"$(aws ecr batch-get-image --region {region} --registry-id {account} --repository-name {repository} --image-ids imageDigest={expected} --query 'images[0].imageManifest' --output text)\"`."
+        ),
+        DivergenceCause::ChangedInDestination => format!(
+            "The tag was changed in the destination (by hand, or by a copy replwatch did not track). If that was not intended, bring the source's image back under the tag with `replwatch backfill --destination {destination} --repository-prefix {repository} --tag {tag} --apply`."
+        ),
+    }
 }
 
 /// Why a tag incident opened, as an on-call engineer reads it.

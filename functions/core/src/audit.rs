@@ -8,10 +8,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use crate::alerts::{cause_sentence, tag_fix};
 use crate::backfill::inventory::{
     CreationTemplate, DestinationInventory, ImageRecord, RepositoryInventory, RepositorySettings,
 };
 use crate::backfill::referrers::{referrer_kind, subject_of};
+use crate::incident::DivergenceCause;
 use crate::model::{Destination, Digest, RepositoryName};
 use crate::rules::ReplicationConfiguration;
 
@@ -187,13 +189,22 @@ fn audit_destination(
             for tag in &image.tags {
                 match tags_here.get(tag.as_str()) {
                     Some(digest) if **digest == image.digest => {}
-                    Some(other) => findings.push(Finding {
-                        kind: FindingKind::TagMismatch,
-                        repository: repository.name.clone(),
-                        digest: Some(image.digest.clone()),
-                        tag: Some(tag.clone()),
-                        detail: format!("names {other} here"),
-                    }),
+                    Some(other) => {
+                        let cause =
+                            mismatch_cause(repository, &replica.settings, image, tag, other);
+                        findings.push(Finding {
+                            kind: FindingKind::TagMismatch,
+                            repository: repository.name.clone(),
+                            digest: Some(image.digest.clone()),
+                            tag: Some(tag.clone()),
+                            detail: format!(
+                                "names {other} here: {} ({}). {}",
+                                cause_sentence(cause),
+                                cause.alert().as_str(),
+                                tag_fix(cause, destination, &repository.name, tag, &image.digest)
+                            ),
+                        });
+                    }
                     None if present => findings.push(Finding {
                         kind: FindingKind::TagLost,
                         repository: repository.name.clone(),
@@ -228,6 +239,28 @@ fn audit_destination(
         images,
         counts,
         findings,
+    }
+}
+
+/// Why `tag` names `other` in a destination whose repository has `settings`, while the source
+/// puts it on `image`: the cause a tag incident would name.
+fn mismatch_cause(
+    source: &RepositoryInventory,
+    settings: &RepositorySettings,
+    image: &ImageRecord,
+    tag: &str,
+    other: &Digest,
+) -> DivergenceCause {
+    if settings.tag_mutability.is_immutable(tag) {
+        return DivergenceCause::ImmutableHeld;
+    }
+    let older = source.image(other).is_some_and(
+        |held| matches!((held.pushed_at, image.pushed_at), (Some(held), Some(ours)) if held < ours),
+    );
+    if older {
+        DivergenceCause::OlderReplicationLast
+    } else {
+        DivergenceCause::ChangedInDestination
     }
 }
 
@@ -447,6 +480,63 @@ mod tests {
                 .iter()
                 .all(|f| f.repository.as_str() != "team-b/other")
         );
+    }
+
+    #[test]
+    fn a_tag_naming_another_image_says_why_as_its_incident_would_and_how_to_fix_it() {
+        let source = dest("us-west-2", "111111111111");
+        let target = dest("eu-west-1", "222222222222");
+        let at = |minutes: i64| {
+            chrono::DateTime::from_timestamp(1_790_000_000 + minutes * 60, 0).expect("time")
+        };
+        let mut older = image(1, &[]);
+        older.pushed_at = Some(at(0));
+        let mut newer = image(2, &["latest"]);
+        newer.pushed_at = Some(at(10));
+        let source_inventory = [repository("team-a/api", settings(), vec![older, newer])];
+        let detail = |tag_mutability: TagMutability, held_by: u8| {
+            let mut here = settings();
+            here.tag_mutability = tag_mutability;
+            let report = audit(
+                &source,
+                &configuration(&target),
+                &source_inventory,
+                &[DestinationInventory {
+                    destination: target.clone(),
+                    repositories: vec![repository(
+                        "team-a/api",
+                        here,
+                        vec![image(held_by, &["latest"]), image(2, &[])],
+                    )],
+                    creation_templates: Vec::new(),
+                }],
+            );
+            let d = &report.destinations[0];
+            assert_eq!(d.count(FindingKind::TagMismatch), 1, "{d:?}");
+            d.findings
+                .iter()
+                .find(|f| f.kind == FindingKind::TagMismatch)
+                .map(|f| f.detail.clone())
+                .expect("mismatch")
+        };
+        let older_last = detail(TagMutability::Mutable, 1);
+        assert!(
+            older_last.contains("an older push of the tag finished replicating"),
+            "{older_last}"
+        );
+        assert!(older_last.contains("(TAG_DIVERGED)"), "{older_last}");
+        assert!(
+            older_last.contains("aws ecr put-image --region eu-west-1 --registry-id 222222222222 --repository-name team-a/api --image-tag latest"),
+            "{older_last}"
+        );
+        let by_hand = detail(TagMutability::Mutable, 9);
+        assert!(
+            by_hand.contains("the tag was changed in the destination"),
+            "{by_hand}"
+        );
+        let held = detail(TagMutability::Immutable, 9);
+        assert!(held.contains("immutable"), "{held}");
+        assert!(held.contains("(TAG_LOST)"), "{held}");
     }
 
     #[test]

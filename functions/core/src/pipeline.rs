@@ -550,6 +550,9 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
                 .tracker()
                 .observe(&record.key, &observation, Creation::ExistingOnly)
                 .await?;
+            if let Some(applied) = &applied {
+                self.after_late_arrival(applied, now, &mut effects).await?;
+            }
             effects.record(applied);
         }
         Ok(effects)

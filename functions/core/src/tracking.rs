@@ -229,6 +229,10 @@ pub enum Observation {
     /// The rules read again from ECR do not select this destination: ECR never meant to
     /// replicate the push there.
     NotSelected { at: DateTime<Utc> },
+    /// Checked at `at` and nothing to say yet, nor to alert: a later push carries the tag,
+    /// but this one may still be replicating, and could take the tag back when it finishes.
+    /// Looked at again after the recheck interval.
+    Waiting { at: DateTime<Utc> },
 }
 
 /// What became of the pushed tag when the image arrived ([`crate::registry::tag_arrival`]).
@@ -364,6 +368,7 @@ impl ReplicationExpectation {
             Observation::StillInProgress { at } => self.missing_at(ExpectationState::Overdue, *at),
             Observation::NotStarted { at } => self.missing_at(ExpectationState::NotStarted, *at),
             Observation::NotSelected { at } => self.close(ExpectationState::NotSelected, *at),
+            Observation::Waiting { at } => self.missing_at(ExpectationState::Pending, *at),
         }
         self.refresh_schedule(policy);
 

@@ -36,6 +36,8 @@ pub const PENDING_ALERTS_PER_SWEEP: usize = 1_000;
 pub struct SweepSummary {
     pub checked: usize,
     pub images: usize,
+    /// Open tag incidents looked at again.
+    pub incidents: usize,
     pub reconciled: usize,
     /// Problems raised by this sweep (before folding into notifications).
     #[serde(serialize_with = "count")]
@@ -127,14 +129,15 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
             failed_deliveries += self.deliver_alerts(raised).await.failed;
             summary.checked += report.checked;
             summary.images += report.images;
+            summary.incidents += report.incidents;
             summary.reconciled += report.reconciled;
             summary.unconfirmed_images += report.failures.len();
             summary.alerts.extend(report.effects.alerts);
 
             slowest = slowest.max(clock.now() - started);
             let full = report.more;
-            // A round in which no image could be confirmed would read the same records again.
-            let progressed = report.failures.len() < report.images;
+            // A round in which nothing could be confirmed would read the same items again.
+            let progressed = report.failures.len() < report.images + report.incidents;
             let time_left =
                 deadline.is_none_or(|d| d - clock.now() > (slowest * 3 / 2).max(DEADLINE_MARGIN));
             if !(full && progressed && time_left) {
@@ -183,6 +186,7 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
             of = part.of,
             checked = summary.checked,
             images = summary.images,
+            incidents = summary.incidents,
             reconciled = summary.reconciled,
             alerts = summary.alerts.len(),
             retried_alerts = summary.retried_alerts,

@@ -268,6 +268,10 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
                 if arrived && applied.as_ref().is_some_and(|a| a.transition.changed) {
                     check.reconciled += 1;
                 }
+                if let Some(applied) = &applied {
+                    self.after_late_arrival(applied, now, &mut check.effects)
+                        .await?;
+                }
                 check.effects.record(applied);
                 if let Some(index) = target.push {
                     recorded[index].push(key.destination);
@@ -369,10 +373,29 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
                 .missing(key, status.for_destination(destination), now)
                 .await;
         };
-        if tags.as_ref().is_some_and(|t| t.contains(tag)) {
-            return Ok(arrived(TagArrival::Present));
-        }
         let listed = status.for_destination(destination);
+        // ECR's status is the image's: IN_PROGRESS may be this push still replicating, or
+        // another push of the image. Where it would move the tag when it finishes (a mutable
+        // repository), this push is looked at again until ECR is done with the image: a late
+        // finish can take the tag from a newer push, which nothing would check again.
+        let in_flight = async || -> Result<bool, PipelineError> {
+            Ok(matches!(listed, Some(DestinationReplication::InProgress))
+                && !self
+                    .registry
+                    .tag_mutability(destination, &image.repository)
+                    .await?
+                    .is_some_and(|m| m.is_immutable(tag)))
+        };
+        let waiting_or = |finding: Finding, waiting: bool| {
+            if waiting {
+                Observation::Waiting { at }.into()
+            } else {
+                finding
+            }
+        };
+        if tags.as_ref().is_some_and(|t| t.contains(tag)) {
+            return Ok(waiting_or(arrived(TagArrival::Present), in_flight().await?));
+        }
         if listed.is_none() && !self.selected_since_push(key).await? {
             return Ok(Observation::NotSelected { at }.into());
         }
@@ -384,7 +407,10 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         if self.source_tag(image, tag, lookups).await?.as_ref() != Some(&image.digest)
             || self.pushed_again(key, tag).await?
         {
-            return Ok(arrived(TagArrival::Superseded));
+            return Ok(waiting_or(
+                arrived(TagArrival::Superseded),
+                in_flight().await?,
+            ));
         }
         let still_replicating = |listed: Option<&DestinationReplication>| match listed {
             Some(DestinationReplication::InProgress) => Some(Observation::StillInProgress { at }),
@@ -536,6 +562,74 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
             .latest_push(&older, Some(tag), Some(at))
             .await?
             .is_some())
+    }
+
+    /// A push that arrived after its check (a problem was raised for it, or it was left
+    /// waiting) may have taken its tag back from a newer push that arrived and was checked
+    /// already (an older build finishing last, in a mutable destination): nothing would check
+    /// the tag again, so the arrival does. The tag diverges when it names this push's image there while the source's names
+    /// another, whose newest push is past its deadline (one still within it will move the
+    /// tag itself, and its own check judges).
+    pub(super) async fn after_late_arrival(
+        &self,
+        applied: &Applied,
+        now: DateTime<Utc>,
+        effects: &mut Effects,
+    ) -> Result<(), PipelineError> {
+        let transition = &applied.transition;
+        let record = &applied.record;
+        // Still open after its push's check (a problem, or waiting on a replication that
+        // could take the tag back), or failed: then it arrived with the tag.
+        let late = matches!(
+            transition.from,
+            ExpectationState::Pending
+                | ExpectationState::Overdue
+                | ExpectationState::NotStarted
+                | ExpectationState::Failed
+        ) && record.deadline.is_some_and(|d| d <= now);
+        let Some(tag) = &record.key.tag else {
+            return Ok(());
+        };
+        if !late || transition.to != ExpectationState::Replicated {
+            return Ok(());
+        }
+        let image = &record.key.image;
+        let Some(expected) = self
+            .registry
+            .tagged_image(&image.registry, &image.repository, tag)
+            .await?
+            .filter(|source| source != &image.digest)
+        else {
+            return Ok(());
+        };
+        let newest = SourceImage {
+            digest: expected.clone(),
+            ..image.clone()
+        };
+        let overdue = self
+            .store
+            .latest_push(&newest, Some(tag), None)
+            .await?
+            .is_some_and(|push| push.deadline <= now);
+        let holder = self
+            .registry
+            .tagged_image(&record.key.destination, &image.repository, tag)
+            .await?;
+        if !overdue || holder.as_ref() != Some(&image.digest) {
+            return Ok(());
+        }
+        let key = TagKey {
+            registry: image.registry.clone(),
+            repository: image.repository.clone(),
+            tag: tag.clone(),
+            destination: record.key.destination.clone(),
+        };
+        let divergence = Divergence {
+            cause: DivergenceCause::OlderReplicationLast,
+            expected,
+            found: holder,
+        };
+        self.diverged(&key, divergence, now, effects).await
     }
 
     /// The tag of `key` names another image in the destination: its incident opens (one
