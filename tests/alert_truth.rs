@@ -118,6 +118,20 @@ impl World {
             .expect("settle");
     }
 
+    /// Hands every queued event to the functions once, none lost; returns the alerts raised.
+    async fn pump_every_event(&self, tracking: &AwsTracking<Arc<OffsetClock>>) -> Vec<AlertKind> {
+        let report = self
+            .deployment
+            .pump(tracking, &mut |_| Copies::Once)
+            .await
+            .expect("pump");
+        report
+            .batches
+            .iter()
+            .flat_map(|b| b.alerts.iter().map(|a| a.kind))
+            .collect()
+    }
+
     /// Hands every queued event to the functions, losing every fifth replication event;
     /// returns the alerts raised.
     async fn pump(&self, tracking: &AwsTracking<Arc<OffsetClock>>) -> Vec<AlertKind> {
@@ -654,16 +668,7 @@ async fn a_restored_image_is_tracked_to_its_verdict() {
     world.aws.flush_replication(&world.central).expect("flush");
     world.settle().await;
     // No loss here: this test is about the restore being seen at all.
-    let report = world
-        .deployment
-        .pump(&tracking, &mut |_| Copies::Once)
-        .await
-        .expect("pump");
-    let alerts: Vec<AlertKind> = report
-        .batches
-        .iter()
-        .flat_map(|b| b.alerts.iter().map(|a| a.kind))
-        .collect();
+    let alerts = world.pump_every_event(&tracking).await;
     assert_eq!(alerts, vec![AlertKind::Failed]);
     // Arrivals on time wait for the restore's deadline check (unless their event came
     // before the restore's): the check confirms them without an alert.
@@ -804,16 +809,7 @@ async fn a_tag_deleted_by_hand_in_an_immutable_destination_is_drift_not_an_alert
         .await
         .expect("untag by hand");
     let tracking = world.tracking(&[]).await;
-    let report = world
-        .deployment
-        .pump(&tracking, &mut |_| Copies::Once)
-        .await
-        .expect("pump");
-    let mut alerts: Vec<AlertKind> = report
-        .batches
-        .iter()
-        .flat_map(|b| b.alerts.iter().map(|a| a.kind))
-        .collect();
+    let mut alerts = world.pump_every_event(&tracking).await;
     alerts.extend(world.sweep_to_the_end(&tracking).await);
     assert_eq!(alerts, vec![], "replication did not lose the tag");
     assert_eq!(
@@ -1187,16 +1183,7 @@ async fn an_image_deleted_before_its_failed_event_raises_nothing() {
         .await
         .expect("delete");
     let tracking = world.tracking(&[]).await;
-    let report = world
-        .deployment
-        .pump(&tracking, &mut |_| Copies::Once)
-        .await
-        .expect("pump");
-    let mut alerts: Vec<AlertKind> = report
-        .batches
-        .iter()
-        .flat_map(|b| b.alerts.iter().map(|a| a.kind))
-        .collect();
+    let mut alerts = world.pump_every_event(&tracking).await;
     alerts.extend(world.sweep_to_the_end(&tracking).await);
     assert_eq!(alerts, vec![], "a deleted image is never reported");
     assert!(world.published().await.is_empty());

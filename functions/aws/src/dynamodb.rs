@@ -25,7 +25,7 @@
 //! tag, records without the push time in their key) are moved to their schema 2 keys when the
 //! sweep first reads them as due; closed ones are read as they are until their TTL.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
@@ -42,7 +42,7 @@ use replwatch_core::push::TrackedPush;
 use replwatch_core::store::{
     DueWork, ExpectationStore, OpenCount, StoreError, SweepPart, count_open, image_bucket,
 };
-use replwatch_core::tracking::{AlertKind, ExpectationState, ReplicationExpectation};
+use replwatch_core::tracking::{ExpectationState, ReplicationExpectation};
 
 /// Partitions of the due index for pushes and records: at three times the average rate of
 /// 10 million pushes a day to 25 destinations, even with every destination failing (each
@@ -715,17 +715,8 @@ fn to_item(record: &ReplicationExpectation, version: u64) -> Item {
             AttributeValue::N(expires.timestamp().to_string()),
         );
     }
-    if !record.alerts.is_empty() {
-        item.insert(
-            "alerts".to_owned(),
-            AttributeValue::L(
-                record
-                    .alerts
-                    .iter()
-                    .map(|a| AttributeValue::S(a.as_str().to_owned()))
-                    .collect(),
-            ),
-        );
+    if let Some(alerts) = crate::dynamodb_table::alert_kinds_attribute(&record.alerts) {
+        item.insert("alerts".to_owned(), alerts);
     }
     item.insert("version".to_owned(), number(version));
     item
@@ -757,19 +748,7 @@ fn from_item(item: &Item) -> Result<ReplicationExpectation, StoreError> {
     let state = read.parsed("state", |s| {
         ExpectationState::parse(s).ok_or_else(|| format!("{s:?} is no state"))
     })?;
-    let alerts = match read.get("alerts") {
-        None => BTreeSet::new(),
-        Some(AttributeValue::L(values)) => values
-            .iter()
-            .map(|v| match v {
-                AttributeValue::S(s) => {
-                    AlertKind::parse(s).ok_or_else(|| read.corrupt(format!("alert kind {s:?}")))
-                }
-                other => Err(read.corrupt(format!("alert {other:?}"))),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => return Err(read.corrupt(format!("alerts is not a list: {other:?}"))),
-    };
+    let alerts = read.alert_kinds()?;
     Ok(ReplicationExpectation {
         key,
         state,
@@ -818,7 +797,8 @@ mod tests {
             shard_of("IMG#us-west-2#111111111111#web@sha256:00"),
             shard_of("IMG#us-west-2#111111111111#web@sha256:00")
         );
-        let used: BTreeSet<u32> = (0..4096).map(|i| shard_of(&format!("IMG#x#{i}"))).collect();
+        let used: std::collections::BTreeSet<u32> =
+            (0..4096).map(|i| shard_of(&format!("IMG#x#{i}"))).collect();
         assert_eq!(used.len(), DUE_SHARDS as usize);
         // Digests that differ in few bits still spread: 1,024 images, 4 a shard on average.
         let mut per_shard = [0u32; DUE_SHARDS as usize];

@@ -112,6 +112,26 @@ impl<'a> ItemReader<'a> {
         }
     }
 
+    /// The `alerts` attribute: the kinds of alert an item raised so far (none when absent).
+    pub fn alert_kinds(
+        &self,
+    ) -> Result<std::collections::BTreeSet<replwatch_core::tracking::AlertKind>, StoreError> {
+        use replwatch_core::tracking::AlertKind;
+        match self.item.get("alerts") {
+            None => Ok(Default::default()),
+            Some(AttributeValue::L(values)) => values
+                .iter()
+                .map(|v| match v {
+                    AttributeValue::S(s) => {
+                        AlertKind::parse(s).ok_or_else(|| self.corrupt(format!("alert kind {s:?}")))
+                    }
+                    other => Err(self.corrupt(format!("alert {other:?}"))),
+                })
+                .collect(),
+            Some(other) => Err(self.corrupt(format!("alerts is not a list: {other:?}"))),
+        }
+    }
+
     /// The TTL attribute, if present.
     pub fn expires_at(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
         match self.item.get(TTL_ATTRIBUTE) {
@@ -125,6 +145,20 @@ impl<'a> ItemReader<'a> {
             Some(other) => Err(self.corrupt(format!("{TTL_ATTRIBUTE} {other:?}"))),
         }
     }
+}
+
+/// The `alerts` attribute [`ItemReader::alert_kinds`] reads (none for no alert).
+pub fn alert_kinds_attribute(
+    kinds: &std::collections::BTreeSet<replwatch_core::tracking::AlertKind>,
+) -> Option<AttributeValue> {
+    (!kinds.is_empty()).then(|| {
+        AttributeValue::L(
+            kinds
+                .iter()
+                .map(|k| AttributeValue::S(k.as_str().to_owned()))
+                .collect(),
+        )
+    })
 }
 
 pub fn request_error(

@@ -12,16 +12,15 @@
 //!   index like an overdue record (its `due_shard` from a hash of `pk`); `expires_at` (TTL)
 //!   only once resolved: an open incident never expires.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use replwatch_core::incident::{Divergence, DivergenceCause, ResolutionReason, TagIncident};
 use replwatch_core::model::{AccountId, Destination, Digest, Region, RepositoryName, TagKey};
 use replwatch_core::store::StoreError;
-use replwatch_core::tracking::AlertKind;
 
 use crate::dynamodb::{TTL_ATTRIBUTE, due_shard, number, timestamp};
-use crate::dynamodb_table::ItemReader;
+use crate::dynamodb_table::{ItemReader, alert_kinds_attribute};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -87,17 +86,8 @@ pub fn to_item(incident: &TagIncident, version: u64) -> Item {
         text("next_check", timestamp(next));
         text("due_shard", due_shard(&pk));
     }
-    if !incident.alerts.is_empty() {
-        item.insert(
-            "alerts".to_owned(),
-            AttributeValue::L(
-                incident
-                    .alerts
-                    .iter()
-                    .map(|a| AttributeValue::S(a.as_str().to_owned()))
-                    .collect(),
-            ),
-        );
+    if let Some(alerts) = alert_kinds_attribute(&incident.alerts) {
+        item.insert("alerts".to_owned(), alerts);
     }
     if let Some(expires) = incident.expires_at {
         item.insert(
@@ -154,19 +144,6 @@ pub fn from_item(item: &Item) -> Result<TagIncident, StoreError> {
         )),
         other => return Err(read.corrupt(format!("state {other:?}"))),
     };
-    let alerts: BTreeSet<AlertKind> = match read.get("alerts") {
-        None => BTreeSet::new(),
-        Some(AttributeValue::L(values)) => values
-            .iter()
-            .map(|v| match v {
-                AttributeValue::S(s) => {
-                    AlertKind::parse(s).ok_or_else(|| read.corrupt(format!("alert kind {s:?}")))
-                }
-                other => Err(read.corrupt(format!("alert {other:?}"))),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => return Err(read.corrupt(format!("alerts is not a list: {other:?}"))),
-    };
     Ok(TagIncident {
         key,
         opened_at: required_time("opened_at")?,
@@ -175,7 +152,7 @@ pub fn from_item(item: &Item) -> Result<TagIncident, StoreError> {
         last_checked_at: required_time("last_checked_at")?,
         next_check_at: read.time("next_check")?,
         expires_at: read.expires_at()?,
-        alerts,
+        alerts: read.alert_kinds()?,
         version: read.version()?,
     })
 }

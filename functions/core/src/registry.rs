@@ -143,7 +143,9 @@ macro_rules! forward_registry {
 forward_registry!(&T, std::sync::Arc<T>);
 
 /// What became of `tag` when `image` arrived in `destination`, as ECR would tell it: `None`
-/// while the image is not (yet) visible there.
+/// while the image is not (yet) visible there. What a replication event asks; an untagged
+/// push has no tag to lose, so it is taken as present without a look (its deadline check
+/// looks in the destination, as for every push).
 pub async fn tag_arrival<R: Registry + ?Sized>(
     registry: &R,
     image: &SourceImage,

@@ -360,7 +360,7 @@ pub fn count_open<'a>(
         let entry = counts.entry(destination.clone()).or_default();
         match state {
             ExpectationState::Pending => entry.0 += items,
-            ExpectationState::Overdue => entry.1 += items,
+            ExpectationState::Overdue | ExpectationState::NotStarted => entry.1 += items,
             _ => {}
         }
     }
@@ -482,6 +482,26 @@ impl InMemoryStore {
     }
 }
 
+/// The version a write from `read` stores, if `stored` is still what was read (0: nothing).
+fn versioned(stored: u64, read: u64, item: impl std::fmt::Display) -> Result<u64, StoreError> {
+    if stored != read {
+        return Err(StoreError::Conflict {
+            item: item.to_string(),
+        });
+    }
+    Ok(read + 1)
+}
+
+impl InMemoryStore {
+    /// Keeps the alerts a write raised as pending, as the write that raised them.
+    fn keep_raised(&self, raised: &[PendingAlert]) {
+        let mut outbox = self.pending();
+        for pending in raised {
+            outbox.insert(pending.id(), pending.clone());
+        }
+    }
+}
+
 impl ExpectationStore for InMemoryStore {
     async fn get(
         &self,
@@ -497,24 +517,17 @@ impl ExpectationStore for InMemoryStore {
     ) -> Result<u64, StoreError> {
         let mut records = self.lock();
         let stored = records.get(&item.key).map_or(0, |r| r.version);
-        if stored != item.version {
-            return Err(StoreError::Conflict {
-                item: item.key.to_string(),
-            });
-        }
+        let version = versioned(stored, item.version, &item.key)?;
         let mut next = item.clone();
-        next.version = item.version + 1;
+        next.version = version;
         match records.get_mut(&item.key) {
             Some(slot) => *slot = next,
             None => {
                 records.insert(item.key.clone(), next);
             }
         }
-        let mut outbox = self.pending();
-        for pending in raised {
-            outbox.insert(pending.id(), pending.clone());
-        }
-        Ok(item.version + 1)
+        self.keep_raised(raised);
+        Ok(version)
     }
 
     async fn for_image(
@@ -549,15 +562,15 @@ impl ExpectationStore for InMemoryStore {
         let mut pushes = self.push_map();
         let key = (push.image.clone(), push.tag.clone(), push.pushed_at);
         let stored = pushes.get(&key).map_or(0, |p| p.version);
-        if stored != push.version {
-            return Err(StoreError::Conflict {
-                item: format!("{} (tag {:?})", push.image, push.tag),
-            });
-        }
+        let version = versioned(
+            stored,
+            push.version,
+            format!("{} (tag {:?})", push.image, push.tag),
+        )?;
         let mut next = push.clone();
-        next.version = push.version + 1;
+        next.version = version;
         pushes.insert(key, next);
-        Ok(push.version + 1)
+        Ok(version)
     }
 
     async fn incident(&self, key: &TagKey) -> Result<Option<TagIncident>, StoreError> {
@@ -571,19 +584,12 @@ impl ExpectationStore for InMemoryStore {
     ) -> Result<u64, StoreError> {
         let mut incidents = self.incident_map();
         let stored = incidents.get(&incident.key).map_or(0, |i| i.version);
-        if stored != incident.version {
-            return Err(StoreError::Conflict {
-                item: incident.key.to_string(),
-            });
-        }
+        let version = versioned(stored, incident.version, &incident.key)?;
         let mut next = incident.clone();
-        next.version = incident.version + 1;
+        next.version = version;
         incidents.insert(incident.key.clone(), next);
-        let mut outbox = self.pending();
-        for pending in raised {
-            outbox.insert(pending.id(), pending.clone());
-        }
-        Ok(incident.version + 1)
+        self.keep_raised(raised);
+        Ok(version)
     }
 
     async fn pushes_of(&self, image: &SourceImage) -> Result<Vec<TrackedPush>, StoreError> {
