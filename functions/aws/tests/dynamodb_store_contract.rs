@@ -24,3 +24,154 @@ async fn fresh_store() -> DynamoExpectationStore {
 }
 
 replwatch_core::expectation_store_contract!(fresh_store());
+
+/// Items an earlier version wrote (schema 1: one push item per image and tag, `PUSH#TAG#<tag>`,
+/// and records without the push time in their key) are moved to their keys of today when the
+/// sweep first reads them as due, and then written like any other: an open push and an overdue
+/// record tracked before an upgrade reach their verdicts after it.
+#[tokio::test]
+async fn due_items_of_the_earlier_schema_move_to_their_keys_and_stay_writable() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use chrono::{DateTime, TimeDelta, Utc};
+    use replwatch_core::push::PushOutcome;
+    use replwatch_core::store::{ExpectationStore, SweepPart};
+    use replwatch_core::tracking::{ExpectationState, Observation, TrackingPolicy};
+
+    let store = fresh_store().await;
+    let client = aws_sdk_dynamodb::Client::new(
+        &local::sdk_config(
+            &local::endpoint_from_env().unwrap_or_else(|e| panic!("{e}")),
+            "us-west-2",
+        )
+        .await,
+    );
+    let pushed: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().expect("time");
+    let stamp = |at: DateTime<Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let pk = format!("IMG#us-west-2#111111111111#team-a/web@{digest}");
+    let text = |s: &str| AttributeValue::S(s.to_owned());
+    let common = |sk: &str| {
+        std::collections::HashMap::from([
+            ("pk".to_owned(), text(&pk)),
+            ("sk".to_owned(), text(sk)),
+            ("schema".to_owned(), text("1")),
+            ("source_region".to_owned(), text("us-west-2")),
+            ("source_account".to_owned(), text("111111111111")),
+            ("repository".to_owned(), text("team-a/web")),
+            ("digest".to_owned(), text(&digest)),
+            ("tag".to_owned(), text("v1")),
+            ("pushed_at".to_owned(), text(&stamp(pushed))),
+            (
+                "deadline".to_owned(),
+                text(&stamp(pushed + TimeDelta::minutes(30))),
+            ),
+            ("due_shard".to_owned(), text("DUE#7")),
+        ])
+    };
+    let mut push = common("PUSH#TAG#v1");
+    for (name, value) in [
+        ("outcome", text("OPEN")),
+        ("dset", text("0011223344556677")),
+        ("dests", text("222222222222:eu-west-1,us-east-1")),
+        ("next_check", text(&stamp(pushed + TimeDelta::minutes(30)))),
+        ("version", AttributeValue::N("1".into())),
+    ] {
+        push.insert(name.to_owned(), value);
+    }
+    let mut record = common("DST#ap-south-1#333333333333#TAG#v1");
+    for (name, value) in [
+        ("destination_region", text("ap-south-1")),
+        ("destination_account", text("333333333333")),
+        ("state", text("OVERDUE")),
+        (
+            "overdue_since",
+            text(&stamp(pushed + TimeDelta::minutes(31))),
+        ),
+        (
+            "last_checked_at",
+            text(&stamp(pushed + TimeDelta::minutes(31))),
+        ),
+        ("next_check", text(&stamp(pushed + TimeDelta::minutes(46)))),
+        ("alerts", AttributeValue::L(vec![text("OVERDUE")])),
+        ("version", AttributeValue::N("2".into())),
+    ] {
+        record.insert(name.to_owned(), value);
+    }
+    for item in [push, record] {
+        client
+            .put_item()
+            .table_name(store.table())
+            .set_item(Some(item))
+            .send()
+            .await
+            .expect("schema 1 item");
+    }
+
+    let due = store
+        .due(pushed + TimeDelta::hours(1), 100, SweepPart::WHOLE)
+        .await
+        .expect("due");
+    assert_eq!((due.pushes.len(), due.records.len()), (1, 1), "{due:?}");
+    let mut push = due.pushes[0].clone();
+    let mut record = due.records[0].clone();
+    assert_eq!(push.pushed_at, pushed);
+    assert_eq!(push.destinations.len(), 2);
+    assert_eq!(record.key.occurrence, pushed, "the push it follows");
+    assert_eq!(record.state, ExpectationState::Overdue);
+    let keys: Vec<String> = client
+        .query()
+        .table_name(store.table())
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", text(&pk))
+        .send()
+        .await
+        .expect("query")
+        .items()
+        .iter()
+        .filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).cloned())
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            format!("DST#ap-south-1#333333333333#TAG#v1#{}", pushed.timestamp()),
+            format!("PUSH#TAG#v1#{}", pushed.timestamp())
+        ],
+        "moved, not copied"
+    );
+    // Written from the version read, like any item of today.
+    let policy = TrackingPolicy::default();
+    push.close(
+        PushOutcome::Confirmed {
+            at: pushed + TimeDelta::hours(1),
+            closed: Vec::new(),
+            recorded: vec![record.key.destination.clone()],
+        },
+        &policy,
+    );
+    store.save_push(&push).await.expect("the push closes");
+    let arrived = record.apply(
+        &Observation::Arrived {
+            arrived_at: None,
+            observed_at: pushed + TimeDelta::hours(1),
+            tag: replwatch_core::tracking::TagArrival::Present,
+        },
+        &policy,
+    );
+    assert!(arrived.changed && arrived.raised.is_empty());
+    store.save(&record, &[]).await.expect("the record closes");
+    assert!(
+        store
+            .due(pushed + TimeDelta::days(1), 100, SweepPart::WHOLE)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .latest_push(&push.image, Some("v1"), None)
+            .await
+            .expect("latest")
+            .map(|p| p.outcome.clone()),
+        Some(push.outcome.clone())
+    );
+}
