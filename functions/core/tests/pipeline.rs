@@ -857,3 +857,39 @@ async fn an_image_ecr_completed_but_the_destination_no_longer_shows_is_not_overd
         ]
     );
 }
+
+/// An untagged push (an index's child, a referrer, an untagged image) is confirmed in the
+/// destination like a tagged one: ECR's COMPLETE for an image the destination does not show
+/// is no arrival (drift, quietly), IN_PROGRESS for one it does not show is OVERDUE, and only
+/// an image seen there is REPLICATED.
+#[tokio::test]
+async fn an_untagged_push_is_confirmed_in_the_destination_like_a_tagged_one() {
+    let world = World::new();
+    let pipeline = world.pipeline();
+    pipeline
+        .handle(&event("push-untagged.json"))
+        .await
+        .expect("push");
+    for region in ["us-east-1", "eu-west-1"] {
+        world
+            .registry
+            .status(region, DestinationReplication::Complete);
+    }
+    // Only us-east-1 shows the image; ap-southeast-2 is still in progress and shows nothing.
+    world.registry.tags("us-east-1", &[]);
+    world.clock.set(push_time() + TimeDelta::minutes(31));
+    let report = sweep_whole(&pipeline).await;
+    assert_eq!(
+        kinds(&report.effects.alerts),
+        vec![("ap-southeast-2".into(), AlertKind::Overdue)]
+    );
+    assert_eq!(
+        world.states(),
+        vec![
+            ("ap-southeast-2".into(), ExpectationState::Overdue),
+            ("eu-west-1".into(), ExpectationState::Superseded),
+            ("us-east-1".into(), ExpectationState::Replicated),
+        ],
+        "COMPLETE but not there is not REPLICATED"
+    );
+}
