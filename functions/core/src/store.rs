@@ -548,14 +548,19 @@ impl ExpectationStore for InMemoryStore {
         tag: Option<&str>,
         until: Option<DateTime<Utc>>,
     ) -> Result<Option<TrackedPush>, StoreError> {
+        // The pushes of one image and tag are one run of the map, in time order.
         let tag = tag.map(str::to_owned);
+        let first = (image.clone(), tag.clone(), DateTime::<Utc>::MIN_UTC);
+        let last = (
+            image.clone(),
+            tag,
+            until.unwrap_or(DateTime::<Utc>::MAX_UTC),
+        );
         Ok(self
             .push_map()
-            .values()
-            .filter(|p| &p.image == image && p.tag == tag)
-            .filter(|p| until.is_none_or(|u| p.pushed_at <= u))
-            .max_by_key(|p| p.pushed_at)
-            .cloned())
+            .range(first..=last)
+            .next_back()
+            .map(|(_, push)| push.clone()))
     }
 
     async fn save_push(&self, push: &TrackedPush) -> Result<u64, StoreError> {
