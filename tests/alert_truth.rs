@@ -193,6 +193,23 @@ impl World {
             .expect("immutable repository");
     }
 
+    /// The partner's `repository` keeps its tags, and `latest` is already taken there by an
+    /// image of its own.
+    async fn partner_holding_latest(&self, repository: &str) {
+        let partner = &self.destinations[2];
+        self.immutable_partner_repository(repository).await;
+        self.aws
+            .push_image(
+                partner.registry_id.as_str(),
+                partner.region.as_str(),
+                repository,
+                Some("latest"),
+                "partner's own latest",
+            )
+            .await
+            .expect("partner's latest");
+    }
+
     /// Pushes an image made from `seed` into the source registry.
     async fn push(&self, repository: &str, tag: Option<&str>, seed: &str) -> PushedImage {
         self.aws
@@ -337,21 +354,8 @@ async fn latest_pushed_twenty_times_into_mutable_repositories_raises_no_alert() 
 #[tokio::test]
 async fn an_immutable_destination_that_already_holds_latest_raises_one_tag_lost() {
     let world = World::new(|_| serde_json::json!({})).await;
-    let partner = world.destinations[2].clone();
     world.replicated_repository("ci/app").await;
-    // The partner's repository keeps its tags, and `latest` is already taken there.
-    world.immutable_partner_repository("ci/app").await;
-    world
-        .aws
-        .push_image(
-            partner.registry_id.as_str(),
-            partner.region.as_str(),
-            "ci/app",
-            Some("latest"),
-            "partner's own latest",
-        )
-        .await
-        .expect("partner's latest");
+    world.partner_holding_latest("ci/app").await;
     world.push_latest("ci/app", 20).await;
     world.settle().await;
     let tracking = world.tracking(&[]).await;
@@ -1057,20 +1061,8 @@ async fn promoting_a_digest_to_a_second_tag_while_one_destination_is_slow_raises
 /// false) or each before the next.
 async fn five_pushes_into_a_held_tag(checked_each: bool) -> (World, Vec<AlertKind>) {
     let world = World::new(|_| serde_json::json!({})).await;
-    let partner = world.destinations[2].clone();
     world.replicated_repository("ci/app").await;
-    world.immutable_partner_repository("ci/app").await;
-    world
-        .aws
-        .push_image(
-            partner.registry_id.as_str(),
-            partner.region.as_str(),
-            "ci/app",
-            Some("latest"),
-            "partner's own latest",
-        )
-        .await
-        .expect("partner's latest");
+    world.partner_holding_latest("ci/app").await;
     let tracking = world.tracking(&[]).await;
     let mut alerts = Vec::new();
     for build in 0..5 {

@@ -351,17 +351,7 @@ const REGIONS: [&str; MAX_DESTINATIONS] = [
 /// when "both the source and destination accounts" did (ECR User Guide, private image
 /// replication, considerations). The test bed's list is
 /// `infra/local-aws/replwatch_localaws/region_opt_in.py`'s `OPT_IN_REGIONS`.
-const OPT_IN_REGIONS: [&str; 9] = [
-    "eu-south-1",
-    "ap-east-1",
-    "me-south-1",
-    "af-south-1",
-    "il-central-1",
-    "mx-central-1",
-    "ap-southeast-3",
-    "eu-central-2",
-    "ap-south-2",
-];
+const OPT_IN_REGIONS: &[&str] = REGIONS.split_at(MAX_DESTINATIONS - 9).1;
 
 /// Opts `account` in to `region` (Account Management's `EnableRegion`) and checks that the test
 /// bed then answers `ENABLED`: the transition is a job of its replication engine, which a flush
