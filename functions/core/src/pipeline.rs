@@ -161,9 +161,25 @@ impl ConfigurationCache {
         entries.get(registry).cloned()
     }
 
-    fn put(&self, registry: Destination, rules: CachedRules) {
+    /// Keeps `configuration`, seen at `seen_at`, as `registry`'s rules compared with the
+    /// record at `checked_at`; returns it.
+    fn keep(
+        &self,
+        registry: &Destination,
+        configuration: Arc<ReplicationConfiguration>,
+        seen_at: DateTime<Utc>,
+        checked_at: DateTime<Utc>,
+    ) -> Arc<ReplicationConfiguration> {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.insert(registry, rules);
+        entries.insert(
+            registry.clone(),
+            CachedRules {
+                configuration: Arc::clone(&configuration),
+                seen_at,
+                checked_at,
+            },
+        );
+        configuration
     }
 }
 
@@ -237,15 +253,9 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         if let Some((configuration, seen_at)) = newest
             && now - seen_at < ttl
         {
-            self.configurations.put(
-                registry.clone(),
-                CachedRules {
-                    configuration: Arc::clone(&configuration),
-                    seen_at,
-                    checked_at: now,
-                },
-            );
-            return Ok(configuration);
+            return Ok(self
+                .configurations
+                .keep(registry, configuration, seen_at, now));
         }
         let fresh = self.registry.replication_configuration(registry).await?;
         self.remember_rules(registry, fresh, now).await
@@ -268,16 +278,12 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         if let Some(recorded) = self.store.recorded_rules(registry).await?
             && recorded.seen_at >= not_before
         {
-            let configuration = Arc::new(recorded.configuration);
-            self.configurations.put(
-                registry.clone(),
-                CachedRules {
-                    configuration: Arc::clone(&configuration),
-                    seen_at: recorded.seen_at,
-                    checked_at: self.clock.now(),
-                },
-            );
-            return Ok(configuration);
+            return Ok(self.configurations.keep(
+                registry,
+                Arc::new(recorded.configuration),
+                recorded.seen_at,
+                self.clock.now(),
+            ));
         }
         let fresh = self.registry.replication_configuration(registry).await?;
         self.remember_rules(registry, fresh, self.clock.now()).await
@@ -306,14 +312,12 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
             .get(registry)
             .is_some_and(|c| c.seen_at > seen_at);
         if recorded && !newer_here {
-            self.configurations.put(
-                registry.clone(),
-                CachedRules {
-                    configuration: Arc::clone(&configuration),
-                    seen_at,
-                    checked_at: self.clock.now(),
-                },
-            );
+            return Ok(self.configurations.keep(
+                registry,
+                configuration,
+                seen_at,
+                self.clock.now(),
+            ));
         }
         Ok(configuration)
     }

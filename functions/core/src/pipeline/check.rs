@@ -91,6 +91,25 @@ impl From<Observation> for Finding {
     }
 }
 
+/// What ECR's status says when this push may still be on its way: IN_PROGRESS (still
+/// replicating) or FAILED (with its failure code); nothing for COMPLETE or a destination it
+/// does not list.
+fn still_replicating(
+    listed: Option<&DestinationReplication>,
+    at: DateTime<Utc>,
+) -> Option<Observation> {
+    match listed {
+        Some(DestinationReplication::InProgress) => Some(Observation::StillInProgress { at }),
+        Some(DestinationReplication::Failed { failure_code }) => {
+            Some(Observation::ReplicationFailed {
+                at,
+                failure_code: failure_code.clone(),
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Reads about the source that several destinations of one image may need, made once.
 #[derive(Default)]
 struct SourceLookups {
@@ -412,16 +431,6 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
                 in_flight().await?,
             ));
         }
-        let still_replicating = |listed: Option<&DestinationReplication>| match listed {
-            Some(DestinationReplication::InProgress) => Some(Observation::StillInProgress { at }),
-            Some(DestinationReplication::Failed { failure_code }) => {
-                Some(Observation::ReplicationFailed {
-                    at,
-                    failure_code: failure_code.clone(),
-                })
-            }
-            _ => None,
-        };
         let holder = self
             .registry
             .tagged_image(destination, &image.repository, tag)
@@ -430,7 +439,7 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         let Some(holder) = holder else {
             // The tag is on nothing: ECR never leaves it so, so unless this push is still
             // replicating, it was removed there by hand (drift, for `replwatch audit`).
-            return Ok(still_replicating(listed)
+            return Ok(still_replicating(listed, at)
                 .map_or_else(|| arrived(TagArrival::Superseded), Finding::from));
         };
         let immutable = self
@@ -438,7 +447,7 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
             .tag_mutability(destination, &image.repository)
             .await?
             .is_some_and(|m| m.is_immutable(tag));
-        if !immutable && let Some(observation) = still_replicating(listed) {
+        if !immutable && let Some(observation) = still_replicating(listed, at) {
             // This push's replication will still move the tag.
             return Ok(observation.into());
         }
@@ -475,24 +484,18 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         listed: Option<&DestinationReplication>,
         at: DateTime<Utc>,
     ) -> Result<Finding, PipelineError> {
-        Ok(match listed {
-            Some(DestinationReplication::InProgress) => Observation::StillInProgress { at },
-            Some(DestinationReplication::Failed { failure_code }) => {
-                Observation::ReplicationFailed {
-                    at,
-                    failure_code: failure_code.clone(),
-                }
-            }
+        Ok(match (still_replicating(listed, at), listed) {
+            (Some(replicating), _) => replicating,
             // ECR says the copy is done, but the destination no longer shows it (a lifecycle
             // rule or a hand removed it): replication did its part, so no alert; what the
             // destination holds now is drift, for `replwatch audit`.
-            Some(DestinationReplication::Complete) => Observation::Arrived {
+            (None, Some(DestinationReplication::Complete)) => Observation::Arrived {
                 arrived_at: None,
                 observed_at: at,
                 tag: TagArrival::Superseded,
             },
-            None if self.selected_since_push(key).await? => Observation::NotStarted { at },
-            None => Observation::NotSelected { at },
+            (None, _) if self.selected_since_push(key).await? => Observation::NotStarted { at },
+            (None, _) => Observation::NotSelected { at },
         }
         .into())
     }
