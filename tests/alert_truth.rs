@@ -1184,3 +1184,113 @@ async fn an_image_deleted_before_its_failed_event_raises_nothing() {
         BTreeMap::from([(ExpectationState::Deleted, 3)])
     );
 }
+
+/// The partner account's reader role, changed so it no longer trusts replwatch: every read
+/// there (`AssumeRole` first) is refused, as when someone edits the role's trust policy.
+fn refuse_reads(world: &World, account: &AccountId) {
+    let someone_else = unique_account();
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": someone_else}, "Action": "sts:AssumeRole"}]});
+    world
+        .aws
+        .create_role(account.as_str(), "replwatch-reader", &trust.to_string())
+        .expect("reader role");
+}
+
+/// The counts of `metric` in EMF lines, per destination Region.
+fn emf_counts(lines: &[String], metric: &str) -> BTreeMap<String, f64> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        let value: serde_json::Value = serde_json::from_str(line).expect("EMF line");
+        let Some(region) = value["DestinationRegion"].as_str() else {
+            continue;
+        };
+        let n: f64 = match &value[metric] {
+            serde_json::Value::Number(n) => n.as_f64().unwrap_or_default(),
+            serde_json::Value::Array(values) => values.iter().filter_map(|v| v.as_f64()).sum(),
+            _ => continue,
+        };
+        *counts.entry(region.to_owned()).or_default() += n;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn a_destination_account_refusing_every_read_silences_no_other_destination() {
+    let world = World::new(|_| serde_json::json!({})).await;
+    let slow = world.destinations[1].clone();
+    let partner = world.destinations[2].clone();
+    world.replicated_repository("team-a/web").await;
+    world.pause(&slow, true);
+    for i in 0..4 {
+        world
+            .push("team-a/web", Some(&format!("v{i}")), &format!("web-{i}"))
+            .await;
+    }
+    world.settle().await;
+    let tracking = world.tracking(&[]).await;
+    assert_eq!(world.pump_every_event(&tracking).await, vec![]);
+    refuse_reads(&world, &partner.registry_id);
+    // A container started since: its credentials for the partner are the refused ones.
+    let sweeper = world.tracking(&[]).await;
+
+    // At the deadline: every image overdue in the healthy slow Region is reported; the
+    // partner's destinations wait, unconfirmed, without an alert of their own.
+    world.clock.advance(TimeDelta::minutes(31));
+    let first = sweeper.run_sweep(None).await.expect("sweep");
+    assert_eq!(
+        World::raised(&first.alerts),
+        vec![(AlertKind::Overdue, slow.region.to_string()); 4]
+    );
+    assert_eq!(first.unconfirmed_destinations, 4, "the partner's four");
+    assert_eq!(first.unconfirmed_images, 0, "no image failed as a whole");
+
+    // Past the grace, the partner is a verdict of its own: one incident, one alert, for
+    // every image that waits on it, and the metric counts each of them once.
+    let mut later = Vec::new();
+    let mut emf = Vec::new();
+    for minutes in [2, 2, 4, 8] {
+        world.clock.advance(TimeDelta::minutes(minutes));
+        let sweep = sweeper.run_sweep(None).await.expect("sweep");
+        later.extend(sweep.alerts);
+        emf.extend(sweep.emf);
+    }
+    assert_eq!(
+        World::raised(&later),
+        vec![(AlertKind::Unconfirmed, partner.region.to_string())],
+        "one alert for the refusing account"
+    );
+    let unconfirmed = &later[0];
+    let facts = unconfirmed
+        .unreadable
+        .as_ref()
+        .expect("read incident facts");
+    assert_eq!(facts.failure.location, partner);
+    assert_eq!(
+        emf_counts(&emf, "Unconfirmed"),
+        BTreeMap::from([(partner.region.to_string(), 4.0)])
+    );
+    let published = world.published().await;
+    let notice = published
+        .iter()
+        .find(|p| p.subject.contains("cannot read ECR"))
+        .expect("the UNCONFIRMED alert is published");
+    assert!(
+        notice.subject.contains(partner.registry_id.as_str())
+            && notice.message.contains("reader role"),
+        "names the account and the fix: {}\n{}",
+        notice.subject,
+        notice.message
+    );
+
+    // Later pushes are still checked: one more, overdue in the slow Region, reported.
+    world.push("team-a/web", Some("v9"), "web-9").await;
+    world.settle().await;
+    world.pump_every_event(&tracking).await;
+    world.clock.advance(TimeDelta::minutes(31));
+    let next = sweeper.run_sweep(None).await.expect("sweep");
+    assert_eq!(
+        World::raised(&next.alerts),
+        vec![(AlertKind::Overdue, slow.region.to_string())]
+    );
+}

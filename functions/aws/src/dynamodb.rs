@@ -43,6 +43,7 @@ use replwatch_core::store::{
     DueWork, ExpectationStore, OpenCount, StoreError, SweepPart, count_open, image_bucket,
 };
 use replwatch_core::tracking::{ExpectationState, ReplicationExpectation};
+use replwatch_core::unreadable::{ReadIncident, ReadIncidentKey};
 
 /// Partitions of the due index for pushes and records: at three times the average rate of
 /// 10 million pushes a day to 25 destinations, even with every destination failing (each
@@ -58,7 +59,7 @@ pub const DUE_INDEX: &str = "due";
 /// The TTL attribute the table is configured with.
 pub use crate::dynamodb_table::TTL_ATTRIBUTE;
 pub(crate) use crate::dynamodb_table::{ItemReader, backend, request_error};
-use crate::{tag_incidents, tracked_pushes};
+use crate::{read_incidents, tag_incidents, tracked_pushes};
 const SCHEMA_VERSION: &str = "2";
 
 type Item = HashMap<String, AttributeValue>;
@@ -351,6 +352,42 @@ impl ExpectationStore for DynamoExpectationStore {
         let next = incident.version + 1;
         self.put_with_alerts(
             tag_incidents::to_item(incident, next),
+            incident.version,
+            raised,
+            incident.key.to_string(),
+        )
+        .await?;
+        Ok(next)
+    }
+
+    async fn read_incident(
+        &self,
+        key: &ReadIncidentKey,
+    ) -> Result<Option<ReadIncident>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(read_incidents::item_key(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        output
+            .item
+            .as_ref()
+            .map(read_incidents::from_item)
+            .transpose()
+    }
+
+    async fn save_read_incident(
+        &self,
+        incident: &ReadIncident,
+        raised: &[PendingAlert],
+    ) -> Result<u64, StoreError> {
+        let next = incident.version + 1;
+        self.put_with_alerts(
+            read_incidents::to_item(incident, next)?,
             incident.version,
             raised,
             incident.key.to_string(),
@@ -718,6 +755,12 @@ fn to_item(record: &ReplicationExpectation, version: u64) -> Item {
     if let Some(alerts) = crate::dynamodb_table::alert_kinds_attribute(&record.alerts) {
         item.insert("alerts".to_owned(), alerts);
     }
+    // Only while the reads that would confirm it fail; read back whole.
+    if let Some(unconfirmed) = &record.unconfirmed
+        && let Ok(json) = serde_json::to_string(unconfirmed)
+    {
+        item.insert("unconfirmed".to_owned(), AttributeValue::S(json));
+    }
     item.insert("version".to_owned(), number(version));
     item
 }
@@ -766,6 +809,11 @@ fn from_item(item: &Item) -> Result<ReplicationExpectation, StoreError> {
         last_checked_at: read.time("last_checked_at")?,
         next_check_at: read.time("next_check")?,
         expires_at: read.expires_at()?,
+        unconfirmed: read
+            .text("unconfirmed")?
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| read.corrupt(format!("unconfirmed: {e}")))?,
         alerts,
         version: read.version()?,
     })

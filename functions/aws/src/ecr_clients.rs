@@ -16,6 +16,7 @@ use aws_config::sts::AssumeRoleProvider;
 use aws_sdk_ecr::Client;
 use aws_sdk_ecr::config::http::HttpResponse;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use replwatch_core::model::{AccountId, Destination, Region};
 use replwatch_core::registry::RegistryError;
 
@@ -201,6 +202,14 @@ pub fn registry_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
     resource: String,
     error: SdkError<E, HttpResponse>,
 ) -> RegistryError {
+    if let Some(refused) = assume_role_failure(&error) {
+        return RegistryError {
+            operation: "AssumeRole",
+            resource,
+            message: crate::service_error::describe(refused),
+            retryable: crate::service_error::is_transient(refused),
+        };
+    }
     let retryable = crate::service_error::is_transient(&error);
     let message = crate::service_error::describe(&error);
     RegistryError {
@@ -209,6 +218,26 @@ pub fn registry_error<E: ProvideErrorMetadata + std::error::Error + 'static>(
         message,
         retryable,
     }
+}
+
+/// The STS error behind a call that failed before it was sent because the role of its
+/// account could not be assumed: the SDK reports it as a dispatch failure (retryable, worded
+/// with its whole context), though a refused `AssumeRole` stays refused until someone
+/// changes the role.
+fn assume_role_failure<E: std::error::Error + 'static>(
+    error: &SdkError<E, HttpResponse>,
+) -> Option<&SdkError<AssumeRoleError, aws_sdk_sts::config::http::HttpResponse>> {
+    let SdkError::DispatchFailure(_) = error else {
+        return None;
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(sts) = cause.downcast_ref() {
+            return Some(sts);
+        }
+        source = cause.source();
+    }
+    None
 }
 
 pub fn invalid(operation: &'static str, resource: String, message: String) -> RegistryError {

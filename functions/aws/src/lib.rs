@@ -51,6 +51,7 @@ pub mod ecr_rules;
 pub mod ecr_shapes;
 pub mod local;
 pub mod provisioning;
+pub mod read_incidents;
 pub mod region_opt_in;
 pub mod rules_record;
 pub mod service_error;

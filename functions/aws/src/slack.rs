@@ -495,7 +495,26 @@ fn single_blocks(notification: &Notification, alert: &Alert) -> Vec<Value> {
     if let Some(code) = &alert.failure_code {
         fields.push(field("Failure code", format!("`{}`", escape(code))));
     }
-    if let Some(incident) = &alert.incident {
+    if let Some(unreadable) = &alert.unreadable {
+        let failure = &unreadable.failure;
+        fields.push(field(
+            "Unreadable",
+            format!(
+                "{} {}\n`{}`",
+                failure.location.region,
+                failure.location.registry_id,
+                failure.kind.as_str()
+            ),
+        ));
+        fields.push(field(
+            "Failing call",
+            format!(
+                "`{}`: {}",
+                escape(&failure.operation),
+                escape(&failure.error)
+            ),
+        ));
+    } else if let Some(incident) = &alert.incident {
         fields.push(field(
             "In the destination",
             alert

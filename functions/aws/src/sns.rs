@@ -564,6 +564,7 @@ fn camel_kind(kind: AlertKind) -> &'static str {
         AlertKind::NotStarted => "NotStarted",
         AlertKind::TagDiverged => "TagDiverged",
         AlertKind::Resolved => "Resolved",
+        AlertKind::Unconfirmed => "Unconfirmed",
     }
 }
 

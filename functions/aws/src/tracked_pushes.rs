@@ -13,7 +13,9 @@
 //!   otherwise than REPLICATED in `superseded`, `tag_lost`, `not_selected`, and those left to a
 //!   record of their own in `recorded`) or `DELETED`;
 //! - `next_check` and `due_shard` only while open, like the records: the push is in the
-//!   sparse `due` index until its deadline check.
+//!   sparse `due` index until its deadline check (`next_check` is the deadline, or later when
+//!   a check that failed put it off);
+//! - the TTL only once closed: an open push never expires.
 
 use std::collections::HashMap;
 
@@ -241,6 +243,11 @@ pub fn from_item(item: &Item) -> Result<TrackedPush, StoreError> {
             })?,
         },
         deadline: time("deadline")?,
+        // An open push is due at its deadline unless its check failed and was put off.
+        retry_at: match (&outcome, read.time("next_check")?) {
+            (PushOutcome::Open, Some(next)) if next > time("deadline")? => Some(next),
+            _ => None,
+        },
         outcome,
         expires_at: read.expires_at()?,
         version: read.version()?,

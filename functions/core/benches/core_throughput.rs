@@ -106,6 +106,21 @@ impl ExpectationStore for CountingStore<'_> {
         self.counts.save.fetch_add(1, Ordering::Relaxed);
         self.inner.save_incident(incident, raised).await
     }
+    async fn read_incident(
+        &self,
+        key: &replwatch_core::unreadable::ReadIncidentKey,
+    ) -> Result<Option<replwatch_core::unreadable::ReadIncident>, StoreError> {
+        self.counts.get.fetch_add(1, Ordering::Relaxed);
+        self.inner.read_incident(key).await
+    }
+    async fn save_read_incident(
+        &self,
+        incident: &replwatch_core::unreadable::ReadIncident,
+        raised: &[PendingAlert],
+    ) -> Result<u64, StoreError> {
+        self.counts.save.fetch_add(1, Ordering::Relaxed);
+        self.inner.save_read_incident(incident, raised).await
+    }
     async fn pushes_of(&self, image: &SourceImage) -> Result<Vec<TrackedPush>, StoreError> {
         self.counts.query.fetch_add(1, Ordering::Relaxed);
         self.inner.pushes_of(image).await

@@ -23,6 +23,7 @@ use crate::backfill::run::BackfillRun;
 use crate::incident::{DivergenceCause, ResolutionReason, TagIncident};
 use crate::model::{Destination, Digest, ExpectationKey, SourceImage};
 use crate::tracking::{AlertKind, ReplicationExpectation};
+use crate::unreadable::{ReadFailure, ReadFailureKind, ReadIncident};
 
 /// How urgent an alert is; carried as the SNS `severity` attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -60,6 +61,20 @@ pub struct Alert {
     /// For a tag incident's alerts (TAG_LOST, TAG_DIVERGED, RESOLVED): what it is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incident: Option<IncidentFacts>,
+    /// For a read incident's alerts (UNCONFIRMED, RESOLVED): the registry replwatch cannot
+    /// read, and why. The key's destination is that registry; its image is one whose
+    /// verdict waits on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<Box<UnreadableFacts>>,
+}
+
+/// What a read incident's alert says beyond its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadableFacts {
+    pub opened_at: DateTime<Utc>,
+    pub failure: ReadFailure,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<DateTime<Utc>>,
 }
 
 /// What a tag incident's alert says beyond its key.
@@ -88,6 +103,32 @@ impl Alert {
             failure_code: record.failure_code.clone(),
             tag_held_by: record.tag_held_by.clone(),
             incident: None,
+            unreadable: None,
+        }
+    }
+
+    /// The alert `kind` of a read incident: its opening (UNCONFIRMED) or its RESOLVED notice.
+    pub fn for_read_incident(
+        kind: AlertKind,
+        incident: &ReadIncident,
+        detected_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            kind,
+            key: ExpectationKey {
+                destination: incident.key.location.clone(),
+                ..incident.waiting.clone()
+            },
+            pushed_at: Some(incident.waiting.occurrence),
+            detected_at,
+            failure_code: None,
+            tag_held_by: None,
+            incident: None,
+            unreadable: Some(Box::new(UnreadableFacts {
+                opened_at: incident.opened_at,
+                failure: incident.failure.clone(),
+                resolved_at: incident.resolved_at,
+            })),
         }
     }
 
@@ -121,6 +162,7 @@ impl Alert {
                 expected: incident.divergence.expected.clone(),
                 resolution: incident.resolved.map(|(_, reason)| reason),
             }),
+            unreadable: None,
         }
     }
 
@@ -137,7 +179,10 @@ impl Alert {
     pub fn severity(&self) -> Severity {
         match self.kind {
             AlertKind::Failed | AlertKind::NotStarted => Severity::Critical,
-            AlertKind::Overdue | AlertKind::TagLost | AlertKind::TagDiverged => Severity::Warning,
+            AlertKind::Overdue
+            | AlertKind::TagLost
+            | AlertKind::TagDiverged
+            | AlertKind::Unconfirmed => Severity::Warning,
             AlertKind::Resolved => Severity::Info,
         }
     }
@@ -153,6 +198,15 @@ impl Alert {
     /// Alerts stored before pushes had occurrences keep the ids they were raised with.
     pub fn dedup_key(&self) -> String {
         let key = &self.key;
+        if let Some(unreadable) = &self.unreadable {
+            return format!(
+                "unreadable|{}|{}|{}|{}",
+                key.destination,
+                unreadable.failure.kind.as_str(),
+                unreadable.opened_at.to_rfc3339(),
+                self.kind.as_str()
+            );
+        }
         if let Some(incident) = &self.incident {
             return format!(
                 "incident|{}|{}|{}|{}|{}|{}",
@@ -210,7 +264,9 @@ impl Alert {
             AlertKind::TagLost => "names another image (immutable destination)",
             AlertKind::NotStarted => "never started replicating",
             AlertKind::TagDiverged => "names another image than in the source",
+            AlertKind::Resolved if self.unreadable.is_some() => "can be confirmed again",
             AlertKind::Resolved => "names the same image as the source again",
+            AlertKind::Unconfirmed => "cannot be confirmed: replwatch cannot read ECR",
         }
     }
 
@@ -237,6 +293,9 @@ impl Alert {
                 )
             ),
             (AlertKind::Resolved, _) => "Nothing to do.".to_owned(),
+            (AlertKind::Unconfirmed, _) => self.unreadable.as_ref().map_or_else(String::new, |u| {
+                unreadable_fix(&u.failure, &key.image.registry)
+            }),
         }
     }
 }
@@ -385,6 +444,20 @@ impl Notification {
     /// What happened, in one line: `team-a/web:v1 replication failed to eu-west-1`.
     pub fn headline(&self) -> String {
         match self {
+            Notification::Single(a) if a.unreadable.is_some() => {
+                let location = &a.key.destination;
+                if a.kind == AlertKind::Resolved {
+                    format!(
+                        "replwatch reads ECR in {} ({}) again",
+                        location.region, location.registry_id
+                    )
+                } else {
+                    format!(
+                        "replwatch cannot read ECR in {} ({}): verdicts wait",
+                        location.region, location.registry_id
+                    )
+                }
+            }
             Notification::Single(a) => format!(
                 "{} {} {} {}",
                 a.image_reference(),
@@ -543,6 +616,21 @@ fn write_alert(out: &mut String, a: &Alert) {
         a.key.destination.region, a.key.destination.registry_id
     );
     let _ = writeln!(out, "State:       {}", a.kind.as_str());
+    if let Some(unreadable) = &a.unreadable {
+        let failure = &unreadable.failure;
+        let _ = writeln!(
+            out,
+            "Unreadable:  {} ({}), {}",
+            failure.location.region,
+            failure.location.registry_id,
+            failure.kind.as_str()
+        );
+        let _ = writeln!(out, "Failing:     {}: {}", failure.operation, failure.error);
+        let _ = writeln!(out, "Since:       {}", unreadable.opened_at.to_rfc3339());
+        if let Some(at) = unreadable.resolved_at {
+            let _ = writeln!(out, "Read again:  {}", at.to_rfc3339());
+        }
+    }
     if a.incident.is_none() && a.key.occurrence != DateTime::<Utc>::default() {
         let _ = writeln!(out, "Pushed:      {}", a.key.occurrence.to_rfc3339());
     }
@@ -579,6 +667,35 @@ fn write_alert(out: &mut String, a: &Alert) {
     let _ = writeln!(out, "Alert id:    {}", a.id());
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", a.next_step());
+}
+
+/// What to do about a registry replwatch cannot read, named by `failure`, for pushes from
+/// `source`: the role to look at (the reader role in another account, the function's own role
+/// in its account), or waiting out an outage.
+pub fn unreadable_fix(failure: &ReadFailure, source: &Destination) -> String {
+    let location = &failure.location;
+    let account = &location.registry_id;
+    let region = &location.region;
+    let whose = if location == source {
+        "the source registry's"
+    } else {
+        "this destination's"
+    };
+    let fix = match failure.kind {
+        ReadFailureKind::Refused if account != &source.registry_id => format!(
+            "Check the reader role replwatch assumes in account {account} (the destination-account stack in infra/): it must exist, trust replwatch's function role with the configured external id, and allow ecr:DescribeImages, ecr:DescribeRepositories and ecr:DescribeRegistry in {region}. `replwatch doctor` names what is missing."
+        ),
+        ReadFailureKind::Refused => format!(
+            "Check replwatch's function role in account {account}: it must allow ecr:DescribeImages, ecr:DescribeImageReplicationStatus, ecr:DescribeRepositories and ecr:DescribeRegistry in {region}, and no SCP or repository policy may deny them. `replwatch doctor` names what is missing."
+        ),
+        ReadFailureKind::Unavailable => format!(
+            "ECR in {region} (account {account}) keeps throttling or failing replwatch's reads. Check the AWS Health Dashboard and the ECR API quotas of the account; lower ECR_CALLS_PER_SECOND if replwatch's own reads are the burst."
+        ),
+    };
+    format!(
+        "{} fails: {}. Every push replicated there waits for its verdict (this alert stands for all of them): replwatch retries with backoff, reports each one's real verdict once it can read {whose} registry again, and sends RESOLVED then. {fix}",
+        failure.operation, failure.error
+    )
 }
 
 /// What to do about a tag that names another image in `destination` than `expected`, the
@@ -721,6 +838,7 @@ pub mod samples {
             failure_code: (kind == AlertKind::Failed).then(|| "ACCESS_DENIED".to_owned()),
             tag_held_by: None,
             incident: None,
+            unreadable: None,
         };
         let cause = match kind {
             AlertKind::TagLost => Some(DivergenceCause::ImmutableHeld),

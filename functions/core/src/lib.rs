@@ -41,6 +41,7 @@ pub mod rules;
 pub mod store;
 pub mod tracker;
 pub mod tracking;
+pub mod unreadable;
 
 #[cfg(test)]
 mod test_events;

@@ -95,6 +95,10 @@ pub enum MetricName {
     /// An image arrived after its tag had moved on (a later push, out-of-order completions):
     /// not a problem, counted so the rate of re-pushed tags is visible.
     TagSuperseded,
+    /// A destination of a push that stayed unconfirmed past the grace: a registry replwatch
+    /// needs to read to confirm it (the destination's, or the source's) refuses or fails its
+    /// reads. Counted once per destination of a push; the verdict waits.
+    Unconfirmed,
     /// Images a backfill run planned to bring to a destination.
     BackfillPlanned,
     /// Images a backfill brought (or found already there).
@@ -106,7 +110,7 @@ pub enum MetricName {
 }
 
 impl MetricName {
-    pub const ALL: [MetricName; 13] = [
+    pub const ALL: [MetricName; 14] = [
         MetricName::ReplicationLatency,
         MetricName::Replicated,
         MetricName::Failed,
@@ -116,6 +120,7 @@ impl MetricName {
         MetricName::TagLost,
         MetricName::TagDiverged,
         MetricName::TagSuperseded,
+        MetricName::Unconfirmed,
         MetricName::BackfillPlanned,
         MetricName::BackfillCopied,
         MetricName::BackfillBytes,
@@ -133,6 +138,7 @@ impl MetricName {
             MetricName::TagLost => "TagLost",
             MetricName::TagDiverged => "TagDiverged",
             MetricName::TagSuperseded => "TagSuperseded",
+            MetricName::Unconfirmed => "Unconfirmed",
             MetricName::BackfillPlanned => "BackfillPlanned",
             MetricName::BackfillCopied => "BackfillCopied",
             MetricName::BackfillBytes => "BackfillBytes",
@@ -193,6 +199,9 @@ pub fn points_for(record: &ReplicationExpectation, transition: &Transition) -> V
     if let Some(latency) = transition.new_latency {
         points.push(latency_point(destination, latency));
     }
+    if transition.unconfirmed_past_grace {
+        points.push(unconfirmed_point(destination));
+    }
     if transition.from != transition.to
         && let Some(name) = MetricName::counting(transition.to)
     {
@@ -219,6 +228,15 @@ pub fn incident_point(alert: &crate::alerts::Alert) -> Option<MetricPoint> {
         value: 1.0,
         destination: alert.key.destination.clone(),
     })
+}
+
+/// One `Unconfirmed` count for `destination`.
+pub fn unconfirmed_point(destination: &Destination) -> MetricPoint {
+    MetricPoint {
+        name: MetricName::Unconfirmed,
+        value: 1.0,
+        destination: destination.clone(),
+    }
 }
 
 /// One `ReplicationLatency` value, in fractional seconds.
@@ -744,6 +762,7 @@ mod tests {
                 ("TagLost", "Count"),
                 ("TagDiverged", "Count"),
                 ("TagSuperseded", "Count"),
+                ("Unconfirmed", "Count"),
                 ("BackfillPlanned", "Count"),
                 ("BackfillCopied", "Count"),
                 ("BackfillBytes", "Bytes"),

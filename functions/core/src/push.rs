@@ -51,7 +51,12 @@ pub struct TrackedPush {
     pub pushed_at: DateTime<Utc>,
     pub deadline: DateTime<Utc>,
     pub outcome: PushOutcome,
-    /// When the push may be removed (DynamoDB TTL), in whole seconds as the TTL keeps it.
+    /// When its check is tried again after it failed as a whole (the store could not be read
+    /// or written for its image): later than the deadline, so a push that cannot be checked
+    /// leaves the head of the due index instead of holding up the others.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// When the push may be removed (DynamoDB TTL), in whole seconds as the TTL keeps it:
+    /// only once it is closed.
     pub expires_at: Option<DateTime<Utc>>,
     /// Optimistic-concurrency version: 0 for a push never stored.
     pub version: u64,
@@ -75,7 +80,9 @@ impl TrackedPush {
             pushed_at,
             deadline,
             outcome: PushOutcome::Open,
-            expires_at: whole_seconds(deadline + policy.retention),
+            retry_at: None,
+            // An open push never expires: it waits for its check however late the sweep is.
+            expires_at: None,
             version: 0,
         }
     }
@@ -93,9 +100,13 @@ impl TrackedPush {
         self.outcome == PushOutcome::Open
     }
 
-    /// When the sweep must check this push: its deadline, while it is open.
+    /// When the sweep must check this push: its deadline (or its retry, after a check that
+    /// failed), while it is open.
     pub fn next_check_at(&self) -> Option<DateTime<Utc>> {
-        self.is_open().then_some(self.deadline)
+        self.is_open().then(|| {
+            self.retry_at
+                .map_or(self.deadline, |r| r.max(self.deadline))
+        })
     }
 
     pub fn key(&self, destination: &Destination) -> ExpectationKey {

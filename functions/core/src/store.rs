@@ -25,6 +25,7 @@ use crate::outbox::{AlertOutbox, CLAIM_LEASE, PendingAlert};
 use crate::push::TrackedPush;
 use crate::rules::ReplicationConfiguration;
 use crate::tracking::{ExpectationState, ReplicationExpectation, TrackingPolicy};
+use crate::unreadable::{ReadIncident, ReadIncidentKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -99,6 +100,20 @@ pub trait ExpectationStore: Send + Sync {
     fn save_incident(
         &self,
         incident: &TagIncident,
+        raised: &[PendingAlert],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The incident of one registry replwatch cannot read, strongly consistent.
+    fn read_incident(
+        &self,
+        key: &ReadIncidentKey,
+    ) -> impl Future<Output = Result<Option<ReadIncident>, StoreError>> + Send;
+
+    /// Writes `incident` if the stored version still equals `incident.version` (0: it must
+    /// not exist yet), with the alerts it raised, as [`ExpectationStore::save`] does.
+    fn save_read_incident(
+        &self,
+        incident: &ReadIncident,
         raised: &[PendingAlert],
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
@@ -245,6 +260,19 @@ macro_rules! forward_store {
             ) -> impl Future<Output = Result<Vec<TrackedPush>, StoreError>> + Send {
                 (**self).pushes_of(image)
             }
+            fn read_incident(
+                &self,
+                key: &ReadIncidentKey,
+            ) -> impl Future<Output = Result<Option<ReadIncident>, StoreError>> + Send {
+                (**self).read_incident(key)
+            }
+            fn save_read_incident(
+                &self,
+                incident: &ReadIncident,
+                raised: &[PendingAlert],
+            ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+                (**self).save_read_incident(incident, raised)
+            }
             fn due(
                 &self,
                 now: DateTime<Utc>,
@@ -381,6 +409,7 @@ pub struct InMemoryStore {
     records: Mutex<HashMap<ExpectationKey, ReplicationExpectation, BuildHasherDefault<FxHasher>>>,
     pushes: Mutex<BTreeMap<PushName, TrackedPush>>,
     incidents: Mutex<BTreeMap<TagKey, TagIncident>>,
+    read_incidents: Mutex<BTreeMap<ReadIncidentKey, ReadIncident>>,
     outbox: Mutex<BTreeMap<String, PendingAlert>>,
     rules: Mutex<HashMap<Destination, RecordedRules>>,
 }
@@ -456,6 +485,19 @@ impl InMemoryStore {
 
     fn incident_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<TagKey, TagIncident>> {
         self.incidents.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_incident_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<ReadIncidentKey, ReadIncident>> {
+        self.read_incidents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every read incident, open or resolved, in key order.
+    pub fn read_incidents(&self) -> Vec<ReadIncident> {
+        self.read_incident_map().values().cloned().collect()
     }
 
     /// Every tag incident, open or resolved, in key order.
@@ -597,6 +639,28 @@ impl ExpectationStore for InMemoryStore {
         Ok(version)
     }
 
+    async fn read_incident(
+        &self,
+        key: &ReadIncidentKey,
+    ) -> Result<Option<ReadIncident>, StoreError> {
+        Ok(self.read_incident_map().get(key).cloned())
+    }
+
+    async fn save_read_incident(
+        &self,
+        incident: &ReadIncident,
+        raised: &[PendingAlert],
+    ) -> Result<u64, StoreError> {
+        let mut incidents = self.read_incident_map();
+        let stored = incidents.get(&incident.key).map_or(0, |i| i.version);
+        let version = versioned(stored, incident.version, &incident.key)?;
+        let mut next = incident.clone();
+        next.version = version;
+        incidents.insert(incident.key.clone(), next);
+        self.keep_raised(raised);
+        Ok(version)
+    }
+
     async fn pushes_of(&self, image: &SourceImage) -> Result<Vec<TrackedPush>, StoreError> {
         Ok(self
             .push_map()
@@ -640,7 +704,7 @@ impl ExpectationStore for InMemoryStore {
                 .cmp(&b.next_check_at)
                 .then(a.key.cmp(&b.key))
         });
-        pushes.sort_by_key(|p| p.deadline);
+        pushes.sort_by_key(TrackedPush::next_check_at);
         let more = records.len() + pushes.len() + incidents.len() > limit;
         // Earliest first across both kinds.
         let (mut taken_records, mut taken_pushes) = (0, 0);
@@ -648,7 +712,9 @@ impl ExpectationStore for InMemoryStore {
             && (taken_records < records.len() || taken_pushes < pushes.len())
         {
             let record_at = records.get(taken_records).and_then(|r| r.next_check_at);
-            let push_at = pushes.get(taken_pushes).map(|p| p.deadline);
+            let push_at = pushes
+                .get(taken_pushes)
+                .and_then(TrackedPush::next_check_at);
             match (record_at, push_at) {
                 (Some(r), Some(p)) if r <= p => taken_records += 1,
                 (_, Some(_)) => taken_pushes += 1,

@@ -249,6 +249,21 @@ mod tests {
             self.inner.pushes_of(image).await
         }
 
+        async fn read_incident(
+            &self,
+            key: &crate::unreadable::ReadIncidentKey,
+        ) -> Result<Option<crate::unreadable::ReadIncident>, StoreError> {
+            self.inner.read_incident(key).await
+        }
+
+        async fn save_read_incident(
+            &self,
+            incident: &crate::unreadable::ReadIncident,
+            raised: &[PendingAlert],
+        ) -> Result<u64, StoreError> {
+            self.inner.save_read_incident(incident, raised).await
+        }
+
         async fn due(
             &self,
             now: chrono::DateTime<Utc>,

@@ -40,6 +40,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Digest, ExpectationKey};
+use crate::unreadable::{ReadFailure, Unconfirmed, retry_after};
 
 /// How long an image may take, and how long records are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +51,8 @@ pub struct TrackingPolicy {
     /// How often an overdue image is checked again, so a late arrival whose event was lost
     /// is still noticed.
     pub recheck_interval: TimeDelta,
-    /// How long a record stays in the table after it closes (or after its deadline, if it
-    /// never does) before DynamoDB's TTL removes it.
+    /// How long a record stays in the table after it closes before DynamoDB's TTL removes
+    /// it. An open record (or push) never expires: it waits for its verdict however long.
     pub retention: TimeDelta,
 }
 
@@ -164,19 +165,24 @@ pub enum AlertKind {
     /// A tag names another image in a mutable destination: an older replication finished
     /// last, or someone changed it there (a tag incident).
     TagDiverged,
-    /// A tag incident is over: the tag names the same image in the destination as in the
-    /// source again (or no longer has to).
+    /// An incident is over: the tag names the same image in the destination as in the
+    /// source again (or no longer has to), or a registry replwatch could not read is read
+    /// again.
     Resolved,
+    /// A registry replwatch cannot read held destinations unconfirmed past the grace (a
+    /// read incident, [`crate::unreadable`]): their verdicts wait until it can.
+    Unconfirmed,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 6] = [
+    pub const ALL: [AlertKind; 7] = [
         AlertKind::Overdue,
         AlertKind::Failed,
         AlertKind::TagLost,
         AlertKind::NotStarted,
         AlertKind::TagDiverged,
         AlertKind::Resolved,
+        AlertKind::Unconfirmed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -187,6 +193,7 @@ impl AlertKind {
             AlertKind::NotStarted => "NOT_STARTED",
             AlertKind::TagDiverged => "TAG_DIVERGED",
             AlertKind::Resolved => "RESOLVED",
+            AlertKind::Unconfirmed => "UNCONFIRMED",
         }
     }
 
@@ -233,6 +240,12 @@ pub enum Observation {
     /// but this one may still be replicating, and could take the tag back when it finishes.
     /// Looked at again after the recheck interval.
     Waiting { at: DateTime<Utc> },
+    /// A read needed to confirm this destination failed at `at` ([`crate::unreadable`]): no
+    /// verdict, looked at again after a backoff.
+    Unconfirmed {
+        at: DateTime<Utc>,
+        failure: ReadFailure,
+    },
 }
 
 /// What became of the pushed tag when the image arrived ([`crate::registry::tag_arrival`]).
@@ -258,6 +271,9 @@ pub struct Transition {
     /// Push-to-arrival time, when this observation made it known (for the latency metric,
     /// recorded once per item).
     pub new_latency: Option<TimeDelta>,
+    /// Whether this observation found the destination unconfirmed past the grace for the
+    /// first time (the `Unconfirmed` metric, counted once per item).
+    pub unconfirmed_past_grace: bool,
 }
 
 /// The tracking record of one (image, tag, destination).
@@ -278,8 +294,11 @@ pub struct ReplicationExpectation {
     /// When the sweep must look at this record next; `None` once closed. Only records with a
     /// value are in the table's sparse due index.
     pub next_check_at: Option<DateTime<Utc>>,
-    /// When the record may be removed (DynamoDB TTL).
+    /// When the record may be removed (DynamoDB TTL): only once closed, so nothing open
+    /// expires while it waits for a verdict.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The reads that would confirm this destination are failing: since when, and why.
+    pub unconfirmed: Option<Unconfirmed>,
     pub alerts: BTreeSet<AlertKind>,
     /// Optimistic-concurrency version: 0 for a record never stored.
     pub version: u64,
@@ -301,6 +320,7 @@ impl ReplicationExpectation {
             last_checked_at: None,
             next_check_at: None,
             expires_at: None,
+            unconfirmed: None,
             alerts: BTreeSet::new(),
             version: 0,
         }
@@ -331,6 +351,7 @@ impl ReplicationExpectation {
     /// Applies one observation; see the module documentation for the rules.
     pub fn apply(&mut self, observation: &Observation, policy: &TrackingPolicy) -> Transition {
         let before = Snapshot::of(self);
+        let counted_before = self.unconfirmed.as_ref().is_some_and(|u| u.counted);
         match observation {
             Observation::Pushed { at } => {
                 let pushed = earliest(self.pushed_at, *at);
@@ -369,6 +390,14 @@ impl ReplicationExpectation {
             Observation::NotStarted { at } => self.missing_at(ExpectationState::NotStarted, *at),
             Observation::NotSelected { at } => self.close(ExpectationState::NotSelected, *at),
             Observation::Waiting { at } => self.missing_at(ExpectationState::Pending, *at),
+            Observation::Unconfirmed { at, failure } => self.unconfirmed_at(*at, failure),
+        }
+        if !matches!(
+            observation,
+            Observation::Unconfirmed { .. } | Observation::Pushed { .. }
+        ) {
+            // Confirmed, whatever the verdict: the reads work again.
+            self.unconfirmed = None;
         }
         self.refresh_schedule(policy);
 
@@ -388,6 +417,8 @@ impl ReplicationExpectation {
                 None => self.latency(),
                 Some(_) => None,
             },
+            unconfirmed_past_grace: !counted_before
+                && self.unconfirmed.as_ref().is_some_and(|u| u.counted),
         }
     }
 
@@ -405,6 +436,24 @@ impl ReplicationExpectation {
         self.last_checked_at = Some(self.last_checked_at.map_or(at, |c| c.max(at)));
     }
 
+    /// The reads failed at `at`: nothing learned about the image, one more attempt counted.
+    fn unconfirmed_at(&mut self, at: DateTime<Utc>, failure: &ReadFailure) {
+        if self.state.is_closed() {
+            return;
+        }
+        let unconfirmed = self.unconfirmed.get_or_insert_with(|| Unconfirmed {
+            since: at,
+            attempts: 0,
+            failure: failure.clone(),
+            counted: false,
+        });
+        unconfirmed.since = unconfirmed.since.min(at);
+        unconfirmed.attempts = unconfirmed.attempts.saturating_add(1);
+        unconfirmed.failure = failure.clone();
+        unconfirmed.counted |= unconfirmed.past_grace(at);
+        self.last_checked_at = Some(self.last_checked_at.map_or(at, |c| c.max(at)));
+    }
+
     fn close(&mut self, state: ExpectationState, at: DateTime<Utc>) {
         if state > self.state {
             self.state = state;
@@ -414,6 +463,12 @@ impl ReplicationExpectation {
 
     /// Keeps `next_check_at` and `expires_at` consistent with the state.
     fn refresh_schedule(&mut self, policy: &TrackingPolicy) {
+        if let (Some(unconfirmed), false) = (&self.unconfirmed, self.state.is_closed()) {
+            let last = self.last_checked_at.unwrap_or(unconfirmed.since);
+            self.next_check_at = Some(last + retry_after(unconfirmed.attempts));
+            self.expires_at = None;
+            return;
+        }
         self.next_check_at = match self.state {
             ExpectationState::Pending => match (self.deadline, self.last_checked_at) {
                 (Some(d), Some(c)) if c >= d => Some(c + policy.recheck_interval),
@@ -431,7 +486,7 @@ impl ReplicationExpectation {
         self.expires_at = if self.state.is_closed() {
             self.closed_at.map(|c| c + policy.retention)
         } else {
-            self.deadline.map(|d| d + policy.retention)
+            None
         }
         .and_then(|at| DateTime::from_timestamp(at.timestamp(), 0));
     }
@@ -449,6 +504,8 @@ struct Snapshot {
     // Alerts are only ever added, so their number tells whether the set changed.
     alerts: usize,
     latency: Option<TimeDelta>,
+    /// Attempts only grow while unconfirmed, and `counted` is set once.
+    unconfirmed: Option<(u32, bool)>,
 }
 
 impl Snapshot {
@@ -471,6 +528,7 @@ impl Snapshot {
             tag_held: e.tag_held_by.is_some(),
             alerts: e.alerts.len(),
             latency: e.latency(),
+            unconfirmed: e.unconfirmed.as_ref().map(|u| (u.attempts, u.counted)),
         }
     }
 }

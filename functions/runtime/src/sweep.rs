@@ -47,12 +47,18 @@ pub struct SweepSummary {
     /// Alerts not yet delivered to every sink when the sweep ended (0 also when they could
     /// not be counted; the log says so and the metric is left out).
     pub undelivered_alerts: u64,
+    /// Images whose check failed as a whole (the store), put off.
     pub unconfirmed_images: usize,
+    /// Destinations of pushes left unconfirmed: a registry their confirmation needs could
+    /// not be read. Retried with backoff; the other destinations got their verdicts.
+    pub unconfirmed_destinations: usize,
     /// Whether due records were left for the next sweep (time ran out, or a round was
     /// full).
     pub stopped_early: bool,
     pub open_pending: u64,
     pub open_overdue: u64,
+    /// Every metric line the sweep wrote to its log, each as it was written (so a sweep cut
+    /// off loses none it had written); kept here for tests and the local runner.
     #[serde(skip)]
     pub emf: Vec<String>,
 }
@@ -110,15 +116,29 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
         failed_deliveries += self.deliver_alerts(retry).await.failed;
 
         let round = self.pipeline.settings().sweep_batch.max(1);
-        let mut points = Vec::new();
+        // Each check's metric lines are written as soon as its writes are stored: a sweep cut
+        // off later (its deadline, a crash, SIGKILL) has already counted what it wrote.
+        let written = std::sync::Mutex::new(Vec::new());
+        let write_metrics = |effects: &replwatch_core::pipeline::Effects| {
+            let lines = emf_lines(&self.namespace, clock.now(), &effects.metric_points());
+            for line in &lines {
+                println!("{line}");
+            }
+            written
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(lines);
+        };
         let mut slowest = TimeDelta::zero();
         loop {
             let started = clock.now();
-            let report = self.pipeline.sweep(round, part).await?;
+            let report = self
+                .pipeline
+                .sweep_reporting(round, part, write_metrics)
+                .await?;
             for failure in &report.failures {
-                tracing::warn!(error = %failure, "image not confirmed; it stays due");
+                tracing::warn!(error = %failure, "check failed; put off");
             }
-            points.extend(report.effects.metric_points());
             let raised: Vec<PendingAlert> = report
                 .effects
                 .alerts
@@ -132,12 +152,14 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
             summary.incidents += report.incidents;
             summary.reconciled += report.reconciled;
             summary.unconfirmed_images += report.failures.len();
+            summary.unconfirmed_destinations += report.unconfirmed;
             summary.alerts.extend(report.effects.alerts);
 
             slowest = slowest.max(clock.now() - started);
             let full = report.more;
-            // A round in which nothing could be confirmed would read the same items again.
-            let progressed = report.failures.len() < report.images + report.incidents;
+            // Failed checks are put off, out of the next round's way; only a round whose
+            // every item failed and stayed at the head of the due index would read them again.
+            let progressed = report.stuck < report.images + report.incidents;
             let time_left =
                 deadline.is_none_or(|d| d - clock.now() > (slowest * 3 / 2).max(DEADLINE_MARGIN));
             if !(full && progressed && time_left) {
@@ -147,7 +169,7 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
         }
 
         let now = clock.now();
-        summary.emf = emf_lines(&self.namespace, now, &points);
+        summary.emf = written.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut counts = Vec::new();
         if scheduled {
             // Not counted is not zero: a count that failed is left out rather than reported
@@ -174,12 +196,9 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
             counts.push((ALERT_DELIVERY_FAILURES, failed_deliveries as u64));
         }
         if !counts.is_empty() {
-            summary.emf.push(function_counts_line(
-                &self.namespace,
-                now,
-                &self.function_name,
-                &counts,
-            ));
+            let line = function_counts_line(&self.namespace, now, &self.function_name, &counts);
+            println!("{line}");
+            summary.emf.push(line);
         }
         tracing::info!(
             part = part.index,
@@ -192,6 +211,7 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
             retried_alerts = summary.retried_alerts,
             undelivered_alerts = summary.undelivered_alerts,
             unconfirmed_images = summary.unconfirmed_images,
+            unconfirmed_destinations = summary.unconfirmed_destinations,
             stopped_early = summary.stopped_early,
             open_pending = summary.open_pending,
             open_overdue = summary.open_overdue,

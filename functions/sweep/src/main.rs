@@ -49,9 +49,8 @@ async fn main() -> Result<(), Error> {
                 }
                 _ => vec![tracking.run_sweep(Some(deadline)).await?],
             };
-            for line in summaries.iter().flat_map(|s| &s.emf) {
-                println!("{line}");
-            }
+            // The sweep wrote its metric lines itself, each as soon as what it counts was
+            // stored (`SweepSummary::emf`).
             Ok::<Vec<SweepSummary>, Error>(summaries)
         },
     ))

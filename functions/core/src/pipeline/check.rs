@@ -21,7 +21,7 @@
 //!
 //! A source image that no longer exists closes everything, silently.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -31,13 +31,14 @@ use super::{Effects, Pipeline, PipelineError};
 use crate::alerts::Alert;
 use crate::clock::Clock;
 use crate::incident::{Divergence, DivergenceCause, ResolutionReason, TagIncident, TagObservation};
-use crate::model::{Digest, ExpectationKey, SourceImage, TagKey};
+use crate::model::{Destination, Digest, ExpectationKey, SourceImage, TagKey};
 use crate::outbox::PendingAlert;
 use crate::push::{PushOutcome, TrackedPush};
-use crate::registry::{DestinationReplication, ImageReplicationStatus, Registry};
+use crate::registry::{DestinationReplication, ImageReplicationStatus, Registry, RegistryError};
 use crate::store::{ExpectationStore, RulesRecord, StoreError, SweepPart};
 use crate::tracker::{Applied, Creation, MAX_ATTEMPTS};
 use crate::tracking::{ExpectationState, Observation, ReplicationExpectation, TagArrival};
+use crate::unreadable::{ReadFailure, ReadIncident, ReadIncidentKey, ReadObservation};
 
 /// What a sweep did, for its log line and its gauges.
 #[derive(Debug, Default)]
@@ -54,15 +55,67 @@ pub struct SweepReport {
     /// Destinations the check closed as arrived: every one of a push that arrived on time
     /// (its event, if it came, wrote nothing), and records whose event never came.
     pub reconciled: usize,
-    /// Images and incidents that could not be confirmed this time (they stay due).
+    /// Destinations of pushes left unconfirmed this time: a registry their confirmation
+    /// needs could not be read. Each is retried with backoff; the others got their verdicts.
+    pub unconfirmed: usize,
+    /// Images and incidents whose check failed as a whole (the store could not be read or
+    /// written): each is put off ([`FAILED_CHECK_RETRY`]) so it leaves the head of the due
+    /// index.
     pub failures: Vec<PipelineError>,
+    /// Of those, how many could not even be put off: they are still at the head of the due
+    /// index, so another round would read them again.
+    pub stuck: usize,
 }
+
+/// How long an image or incident whose check failed as a whole waits before it is tried
+/// again.
+pub const FAILED_CHECK_RETRY: TimeDelta = TimeDelta::minutes(5);
 
 /// What checking one image did.
 #[derive(Debug, Default)]
 struct ImageCheck {
     effects: Effects,
     reconciled: usize,
+    unconfirmed: usize,
+}
+
+/// Why one destination of a push got no verdict.
+enum TargetFailure {
+    /// A read in a registry failed: this destination waits; the others of the push go on.
+    Unread(ReadFailure),
+    /// Anything else (the store): the image's whole check fails.
+    Other(PipelineError),
+}
+
+impl From<PipelineError> for TargetFailure {
+    fn from(error: PipelineError) -> Self {
+        TargetFailure::Other(error)
+    }
+}
+
+impl TargetFailure {
+    /// A registry read made in `location` failed.
+    fn read_in(location: &Destination) -> impl Fn(RegistryError) -> TargetFailure + '_ {
+        move |error| TargetFailure::Unread(ReadFailure::new(location.clone(), &error))
+    }
+
+    /// A step that reads the source registry (and maybe the store) failed.
+    fn in_source(source: &Destination) -> impl Fn(PipelineError) -> TargetFailure + '_ {
+        move |error| match error {
+            PipelineError::Registry(error) => {
+                TargetFailure::Unread(ReadFailure::new(source.clone(), &error))
+            }
+            other => TargetFailure::Other(other),
+        }
+    }
+}
+
+/// Read incidents one sweep round already knows the state of, so thousands of images waiting
+/// on one registry read its incident once.
+#[derive(Default)]
+struct RoundMemo {
+    open: Mutex<HashSet<ReadIncidentKey>>,
+    resolved: Mutex<HashSet<ReadIncidentKey>>,
 }
 
 /// One destination of one push to confirm, and where its verdict is kept.
@@ -117,12 +170,34 @@ struct SourceLookups {
     tags: Mutex<HashMap<String, Option<Digest>>>,
 }
 
+impl RoundMemo {
+    fn knows(&self, set: &Mutex<HashSet<ReadIncidentKey>>, key: &ReadIncidentKey) -> bool {
+        set.lock().unwrap_or_else(|p| p.into_inner()).contains(key)
+    }
+
+    fn learn(&self, set: &Mutex<HashSet<ReadIncidentKey>>, key: ReadIncidentKey) {
+        set.lock().unwrap_or_else(|p| p.into_inner()).insert(key);
+    }
+}
+
 impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C> {
     /// Confirms about `limit` due pushes, records and incidents with the API, images
     /// concurrently (at most [`super::PipelineSettings::sweep_concurrency`] at once), and
     /// applies what it says. A sweep calls this in rounds, delivering each round's alerts
     /// before the next, until nothing is due or its time is up.
     pub async fn sweep(&self, limit: usize, part: SweepPart) -> Result<SweepReport, PipelineError> {
+        self.sweep_reporting(limit, part, |_| {}).await
+    }
+
+    /// [`Pipeline::sweep`], calling `on_checked` with what each image's (or incident's) check
+    /// did as soon as its writes are stored, so the caller can publish its metrics before
+    /// anything else can fail or the invocation be cut off.
+    pub async fn sweep_reporting(
+        &self,
+        limit: usize,
+        part: SweepPart,
+        on_checked: impl Fn(&Effects) + Sync,
+    ) -> Result<SweepReport, PipelineError> {
         let now = self.clock.now();
         let due = self.store.due(now, limit, part).await?;
         let mut report = SweepReport {
@@ -145,33 +220,104 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         }
         report.images = by_image.len();
         let concurrency = self.settings.sweep_concurrency.max(1);
-        let (images, incidents) = future::join(
+        let memo = RoundMemo::default();
+        let memo = &memo;
+        let report = Mutex::new(report);
+        let report_ref = &report;
+        let on_checked = &on_checked;
+        future::join(
             stream::iter(by_image)
-                .map(|(image, (pushes, records))| self.check_image(image, pushes, records, now))
+                .map(|(image, (pushes, records))| async move {
+                    let retry = (pushes.clone(), records.clone());
+                    let checked = self.check_image(image, pushes, records, memo, now).await;
+                    let put_off = match &checked {
+                        Err(_) => self.put_off(retry.0, retry.1, now).await,
+                        Ok(_) => true,
+                    };
+                    (checked, put_off)
+                })
                 .buffer_unordered(concurrency)
-                .collect::<Vec<_>>(),
+                .for_each(|(checked, put_off)| async move {
+                    let mut report = report_ref.lock().unwrap_or_else(|p| p.into_inner());
+                    match checked {
+                        Ok(check) => {
+                            on_checked(&check.effects);
+                            report.reconciled += check.reconciled;
+                            report.unconfirmed += check.unconfirmed;
+                            report.effects.merge(check.effects);
+                        }
+                        Err(error) => {
+                            report.failures.push(error);
+                            report.stuck += usize::from(!put_off);
+                        }
+                    }
+                }),
             stream::iter(due.incidents)
-                .map(|incident| self.recheck_incident(incident, now))
+                .map(|incident| async move {
+                    let retry = incident.clone();
+                    let checked = self.recheck_incident(incident, now).await;
+                    let put_off = match &checked {
+                        Err(_) => self.put_off_incident(retry, now).await,
+                        Ok(_) => true,
+                    };
+                    (checked, put_off)
+                })
                 .buffer_unordered(concurrency)
-                .collect::<Vec<_>>(),
+                .for_each(|(checked, put_off)| async move {
+                    let mut report = report_ref.lock().unwrap_or_else(|p| p.into_inner());
+                    match checked {
+                        Ok(effects) => {
+                            on_checked(&effects);
+                            report.effects.merge(effects);
+                        }
+                        Err(error) => {
+                            report.failures.push(error);
+                            report.stuck += usize::from(!put_off);
+                        }
+                    }
+                }),
         )
         .await;
-        for check in images {
-            match check {
-                Ok(check) => {
-                    report.reconciled += check.reconciled;
-                    report.effects.merge(check.effects);
-                }
-                Err(error) => report.failures.push(error),
+        Ok(report.into_inner().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts off the due pushes and records of an image whose check failed as a whole, so they
+    /// leave the head of the due index; whether every write took.
+    async fn put_off(
+        &self,
+        pushes: Vec<TrackedPush>,
+        records: Vec<ReplicationExpectation>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let retry_at = now + FAILED_CHECK_RETRY;
+        let mut all = true;
+        for mut push in pushes {
+            push.retry_at = Some(retry_at);
+            all &= self.kept_or_moved_on(self.store.save_push(&push).await);
+        }
+        for mut record in records {
+            record.next_check_at = Some(retry_at);
+            all &= self.kept_or_moved_on(self.store.save(&record, &[]).await);
+        }
+        all
+    }
+
+    /// Puts off an incident whose recheck failed by one recheck interval.
+    async fn put_off_incident(&self, mut incident: TagIncident, now: DateTime<Utc>) -> bool {
+        incident.next_check_at = Some(now + self.settings.policy.recheck_interval);
+        self.kept_or_moved_on(self.store.save_incident(&incident, &[]).await)
+    }
+
+    /// Whether a put-off write took, or someone else wrote the item since (then it is no
+    /// longer where it was either).
+    fn kept_or_moved_on(&self, written: Result<u64, StoreError>) -> bool {
+        match written {
+            Ok(_) | Err(StoreError::Conflict { .. }) => true,
+            Err(error) => {
+                tracing::warn!(error = %error, "a failed check could not be put off");
+                false
             }
         }
-        for recheck in incidents {
-            match recheck {
-                Ok(effects) => report.effects.merge(effects),
-                Err(error) => report.failures.push(error),
-            }
-        }
-        Ok(report)
     }
 
     /// Checks one image's due pushes and records: one status call, a look in each
@@ -183,6 +329,7 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         image: SourceImage,
         pushes: Vec<TrackedPush>,
         records: Vec<ReplicationExpectation>,
+        memo: &RoundMemo,
         now: DateTime<Utc>,
     ) -> Result<ImageCheck, PipelineError> {
         let policy = self.settings.policy;
@@ -247,20 +394,43 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
                 });
             }
         }
-        let status = self.registry.replication_status(&image).await?;
+        // Each destination is confirmed on its own: one that cannot be read is left
+        // unconfirmed, and never keeps the others of the push from their verdicts.
+        let status = self
+            .registry
+            .replication_status(&image)
+            .await
+            .map_err(|error| ReadFailure::new(image.registry.clone(), &error));
         let lookups = SourceLookups::default();
-        let findings = future::try_join_all(
-            targets
-                .iter()
-                .map(|t| self.confirm_destination(&image, &status, &t.record.key, &lookups, now)),
-        )
-        .await?;
+        let findings = future::join_all(targets.iter().map(|t| async {
+            match &status {
+                Ok(status) => {
+                    self.confirm_destination(&image, status, &t.record.key, &lookups, now)
+                        .await
+                }
+                Err(failure) => Err(TargetFailure::Unread(failure.clone())),
+            }
+        }))
+        .await;
 
         let mut closing: Vec<Vec<Applied>> = vec![Vec::new(); pushes.len()];
         let mut recorded: Vec<Vec<_>> = vec![Vec::new(); pushes.len()];
         let mut deleted = vec![false; pushes.len()];
         for (target, finding) in targets.into_iter().zip(findings) {
             let key = target.record.key.clone();
+            let unread_before = target
+                .record
+                .unconfirmed
+                .as_ref()
+                .map(|u| u.failure.incident_key());
+            let finding = match finding {
+                Ok(finding) => finding,
+                Err(TargetFailure::Other(error)) => return Err(error),
+                Err(TargetFailure::Unread(failure)) => {
+                    check.unconfirmed += 1;
+                    Observation::Unconfirmed { at: now, failure }.into()
+                }
+            };
             if let (Some(divergence), Some(tag)) = (finding.divergence, &key.tag) {
                 let tag_key = TagKey {
                     registry: key.image.registry.clone(),
@@ -290,6 +460,8 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
                 if let Some(applied) = &applied {
                     self.after_late_arrival(applied, now, &mut check.effects)
                         .await?;
+                    self.follow_reads(applied, unread_before, memo, now, &mut check.effects)
+                        .await?;
                 }
                 check.effects.record(applied);
                 if let Some(index) = target.push {
@@ -307,11 +479,15 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
                     alerts: Vec::new(),
                 });
             } else {
-                check.effects.record(
-                    self.tracker()
-                        .observe_seeded(&target.record, &observation)
-                        .await?,
-                );
+                let applied = self
+                    .tracker()
+                    .observe_seeded(&target.record, &observation)
+                    .await?;
+                if let Some(applied) = &applied {
+                    self.follow_reads(applied, unread_before, memo, now, &mut check.effects)
+                        .await?;
+                }
+                check.effects.record(applied);
                 recorded[index].push(key.destination);
             }
         }
@@ -357,6 +533,82 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         Ok(check)
     }
 
+    /// Keeps the read incidents in step with one destination's outcome: unconfirmed past the
+    /// grace, it holds its registry's incident open (opening it, with its one alert);
+    /// confirmed after being unconfirmed, it resolves the incident it was held by.
+    async fn follow_reads(
+        &self,
+        applied: &Applied,
+        unread_before: Option<ReadIncidentKey>,
+        memo: &RoundMemo,
+        now: DateTime<Utc>,
+        effects: &mut Effects,
+    ) -> Result<(), PipelineError> {
+        let record = &applied.record;
+        match (&record.unconfirmed, unread_before) {
+            (Some(unconfirmed), _) if unconfirmed.counted => {
+                let failure = &unconfirmed.failure;
+                let key = failure.incident_key();
+                if memo.knows(&memo.open, &key) {
+                    return Ok(());
+                }
+                let observation = ReadObservation::Unreadable {
+                    at: now,
+                    failure: failure.clone(),
+                    waiting: record.key.clone(),
+                };
+                self.observe_reads(&key, &observation, now, effects).await?;
+                memo.learn(&memo.open, key);
+            }
+            (None, Some(key)) => {
+                if memo.knows(&memo.resolved, &key) {
+                    return Ok(());
+                }
+                let observation = ReadObservation::Readable { at: now };
+                self.observe_reads(&key, &observation, now, effects).await?;
+                memo.learn(&memo.resolved, key);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Applies `observation` to the read incident of `key` (read, transition, conditional
+    /// write with the alert it raises; on a lost race, again).
+    async fn observe_reads(
+        &self,
+        key: &ReadIncidentKey,
+        observation: &ReadObservation,
+        now: DateTime<Utc>,
+        effects: &mut Effects,
+    ) -> Result<(), PipelineError> {
+        for _ in 0..MAX_ATTEMPTS {
+            let current = self.store.read_incident(key).await?;
+            let (incident, transition) = ReadIncident::observe(current, observation);
+            let Some(incident) = incident.filter(|_| transition.changed) else {
+                return Ok(());
+            };
+            let alerts: Vec<Alert> = transition
+                .raised
+                .map(|kind| Alert::for_read_incident(kind, &incident, now))
+                .into_iter()
+                .collect();
+            let pending: Vec<PendingAlert> =
+                alerts.iter().cloned().map(PendingAlert::raised).collect();
+            match self.store.save_read_incident(&incident, &pending).await {
+                Ok(_) => {
+                    effects.alerts.extend(alerts);
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(PipelineError::Contended {
+            item: key.to_string(),
+        })
+    }
+
     /// What ECR says about the push of `key` in its destination: the table in the module
     /// documentation, each read made only when the ones before left the question open.
     async fn confirm_destination(
@@ -366,8 +618,10 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         key: &ExpectationKey,
         lookups: &SourceLookups,
         now: DateTime<Utc>,
-    ) -> Result<Finding, PipelineError> {
+    ) -> Result<Finding, TargetFailure> {
         let at = now;
+        let in_destination = TargetFailure::read_in(&key.destination);
+        let in_source = TargetFailure::in_source(&image.registry);
         if *status == ImageReplicationStatus::SourceImageNotFound {
             return Ok(Observation::SourceDeleted { at }.into());
         }
@@ -383,26 +637,29 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         let tags = self
             .registry
             .image_tags(destination, &image.repository, &image.digest)
-            .await?;
+            .await
+            .map_err(&in_destination)?;
         let Some(tag) = &key.tag else {
             if tags.is_some() {
                 return Ok(arrived(TagArrival::Present));
             }
             return self
                 .missing(key, status.for_destination(destination), now)
-                .await;
+                .await
+                .map_err(&in_source);
         };
         let listed = status.for_destination(destination);
         // ECR's status is the image's: IN_PROGRESS may be this push still replicating, or
         // another push of the image. Where it would move the tag when it finishes (a mutable
         // repository), this push is looked at again until ECR is done with the image: a late
         // finish can take the tag from a newer push, which nothing would check again.
-        let in_flight = async || -> Result<bool, PipelineError> {
+        let in_flight = async || -> Result<bool, TargetFailure> {
             Ok(matches!(listed, Some(DestinationReplication::InProgress))
                 && !self
                     .registry
                     .tag_mutability(destination, &image.repository)
-                    .await?
+                    .await
+                    .map_err(&in_destination)?
                     .is_some_and(|m| m.is_immutable(tag)))
         };
         let waiting_or = |finding: Finding, waiting: bool| {
@@ -415,15 +672,20 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         if tags.as_ref().is_some_and(|t| t.contains(tag)) {
             return Ok(waiting_or(arrived(TagArrival::Present), in_flight().await?));
         }
-        if listed.is_none() && !self.selected_since_push(key).await? {
+        if listed.is_none() && !self.selected_since_push(key).await.map_err(&in_source)? {
             return Ok(Observation::NotSelected { at }.into());
         }
         if tags.is_none() {
-            return self.missing(key, listed, now).await;
+            return self.missing(key, listed, now).await.map_err(&in_source);
         }
         // The image is there without the tag. Only the source's newest push of the tag must
         // carry it: a later one (of another image, or of this one again) carries it instead.
-        if self.source_tag(image, tag, lookups).await?.as_ref() != Some(&image.digest)
+        if self
+            .source_tag(image, tag, lookups)
+            .await
+            .map_err(&in_source)?
+            .as_ref()
+            != Some(&image.digest)
             || self.pushed_again(key, tag).await?
         {
             return Ok(waiting_or(
@@ -434,7 +696,8 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         let holder = self
             .registry
             .tagged_image(destination, &image.repository, tag)
-            .await?
+            .await
+            .map_err(&in_destination)?
             .filter(|holder| holder != &image.digest);
         let Some(holder) = holder else {
             // The tag is on nothing: ECR never leaves it so, so unless this push is still
@@ -445,7 +708,8 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         let immutable = self
             .registry
             .tag_mutability(destination, &image.repository)
-            .await?
+            .await
+            .map_err(&in_destination)?
             .is_some_and(|m| m.is_immutable(tag));
         if !immutable && let Some(observation) = still_replicating(listed, at) {
             // This push's replication will still move the tag.
