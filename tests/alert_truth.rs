@@ -1294,3 +1294,125 @@ async fn a_destination_account_refusing_every_read_silences_no_other_destination
         vec![(AlertKind::Overdue, slow.region.to_string())]
     );
 }
+
+/// Set in the environment of a sweep the next test starts as its own process (and kills).
+const SWEEP_CHILD: &str = "REPLWATCH_SWEEP_CHILD";
+
+/// Not a test of its own: the sweep process `a_sweep_killed_mid_run_loses_no_alert_and_no_count`
+/// starts with the deployment's environment, then kills with SIGKILL.
+#[tokio::test]
+#[ignore = "started by a_sweep_killed_mid_run_loses_no_alert_and_no_count"]
+async fn sweep_child() {
+    let Ok(offset) = std::env::var(SWEEP_CHILD) else {
+        return;
+    };
+    let settings =
+        replwatch_runtime::settings::Settings::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let account = std::env::var("REPLWATCH_HOME_ACCOUNT").expect("home account");
+    let sdk = aws.config(&account, SOURCE_REGION).await;
+    let clock = OffsetClock::new();
+    clock.advance(TimeDelta::seconds(offset.parse().expect("offset")));
+    let tracking = replwatch_runtime::services::build(&sdk, &settings, clock)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    tracking.run_sweep(None).await.expect("sweep");
+}
+
+#[tokio::test]
+async fn a_sweep_killed_mid_run_loses_no_alert_and_no_count() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let world = World::new(|_| serde_json::json!({})).await;
+    let slow = world.destinations[1].clone();
+    world.replicated_repository("team-a/web").await;
+    world.pause(&slow, true);
+    const IMAGES: usize = 6;
+    for i in 0..IMAGES {
+        world
+            .push("team-a/web", Some(&format!("v{i}")), &format!("kill-{i}"))
+            .await;
+    }
+    world.settle().await;
+    let tracking = world.tracking(&[]).await;
+    world.pump_every_event(&tracking).await;
+    world.clock.advance(TimeDelta::minutes(31));
+
+    // A sweep in its own process, its ECR reads paced so it takes a few seconds, killed
+    // (SIGKILL) as soon as it has written its first count.
+    let offset = (world.clock.now() - chrono::Utc::now()).num_seconds() + 1;
+    let env = world
+        .deployment
+        .environment(&[("ECR_CALLS_PER_SECOND", "4"), ("SWEEP_CONCURRENCY", "1")]);
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "alert_truth::sweep_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(env)
+        .env(SWEEP_CHILD, offset.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sweep process");
+    let stdout = child.stdout.take().expect("stdout");
+    // The test harness starts its line (`test … ... `) before the sweep's first one.
+    let metric_line = |line: String| {
+        line.find("{\"")
+            .map(|start| line[start..].to_owned())
+            .filter(|l| l.contains("\"_aws\""))
+    };
+    let mut killed_emf = Vec::new();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(line) = metric_line(line) {
+            let counted = line.contains("\"Overdue\"");
+            killed_emf.push(line);
+            if counted {
+                child.kill().expect("SIGKILL");
+                break;
+            }
+        }
+    }
+    // What it had written before it died.
+    killed_emf.extend(lines.map_while(Result::ok).filter_map(metric_line));
+    let status = child.wait().expect("killed");
+
+    assert!(
+        !status.success(),
+        "the sweep was killed mid-run: {status:?}"
+    );
+    let killed_count = emf_counts(&killed_emf, "Overdue").values().sum::<f64>();
+    assert!(
+        (1.0..IMAGES as f64).contains(&killed_count),
+        "killed after its first count and before its last: {killed_count}"
+    );
+
+    // The next sweeps finish the work: every image counted once over both, every alert
+    // delivered once.
+    let mut emf = killed_emf;
+    for minutes in [1, 16] {
+        world.clock.advance(TimeDelta::minutes(minutes));
+        emf.extend(tracking.run_sweep(None).await.expect("sweep").emf);
+    }
+    assert_eq!(
+        emf_counts(&emf, "Overdue"),
+        BTreeMap::from([(slow.region.to_string(), IMAGES as f64)]),
+        "no count lost, none twice"
+    );
+    let published = world.published().await;
+    let ids: Vec<String> = published
+        .iter()
+        .map(|p| p.attributes.get("alert_id").cloned().expect("alert id"))
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(
+        (ids.len(), distinct.len()),
+        (IMAGES, IMAGES),
+        "each alert delivered once"
+    );
+}
