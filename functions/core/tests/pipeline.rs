@@ -15,8 +15,8 @@ use replwatch_core::registry::{
 };
 use replwatch_core::store::SweepPart;
 use replwatch_core::{
-    AlertKind, Destination, Digest, EcrEvent, ExpectationState, ExpectationStore, InMemoryStore,
-    ManualClock, ReplicationConfiguration, RepositoryName, SourceImage,
+    AlertKind, Clock, Destination, Digest, EcrEvent, ExpectationState, ExpectationStore,
+    InMemoryStore, ManualClock, ReplicationConfiguration, RepositoryName, SourceImage,
 };
 
 const DIGEST: &str = "sha256:3b1f1c2e4d5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c";
@@ -35,6 +35,8 @@ struct ScriptedRegistry {
     /// Per destination region: the repository's tag mutability; absent = MUTABLE.
     mutability: Mutex<HashMap<String, TagMutability>>,
     source_deleted: Mutex<bool>,
+    /// Regions (destinations, or the source's us-west-2) whose account refuses every read.
+    refusing: Mutex<std::collections::HashSet<String>>,
     status_calls: AtomicUsize,
     tag_calls: AtomicUsize,
     configuration_calls: AtomicUsize,
@@ -62,6 +64,37 @@ impl ScriptedRegistry {
         );
     }
 
+    fn refuse(&self, region: &str, refused: bool) {
+        let mut refusing = self.refusing.lock().expect("lock");
+        if refused {
+            refusing.insert(region.to_owned());
+        } else {
+            refusing.remove(region);
+        }
+    }
+
+    /// The read refused in `registry`'s Region, if it refuses.
+    fn refused(
+        &self,
+        operation: &'static str,
+        registry: &Destination,
+    ) -> Result<(), RegistryError> {
+        if !self
+            .refusing
+            .lock()
+            .expect("lock")
+            .contains(registry.region.as_str())
+        {
+            return Ok(());
+        }
+        Err(RegistryError {
+            operation,
+            resource: registry.to_string(),
+            message: "AccessDeniedException: not authorized".into(),
+            retryable: false,
+        })
+    }
+
     fn immutable(&self, region: &str) {
         self.mutability
             .lock()
@@ -73,9 +106,10 @@ impl ScriptedRegistry {
 impl Registry for ScriptedRegistry {
     async fn replication_status(
         &self,
-        _image: &SourceImage,
+        image: &SourceImage,
     ) -> Result<ImageReplicationStatus, RegistryError> {
         self.status_calls.fetch_add(1, Ordering::SeqCst);
+        self.refused("DescribeImageReplicationStatus", &image.registry)?;
         if *self.source_deleted.lock().expect("lock") {
             return Ok(ImageReplicationStatus::SourceImageNotFound);
         }
@@ -103,6 +137,7 @@ impl Registry for ScriptedRegistry {
         _digest: &Digest,
     ) -> Result<Option<Vec<String>>, RegistryError> {
         self.tag_calls.fetch_add(1, Ordering::SeqCst);
+        self.refused("DescribeImages", destination)?;
         Ok(self
             .tags
             .lock()
@@ -118,6 +153,7 @@ impl Registry for ScriptedRegistry {
         tag: &str,
     ) -> Result<Option<Digest>, RegistryError> {
         self.tag_calls.fetch_add(1, Ordering::SeqCst);
+        self.refused("DescribeImages", registry)?;
         Ok(self
             .tag_holders
             .lock()
@@ -131,6 +167,7 @@ impl Registry for ScriptedRegistry {
         registry: &Destination,
         _repository: &RepositoryName,
     ) -> Result<Option<TagMutability>, RegistryError> {
+        self.refused("DescribeRepositories", registry)?;
         Ok(Some(
             self.mutability
                 .lock()
@@ -891,5 +928,132 @@ async fn an_untagged_push_is_confirmed_in_the_destination_like_a_tagged_one() {
             ("us-east-1".into(), ExpectationState::Replicated),
         ],
         "COMPLETE but not there is not REPLICATED"
+    );
+}
+
+#[tokio::test]
+async fn a_destination_that_refuses_reads_holds_up_no_other_and_is_one_incident_past_the_grace() {
+    let world = World::new();
+    let pipeline = world.pipeline();
+    world.registry.refuse("eu-west-1", true);
+    world.registry.tags("ap-southeast-2", &["v1.4.2"]);
+    for digest in [DIGEST.to_owned(), format!("sha256:{:064x}", 7)] {
+        pipeline
+            .handle(&edited("push-tagged.json", DIGEST, &digest))
+            .await
+            .expect("push");
+    }
+
+    // At the deadline: us-east-1 is overdue and says so; eu-west-1 waits without an alert.
+    world.clock.advance(TimeDelta::minutes(31));
+    let first = sweep_whole(&pipeline).await;
+    assert_eq!(
+        kinds(&first.effects.alerts),
+        vec![
+            ("us-east-1".into(), AlertKind::Overdue),
+            ("us-east-1".into(), AlertKind::Overdue)
+        ]
+    );
+    assert_eq!(first.unconfirmed, 2);
+    assert!(first.failures.is_empty(), "{:?}", first.failures);
+    let waiting: Vec<_> = world
+        .store
+        .records()
+        .into_iter()
+        .filter(|r| r.unconfirmed.is_some())
+        .collect();
+    assert_eq!(waiting.len(), 2);
+    assert!(
+        waiting
+            .iter()
+            .all(|r| r.next_check_at == Some(world.clock.now() + TimeDelta::minutes(1))),
+        "retried after a minute, out of the due index's head"
+    );
+    assert!(
+        waiting.iter().all(|r| r.expires_at.is_none()),
+        "open: never expires"
+    );
+
+    // Retried with backoff; past the 5-minute grace, one alert for the registry.
+    let mut later = Vec::new();
+    let mut counted = 0;
+    for minutes in [1, 2, 4, 8, 15] {
+        world.clock.advance(TimeDelta::minutes(minutes));
+        let report = sweep_whole(&pipeline).await;
+        counted += report
+            .effects
+            .metric_points()
+            .iter()
+            .filter(|p| p.name == replwatch_core::metrics::MetricName::Unconfirmed)
+            .count();
+        later.extend(report.effects.alerts);
+    }
+    assert_eq!(
+        kinds(&later),
+        vec![("eu-west-1".into(), AlertKind::Unconfirmed)]
+    );
+    assert_eq!(counted, 2, "each waiting destination counted once");
+    let unreadable = later[0].unreadable.as_ref().expect("facts");
+    assert_eq!(unreadable.failure.operation, "DescribeImages");
+    assert!(
+        later[0].next_step().contains("reader role"),
+        "{}",
+        later[0].next_step()
+    );
+
+    // Readable again: one RESOLVED, and the real verdicts (the images are there).
+    world.registry.refuse("eu-west-1", false);
+    world.registry.tags("eu-west-1", &["v1.4.2"]);
+    world
+        .registry
+        .status("eu-west-1", DestinationReplication::Complete);
+    world.clock.advance(TimeDelta::minutes(15));
+    let fixed = sweep_whole(&pipeline).await;
+    assert_eq!(
+        kinds(&fixed.effects.alerts),
+        vec![("eu-west-1".into(), AlertKind::Resolved)]
+    );
+    assert!(
+        world
+            .store
+            .records()
+            .iter()
+            .filter(|r| r.key.destination.region.as_str() == "eu-west-1")
+            .all(|r| r.state == ExpectationState::Replicated && r.unconfirmed.is_none())
+    );
+    assert!(
+        world.store.read_incidents().iter().all(|i| !i.is_open()),
+        "the incident is over"
+    );
+}
+
+#[tokio::test]
+async fn a_source_that_refuses_its_status_leaves_every_destination_unconfirmed_and_names_the_function_role()
+ {
+    let world = World::new();
+    let pipeline = world.pipeline();
+    pipeline
+        .handle(&event("push-tagged.json"))
+        .await
+        .expect("push");
+    world.registry.refuse("us-west-2", true);
+    world.clock.advance(TimeDelta::minutes(31));
+    let first = sweep_whole(&pipeline).await;
+    assert!(first.effects.alerts.is_empty());
+    assert_eq!(first.unconfirmed, 3);
+    let mut later = Vec::new();
+    for minutes in [1, 2, 4, 8] {
+        world.clock.advance(TimeDelta::minutes(minutes));
+        later.extend(sweep_whole(&pipeline).await.effects.alerts);
+    }
+    assert_eq!(
+        kinds(&later),
+        vec![("us-west-2".into(), AlertKind::Unconfirmed)],
+        "one alert, about the source registry"
+    );
+    assert!(
+        later[0].next_step().contains("function role"),
+        "{}",
+        later[0].next_step()
     );
 }
