@@ -15,7 +15,11 @@
 //!   five pushes of `latest` into a partner holding it immutably raise one TAG_LOST, whether
 //!   each push is checked before or after the next; a destination removed from the rules
 //!   raises nothing for pushes made before the rules were read again; an image deleted before
-//!   its FAILED event raises nothing.
+//!   its FAILED event raises nothing;
+//! - nothing beside a destination silences it: a partner account refusing every read while a
+//!   healthy Region holds overdue images (every one reported, one UNCONFIRMED for the partner
+//!   5 minutes later, later pushes still checked, one RESOLVED once its role is fixed); a sweep
+//!   killed with SIGKILL mid-run loses no alert and no count.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -1292,6 +1296,34 @@ async fn a_destination_account_refusing_every_read_silences_no_other_destination
     assert_eq!(
         World::raised(&next.alerts),
         vec![(AlertKind::Overdue, slow.region.to_string())]
+    );
+
+    // The partner fixes its role: one RESOLVED, and the waiting images get their real
+    // verdicts (they had arrived there: no alert).
+    // (The test's functions run with the central account's own credentials.)
+    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": world.central}, "Action": "sts:AssumeRole"}]});
+    world
+        .aws
+        .update_role_trust(
+            partner.registry_id.as_str(),
+            "replwatch-reader",
+            &trust.to_string(),
+        )
+        .expect("role fixed");
+    let fixed = world.tracking(&[]).await;
+    world.clock.advance(TimeDelta::minutes(16));
+    let resolved = fixed.run_sweep(None).await.expect("sweep");
+    assert_eq!(
+        World::raised(&resolved.alerts),
+        vec![(AlertKind::Resolved, partner.region.to_string())]
+    );
+    assert_eq!(resolved.unconfirmed_destinations, 0);
+    let states = world.states().await;
+    assert_eq!(
+        states.get(&ExpectationState::Replicated),
+        Some(&10),
+        "each of the five pushes replicated to us-east-1 and the partner: {states:?}"
     );
 }
 

@@ -616,14 +616,20 @@ impl LocalAws {
 
     /// Creates the IAM role `name` in `account` with `trust_policy`. From then on the test bed
     /// checks trust policies when anyone assumes a role in that account (see
-    /// `infra/local-aws/replwatch_localaws/trust.py`). A plain IAM Query request, so the test
-    /// build does not need the IAM SDK for one call.
+    /// `infra/local-aws/replwatch_localaws/trust.py`).
     pub fn create_role(&self, account: &str, name: &str, trust_policy: &str) -> Result<(), Error> {
-        let body = format!(
-            "Action=CreateRole&Version=2010-05-08&RoleName={}&AssumeRolePolicyDocument={}",
-            form_encode(name),
-            form_encode(trust_policy)
-        );
+        self.iam_query(
+            account,
+            &format!(
+                "Action=CreateRole&Version=2010-05-08&RoleName={}&AssumeRolePolicyDocument={}",
+                form_encode(name),
+                form_encode(trust_policy)
+            ),
+        )
+    }
+
+    /// One IAM Query request as `account`: the test build does not need the IAM SDK for it.
+    fn iam_query(&self, account: &str, body: &str) -> Result<(), Error> {
         let authorization = format!(
             "AWS4-HMAC-SHA256 Credential={account}/20260101/us-east-1/iam/aws4_request, \
              SignedHeaders=host, Signature=0"
@@ -633,10 +639,28 @@ impl LocalAws {
             "/",
             "application/x-www-form-urlencoded",
             Some(&authorization),
-            &body,
+            body,
             ANSWER_TIMEOUT,
         )
         .map(|_| ())
+    }
+
+    /// Replaces the trust policy of the IAM role `name` in `account` (IAM
+    /// `UpdateAssumeRolePolicy`): a role fixed, or changed, by its account's owner.
+    pub fn update_role_trust(
+        &self,
+        account: &str,
+        name: &str,
+        trust_policy: &str,
+    ) -> Result<(), Error> {
+        self.iam_query(
+            account,
+            &format!(
+                "Action=UpdateAssumeRolePolicy&Version=2010-05-08&RoleName={}&PolicyDocument={}",
+                form_encode(name),
+                form_encode(trust_policy)
+            ),
+        )
     }
 
     fn http(&self, method: &str, path: &str, body: Option<&str>) -> Result<Vec<u8>, Error> {
