@@ -158,11 +158,13 @@ impl RulesRecord for CountingStore<'_> {
     }
 }
 
-/// A registry that answers after `latency` (zero: at once).
+/// A registry that answers after `latency` (zero: at once), and refuses every read in
+/// `refusing` (a partner account whose reader role no longer trusts replwatch).
 struct BenchRegistry<'a> {
     configuration: ReplicationConfiguration,
     counts: &'a Counts,
     latency: Duration,
+    refusing: Option<Destination>,
 }
 
 impl BenchRegistry<'_> {
@@ -192,12 +194,20 @@ impl Registry for BenchRegistry<'_> {
     }
     async fn image_tags(
         &self,
-        _: &Destination,
+        destination: &Destination,
         _: &RepositoryName,
         _: &Digest,
     ) -> Result<Option<Vec<String>>, RegistryError> {
         self.wait().await;
         self.counts.describe_images.fetch_add(1, Ordering::Relaxed);
+        if self.refusing.as_ref() == Some(destination) {
+            return Err(RegistryError {
+                operation: "AssumeRole",
+                resource: destination.to_string(),
+                message: "AccessDenied: not authorized to perform: sts:AssumeRole".into(),
+                retryable: false,
+            });
+        }
         Ok(Some(vec!["v1".to_owned()]))
     }
     async fn tagged_image(
@@ -295,6 +305,7 @@ fn main() {
         configuration: configuration.clone(),
         counts: &counts,
         latency: Duration::ZERO,
+        refusing: None,
     };
     let pipeline = Pipeline::new(store, registry, SystemClock, PipelineSettings::default());
     let started = Instant::now();
@@ -327,6 +338,7 @@ fn main() {
         configuration: configuration.clone(),
         counts: &counts,
         latency: Duration::ZERO,
+        refusing: None,
     };
     let pipeline = Pipeline::new(store, registry, SystemClock, PipelineSettings::default());
     let pushes = 1_000;
@@ -383,12 +395,67 @@ fn main() {
         delta(&counts.replication_status, &before.replication_status)
     );
 
-    sweep_throughput(&runtime, &configuration);
+    sweep_throughput(&runtime, &configuration, 10_000, false);
+    // ECR's most: 25 destinations, one of them a partner account refusing every read.
+    let regions = [
+        "us-east-1",
+        "eu-west-1",
+        "ap-southeast-2",
+        "eu-central-1",
+        "ap-northeast-1",
+        "sa-east-1",
+        "ca-central-1",
+        "ap-south-1",
+        "us-east-2",
+        "us-west-1",
+        "eu-west-2",
+        "eu-west-3",
+        "eu-north-1",
+        "ap-northeast-2",
+        "ap-northeast-3",
+        "ap-southeast-1",
+        "eu-south-1",
+        "ap-east-1",
+        "me-south-1",
+        "af-south-1",
+        "il-central-1",
+        "mx-central-1",
+        "ap-southeast-3",
+        "eu-central-2",
+        "ap-south-2",
+    ];
+    let destinations: Vec<String> = regions
+        .iter()
+        .enumerate()
+        .map(|(i, region)| {
+            let account = if i == regions.len() - 1 {
+                "222222222222"
+            } else {
+                "111111111111"
+            };
+            format!(r#"{{"region": "{region}", "registryId": "{account}"}}"#)
+        })
+        .collect();
+    let wide = ReplicationConfiguration::from_json(
+        format!(
+            r#"{{"rules": [{{"destinations": [{}]}}]}}"#,
+            destinations.join(", ")
+        )
+        .as_bytes(),
+    )
+    .expect("configuration");
+    sweep_throughput(&runtime, &wide, 2_000, true);
 }
 
-/// Images one sweep invocation confirms per second when each ECR call takes 100 ms.
-fn sweep_throughput(runtime: &tokio::runtime::Runtime, configuration: &ReplicationConfiguration) {
-    let images = 10_000;
+/// Images one sweep invocation confirms per second when each ECR call takes 100 ms; with
+/// `refusing`, the last destination refuses every read: the others still get their verdicts,
+/// and the time it costs shows.
+fn sweep_throughput(
+    runtime: &tokio::runtime::Runtime,
+    configuration: &ReplicationConfiguration,
+    images: usize,
+    refusing: bool,
+) {
     let policy = TrackingPolicy::default();
     let pushed = DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
         .expect("time")
@@ -421,17 +488,19 @@ fn sweep_throughput(runtime: &tokio::runtime::Runtime, configuration: &Replicati
             store.inner.save_push(&push).await.expect("push");
         }
     });
+    let refused = refusing.then(|| destinations[destinations.len() - 1].clone());
     let registry = BenchRegistry {
         configuration: configuration.clone(),
         counts: &counts,
         latency: Duration::from_millis(100),
+        refusing: refused.clone(),
     };
     let settings = PipelineSettings::default();
     let clock = ManualClock::new(pushed + policy.sla + chrono::TimeDelta::minutes(1));
     let pipeline = Pipeline::new(store, registry, clock, settings);
     let started = Instant::now();
-    let confirmed = runtime.block_on(async {
-        let mut confirmed = 0;
+    let (confirmed, unconfirmed) = runtime.block_on(async {
+        let (mut confirmed, mut unconfirmed) = (0, 0);
         loop {
             let report = pipeline
                 .sweep(settings.sweep_batch, SweepPart::WHOLE)
@@ -439,15 +508,31 @@ fn sweep_throughput(runtime: &tokio::runtime::Runtime, configuration: &Replicati
                 .expect("sweep");
             assert!(report.failures.is_empty() && report.effects.alerts.is_empty());
             confirmed += report.images;
+            unconfirmed += report.unconfirmed;
             if !report.more {
-                return confirmed;
+                return (confirmed, unconfirmed);
             }
         }
     });
     let elapsed = started.elapsed().as_secs_f64();
+    // Every push closed: the refusing destination waits in a record of its own, no other.
+    assert!(pipeline.store().inner.pushes().iter().all(|p| !p.is_open()));
+    assert_eq!(unconfirmed, if refusing { images } else { 0 });
+    let waiting = pipeline.store().inner.records();
+    assert!(
+        waiting.len() == unconfirmed
+            && waiting
+                .iter()
+                .all(|r| Some(&r.key.destination) == refused.as_ref() && r.unconfirmed.is_some())
+    );
     println!(
-        "sweep throughput: {confirmed} images to {} destinations confirmed in {elapsed:.1} s with 100 ms per ECR call and {} images at once: {:.0} images/s per invocation ({} ECR calls, {:.0} per second)",
+        "sweep throughput: {confirmed} images to {} destinations{} confirmed in {elapsed:.1} s with 100 ms per ECR call and {} images at once: {:.0} images/s per invocation ({} ECR calls, {:.0} per second)",
         destinations.len(),
+        if refusing {
+            ", one refusing every read (left unconfirmed, retried later; the other 24 closed),"
+        } else {
+            ""
+        },
         settings.sweep_concurrency,
         confirmed as f64 / elapsed,
         counts.replication_status.load(Ordering::Relaxed)
