@@ -18,8 +18,9 @@
 //!   its FAILED event raises nothing;
 //! - nothing beside a destination silences it: a partner account refusing every read while a
 //!   healthy Region holds overdue images (every one reported, one UNCONFIRMED for the partner
-//!   5 minutes later, later pushes still checked, one RESOLVED once its role is fixed); a sweep
-//!   killed with SIGKILL mid-run loses no alert and no count.
+//!   5 minutes later, later pushes still checked, one RESOLVED once its role is fixed); an
+//!   image whose check fails as a whole (an item of its own garbled) is put off and holds up
+//!   no other; a sweep killed with SIGKILL mid-run loses no alert and no count.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -1446,5 +1447,85 @@ async fn a_sweep_killed_mid_run_loses_no_alert_and_no_count() {
         (ids.len(), distinct.len()),
         (IMAGES, IMAGES),
         "each alert delivered once"
+    );
+}
+
+#[tokio::test]
+async fn an_image_whose_check_fails_as_a_whole_is_put_off_and_holds_up_no_other() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    let world = World::new(|_| serde_json::json!({})).await;
+    let slow = world.destinations[0].clone();
+    world.replicated_repository("team-a/web").await;
+    world.pause(&slow, true);
+    let mut images = Vec::new();
+    for i in 0..3 {
+        images.push(
+            world
+                .push("team-a/web", Some(&format!("v{i}")), &format!("whole-{i}"))
+                .await,
+        );
+    }
+    world.settle().await;
+    let tracking = world.tracking(&[]).await;
+    world.pump_every_event(&tracking).await;
+
+    // An item of the first image's partition that cannot be read (garbled by hand): its
+    // check fails as a whole.
+    let dynamodb =
+        aws_sdk_dynamodb::Client::new(&world.aws.config(&world.central, SOURCE_REGION).await);
+    let broken = SourceImage {
+        registry: destination(SOURCE_REGION, &world.central),
+        repository: RepositoryName::parse("team-a/web").expect("repository"),
+        digest: Digest::parse(&images[0].digest).expect("digest"),
+    };
+    let key = std::collections::HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S(replwatch_aws::dynamodb::partition_key(&broken)),
+        ),
+        ("sk".to_owned(), AttributeValue::S("DST#garbled".to_owned())),
+    ]);
+    dynamodb
+        .put_item()
+        .table_name(&world.deployment.table)
+        .set_item(Some(key.clone()))
+        .send()
+        .await
+        .expect("garbled item");
+
+    world.clock.advance(TimeDelta::minutes(31));
+    let first = tracking.run_sweep(None).await.expect("sweep");
+    assert_eq!(first.unconfirmed_images, 1);
+    assert!(!first.stopped_early);
+    assert_eq!(
+        World::raised(&first.alerts),
+        vec![(AlertKind::Overdue, slow.region.to_string()); 2],
+        "the other images' verdicts"
+    );
+    let again = tracking.run_sweep(None).await.expect("sweep");
+    assert_eq!(
+        (again.checked, again.unconfirmed_images),
+        (0, 0),
+        "put off, not read again at once"
+    );
+
+    // Repaired: its turn comes 5 minutes later.
+    dynamodb
+        .delete_item()
+        .table_name(&world.deployment.table)
+        .set_key(Some(key))
+        .send()
+        .await
+        .expect("repaired");
+    world.clock.advance(TimeDelta::minutes(6));
+    let repaired = tracking.run_sweep(None).await.expect("sweep");
+    assert_eq!(
+        World::raised(&repaired.alerts),
+        vec![(AlertKind::Overdue, slow.region.to_string())]
+    );
+    assert_eq!(
+        repaired.alerts[0].key.image.digest.as_str(),
+        images[0].digest
     );
 }
