@@ -243,17 +243,14 @@ impl ExpectationStore for DynamoExpectationStore {
         &self,
         key: &ExpectationKey,
     ) -> Result<Option<ReplicationExpectation>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", AttributeValue::S(partition_key(&key.image)))
-            .key("sk", AttributeValue::S(sort_key(key)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| backend("GetItem", e))?;
-        output.item.as_ref().map(from_item).transpose()
+        let key = HashMap::from([
+            (
+                "pk".to_owned(),
+                AttributeValue::S(partition_key(&key.image)),
+            ),
+            ("sk".to_owned(), AttributeValue::S(sort_key(key))),
+        ]);
+        self.read_item(key, from_item).await
     }
 
     async fn save(
@@ -328,20 +325,8 @@ impl ExpectationStore for DynamoExpectationStore {
     }
 
     async fn incident(&self, key: &TagKey) -> Result<Option<TagIncident>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(tag_incidents::item_key(key)))
-            .consistent_read(true)
-            .send()
+        self.read_item(tag_incidents::item_key(key), tag_incidents::from_item)
             .await
-            .map_err(|e| backend("GetItem", e))?;
-        output
-            .item
-            .as_ref()
-            .map(tag_incidents::from_item)
-            .transpose()
     }
 
     async fn save_incident(
@@ -364,20 +349,8 @@ impl ExpectationStore for DynamoExpectationStore {
         &self,
         key: &ReadIncidentKey,
     ) -> Result<Option<ReadIncident>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(read_incidents::item_key(key)))
-            .consistent_read(true)
-            .send()
+        self.read_item(read_incidents::item_key(key), read_incidents::from_item)
             .await
-            .map_err(|e| backend("GetItem", e))?;
-        output
-            .item
-            .as_ref()
-            .map(read_incidents::from_item)
-            .transpose()
     }
 
     async fn save_read_incident(
@@ -516,6 +489,25 @@ impl ExpectationStore for DynamoExpectationStore {
 impl DynamoExpectationStore {
     /// Writes `item` if the stored `version` is `read` (0: if there is none), with the pending
     /// records of the alerts this change raised in the same transaction: both or neither.
+    /// One item by its key, strongly consistent (every read before a conditional write),
+    /// read back with `from_item`.
+    async fn read_item<T>(
+        &self,
+        key: Item,
+        from_item: impl FnOnce(&Item) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        output.item.as_ref().map(from_item).transpose()
+    }
+
     async fn put_with_alerts(
         &self,
         item: Item,

@@ -525,6 +525,22 @@ impl InMemoryStore {
 }
 
 /// The version a write from `read` stores, if `stored` is still what was read (0: nothing).
+/// Stores `item` under `key` if the version stored there (0: none) is still the one `item`
+/// was read with; the version now stored.
+fn put_versioned<K: Ord + Clone + std::fmt::Display, V: Clone>(
+    map: &mut BTreeMap<K, V>,
+    key: &K,
+    item: &V,
+    version: fn(&mut V) -> &mut u64,
+) -> Result<u64, StoreError> {
+    let stored = map.get_mut(key).map_or(0, |stored| *version(stored));
+    let mut next = item.clone();
+    let written = versioned(stored, *version(&mut next), key)?;
+    *version(&mut next) = written;
+    map.insert(key.clone(), next);
+    Ok(written)
+}
+
 fn versioned(stored: u64, read: u64, item: impl std::fmt::Display) -> Result<u64, StoreError> {
     if stored != read {
         return Err(StoreError::Conflict {
@@ -629,12 +645,9 @@ impl ExpectationStore for InMemoryStore {
         incident: &TagIncident,
         raised: &[PendingAlert],
     ) -> Result<u64, StoreError> {
-        let mut incidents = self.incident_map();
-        let stored = incidents.get(&incident.key).map_or(0, |i| i.version);
-        let version = versioned(stored, incident.version, &incident.key)?;
-        let mut next = incident.clone();
-        next.version = version;
-        incidents.insert(incident.key.clone(), next);
+        let version = put_versioned(&mut self.incident_map(), &incident.key, incident, |i| {
+            &mut i.version
+        })?;
         self.keep_raised(raised);
         Ok(version)
     }
@@ -651,12 +664,12 @@ impl ExpectationStore for InMemoryStore {
         incident: &ReadIncident,
         raised: &[PendingAlert],
     ) -> Result<u64, StoreError> {
-        let mut incidents = self.read_incident_map();
-        let stored = incidents.get(&incident.key).map_or(0, |i| i.version);
-        let version = versioned(stored, incident.version, &incident.key)?;
-        let mut next = incident.clone();
-        next.version = version;
-        incidents.insert(incident.key.clone(), next);
+        let version = put_versioned(
+            &mut self.read_incident_map(),
+            &incident.key,
+            incident,
+            |i| &mut i.version,
+        )?;
         self.keep_raised(raised);
         Ok(version)
     }

@@ -582,31 +582,23 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         now: DateTime<Utc>,
         effects: &mut Effects,
     ) -> Result<(), PipelineError> {
-        for _ in 0..MAX_ATTEMPTS {
-            let current = self.store.read_incident(key).await?;
-            let (incident, transition) = ReadIncident::observe(current, observation);
-            let Some(incident) = incident.filter(|_| transition.changed) else {
-                return Ok(());
-            };
-            let alerts: Vec<Alert> = transition
-                .raised
-                .map(|kind| Alert::for_read_incident(kind, &incident, now))
-                .into_iter()
-                .collect();
-            let pending: Vec<PendingAlert> =
-                alerts.iter().cloned().map(PendingAlert::raised).collect();
-            match self.store.save_read_incident(&incident, &pending).await {
-                Ok(_) => {
-                    effects.alerts.extend(alerts);
-                    return Ok(());
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(other) => return Err(other.into()),
-            }
-        }
-        Err(PipelineError::Contended {
-            item: key.to_string(),
-        })
+        write_incident(
+            key,
+            async || self.store.read_incident(key).await,
+            |current| {
+                let (incident, transition) = ReadIncident::observe(current, observation);
+                let incident = incident.filter(|_| transition.changed)?;
+                let alerts = transition
+                    .raised
+                    .map(|kind| Alert::for_read_incident(kind, &incident, now))
+                    .into_iter()
+                    .collect();
+                Some((incident, alerts))
+            },
+            async |incident, pending| self.store.save_read_incident(incident, pending).await,
+            effects,
+        )
+        .await
     }
 
     /// What ECR says about the push of `key` in its destination: the table in the module
@@ -977,36 +969,59 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         effects: &mut Effects,
     ) -> Result<(), PipelineError> {
         let policy = self.settings.policy;
-        for _ in 0..MAX_ATTEMPTS {
-            let mut incident = match (self.store.incident(key).await?, observation) {
-                (Some(incident), _) => incident,
-                (None, TagObservation::Diverged { at, divergence }) => {
-                    TagIncident::open(key.clone(), *at, divergence.clone(), &policy)
-                }
-                (None, TagObservation::Settled { .. }) => return Ok(()),
-            };
-            let transition = incident.apply(observation, &policy);
-            if !transition.changed {
+        write_incident(
+            key,
+            async || self.store.incident(key).await,
+            |current| {
+                let mut incident = match (current, observation) {
+                    (Some(incident), _) => incident,
+                    (None, TagObservation::Diverged { at, divergence }) => {
+                        TagIncident::open(key.clone(), *at, divergence.clone(), &policy)
+                    }
+                    (None, TagObservation::Settled { .. }) => return None,
+                };
+                let transition = incident.apply(observation, &policy);
+                transition.changed.then(|| {
+                    let alerts = transition
+                        .raised
+                        .map(|kind| Alert::for_incident(kind, &incident, now))
+                        .into_iter()
+                        .collect();
+                    (incident, alerts)
+                })
+            },
+            async |incident, pending| self.store.save_incident(incident, pending).await,
+            effects,
+        )
+        .await
+    }
+}
+
+/// The loop every incident write shares: read it (`read`), apply what was learned (`next`:
+/// the incident to write and the alerts it raises, or nothing to write), write it on the
+/// version read with those alerts in the same write (`save`); on a lost race, again.
+async fn write_incident<T>(
+    item: &dyn std::fmt::Display,
+    read: impl AsyncFn() -> Result<Option<T>, StoreError>,
+    next: impl Fn(Option<T>) -> Option<(T, Vec<Alert>)>,
+    save: impl AsyncFn(&T, &[PendingAlert]) -> Result<u64, StoreError>,
+    effects: &mut Effects,
+) -> Result<(), PipelineError> {
+    for _ in 0..MAX_ATTEMPTS {
+        let Some((incident, alerts)) = next(read().await?) else {
+            return Ok(());
+        };
+        let pending: Vec<PendingAlert> = alerts.iter().cloned().map(PendingAlert::raised).collect();
+        match save(&incident, &pending).await {
+            Ok(_) => {
+                effects.alerts.extend(alerts);
                 return Ok(());
             }
-            let alerts: Vec<Alert> = transition
-                .raised
-                .map(|kind| Alert::for_incident(kind, &incident, now))
-                .into_iter()
-                .collect();
-            let pending: Vec<PendingAlert> =
-                alerts.iter().cloned().map(PendingAlert::raised).collect();
-            match self.store.save_incident(&incident, &pending).await {
-                Ok(_) => {
-                    effects.alerts.extend(alerts);
-                    return Ok(());
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(other) => return Err(other.into()),
-            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(other) => return Err(other.into()),
         }
-        Err(PipelineError::Contended {
-            item: key.to_string(),
-        })
     }
+    Err(PipelineError::Contended {
+        item: item.to_string(),
+    })
 }
