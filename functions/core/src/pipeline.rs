@@ -513,9 +513,30 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         if !push.is_open() && !push.is_recorded(&e.destination) {
             return Ok(effects);
         }
-        let tag = self
+        let latency = ArrivalLatency {
+            destination: e.destination.clone(),
+            latency: (e.envelope.time - push.pushed_at).max(TimeDelta::zero()),
+        };
+        let tag = match self
             .tag_arrival(&e.source, &e.destination, e.tag.as_deref())
-            .await?;
+            .await
+        {
+            Ok(tag) => tag,
+            Err(error) => {
+                // The push's check (or its record's recheck) confirms this destination on its
+                // own, unconfirmed while the registry cannot be read; retrying the event would
+                // only park it in the dead-letter queue meanwhile.
+                tracing::warn!(
+                    error = %error,
+                    destination = %e.destination,
+                    "arrival not looked at; the sweep confirms it"
+                );
+                if push.is_open() {
+                    effects.latencies.push(latency);
+                }
+                return Ok(effects);
+            }
+        };
         if let (Some(TagArrival::Lost { held_by }), Some(tag)) = (&tag, &e.tag) {
             let key = TagKey {
                 registry: e.source.registry.clone(),
@@ -531,10 +552,7 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
             self.diverged(&key, divergence, now, &mut effects).await?;
         }
         if push.is_open() {
-            effects.latencies.push(ArrivalLatency {
-                destination: e.destination.clone(),
-                latency: (e.envelope.time - push.pushed_at).max(TimeDelta::zero()),
-            });
+            effects.latencies.push(latency);
             return Ok(effects);
         }
         // An image not yet visible in the destination is taken on the event's word.

@@ -1057,3 +1057,20 @@ async fn a_source_that_refuses_its_status_leaves_every_destination_unconfirmed_a
         later[0].next_step()
     );
 }
+
+#[tokio::test]
+async fn a_replication_event_from_a_destination_that_refuses_reads_is_left_to_the_check() {
+    let world = World::new();
+    let pipeline = world.pipeline();
+    pipeline
+        .handle(&event("push-tagged.json"))
+        .await
+        .expect("push");
+    world.registry.refuse("us-east-1", true);
+    let effects = pipeline
+        .handle(&event("replication-success.json"))
+        .await
+        .expect("not an error: no retry, no dead-letter queue");
+    assert_eq!(effects.latencies.len(), 1, "its latency still counts");
+    assert!(effects.alerts.is_empty() && effects.applied.is_empty());
+}
