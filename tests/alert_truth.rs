@@ -473,6 +473,7 @@ async fn alerts_raised_while_sns_is_unreachable_arrive_once_after_it_recovers() 
             .claim_due(world.clock.now() + TimeDelta::days(1), 10)
             .await
             .expect("outbox")
+            .alerts
             .is_empty(),
         "nothing is left pending"
     );
