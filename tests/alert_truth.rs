@@ -4,7 +4,8 @@
 //!   destination whose tags are immutable and already hold `latest`: exactly one TAG_LOST,
 //!   for the one image the source still tags `latest`, saying why;
 //! - SNS unreachable while a replication batch and a sweep raise alerts: each alert arrives
-//!   once, with its id, after SNS recovers; a sweep stopped by its deadline loses nothing;
+//!   once, with its id, after SNS recovers; a pending alert garbled by hand is set aside and
+//!   counted while the others are delivered; a sweep stopped by its deadline loses nothing;
 //! - an archived image restored after replication was configured is tracked to its verdict;
 //! - a rules change one container learns is applied by another within seconds;
 //! - the registry moving (each push its own occurrence, tags that must converge): a rollback
@@ -478,6 +479,7 @@ async fn alerts_raised_while_sns_is_unreachable_arrive_once_after_it_recovers() 
             .claim_due(world.clock.now() + TimeDelta::days(1), 10)
             .await
             .expect("outbox")
+            .alerts
             .is_empty(),
         "nothing is left pending"
     );
@@ -489,6 +491,127 @@ async fn alerts_raised_while_sns_is_unreachable_arrive_once_after_it_recovers() 
             .await
             .expect("count"),
         0
+    );
+}
+
+#[tokio::test]
+async fn a_pending_alert_garbled_by_hand_is_set_aside_and_the_others_delivered() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    let world = World::new(|d| {
+        serde_json::json!({"destinations": {
+            d[0].to_string(): {"paused": true},
+            d[1].to_string(): {"fail": true, "failure_code": "ACCESS_DENIED"},
+        }})
+    })
+    .await;
+    world.replicated_repository("team-a/web").await;
+    world.push("team-a/web", Some("v1"), "garbled").await;
+    world.settle().await;
+    // SNS refuses everything at first (no topic yet): both alerts stay pending.
+    let later = format!(
+        "arn:aws:sns:{SOURCE_REGION}:{}:replwatch-alerts-later",
+        world.central
+    );
+    let tracking = world.tracking(&[("ALERT_TOPIC_ARN", later.as_str())]).await;
+    assert_eq!(
+        world.pump_every_event(&tracking).await,
+        vec![AlertKind::Failed]
+    );
+    world.clock.advance(TimeDelta::minutes(31));
+    let sweep = tracking.run_sweep(None).await.expect("sweep");
+    assert_eq!(sweep.undelivered_alerts, 2);
+
+    // By hand, someone garbles the FAILED alert's document.
+    let store = tracking.pipeline.store();
+    let dynamodb =
+        aws_sdk_dynamodb::Client::new(&world.aws.config(&world.central, SOURCE_REGION).await);
+    let items = dynamodb
+        .scan()
+        .table_name(store.table())
+        .filter_expression("begins_with(pk, :alert)")
+        .expression_attribute_values(":alert", AttributeValue::S("ALERT#".to_owned()))
+        .send()
+        .await
+        .expect("scan")
+        .items
+        .unwrap_or_default();
+    assert_eq!(items.len(), 2);
+    let failed = items
+        .iter()
+        .find(
+            |i| matches!(i.get("alert"), Some(AttributeValue::S(a)) if a.contains("ACCESS_DENIED")),
+        )
+        .expect("the FAILED alert");
+    let bad_pk = failed.get("pk").cloned().expect("pk");
+    dynamodb
+        .update_item()
+        .table_name(store.table())
+        .key("pk", bad_pk.clone())
+        .key("sk", AttributeValue::S("ALERT".to_owned()))
+        .update_expression("SET alert = :garbled REMOVE attempts")
+        .expression_attribute_values(":garbled", AttributeValue::S("not json".to_owned()))
+        .send()
+        .await
+        .expect("garble");
+
+    // SNS is back.
+    let sns = aws_sdk_sns::Client::new(&world.aws.config(&world.central, SOURCE_REGION).await);
+    sns.create_topic()
+        .name("replwatch-alerts-later")
+        .send()
+        .await
+        .expect("topic");
+    sns.subscribe()
+        .topic_arn(&later)
+        .protocol("sqs")
+        .endpoint(format!(
+            "arn:aws:sqs:{SOURCE_REGION}:{}:replwatch-alerts-subscription",
+            world.central
+        ))
+        .send()
+        .await
+        .expect("subscription");
+    world.clock.advance(TimeDelta::minutes(31));
+    let sweep = tracking.run_sweep(None).await.expect("sweep");
+    assert_eq!(sweep.retried_alerts, 1, "the readable one");
+    assert_eq!(sweep.set_aside_alerts, 1, "the garbled one");
+    assert_eq!(sweep.undelivered_alerts, 0);
+    assert!(
+        sweep.emf.iter().any(|l| l.contains("\"SetAsideAlerts\":1")),
+        "{:?}",
+        sweep.emf
+    );
+    let kinds: Vec<String> = world
+        .published()
+        .await
+        .iter()
+        .map(|p| p.attributes.get("kind").cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(kinds, vec!["OVERDUE".to_owned()]);
+
+    // Later sweeps neither trip on it nor forget it: the alarm's count stays until repaired.
+    world.clock.advance(TimeDelta::minutes(31));
+    let sweep = tracking.run_sweep(None).await.expect("sweep");
+    assert_eq!(sweep.set_aside_alerts, 0);
+    assert!(
+        sweep.emf.iter().any(|l| l.contains("\"SetAsideAlerts\":1")),
+        "{:?}",
+        sweep.emf
+    );
+    let kept = dynamodb
+        .get_item()
+        .table_name(store.table())
+        .key("pk", bad_pk)
+        .key("sk", AttributeValue::S("ALERT".to_owned()))
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("kept, with its key");
+    assert!(
+        matches!(kept.get("set_aside_reason"), Some(AttributeValue::S(r)) if r.contains("unreadable")),
+        "{kept:?}"
     );
 }
 

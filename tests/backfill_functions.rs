@@ -2,7 +2,8 @@
 //! environment: `backfill-plan` plans a manual request and queues the copy jobs on SQS;
 //! `backfill-copy` takes them in batches (each delivered twice, as SQS may) and copies the
 //! images into another account through the backfill role; the run completes once and says so
-//! on the alert topic; a second plan finds nothing to do; an unreadable job is parked.
+//! on the alert topic; a second plan finds nothing to do; an unreadable job is parked; a job
+//! DynamoDB throttles goes back to its queue instead of being counted failed.
 
 use std::collections::BTreeMap;
 
@@ -217,6 +218,89 @@ async fn a_manual_backfill_fans_out_copies_each_image_once_and_reports_completio
     assert_eq!((outcome.parked, outcome.retried), (1, 0));
     let parked = deployment.dead_letters().await?;
     assert!(parked.iter().any(|m| m.body == "{\"runId\": 7}"));
+    Ok(())
+}
+
+/// DynamoDB throttling past the SDK's retries, on a copy job's first delivery: the job goes
+/// back to its queue (a batch item failure), nothing is counted failed; a transaction
+/// cancelled because one of its items was throttled is retried the same way; once DynamoDB
+/// keeps up, the job is copied and its run completes with nothing failed.
+#[tokio::test]
+async fn a_copy_job_throttled_by_dynamodb_is_retried_by_its_queue_not_counted_failed()
+-> Result<(), Error> {
+    let aws = LocalAws::from_env()?;
+    let account = unique_account();
+    let partner = unique_account();
+    aws.ecr(&account, REGION)
+        .await
+        .create_repository()
+        .repository_name("thr/app")
+        .send()
+        .await?;
+    aws.push_image(&account, REGION, "thr/app", Some("v1"), "throttled")
+        .await?;
+    let Functions {
+        deployment,
+        jobs_queue,
+        planner,
+        copier,
+    } = Functions::deploy(&aws, &account, &[]).await?;
+    let request = serde_json::json!({
+        "repositoryPrefixes": ["thr/"],
+        "destinations": [{"region": DESTINATION_REGION, "registryId": partner}]
+    });
+    let planned = planner
+        .handle(request.to_string().as_bytes(), "request-throttled")
+        .await?;
+    assert_eq!(planned.report.jobs_queued, 1);
+    let job = take_all(&aws, &account, &jobs_queue).await?;
+
+    // Every PutItem of this account throttled (the blob claims): more than the SDK retries.
+    let faults = |body: serde_json::Value| aws.control("POST", "/_localaws/faults", Some(&body));
+    faults(
+        serde_json::json!({"dynamodb": {"PutItem": {"throttle_next": 1000, "account": account}}}),
+    )?;
+    let outcome = copier.process_batch(sqs_event(&job, REGION)?).await;
+    assert_eq!(
+        (outcome.copied, outcome.failed, outcome.retried),
+        (0, 0, 1),
+        "back to the queue, not failed"
+    );
+    assert_eq!(
+        outcome.response.batch_item_failures[0].item_identifier,
+        job[0].message_id
+    );
+    assert!(outcome.emf.iter().all(|l| !l.contains("BackfillFailed")));
+    aws.control(
+        "DELETE",
+        &format!("/_localaws/faults?account={account}"),
+        None,
+    )?;
+
+    // Copied, but the transaction counting it is cancelled by a throttled item: retried too.
+    faults(serde_json::json!({"dynamodb": {"TransactWriteItems": {
+        "throttle_next": 1, "account": account, "cancellation_reasons": ["None", "ThrottlingError"]
+    }}}))?;
+    let outcome = copier.process_batch(sqs_event(&job, REGION)?).await;
+    assert_eq!((outcome.copied, outcome.failed, outcome.retried), (0, 0, 1));
+    aws.control(
+        "DELETE",
+        &format!("/_localaws/faults?account={account}"),
+        None,
+    )?;
+
+    let outcome = copier.process_batch(sqs_event(&job, REGION)?).await;
+    assert_eq!(
+        (outcome.copied, outcome.failed, outcome.completed_runs),
+        (1, 0, 1)
+    );
+    let alerts = deployment.published_alerts().await?;
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.subject.contains("1 copied, 0 failed")),
+        "{alerts:?}"
+    );
     Ok(())
 }
 

@@ -140,7 +140,8 @@ def test_alarms_on_replwatch_itself_say_what_to_do_and_reach_the_topic(central):
         props = alarm["Properties"]
         metrics = alarm_metrics(alarm)
         about_replwatch = any(ns in own for ns, _, _ in metrics) or name in (
-            "SweepHeartbeatAlarm", "UndeliveredAlertsAlarm", "DeadLetteredEventsAlarm")
+            "SweepHeartbeatAlarm", "UndeliveredAlertsAlarm", "SetAsideAlertsAlarm",
+            "DeadLetteredEventsAlarm")
         assert [referenced(a) for a in props["AlarmActions"]] == ["AlertTopic"], name
         if about_replwatch:
             assert "Runbook:" in props["AlarmDescription"], name
@@ -149,7 +150,7 @@ def test_alarms_on_replwatch_itself_say_what_to_do_and_reach_the_topic(central):
 def test_the_dashboard_shows_replwatch_s_own_health(central):
     body = central["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     for metric in ("Errors", "Throttles", "ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible",
-                   "AlertDeliveryFailures", "UndeliveredAlerts"):
+                   "AlertDeliveryFailures", "UndeliveredAlerts", "SetAsideAlerts"):
         assert metric in body, metric
     for function in resources(central, "AWS::Serverless::Function"):
         assert "${" + function + "}" in body, function

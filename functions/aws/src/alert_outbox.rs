@@ -16,6 +16,13 @@
 //! The item is put in the same transaction as the state change that raised the alert
 //! ([`crate::dynamodb`]), and deleted once every sink took it. It has no TTL: an alert waits
 //! until it is delivered, and the `UndeliveredAlerts` alarm says when that takes too long.
+//!
+//! A due item the claim cannot read (an attribute missing or garbled) is set aside in place:
+//! same key, moved to the due index partition [`SET_ASIDE_SHARD`] (`next_check` = when it
+//! was set aside) with `set_aside_reason` and `set_aside_from` (its outbox shard), so no
+//! claim reads it again and the others go out; the `SetAsideAlerts` alarm counts them. To
+//! send it after a repair, set `due_shard` back to `set_aside_from` and `next_check` to a
+//! past time; or delete it.
 
 use std::collections::HashMap;
 
@@ -23,7 +30,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Put, Select};
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use replwatch_core::alerts::Alert;
-use replwatch_core::outbox::{AlertOutbox, CLAIM_LEASE, PendingAlert};
+use replwatch_core::outbox::{AlertOutbox, CLAIM_LEASE, Claimed, PendingAlert, SetAsideAlert};
 use replwatch_core::store::{StoreError, image_bucket};
 
 use crate::dynamodb::{DUE_INDEX, DynamoExpectationStore, number, timestamp};
@@ -33,6 +40,8 @@ use crate::dynamodb_table::{backend, conditional, request_error};
 pub const OUTBOX_SHARDS: u32 = 64;
 /// The one partition of pending alerts before they were spread.
 const LEGACY_OUTBOX_SHARD: &str = "OUTBOX";
+/// The due index partition of pending alerts that could not be read.
+pub const SET_ASIDE_SHARD: &str = "OUTBOX_SET_ASIDE";
 /// How many outbox shards are read at once.
 const SHARD_READS_AT_ONCE: usize = 8;
 
@@ -130,11 +139,7 @@ pub fn put(table: &str, pending: &PendingAlert) -> Result<Put, StoreError> {
 }
 
 impl AlertOutbox for DynamoExpectationStore {
-    async fn claim_due(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<PendingAlert>, StoreError> {
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Claimed, StoreError> {
         let per_shard =
             i32::try_from(limit.div_ceil(OUTBOX_SHARDS as usize) + 1).unwrap_or(i32::MAX);
         let pages: Vec<Vec<Item>> = stream::iter(outbox_shards())
@@ -155,11 +160,14 @@ impl AlertOutbox for DynamoExpectationStore {
             .buffer_unordered(SHARD_READS_AT_ONCE)
             .try_collect()
             .await?;
-        let mut due: Vec<PendingAlert> = pages
-            .iter()
-            .flatten()
-            .map(from_item)
-            .collect::<Result<_, _>>()?;
+        let mut due = Vec::new();
+        let mut set_aside = Vec::new();
+        for item in pages.iter().flatten() {
+            match from_item(item) {
+                Ok(pending) => due.push(pending),
+                Err(error) => set_aside.extend(self.set_item_aside(item, &error, now).await),
+            }
+        }
         due.sort_by_key(|p| p.next_attempt_at);
         due.truncate(limit);
         let lease = AttributeValue::S(timestamp(now + CLAIM_LEASE));
@@ -185,7 +193,10 @@ impl AlertOutbox for DynamoExpectationStore {
                 claimed.push(pending);
             }
         }
-        Ok(claimed)
+        Ok(Claimed {
+            alerts: claimed,
+            set_aside,
+        })
     }
 
     async fn delivered(&self, id: &str) -> Result<(), StoreError> {
@@ -220,9 +231,73 @@ impl AlertOutbox for DynamoExpectationStore {
             .await?;
         Ok(counts.into_iter().sum())
     }
+
+    async fn set_aside(&self) -> Result<u64, StoreError> {
+        self.count_shard(SET_ASIDE_SHARD.to_owned()).await
+    }
 }
 
 impl DynamoExpectationStore {
+    /// Moves the unreadable due `item` out of the claims' way (see the module documentation),
+    /// unless it changed since it was read. A failure to move it is logged and leaves it where
+    /// it is, for the next claim to try again; the other alerts go out either way.
+    async fn set_item_aside(
+        &self,
+        item: &Item,
+        error: &StoreError,
+        now: DateTime<Utc>,
+    ) -> Option<SetAsideAlert> {
+        let text = |name: &str| match item.get(name) {
+            Some(AttributeValue::S(value)) => Some(value.clone()),
+            _ => None,
+        };
+        let (Some(pk), Some(sk), Some(shard), Some(seen)) = (
+            text("pk"),
+            text("sk"),
+            text("due_shard"),
+            text("next_check"),
+        ) else {
+            tracing::error!(item = ?item.get("pk"), error = %error, "unreadable pending alert without its keys left in place");
+            return None;
+        };
+        let reason = error.to_string();
+        let result = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key("pk", AttributeValue::S(pk.clone()))
+            .key("sk", AttributeValue::S(sk.clone()))
+            .update_expression(
+                "SET due_shard = :aside, next_check = :now, set_aside_reason = :reason, \
+                 set_aside_from = :shard",
+            )
+            .condition_expression("due_shard = :shard AND next_check = :seen")
+            .expression_attribute_values(":aside", AttributeValue::S(SET_ASIDE_SHARD.to_owned()))
+            .expression_attribute_values(":now", AttributeValue::S(timestamp(now)))
+            .expression_attribute_values(":reason", AttributeValue::S(reason.clone()))
+            .expression_attribute_values(":shard", AttributeValue::S(shard))
+            .expression_attribute_values(":seen", AttributeValue::S(seen))
+            .send()
+            .await;
+        let key = format!("{pk} / {sk}");
+        match conditional("UpdateItem", result) {
+            Ok(true) => {
+                tracing::error!(
+                    key,
+                    reason,
+                    "unreadable pending alert set aside; the others are sent"
+                );
+                Some(SetAsideAlert { key, reason })
+            }
+            // Repaired, delivered or set aside by someone else since it was read.
+            Ok(false) => None,
+            Err(move_error) => {
+                tracing::error!(key, reason, error = %move_error, "unreadable pending alert could not be set aside; the others are sent");
+                None
+            }
+        }
+    }
+
     /// How many pending alerts one outbox shard holds (`Select: COUNT`, every page).
     async fn count_shard(&self, shard: String) -> Result<u64, StoreError> {
         let mut count = 0u64;

@@ -28,6 +28,7 @@ use replwatch_core::rules::ReplicationConfiguration;
 use replwatch_core::store::StoreError;
 
 use crate::dynamodb_table::{TTL_ATTRIBUTE, backend, request_error, rules_record_key};
+use crate::service_error::is_transient_cancellation;
 
 /// How long runs and their job records are kept.
 pub const RUN_RETENTION_DAYS: i64 = 30;
@@ -230,9 +231,16 @@ impl BackfillRunStore for DynamoRunStore {
                         });
                     }
                     _ => {
+                        // Throttled items fail the transaction too: said as such, and like
+                        // any other store error the job is delivered again.
+                        let cause = if is_transient_cancellation(reasons.iter().copied()) {
+                            "throttled or contended, retried later"
+                        } else {
+                            "cancelled"
+                        };
                         return Err(StoreError::Backend {
                             operation: "TransactWriteItems",
-                            message: format!("transaction cancelled: {reasons:?}"),
+                            message: format!("transaction {cause}: {reasons:?}"),
                         });
                     }
                 }

@@ -10,6 +10,7 @@
 //! way until someone changes the configuration. The SDK error types are the same in every
 //! `aws-sdk-*` crate, so one function serves them all.
 
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
@@ -22,19 +23,24 @@ pub fn describe<E: std::error::Error + ProvideErrorMetadata>(error: &E) -> Strin
     }
 }
 
-/// Whether a service's answer (`code`, HTTP `status`) may go away by itself: throttling, the
-/// service's own faults and any 5xx or 429. Not: `NotFound`, `AccessDenied`, validation and
-/// the other configuration errors.
+/// Whether `code` says the service throttled the call: every code the AWS SDK for Rust retries
+/// as throttling (`aws_runtime::retries::classifiers::THROTTLING_ERRORS`: DynamoDB's
+/// `ProvisionedThroughputExceededException`, `ThrottlingException` and `RequestLimitExceeded`
+/// among them), plus the spellings other services use: `ThrottleException` (the ECR User
+/// Guide's *HTTP 429: Too Many Requests or ThrottleException*) and `KMSThrottling` (SNS).
+pub fn is_throttling(code: &str) -> bool {
+    THROTTLING_ERRORS.contains(&code) || matches!(code, "ThrottleException" | "KMSThrottling")
+}
+
+/// Whether a service's answer (`code`, HTTP `status`) may go away by itself: throttling
+/// ([`is_throttling`]), the SDK's transient codes (`RequestTimeout`…), the service's own faults
+/// and any 5xx or 429. Not: `NotFound`, `AccessDenied`, validation and the other configuration
+/// errors.
 pub fn is_transient_service_error(code: Option<&str>, status: u16) -> bool {
     match code {
+        Some(code) if is_throttling(code) || TRANSIENT_ERRORS.contains(&code) => true,
         Some(
-            "Throttling"
-            | "ThrottlingException"
-            | "ThrottledException"
-            | "RequestLimitExceeded"
-            | "TooManyRequestsException"
-            | "KMSThrottling"
-            | "InternalError"
+            "InternalError"
             | "InternalFailure"
             | "InternalServerError"
             | "InternalServiceError"
@@ -63,6 +69,25 @@ pub fn is_transient_service_error(code: Option<&str>, status: u16) -> bool {
         ) => false,
         _ => status == 429 || status >= 500,
     }
+}
+
+/// Whether a cancelled DynamoDB transaction failed only for passing reasons: one of its
+/// items was throttled (`ThrottlingError`, `ProvisionedThroughputExceeded`) or in another
+/// transaction (`TransactionConflict`), and no condition failed. The codes are the
+/// `CancellationReason` codes of the DynamoDB API Reference (*TransactWriteItems*, "Error
+/// codes"; `None` for the items that did not cause the cancellation).
+pub fn is_transient_cancellation<'a>(reasons: impl IntoIterator<Item = Option<&'a str>>) -> bool {
+    let mut passing = false;
+    for reason in reasons {
+        match reason {
+            None | Some("None") => {}
+            Some("ThrottlingError" | "ProvisionedThroughputExceeded" | "TransactionConflict") => {
+                passing = true
+            }
+            Some(_) => return false,
+        }
+    }
+    passing
 }
 
 /// Whether `error` is worth trying again later: a timeout or network failure, or a transient
@@ -99,5 +124,49 @@ mod tests {
         ));
         assert!(!is_transient_service_error(Some("InvalidParameter"), 400));
         assert!(!is_transient_service_error(Some("SomethingNew"), 400));
+    }
+
+    #[test]
+    fn dynamodb_and_ecr_throttling_is_transient_at_http_400() {
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "ThrottlingException",
+            "RequestLimitExceeded",
+            "TransactionInProgressException",
+            "ThrottleException",
+            "RequestTimeoutException",
+        ] {
+            assert!(is_throttling(code) || code == "RequestTimeoutException");
+            assert!(is_transient_service_error(Some(code), 400), "{code}");
+        }
+        assert!(!is_throttling("ConditionalCheckFailedException"));
+        assert!(!is_transient_service_error(
+            Some("ConditionalCheckFailedException"),
+            400
+        ));
+        assert!(!is_transient_service_error(
+            Some("ResourceNotFoundException"),
+            400
+        ));
+    }
+
+    #[test]
+    fn a_transaction_cancelled_only_by_throttling_or_a_conflict_is_transient() {
+        assert!(is_transient_cancellation([
+            Some("None"),
+            Some("ThrottlingError")
+        ]));
+        assert!(is_transient_cancellation([
+            Some("ProvisionedThroughputExceeded"),
+            None
+        ]));
+        assert!(is_transient_cancellation([Some("TransactionConflict")]));
+        assert!(!is_transient_cancellation([
+            Some("ConditionalCheckFailed"),
+            Some("ThrottlingError")
+        ]));
+        assert!(!is_transient_cancellation([Some("ValidationError")]));
+        assert!(!is_transient_cancellation([Some("None"), Some("None")]));
+        assert!(!is_transient_cancellation([]));
     }
 }

@@ -175,3 +175,147 @@ async fn due_items_of_the_earlier_schema_move_to_their_keys_and_stay_writable() 
         Some(push.outcome.clone())
     );
 }
+
+/// A pending alert item garbled by hand does not block the others: the claim returns them,
+/// sets the bad one aside under its key with the reason (no claim reads it again), and the
+/// count the `SetAsideAlerts` alarm watches says so. No pending alert carries a TTL.
+#[tokio::test]
+async fn an_unreadable_pending_alert_is_set_aside_and_the_others_claimed() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use chrono::{DateTime, TimeDelta, Utc};
+    use replwatch_core::alerts::Alert;
+    use replwatch_core::model::{
+        AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
+    };
+    use replwatch_core::outbox::{AlertOutbox, CLAIM_LEASE, FIRST_RETRY_AFTER, PendingAlert};
+    use replwatch_core::store::ExpectationStore;
+    use replwatch_core::tracking::{
+        AlertKind, Observation, ReplicationExpectation, TrackingPolicy,
+    };
+
+    let store = fresh_store().await;
+    let client = aws_sdk_dynamodb::Client::new(
+        &local::sdk_config(
+            &local::endpoint_from_env().unwrap_or_else(|e| panic!("{e}")),
+            "us-west-2",
+        )
+        .await,
+    );
+    let pushed: DateTime<Utc> = "2026-12-01T10:00:00Z".parse().expect("time");
+    let overdue_at = pushed + TimeDelta::minutes(31);
+    let mut raised = Vec::new();
+    for n in 1..=3u8 {
+        let key = ExpectationKey {
+            image: SourceImage {
+                registry: Destination::new(
+                    Region::parse("us-west-2").expect("region"),
+                    AccountId::parse("111111111111").expect("account"),
+                ),
+                repository: RepositoryName::parse("team-a/web").expect("repository"),
+                digest: Digest::parse(&format!("sha256:{}", format!("{n:02x}").repeat(32)))
+                    .expect("digest"),
+            },
+            tag: Some("v1".to_owned()),
+            destination: Destination::new(
+                Region::parse("eu-west-1").expect("region"),
+                AccountId::parse("222222222222").expect("account"),
+            ),
+            occurrence: pushed,
+        };
+        let mut record = ReplicationExpectation::new(key);
+        record.apply(
+            &Observation::Pushed { at: pushed },
+            &TrackingPolicy::default(),
+        );
+        record.apply(
+            &Observation::StillInProgress { at: overdue_at },
+            &TrackingPolicy::default(),
+        );
+        let pending = PendingAlert::raised(Alert::new(AlertKind::Overdue, &record, overdue_at));
+        store
+            .save(&record, std::slice::from_ref(&pending))
+            .await
+            .expect("raise");
+        raised.push(pending);
+    }
+    let bad_key = format!("ALERT#{}", raised[1].id);
+    let stored = |pk: String| {
+        let client = client.clone();
+        let table = store.table().to_owned();
+        async move {
+            client
+                .get_item()
+                .table_name(table)
+                .key("pk", AttributeValue::S(pk))
+                .key("sk", AttributeValue::S("ALERT".to_owned()))
+                .consistent_read(true)
+                .send()
+                .await
+                .expect("get")
+                .item
+                .expect("the item is kept")
+        }
+    };
+    for pending in &raised {
+        let item = stored(format!("ALERT#{}", pending.id)).await;
+        assert!(
+            !item.contains_key(replwatch_aws::dynamodb::TTL_ATTRIBUTE),
+            "a pending alert never expires: {item:?}"
+        );
+    }
+    // By hand: the alert document of the second one garbled.
+    client
+        .update_item()
+        .table_name(store.table())
+        .key("pk", AttributeValue::S(bad_key.clone()))
+        .key("sk", AttributeValue::S("ALERT".to_owned()))
+        .update_expression("SET alert = :garbled")
+        .expression_attribute_values(":garbled", AttributeValue::S("{\"kind\": 17".to_owned()))
+        .send()
+        .await
+        .expect("corrupt by hand");
+
+    let due = overdue_at + FIRST_RETRY_AFTER;
+    let claimed = store
+        .claim_due(due, 10)
+        .await
+        .expect("the claim goes through");
+    let mut ids: Vec<&str> = claimed.alerts.iter().map(|p| p.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected = vec![raised[0].id.as_str(), raised[2].id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "the readable ones are claimed");
+    assert_eq!(claimed.set_aside.len(), 1);
+    assert_eq!(claimed.set_aside[0].key, format!("{bad_key} / ALERT"));
+    assert!(
+        claimed.set_aside[0].reason.contains("unreadable"),
+        "{}",
+        claimed.set_aside[0].reason
+    );
+    let aside = stored(bad_key.clone()).await;
+    assert_eq!(
+        aside.get("due_shard"),
+        Some(&AttributeValue::S(
+            replwatch_aws::alert_outbox::SET_ASIDE_SHARD.to_owned()
+        ))
+    );
+    assert!(
+        matches!(aside.get("set_aside_from"), Some(AttributeValue::S(s)) if s.starts_with("OUTBOX#"))
+    );
+    assert!(aside.contains_key("set_aside_reason"));
+    assert_eq!(store.set_aside().await.expect("count"), 1);
+    assert_eq!(store.undelivered().await.expect("count"), 2);
+
+    // Past the lease, the two are claimed again and the bad one is not met again.
+    let later = store
+        .claim_due(due + CLAIM_LEASE + TimeDelta::minutes(1), 10)
+        .await
+        .expect("claim");
+    assert_eq!(later.alerts.len(), 2);
+    assert!(later.set_aside.is_empty());
+    for pending in &later.alerts {
+        store.delivered(&pending.id).await.expect("delivered");
+    }
+    assert_eq!(store.undelivered().await.expect("count"), 0);
+    assert_eq!(store.set_aside().await.expect("count"), 1, "until repaired");
+}

@@ -45,6 +45,9 @@ pub const DEAD_LETTERED_EVENTS: &str = "DeadLetteredEvents";
 pub const ALERT_DELIVERY_FAILURES: &str = "AlertDeliveryFailures";
 /// Alerts stored but not yet delivered to every sink, counted by each sweep.
 pub const UNDELIVERED_ALERTS: &str = "UndeliveredAlerts";
+/// Pending alert records that could not be read and were set aside (never delivered until
+/// someone repairs them), counted by each sweep.
+pub const SET_ASIDE_ALERTS: &str = "SetAsideAlerts";
 /// 1 per finished sweep: its absence is what the heartbeat alarm watches.
 pub const SWEEP_HEARTBEAT: &str = "SweepHeartbeat";
 /// EMF: a metric's value array holds at most this many values.

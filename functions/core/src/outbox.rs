@@ -15,6 +15,12 @@
 //!
 //! The pending records are separate from the expectations on purpose: a change of how
 //! expectations are stored leaves the undelivered alerts where they are.
+//!
+//! A pending record nobody can read (an attribute lost or garbled by hand, a bug) never
+//! blocks the others: the claim that meets it sets it aside where no claim sees it again,
+//! keeping its key and the reason, and the sweep counts what is set aside
+//! ([`AlertOutbox::set_aside`]) for an alarm, until someone repairs or removes it. Pending
+//! records have no expiry: an alert waits until it is delivered.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -86,16 +92,33 @@ impl PendingAlert {
     }
 }
 
+/// A pending alert record that could not be read, set aside by the claim that met it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAsideAlert {
+    /// The record's key as stored, for whoever repairs or removes it.
+    pub key: String,
+    /// Why it could not be read.
+    pub reason: String,
+}
+
+/// What one claim took: the alerts to send now, and the unreadable records it set aside.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claimed {
+    pub alerts: Vec<PendingAlert>,
+    pub set_aside: Vec<SetAsideAlert>,
+}
+
 /// Where undelivered alerts wait. Written together with expectations by the store's `save`;
 /// read and settled through this port.
 pub trait AlertOutbox: Send + Sync {
     /// Up to `limit` alerts whose next attempt is due at `now`, each claimed until
-    /// `now + CLAIM_LEASE` (an alert another caller claimed first is left out).
+    /// `now + CLAIM_LEASE` (an alert another caller claimed first is left out). A due record
+    /// that cannot be read is set aside and reported, never returned nor an error.
     fn claim_due(
         &self,
         now: DateTime<Utc>,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<PendingAlert>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Claimed, StoreError>> + Send;
 
     /// Every sink took the alert: its record goes.
     fn delivered(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -108,6 +131,9 @@ pub trait AlertOutbox: Send + Sync {
 
     /// How many alerts are waiting for delivery.
     fn undelivered(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// How many unreadable records claims set aside and nobody repaired or removed yet.
+    fn set_aside(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 
 use crate::incident::TagIncident;
 use crate::model::{Destination, ExpectationKey, SourceImage, TagKey};
-use crate::outbox::{AlertOutbox, CLAIM_LEASE, PendingAlert};
+use crate::outbox::{AlertOutbox, CLAIM_LEASE, Claimed, PendingAlert};
 use crate::push::TrackedPush;
 use crate::rules::ReplicationConfiguration;
 use crate::tracking::{ExpectationState, ReplicationExpectation, TrackingPolicy};
@@ -298,7 +298,7 @@ macro_rules! forward_outbox {
                 &self,
                 now: DateTime<Utc>,
                 limit: usize,
-            ) -> impl Future<Output = Result<Vec<PendingAlert>, StoreError>> + Send {
+            ) -> impl Future<Output = Result<Claimed, StoreError>> + Send {
                 (**self).claim_due(now, limit)
             }
             fn delivered(&self, id: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
@@ -312,6 +312,9 @@ macro_rules! forward_outbox {
             }
             fn undelivered(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
                 (**self).undelivered()
+            }
+            fn set_aside(&self) -> impl Future<Output = Result<u64, StoreError>> + Send {
+                (**self).set_aside()
             }
         }
     )*};
@@ -763,26 +766,26 @@ impl ExpectationStore for InMemoryStore {
 }
 
 impl AlertOutbox for InMemoryStore {
-    async fn claim_due(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<PendingAlert>, StoreError> {
+    async fn claim_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Claimed, StoreError> {
         let mut outbox = self.pending();
         let mut due: Vec<&mut PendingAlert> = outbox
             .values_mut()
             .filter(|p| p.next_attempt_at <= now)
             .collect();
         due.sort_by_key(|p| p.next_attempt_at);
-        Ok(due
-            .into_iter()
-            .take(limit)
-            .map(|p| {
-                let claimed = p.clone();
-                p.next_attempt_at = now + CLAIM_LEASE;
-                claimed
-            })
-            .collect())
+        // Kept as values, never unreadable: nothing to set aside here.
+        Ok(Claimed {
+            alerts: due
+                .into_iter()
+                .take(limit)
+                .map(|p| {
+                    let claimed = p.clone();
+                    p.next_attempt_at = now + CLAIM_LEASE;
+                    claimed
+                })
+                .collect(),
+            set_aside: Vec::new(),
+        })
     }
 
     async fn delivered(&self, id: &str) -> Result<(), StoreError> {
@@ -797,6 +800,10 @@ impl AlertOutbox for InMemoryStore {
 
     async fn undelivered(&self) -> Result<u64, StoreError> {
         Ok(self.pending().len() as u64)
+    }
+
+    async fn set_aside(&self) -> Result<u64, StoreError> {
+        Ok(0)
     }
 }
 
@@ -1500,15 +1507,23 @@ pub mod contract {
             .expect("raise");
         assert_eq!(store.undelivered().await.expect("count"), 1);
         // Its raiser has FIRST_RETRY_AFTER to send it; only then is it anyone's to send.
-        assert!(store.claim_due(at(32), 10).await.expect("claim").is_empty());
+        assert!(
+            store
+                .claim_due(at(32), 10)
+                .await
+                .expect("claim")
+                .alerts
+                .is_empty()
+        );
         let retry_at = at(31) + FIRST_RETRY_AFTER;
-        let claimed = store.claim_due(retry_at, 10).await.expect("claim");
+        let claimed = store.claim_due(retry_at, 10).await.expect("claim").alerts;
         assert_eq!(claimed, vec![raised.clone()]);
         assert!(
             store
                 .claim_due(retry_at, 10)
                 .await
                 .expect("claim")
+                .alerts
                 .is_empty(),
             "claimed: a second sweep leaves it alone"
         );
@@ -1521,7 +1536,8 @@ pub mod contract {
             .claim_due(failed.next_attempt_at, 10)
             .await
             .expect("claim");
-        assert_eq!(again, vec![failed.clone()]);
+        assert_eq!(again.alerts, vec![failed.clone()]);
+        assert_eq!(again.set_aside, vec![]);
         store.delivered(&failed.id()).await.expect("delivered");
         assert_eq!(store.undelivered().await.expect("count"), 0);
         assert!(
@@ -1529,8 +1545,10 @@ pub mod contract {
                 .claim_due(failed.next_attempt_at + CLAIM_LEASE, 10)
                 .await
                 .expect("claim")
+                .alerts
                 .is_empty()
         );
+        assert_eq!(store.set_aside().await.expect("count"), 0);
     }
 
     pub async fn the_newest_rules_win_whatever_the_order_they_are_recorded_in<

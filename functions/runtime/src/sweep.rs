@@ -9,10 +9,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use replwatch_core::Destination;
 use replwatch_core::alerts::Alert;
 use replwatch_core::metrics::{
-    ALERT_DELIVERY_FAILURES, GaugePublisher, SWEEP_HEARTBEAT, UNDELIVERED_ALERTS, emf_lines,
-    function_counts_line, gauges_from_open_counts,
+    ALERT_DELIVERY_FAILURES, GaugePublisher, SET_ASIDE_ALERTS, SWEEP_HEARTBEAT, UNDELIVERED_ALERTS,
+    emf_lines, function_counts_line, gauges_from_open_counts,
 };
-use replwatch_core::outbox::{AlertOutbox, PendingAlert};
+use replwatch_core::outbox::{AlertOutbox, Claimed, PendingAlert};
 use replwatch_core::pipeline::PipelineError;
 use replwatch_core::registry::Registry;
 use replwatch_core::store::{OpenCount, RulesRecord, SweepPart};
@@ -52,6 +52,8 @@ pub struct SweepSummary {
     /// Destinations of pushes left unconfirmed: a registry their confirmation needs could
     /// not be read. Retried with backoff; the other destinations got their verdicts.
     pub unconfirmed_destinations: usize,
+    /// Unreadable pending alert records this sweep set aside (their keys are in the log).
+    pub set_aside_alerts: usize,
     /// Whether due records were left for the next sweep (time ran out, or a round was
     /// full).
     pub stopped_early: bool,
@@ -101,10 +103,13 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
         let claimed = if scheduled {
             store.claim_due(clock.now(), PENDING_ALERTS_PER_SWEEP).await
         } else {
-            Ok(Vec::new())
+            Ok(Claimed::default())
         };
         let retry = match claimed {
-            Ok(retry) => retry,
+            Ok(claimed) => {
+                summary.set_aside_alerts = claimed.set_aside.len();
+                claimed.alerts
+            }
             Err(error) => {
                 // They stay pending: the next sweep tries again. The due records still get
                 // checked now.
@@ -191,6 +196,10 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
             if let Some(n) = undelivered {
                 counts.push((UNDELIVERED_ALERTS, n));
             }
+            match store.set_aside().await {
+                Ok(n) => counts.push((SET_ASIDE_ALERTS, n)),
+                Err(error) => tracing::error!(error = %error, "set-aside alerts not counted"),
+            }
         }
         if failed_deliveries > 0 {
             counts.push((ALERT_DELIVERY_FAILURES, failed_deliveries as u64));
@@ -212,6 +221,7 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
             undelivered_alerts = summary.undelivered_alerts,
             unconfirmed_images = summary.unconfirmed_images,
             unconfirmed_destinations = summary.unconfirmed_destinations,
+            set_aside_alerts = summary.set_aside_alerts,
             stopped_early = summary.stopped_early,
             open_pending = summary.open_pending,
             open_overdue = summary.open_overdue,

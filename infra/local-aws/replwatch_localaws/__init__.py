@@ -37,7 +37,7 @@ each of which documents the AWS behaviour it reproduces:
 - ``policies``:    policy Condition blocks, for trust and event bus policies.
 - ``paging``:      maxResults/nextToken for DescribeRepositories,
                    DescribeImages and ListImages.
-- ``faults``:      ECR API throttling on demand (``/_localaws/faults``).
+- ``faults``:      ECR and DynamoDB API throttling on demand (``/_localaws/faults``).
 - ``network``:     a modelled round trip and stream rate for ECR calls,
                    registry requests and blob downloads (``/_localaws/network``),
                    off by default.

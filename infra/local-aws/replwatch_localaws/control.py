@@ -11,7 +11,7 @@ Endpoints (JSON in and out):
 - ``POST /_localaws/replication/flush``    -> run every pending job now: ``{"completed": N}``;
   with ``{"source_account": "111111111111"}`` only the jobs of images pushed
   in that account (tests sharing one server each use their own accounts)
-- ``GET    /_localaws/faults``             -> ECR throttling rules (see ``faults``)
+- ``GET    /_localaws/faults``             -> ECR and DynamoDB throttling rules (see ``faults``)
 - ``POST   /_localaws/faults``             -> merge rules: ``{"ecr": {"PutImage": {"throttle_next": 5}}}``
 - ``DELETE /_localaws/faults[?account=A]`` -> remove all rules (or those limited to account A)
 - ``GET|POST|DELETE /_localaws/network``  -> a modelled round trip and stream rate for ECR

@@ -1,4 +1,4 @@
-"""Fault injection for the ECR API: throttling (``/_localaws/faults``).
+"""Fault injection for the ECR and DynamoDB APIs: throttling (``/_localaws/faults``).
 
 AWS: every ECR API operation has a per-account, per-Region rate limit with a
 burst (ECR User Guide, "Amazon ECR service quotas", "Troubleshooting ...
@@ -13,8 +13,21 @@ That is our default; ``code``/``status``/``message`` change it per rule (the
 ECR guide's ``ThrottleException`` or HTTP 429 are *not* retried as throttling
 by aws-sdk-rust, which retries 429 only with a throttling code).
 
-moto never throttles. Here a rule for an ECR operation name (any name; ``*``
-for every operation), optionally only for one caller ``account``, throttles:
+DynamoDB (Developer Guide, "Error handling with DynamoDB": HTTP 400
+``ProvisionedThroughputExceededException``, ``ThrottlingException``,
+``RequestLimitExceeded``, all "OK to retry"; API Reference,
+"TransactWriteItems": a ``TransactionCanceledException`` whose
+``CancellationReasons`` give one code per item in request order, ``None``
+for the items that did not cause it, ``ThrottlingError`` /
+``ProvisionedThroughputExceeded`` for a throttled one). A DynamoDB rule
+answers ``ProvisionedThroughputExceededException`` by default; with
+``cancellation_reasons`` (a list of those codes) it answers
+``TransactionCanceledException`` carrying them, as a throttled transaction
+does.
+
+moto never throttles. Here a rule for an operation name of a service (any
+name; ``*`` for every operation), optionally only for one caller
+``account``, throttles:
 
 - ``throttle_next: N``: the next N matching calls;
 - ``rate_per_second: R`` (``burst: B``, default ``max(1, R)``): calls above
@@ -26,8 +39,9 @@ error body ``{"__type": code, "message": message}`` and ``X-Amzn-Errortype``,
 like moto's own errors. It is counted by
 ``calls`` (``throttled``). Rules match most specific first
 ((operation, account), (operation, any), (``*``, account), (``*``, any)); the
-first one that throttles wins. Rate limits apply only to the ECR API (not to
-replication or blob downloads).
+first one that throttles wins. Rate limits apply only to the ECR and DynamoDB
+APIs (not to replication or blob downloads); throttled DynamoDB calls are not
+counted by ``calls`` (an ECR counter) nor metered.
 """
 
 from __future__ import annotations
@@ -41,8 +55,14 @@ from typing import Any
 
 from . import calls
 
-SERVICES = ("ecr",)
-_RULE_KEYS = {"throttle_next", "rate_per_second", "burst", "account", "code", "status", "message"}
+SERVICES = ("ecr", "dynamodb")
+_RULE_KEYS = {"throttle_next", "rate_per_second", "burst", "account", "code", "status", "message",
+              "cancellation_reasons"}
+_DYNAMODB_THROTTLED = ("The level of configured provisioned throughput for the table was exceeded. "
+                       "Consider increasing your provisioning level with the UpdateTable API.")
+_CANCELLATION_CODES = {"None", "ConditionalCheckFailed", "ItemCollectionSizeLimitExceeded",
+                       "TransactionConflict", "ProvisionedThroughputExceeded", "ThrottlingError",
+                       "ValidationError"}
 _OPERATION = re.compile(r"\*|[A-Za-z0-9]+")
 _ACCOUNT = re.compile(r"[0-9]{12}")
 
@@ -61,6 +81,10 @@ class Rule:
     code: str = "ThrottlingException"
     status: int = 400
     message: str = "Rate exceeded"
+    cancellation_reasons: list[str] | None = None
+    # DynamoDB names its error shapes in full (the Developer Guide's example:
+    # "com.amazonaws.dynamodb.v20120810#ResourceNotFoundException").
+    type_prefix: str = ""
     throttled: int = 0
     # (caller account, region) -> [tokens, last refill (monotonic)]
     buckets: dict[tuple[str, str], list[float]] = field(default_factory=dict, repr=False)
@@ -91,7 +115,15 @@ class Rule:
         out.update(throttle_next=self.throttle_next, rate_per_second=self.rate_per_second,
                    burst=self.burst, code=self.code, status=self.status, message=self.message,
                    throttled=self.throttled)
+        if self.cancellation_reasons is not None:
+            out["cancellation_reasons"] = list(self.cancellation_reasons)
         return out
+
+    def error_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"__type": self.type_prefix + self.code, "message": self.message}
+        if self.cancellation_reasons is not None:
+            body["CancellationReasons"] = [{"Code": c} for c in self.cancellation_reasons]
+        return body
 
 
 _lock = threading.Lock()
@@ -99,13 +131,28 @@ _lock = threading.Lock()
 _rules: dict[tuple[str, str, str | None], Rule] = {}
 
 
-def _parse_rule(operation: str, value: Any) -> Rule:
+def _parse_rule(service: str, operation: str, value: Any) -> Rule:
     if not isinstance(value, dict):
         raise FaultsError(f"{operation}: a rule must be an object, a list of objects or null")
     unknown = set(value) - _RULE_KEYS
     if unknown:
         raise FaultsError(f"{operation}: unknown keys {sorted(unknown)}; allowed: {sorted(_RULE_KEYS)}")
     rule = Rule(operation)
+    if service == "dynamodb":
+        rule.code, rule.message = "ProvisionedThroughputExceededException", _DYNAMODB_THROTTLED
+        rule.type_prefix = "com.amazonaws.dynamodb.v20120810#"
+        reasons = value.get("cancellation_reasons")
+        if reasons is not None:
+            if (not isinstance(reasons, list) or not reasons
+                    or not all(isinstance(r, str) and r in _CANCELLATION_CODES for r in reasons)):
+                raise FaultsError(f"{operation}: cancellation_reasons must be a non-empty list of "
+                                  f"{sorted(_CANCELLATION_CODES)}")
+            rule.cancellation_reasons = list(reasons)
+            rule.code = "TransactionCanceledException"
+            rule.message = ("Transaction cancelled, please refer cancellation reasons for specific "
+                            f"reasons [{', '.join(reasons)}]")
+    elif "cancellation_reasons" in value:
+        raise FaultsError(f"{operation}: cancellation_reasons is for DynamoDB transactions")
     account = value.get("account")
     if account is not None:
         if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
@@ -161,7 +208,7 @@ def update(body: Any) -> dict[str, Any]:
                 new.append(((service, operation, "*all*"), None))
                 continue
             for item in value if isinstance(value, list) else [value]:
-                rule = _parse_rule(operation, item)
+                rule = _parse_rule(service, operation, item)
                 new.append(((service, operation, rule.account), rule))
     with _lock:
         for key, rule in new:
@@ -209,11 +256,31 @@ def install() -> None:
         calls.record_call(account, region, operation, throttled=rule is not None)
         if rule is None:
             return original(self)
-        body = json.dumps({"__type": rule.code, "message": rule.message})
+        body = json.dumps(rule.error_body())
         headers = {**self.response_headers, "X-Amzn-Errortype": rule.code,
                    "Content-Type": "application/x-amz-json-1.1", "status": str(rule.status)}
         headers, body = self._enrich_response(headers, body)
         return rule.status, headers, body
 
     ECRResponse.call_action = call_action  # type: ignore[method-assign]
+    _install_dynamodb()
     store.on_reset(clear)
+
+
+def _install_dynamodb() -> None:
+    """Wrap DynamoHandler.call_action the same way (AWS JSON 1.0 errors)."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    original = DynamoHandler.call_action
+
+    def call_action(self: Any) -> Any:
+        operation = self._get_action() or "?"
+        rule = throttle("dynamodb", operation, self.current_account, self.region)
+        if rule is None:
+            return original(self)
+        headers = {**self.response_headers, "X-Amzn-Errortype": rule.code,
+                   "Content-Type": "application/x-amz-json-1.0", "status": str(rule.status)}
+        headers, body = self._enrich_response(headers, json.dumps(rule.error_body()))
+        return rule.status, headers, body
+
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]

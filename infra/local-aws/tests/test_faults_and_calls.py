@@ -63,7 +63,7 @@ def test_throttling_limited_to_one_account_any_operation_and_custom_error():
     assert _code_and_status(excinfo) == ("ThrottleException", 429)
     b.describe_registry()
     assert http("GET", "/_localaws/faults")["ecr"]["*"][0]["account"] == B
-    assert http("DELETE", f"/_localaws/faults?account={B}") == {"ecr": {}}
+    assert http("DELETE", f"/_localaws/faults?account={B}") == {"ecr": {}, "dynamodb": {}}
 
 
 def test_rate_limit_throttles_calls_above_the_rate():
@@ -85,22 +85,63 @@ def test_rate_limit_throttles_calls_above_the_rate():
     assert _count(_calls(), "DescribeRegistry")[1] == throttled
 
 
+def _table(dynamodb, name):
+    dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
+                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+
+
+def test_dynamodb_throttling_answers_as_dynamodb_does():
+    dynamodb = client("dynamodb", SRC_REGION, retries=False)
+    _table(dynamodb, "faults-throttled")
+    http("POST", "/_localaws/faults", {"dynamodb": {"PutItem": {"throttle_next": 2, "account": A}}})
+    for _ in range(2):
+        with pytest.raises(ClientError) as excinfo:
+            dynamodb.put_item(TableName="faults-throttled", Item={"pk": {"S": "a"}})
+        assert _code_and_status(excinfo) == ("ProvisionedThroughputExceededException", 400)
+        assert "provisioned throughput" in excinfo.value.response["Error"]["Message"]
+    dynamodb.put_item(TableName="faults-throttled", Item={"pk": {"S": "a"}})
+    assert "Item" in dynamodb.get_item(TableName="faults-throttled", Key={"pk": {"S": "a"}})
+    # the SDKs retry it as throttling: a retrying client gets through
+    http("POST", "/_localaws/faults", {"dynamodb": {"PutItem": {"throttle_next": 1}}})
+    client("dynamodb", SRC_REGION).put_item(TableName="faults-throttled", Item={"pk": {"S": "b"}})
+    assert http("GET", "/_localaws/faults")["dynamodb"]["PutItem"][0]["throttled"] == 1
+
+
+def test_a_throttled_dynamodb_transaction_is_cancelled_with_its_reasons():
+    dynamodb = client("dynamodb", SRC_REGION, retries=False)
+    _table(dynamodb, "faults-transaction")
+    http("POST", "/_localaws/faults", {"dynamodb": {"TransactWriteItems": {
+        "throttle_next": 1, "cancellation_reasons": ["None", "ThrottlingError"]}}})
+    items = [{"Put": {"TableName": "faults-transaction", "Item": {"pk": {"S": k}}}} for k in ("a", "b")]
+    with pytest.raises(ClientError) as excinfo:
+        dynamodb.transact_write_items(TransactItems=items)
+    assert _code_and_status(excinfo) == ("TransactionCanceledException", 400)
+    assert [r["Code"] for r in excinfo.value.response["CancellationReasons"]] == ["None", "ThrottlingError"]
+    assert "Item" not in dynamodb.get_item(TableName="faults-transaction", Key={"pk": {"S": "a"}})
+    dynamodb.transact_write_items(TransactItems=items)
+    assert "Item" in dynamodb.get_item(TableName="faults-transaction", Key={"pk": {"S": "a"}})
+
+
 def test_faults_endpoint_validates_and_resets():
     for bad in ({"s3": {}}, {"ecr": {"PutImage": {"throttle_next": -1}}}, {"ecr": {"PutImage": {"nope": 1}}},
                 {"ecr": {"Put-Image": {}}}, {"ecr": {"PutImage": {"account": "12"}}},
-                {"ecr": {"PutImage": {"status": 200}}}, {"ecr": {"PutImage": {"rate_per_second": 0}}}):
+                {"ecr": {"PutImage": {"status": 200}}}, {"ecr": {"PutImage": {"rate_per_second": 0}}},
+                {"ecr": {"PutImage": {"cancellation_reasons": ["ThrottlingError"]}}},
+                {"dynamodb": {"TransactWriteItems": {"cancellation_reasons": ["Nope"]}}},
+                {"dynamodb": {"TransactWriteItems": {"cancellation_reasons": []}}}):
         with pytest.raises(urllib.error.HTTPError) as excinfo:
             http("POST", "/_localaws/faults", bad)
         assert excinfo.value.code == 400
     http("POST", "/_localaws/faults", {"ecr": {"PutImage": [{"throttle_next": 1}, {"throttle_next": 2, "account": A}]}})
     assert len(http("GET", "/_localaws/faults")["ecr"]["PutImage"]) == 2
     http("POST", "/_localaws/faults", {"ecr": {"PutImage": None}})
-    assert http("GET", "/_localaws/faults") == {"ecr": {}}
+    assert http("GET", "/_localaws/faults") == {"ecr": {}, "dynamodb": {}}
     http("POST", "/_localaws/faults", {"ecr": {"PutImage": {"throttle_next": 1}}})
     http("POST", "/moto-api/reset")
-    assert http("GET", "/_localaws/faults") == {"ecr": {}}
+    assert http("GET", "/_localaws/faults") == {"ecr": {}, "dynamodb": {}}
     http("POST", "/_localaws/faults", {"ecr": {"PutImage": {"throttle_next": 1}}})
-    assert http("DELETE", "/_localaws/faults") == {"ecr": {}}
+    assert http("DELETE", "/_localaws/faults") == {"ecr": {}, "dynamodb": {}}
 
 
 def test_call_counters_and_layer_upload_ledger():

@@ -238,11 +238,6 @@ where
         report.plan = Some(plan);
         return Ok(report);
     }
-    ports
-        .runs
-        .remember_configuration(source, &configuration)
-        .await?;
-
     let listed = if plan
         .destinations
         .iter()
@@ -314,24 +309,32 @@ where
         }
     }
     report.plan = Some(plan);
-    if jobs.is_empty() {
-        return Ok(report);
+    if !jobs.is_empty() {
+        let run = BackfillRun::new(run_id, source.clone(), now, planned, planned_bytes);
+        ports.runs.create_run(&run).await?;
+        // Subjects queued before their referrers (a referrer taken first waits for its
+        // subject: `CopyError::SubjectNotYetCopied` is retried), each depth spread over
+        // repositories.
+        let messages: Vec<CopyMessage> = referrer_levels(jobs, |job| job)
+            .into_iter()
+            .flatten()
+            .map(|job| CopyMessage {
+                run_id: run_id.to_owned(),
+                job,
+            })
+            .collect();
+        ports.queue.enqueue(&messages).await?;
+        report.jobs_queued = messages.len();
+        report.run = Some(run);
     }
-    let run = BackfillRun::new(run_id, source.clone(), now, planned, planned_bytes);
-    ports.runs.create_run(&run).await?;
-    // Subjects queued before their referrers (a referrer taken first waits for its subject:
-    // `CopyError::SubjectNotYetCopied` is retried), each depth spread over repositories.
-    let messages: Vec<CopyMessage> = referrer_levels(jobs, |job| job)
-        .into_iter()
-        .flatten()
-        .map(|job| CopyMessage {
-            run_id: run_id.to_owned(),
-            job,
-        })
-        .collect();
-    ports.queue.enqueue(&messages).await?;
-    report.jobs_queued = messages.len();
-    report.run = Some(run);
+    // Last, once the repositories, ECR's backfills, the run and its jobs are durable: rules
+    // recorded earlier would make Lambda's retry of a failed invocation see nothing added,
+    // and the backfill would be lost. A retry redoes the steps above harmlessly (same run
+    // id, repositories and running backfills found, duplicate jobs counted once).
+    ports
+        .runs
+        .remember_configuration(source, &configuration)
+        .await?;
     Ok(report)
 }
 
@@ -489,11 +492,20 @@ mod tests {
         }
     }
 
+    /// The jobs queue; refuses the next `failures` sends (SQS unavailable).
     #[derive(Default)]
-    struct Queue(Mutex<Vec<CopyMessage>>);
+    struct Queue(Mutex<Vec<CopyMessage>>, Mutex<u32>);
 
     impl CopyJobQueue for Queue {
         async fn enqueue(&self, messages: &[CopyMessage]) -> Result<(), QueueError> {
+            let mut failures = lock(&self.1);
+            if *failures > 0 {
+                *failures -= 1;
+                return Err(QueueError {
+                    operation: "SendMessageBatch",
+                    message: "ServiceUnavailable".into(),
+                });
+            }
             lock(&self.0).extend(messages.iter().cloned());
             Ok(())
         }
@@ -551,6 +563,14 @@ mod tests {
         }
 
         async fn plan(&self, trigger: BackfillTrigger, run_id: &str) -> PlanRunReport {
+            self.try_plan(trigger, run_id).await.expect("plan runs")
+        }
+
+        async fn try_plan(
+            &self,
+            trigger: BackfillTrigger,
+            run_id: &str,
+        ) -> Result<PlanRunReport, FanoutError> {
             let ports = PlanPorts {
                 inventory: &self.ecr,
                 access: &self.access,
@@ -559,9 +579,7 @@ mod tests {
                 runs: &self.runs,
                 queue: &self.queue,
             };
-            plan_run(&ports, &source(), trigger, run_id, Utc::now())
-                .await
-                .expect("plan runs")
+            plan_run(&ports, &source(), trigger, run_id, Utc::now()).await
         }
 
         /// Takes every queued message once, as `backfill-copy` would; returns the completed
@@ -752,6 +770,48 @@ mod tests {
             configuration: configuration(&[extra()]),
         };
         assert!(world.plan(other, "run-4").await.skipped.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_rules_change_whose_jobs_could_not_be_queued_is_backfilled_by_the_retry() {
+        let world = World::new(&[]);
+        let change = BackfillTrigger::ConfigurationChanged {
+            event_id: "e".into(),
+            registry: source(),
+            configuration: configuration(&[extra()]),
+        };
+        world
+            .ecr
+            .set_replication_configuration(&source(), configuration(&[extra()]));
+        // ECR's own backfill to it already ended without the images: they are copied.
+        lock(&world.native.0).push(NativeBackfill {
+            id: "bf-0".into(),
+            destination: extra(),
+            status: NativeBackfillStatus::Failed {
+                failure_code: Some("ACCESS_DENIED".into()),
+            },
+        });
+        *lock(&world.queue.1) = 1;
+        let failed = world.try_plan(change.clone(), "request-1").await;
+        assert!(
+            matches!(failed, Err(FanoutError::Queue(_))),
+            "the invocation fails: {failed:?}"
+        );
+        assert!(lock(&world.queue.0).is_empty());
+
+        // Lambda retries the event with the same request id: the added destination is still
+        // new, and its jobs are queued under the same run.
+        let retried = world.plan(change.clone(), "request-1").await;
+        assert_eq!(retried.skipped, None);
+        assert_eq!(retried.jobs_queued, 3);
+        assert_eq!(lock(&world.queue.0).len(), 3);
+        let completed = world.copy_all().await;
+        assert_eq!(completed.len(), 1);
+        assert_eq!((completed[0].copied, completed[0].failed), (3, 0));
+
+        // Done and recorded: the same change again adds nothing.
+        let again = world.plan(change, "request-2").await;
+        assert!(again.skipped.is_some_and(|r| r.contains("no destination")));
     }
 
     #[tokio::test]
