@@ -7,6 +7,8 @@
 // Joins this binary rather than linking one more: every test binary costs CI minutes.
 #[path = "alert_truth.rs"]
 mod alert_truth;
+#[path = "own_health.rs"]
+mod own_health;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

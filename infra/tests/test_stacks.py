@@ -134,23 +134,88 @@ def test_every_function_s_errors_and_throttles_and_every_event_queue_s_age_page(
                 assert ("ApproximateAgeOfOldestMessage", queue) in watched, f"{name}: {queue}"
 
 
-def test_alarms_on_replwatch_itself_say_what_to_do_and_reach_the_topic(central):
+HEALTH_TOPIC = {"Fn::If": ["HasHealthAlarmTopic", {"Ref": "HealthAlarmTopicArn"}, {"Ref": "AlertTopic"}]}
+# The alarms about replication itself: they are the alerts, and go where alerts go.
+REPLICATION_ALARMS = {"OverdueAlarm", "FailedAlarm", "NotStartedAlarm", "UnconfirmedAlarm"}
+
+
+def test_alarms_on_replwatch_itself_say_what_to_do_and_reach_the_health_topic(central):
     own = ("AWS/Lambda", "AWS/SQS")
+    health = set()
     for name, alarm in resources(central, "AWS::CloudWatch::Alarm").items():
         props = alarm["Properties"]
-        metrics = alarm_metrics(alarm)
-        about_replwatch = any(ns in own for ns, _, _ in metrics) or name in (
-            "SweepHeartbeatAlarm", "UndeliveredAlertsAlarm", "SetAsideAlertsAlarm",
-            "DeadLetteredEventsAlarm")
-        assert [referenced(a) for a in props["AlarmActions"]] == ["AlertTopic"], name
-        if about_replwatch:
-            assert "Runbook:" in props["AlarmDescription"], name
+        if name in REPLICATION_ALARMS:
+            assert [referenced(a) for a in props["AlarmActions"]] == ["AlertTopic"], name
+            continue
+        health.add(name)
+        # A broken alert topic (its key disabled, its policy changed) must not silence the
+        # alarms that say so: they notify HealthAlarmTopicArn when it is set.
+        assert props["AlarmActions"] == [HEALTH_TOPIC], name
+        assert props.get("OKActions", [HEALTH_TOPIC]) == [HEALTH_TOPIC], name
+        assert "Runbook:" in props["AlarmDescription"], name
+    about_replwatch = {name for name, alarm in resources(central, "AWS::CloudWatch::Alarm").items()
+                       if any(ns in own for ns, _, _ in alarm_metrics(alarm))}
+    assert about_replwatch | {"SweepHeartbeatAlarm", "UndeliveredAlertsAlarm", "DeadLetteredEventsAlarm",
+                              "SlackWebhookUnavailableAlarm", "SweepPartsNotDispatchedAlarm",
+                              "SetAsideAlertsAlarm"} <= health
+
+
+@pytest.mark.parametrize("arn,allowed", [
+    ("", True), ("arn:aws:sns:eu-west-1:111111111111:replwatch-health", True),
+    ("arn:aws-us-gov:sns:us-gov-west-1:111111111111:ops_pager", True),
+    ("arn:aws:sqs:eu-west-1:111111111111:queue", False), ("replwatch-health", False),
+    ("arn:aws:sns:eu-west-1:1111:t", False),
+])
+def test_the_health_topic_is_an_sns_topic_or_none_for_the_alert_topic(central, arn, allowed):
+    parameter = central["Parameters"]["HealthAlarmTopicArn"]
+    assert parameter["Default"] == ""
+    assert bool(re.fullmatch(parameter["AllowedPattern"], arn)) is allowed
+    assert central["Conditions"]["HasHealthAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "HealthAlarmTopicArn"}, ""]}]}
+
+
+def metric_name(constant: str) -> str:
+    """The metric name `functions/core/src/metrics.rs` publishes as `constant`."""
+    source = (ROOT / "functions/core/src/metrics.rs").read_text()
+    match = re.search(rf'pub const {constant}: &str = "([A-Za-z]+)";', source)
+    assert match, constant
+    return match.group(1)
+
+
+def test_a_sweep_part_that_is_not_queued_or_keeps_failing_is_alarmed(central):
+    resources_ = central["Resources"]
+    parts = resources_["SweepPartsQueue"]["Properties"]
+    redrive = parts["RedrivePolicy"]
+    dead_letter = resources_[referenced(redrive["deadLetterTargetArn"])]["Properties"]
+    assert dead_letter["FifoQueue"] is True, "a FIFO queue's dead-letter queue is FIFO"
+    # A part failing on every delivery reaches the dead-letter queue before it expires: each
+    # delivery hides it for the visibility timeout.
+    assert parts["MessageRetentionPeriod"] > redrive["maxReceiveCount"] * parts["VisibilityTimeout"]
+    assert parts["MessageRetentionPeriod"] >= parts["VisibilityTimeout"]
+    # Not queued after the sweep's retries: counted, and alarmed.
+    alarm = resources_["SweepPartsNotDispatchedAlarm"]
+    assert alarm.get("Condition") == "SplitsSweep"
+    assert alarm_metrics(alarm) == [("<param>", metric_name("SWEEP_PARTS_NOT_DISPATCHED"), "SweepFunction")]
+    # Every part beats at its tick: a minute short of SweepParts beats is a tick a part missed.
+    heartbeat = resources_["SweepHeartbeatAlarm"]["Properties"]
+    assert heartbeat["MetricName"] == metric_name("SWEEP_HEARTBEAT")
+    assert (heartbeat["ComparisonOperator"], heartbeat["Threshold"]) == ("LessThanThreshold", {"Ref": "SweepParts"})
+    assert (heartbeat["Statistic"], heartbeat["Period"], heartbeat["TreatMissingData"]) == ("Sum", 60, "breaching")
+
+
+def test_an_unreadable_slack_webhook_is_alarmed_where_slack_is_set_up(central):
+    alarm = central["Resources"]["SlackWebhookUnavailableAlarm"]
+    assert alarm["Condition"] == "HasSlackWebhook"
+    [query] = [m["Expression"]["Fn::Sub"] for m in alarm["Properties"]["Metrics"] if "Expression" in m]
+    assert f'SUM({metric_name("SLACK_WEBHOOK_UNAVAILABLE")})' in query and "Function)" in query
+    assert central["Conditions"]["HasSlackWebhook"] == {
+        "Fn::Or": [{"Condition": "HasSlackSecret"}, {"Condition": "HasSlackParameter"}]}
 
 
 def test_the_dashboard_shows_replwatch_s_own_health(central):
     body = central["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     for metric in ("Errors", "Throttles", "ApproximateAgeOfOldestMessage", "ApproximateNumberOfMessagesVisible",
-                   "AlertDeliveryFailures", "UndeliveredAlerts", "SetAsideAlerts"):
+                   "AlertDeliveryFailures", "UndeliveredAlerts", "SetAsideAlerts",
+                   "SlackWebhookUnavailable"):
         assert metric in body, metric
     for function in resources(central, "AWS::Serverless::Function"):
         assert "${" + function + "}" in body, function

@@ -28,7 +28,9 @@
 //! - [`sns`]: the notifier port on SNS, as readable text or as Amazon Q Developer in chat
 //!   applications custom notifications.
 //! - [`slack`]: the notifier port on a Slack incoming webhook (Block Kit, retries).
-//! - [`webhook_secret`]: the Slack webhook URL read from Secrets Manager or SSM.
+//! - [`webhook_secret`]: the Slack webhook URL read from Secrets Manager or SSM, and the Slack
+//!   sink that reads it when first needed.
+//! - [`sweep_queue`]: the sweep's parts on a FIFO queue, each with its tick.
 
 pub mod alert_outbox;
 pub mod backfill_queue;

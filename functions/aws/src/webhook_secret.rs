@@ -15,12 +15,21 @@
 //! An ARN in another Region is read in that Region. Errors name the reference (an ARN or a
 //! parameter name, not secret) and say why, never the value; a reference that is itself a URL
 //! (the webhook pasted in by mistake) is not repeated either.
+//!
+//! [`SlackWebhook`] is the Slack sink as the functions hold it: the URL is read when an alert
+//! first needs it, not at start, so a secret that cannot be read (deleted, its key refusing,
+//! Secrets Manager or SSM unavailable) never stops a function from starting or tracking; SNS
+//! still delivers and the Slack deliveries stay pending. A failed read is tried again after a
+//! backoff ([`reread_delay`]: 30 s doubling to 5 minutes), so a restored secret is picked up
+//! within minutes without a call per alert meanwhile; a URL Slack refuses for good (a revoked
+//! webhook) is dropped and read again, so a rotated secret is picked up too.
 
 use aws_config::{Region, SdkConfig};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::Value;
 
 use crate::service_error::{describe, is_transient};
-use crate::slack::WebhookUrl;
+use crate::slack::{SlackNotifier, WebhookUrl};
 
 /// Where the webhook URL is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +157,107 @@ pub async fn resolve_webhook_url(
     Ok(url)
 }
 
+/// The first wait before a webhook that could not be read is read again.
+pub const FIRST_REREAD_AFTER: TimeDelta = TimeDelta::seconds(30);
+/// The longest wait between two reads of a webhook that cannot be read.
+pub const MAX_REREAD_AFTER: TimeDelta = TimeDelta::minutes(5);
+
+/// The wait after the `failures`-th failed read in a row: 30 s, doubling, at most
+/// [`MAX_REREAD_AFTER`].
+pub fn reread_delay(failures: u32) -> TimeDelta {
+    let factor = 1_i32 << failures.saturating_sub(1).min(10);
+    (FIRST_REREAD_AFTER * factor).min(MAX_REREAD_AFTER)
+}
+
+/// Why Slack cannot be posted to now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "Slack webhook unavailable ({failures} failed reads in a row, next read at {retry_at}): {reason}"
+)]
+pub struct WebhookUnavailable {
+    /// The error of the last read (names the reference, never the value).
+    pub reason: String,
+    pub failures: u32,
+    pub retry_at: DateTime<Utc>,
+}
+
+enum WebhookState {
+    Unread,
+    Ready(SlackNotifier),
+    Unreadable(WebhookUnavailable),
+}
+
+/// The Slack sink of one function container: the webhook URL that `reference` points at, read
+/// when first needed and kept.
+pub struct SlackWebhook {
+    config: SdkConfig,
+    reference: String,
+    state: tokio::sync::Mutex<WebhookState>,
+}
+
+impl SlackWebhook {
+    /// Reads nothing yet.
+    pub fn new(config: SdkConfig, reference: impl Into<String>) -> Self {
+        Self {
+            config,
+            reference: reference.into(),
+            state: tokio::sync::Mutex::new(WebhookState::Unread),
+        }
+    }
+
+    /// The notifier for the webhook: the one read before, else read now (unless the last read
+    /// failed less than its backoff before `now`).
+    pub async fn notifier(&self, now: DateTime<Utc>) -> Result<SlackNotifier, WebhookUnavailable> {
+        let mut state = self.state.lock().await;
+        let failures = match &*state {
+            WebhookState::Ready(notifier) => return Ok(notifier.clone()),
+            WebhookState::Unreadable(unavailable) if now < unavailable.retry_at => {
+                return Err(unavailable.clone());
+            }
+            WebhookState::Unreadable(unavailable) => unavailable.failures,
+            WebhookState::Unread => 0,
+        };
+        let read = match resolve_webhook_url(&self.config, &self.reference).await {
+            Ok(url) => SlackNotifier::new(url).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match read {
+            Ok(notifier) => {
+                if failures > 0 {
+                    tracing::info!(failures, "Slack webhook readable again");
+                }
+                *state = WebhookState::Ready(notifier.clone());
+                Ok(notifier)
+            }
+            Err(reason) => {
+                let failures = failures + 1;
+                let unavailable = WebhookUnavailable {
+                    reason,
+                    failures,
+                    retry_at: now + reread_delay(failures),
+                };
+                tracing::error!(
+                    error = %unavailable.reason,
+                    failures,
+                    retry_at = %unavailable.retry_at.to_rfc3339(),
+                    "Slack webhook not read; Slack alerts stay pending"
+                );
+                *state = WebhookState::Unreadable(unavailable.clone());
+                Err(unavailable)
+            }
+        }
+    }
+
+    /// Drops the URL read before (Slack refused it for good: revoked, or the channel gone), so
+    /// the next alert reads the secret again and finds a rotated URL.
+    pub async fn forget(&self) {
+        let mut state = self.state.lock().await;
+        if matches!(*state, WebhookState::Ready(_)) {
+            *state = WebhookState::Unread;
+        }
+    }
+}
+
 async fn read_secret(
     config: &SdkConfig,
     arn: &str,
@@ -257,6 +367,13 @@ pub fn webhook_url_from(value: &str) -> Result<WebhookUrl, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreadable_webhooks_are_read_again_from_30_seconds_to_5_minutes() {
+        let delays: Vec<i64> = (1..=6).map(|n| reread_delay(n).num_seconds()).collect();
+        assert_eq!(delays, vec![30, 60, 120, 240, 300, 300]);
+        assert_eq!(reread_delay(u32::MAX), MAX_REREAD_AFTER);
+    }
 
     #[test]
     fn references_are_told_apart() {

@@ -1,13 +1,17 @@
 //! Webhook URL resolution against the local AWS (`infra/local-aws/start`), through the real
 //! Secrets Manager and SSM clients: a secret holding the URL, one holding JSON, a SecureString
-//! parameter by name and by ARN, and a missing secret. The server is shared with other tests,
-//! so every name is unique to this run.
+//! parameter by name and by ARN, and a missing secret; the Slack sink reading its webhook when
+//! first needed, backing off while it cannot, and picking up a restored or rotated one. The
+//! server is shared with other tests, so every name is unique to this run.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use aws_config::SdkConfig;
+use chrono::{TimeDelta, Utc};
 use replwatch_aws::local;
-use replwatch_aws::webhook_secret::{WebhookSecretError, resolve_webhook_url};
+use replwatch_aws::webhook_secret::{
+    FIRST_REREAD_AFTER, SlackWebhook, WebhookSecretError, resolve_webhook_url,
+};
 
 async fn config() -> SdkConfig {
     let endpoint = local::endpoint_from_env().unwrap_or_else(|e| panic!("{e}"));
@@ -138,4 +142,64 @@ async fn a_secret_without_a_url_says_so_without_quoting_it() {
     assert!(text.contains(&arn), "{text}");
     assert!(text.contains("`url` or `webhook_url`"), "{text}");
     assert!(!text.contains("VALUESECRET4"), "{text}");
+}
+
+/// The parameter is missing when the first alert needs Slack: no notifier, and no read again
+/// before the backoff; once the parameter exists and the backoff passed, the notifier is there
+/// and kept; a URL forgotten after Slack refused it is read again, the rotated one.
+#[tokio::test]
+async fn the_slack_webhook_is_read_when_needed_again_after_a_backoff_and_after_a_refusal() {
+    let config = config().await;
+    let ssm = aws_sdk_ssm::Client::new(&config);
+    let name = format!("/replwatch/test/{}", unique("lazy"));
+    let put = |value: String| {
+        ssm.put_parameter()
+            .name(&name)
+            .value(value)
+            .overwrite(true)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .send()
+    };
+    // Building it reads nothing: a missing parameter is no error yet.
+    let webhook = SlackWebhook::new(config.clone(), name.clone());
+    let start = Utc::now();
+
+    let unavailable = webhook.notifier(start).await.expect_err("no parameter yet");
+    assert!(
+        unavailable.reason.contains("ParameterNotFound"),
+        "{unavailable}"
+    );
+    assert_eq!(unavailable.failures, 1);
+    assert_eq!(unavailable.retry_at, start + FIRST_REREAD_AFTER);
+
+    put(url("LAZYSECRET5")).await.expect("put parameter");
+    // Within the backoff the parameter is not read again.
+    let waiting = webhook
+        .notifier(start + TimeDelta::seconds(10))
+        .await
+        .expect_err("still backing off");
+    assert_eq!(waiting, unavailable);
+
+    let later = start + FIRST_REREAD_AFTER;
+    let notifier = webhook
+        .notifier(later)
+        .await
+        .expect("read after the backoff");
+    assert!(format!("{notifier:?}").contains("hooks.slack.com/***"));
+    assert!(!format!("{notifier:?}").contains("LAZYSECRET5"));
+
+    // Kept: a parameter gone now does not matter until Slack refuses the URL.
+    ssm.delete_parameter()
+        .name(&name)
+        .send()
+        .await
+        .expect("delete");
+    webhook.notifier(later).await.expect("kept");
+    webhook.forget().await;
+    let gone = webhook.notifier(later).await.expect_err("read again, gone");
+    assert!(gone.reason.contains("ParameterNotFound"), "{gone}");
+    assert_eq!(
+        gone.failures, 1,
+        "a fresh read after a refusal starts a new backoff"
+    );
 }

@@ -48,8 +48,15 @@ pub const UNDELIVERED_ALERTS: &str = "UndeliveredAlerts";
 /// Pending alert records that could not be read and were set aside (never delivered until
 /// someone repairs them), counted by each sweep.
 pub const SET_ASIDE_ALERTS: &str = "SetAsideAlerts";
-/// 1 per finished sweep: its absence is what the heartbeat alarm watches.
+/// 1 per finished sweep of one part, counted at its tick's time: per minute, the parts of
+/// that tick that finished. Fewer than the parts is what the heartbeat alarm watches.
 pub const SWEEP_HEARTBEAT: &str = "SweepHeartbeat";
+/// Parts of a tick the scheduled sweep could not queue, after its retries: they are not
+/// checked at that tick.
+pub const SWEEP_PARTS_NOT_DISPATCHED: &str = "SweepPartsNotDispatched";
+/// 1 per invocation that needed the Slack webhook and could not read it (the scheduled sweep
+/// checks at every tick): Slack alerts stay pending meanwhile.
+pub const SLACK_WEBHOOK_UNAVAILABLE: &str = "SlackWebhookUnavailable";
 /// EMF: a metric's value array holds at most this many values.
 pub const MAX_VALUES_PER_MEMBER: usize = 100;
 /// EMF: one directive names at most this many metrics.

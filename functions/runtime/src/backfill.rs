@@ -29,7 +29,10 @@ use replwatch_core::backfill::port::{
 use replwatch_core::backfill::run::{BackfillRunStore, JobOutcome};
 use replwatch_core::backfill::trigger::{TriggerError, parse_trigger};
 use replwatch_core::clock::Sleeper;
-use replwatch_core::metrics::{MetricName, MetricPoint, dead_lettered_line, emf_lines};
+use replwatch_core::metrics::{
+    MetricName, MetricPoint, SLACK_WEBHOOK_UNAVAILABLE, dead_lettered_line, emf_lines,
+    function_counts_line,
+};
 use replwatch_core::model::{AccountId, Destination, Region};
 
 use crate::delivery::Delivery;
@@ -335,9 +338,17 @@ where
                 MessageResult::Parked => outcome.parked += 1,
             }
         }
-        self.delivery.deliver(&notifications).await;
         let now = self.clock.now();
+        let delivery = self.delivery.deliver(&notifications, now).await;
         outcome.emf = emf_lines(&self.namespace, now, &points);
+        if delivery.slack_unavailable > 0 {
+            outcome.emf.push(function_counts_line(
+                &self.namespace,
+                now,
+                &self.function_name,
+                &[(SLACK_WEBHOOK_UNAVAILABLE, 1)],
+            ));
+        }
         if outcome.parked > 0 {
             outcome.emf.push(dead_lettered_line(
                 &self.namespace,

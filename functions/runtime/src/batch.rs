@@ -15,7 +15,8 @@ use futures_util::future;
 use replwatch_core::alerts::Alert;
 use replwatch_core::events::{ParsedEvent, parse_event};
 use replwatch_core::metrics::{
-    ALERT_DELIVERY_FAILURES, dead_lettered_line, emf_lines, function_counts_line,
+    ALERT_DELIVERY_FAILURES, SLACK_WEBHOOK_UNAVAILABLE, dead_lettered_line, emf_lines,
+    function_counts_line,
 };
 use replwatch_core::outbox::{AlertOutbox, PendingAlert};
 use replwatch_core::pipeline::Effects;
@@ -77,12 +78,19 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
         outcome.alerts = alerts;
         let now = self.pipeline.clock().now();
         outcome.emf = emf_lines(&self.namespace, now, &points);
+        let mut counts = Vec::new();
         if delivery.failed > 0 {
+            counts.push((ALERT_DELIVERY_FAILURES, delivery.failed as u64));
+        }
+        if delivery.slack_unavailable > 0 {
+            counts.push((SLACK_WEBHOOK_UNAVAILABLE, 1));
+        }
+        if !counts.is_empty() {
             outcome.emf.push(function_counts_line(
                 &self.namespace,
                 now,
                 &self.function_name,
-                &[(ALERT_DELIVERY_FAILURES, delivery.failed as u64)],
+                &counts,
             ));
         }
         if outcome.parked > 0 {

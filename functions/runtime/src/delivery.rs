@@ -7,11 +7,18 @@
 //! attempt counted and the next one backed off, for the sweep to send again. A failure is
 //! logged with the alert's subject and id (never the webhook URL) and counted in the
 //! `AlertDeliveryFailures` metric.
+//!
+//! Slack is optional at runtime: its webhook is read when first needed
+//! ([`replwatch_aws::webhook_secret::SlackWebhook`]); while it cannot be read, Slack refuses
+//! every alert (so each stays pending for Slack alone), the report says so, and the caller
+//! counts it in `SlackWebhookUnavailable`.
 
 use std::collections::BTreeSet;
 
-use replwatch_aws::slack::SlackNotifier;
+use chrono::{DateTime, Utc};
+use replwatch_aws::slack::SINK;
 use replwatch_aws::sns::SnsNotifier;
+use replwatch_aws::webhook_secret::{SlackWebhook, WebhookUnavailable};
 use replwatch_core::alerts::{Notification, Notifier, NotifyError, fold};
 use replwatch_core::outbox::{AlertOutbox, PendingAlert};
 use replwatch_core::registry::Registry;
@@ -21,13 +28,13 @@ use crate::Tracking;
 
 /// The sink names kept in a pending alert's `delivered_to`.
 pub const SNS_SINK: &str = "sns";
-pub const SLACK_SINK: &str = "slack";
+pub const SLACK_SINK: &str = SINK;
 
 /// The configured sinks.
 #[derive(Default)]
 pub struct Delivery {
     pub sns: Option<SnsNotifier>,
-    pub slack: Option<SlackNotifier>,
+    pub slack: Option<SlackWebhook>,
 }
 
 /// What a delivery round did.
@@ -37,6 +44,9 @@ pub struct DeliveryReport {
     pub delivered: usize,
     /// Notifications a sink refused.
     pub failed: usize,
+    /// Notifications not sent to Slack because its webhook could not be read (also counted in
+    /// `failed`).
+    pub slack_unavailable: usize,
 }
 
 impl Delivery {
@@ -52,16 +62,41 @@ impl Delivery {
         sinks
     }
 
-    async fn send(&self, sink: &str, notification: &Notification) -> Result<(), NotifyError> {
+    /// Why Slack cannot be posted to at `now`, when it is configured and its webhook cannot
+    /// be read (read now unless the last read failed within its backoff).
+    pub async fn slack_unavailable(&self, now: DateTime<Utc>) -> Option<WebhookUnavailable> {
+        self.slack.as_ref()?.notifier(now).await.err()
+    }
+
+    async fn send(
+        &self,
+        sink: &str,
+        notification: &Notification,
+        now: DateTime<Utc>,
+    ) -> Result<(), Refused> {
         match (sink, &self.sns, &self.slack) {
-            (SNS_SINK, Some(sns), _) => sns.notify(notification).await,
-            (SLACK_SINK, _, Some(slack)) => slack.notify(notification).await,
+            (SNS_SINK, Some(sns), _) => sns.notify(notification).await.map_err(Refused::Sink),
+            (SLACK_SINK, _, Some(slack)) => {
+                let notifier = slack
+                    .notifier(now)
+                    .await
+                    .map_err(Refused::WebhookUnavailable)?;
+                let posted = notifier.notify(notification).await;
+                if posted.as_ref().is_err_and(|e| !e.retryable) {
+                    slack.forget().await;
+                }
+                posted.map_err(Refused::Sink)
+            }
             _ => Ok(()),
         }
     }
 
     /// Sends notifications that have no pending record (a backfill's completion notice).
-    pub async fn deliver(&self, notifications: &[Notification]) -> DeliveryReport {
+    pub async fn deliver(
+        &self,
+        notifications: &[Notification],
+        now: DateTime<Utc>,
+    ) -> DeliveryReport {
         let mut report = DeliveryReport::default();
         for notification in notifications {
             for sink in self.sinks() {
@@ -69,7 +104,7 @@ impl Delivery {
                     &mut report,
                     notification,
                     sink,
-                    self.send(sink, notification).await,
+                    self.send(sink, notification, now).await,
                 );
             }
             log_alert(notification);
@@ -83,6 +118,7 @@ impl Delivery {
         &self,
         pending: &mut [PendingAlert],
         storm_threshold: usize,
+        now: DateTime<Utc>,
     ) -> DeliveryReport {
         let mut report = DeliveryReport::default();
         let sinks = self.sinks();
@@ -97,7 +133,7 @@ impl Delivery {
                 .collect();
             let alerts = lacking.iter().map(|&i| pending[i].alert.clone()).collect();
             for notification in fold(alerts, storm_threshold) {
-                let result = self.send(sink, &notification).await;
+                let result = self.send(sink, &notification, now).await;
                 let took = result.is_ok();
                 record(&mut report, &notification, sink, result);
                 if took {
@@ -124,13 +160,14 @@ impl<S: ExpectationStore + AlertOutbox, R: Registry, C: Clock> Tracking<S, R, C>
         if pending.is_empty() {
             return DeliveryReport::default();
         }
+        let clock = self.pipeline.clock();
         let report = self
             .delivery
-            .deliver_pending(&mut pending, self.storm_threshold)
+            .deliver_pending(&mut pending, self.storm_threshold, clock.now())
             .await;
         let sinks = self.delivery.sinks();
         let outbox = self.pipeline.store();
-        let now = self.pipeline.clock().now();
+        let now = clock.now();
         for mut alert in pending {
             let id = alert.id();
             let settled = if alert.delivered_everywhere(sinks.iter().copied()) {
@@ -165,15 +202,22 @@ fn log_alert(notification: &Notification) {
     );
 }
 
+/// Why a sink did not take a notification.
+enum Refused {
+    Sink(NotifyError),
+    /// Slack's webhook could not be read: nothing was posted.
+    WebhookUnavailable(WebhookUnavailable),
+}
+
 fn record(
     report: &mut DeliveryReport,
     notification: &Notification,
     sink: &'static str,
-    result: Result<(), NotifyError>,
+    result: Result<(), Refused>,
 ) {
     match result {
         Ok(()) => report.delivered += 1,
-        Err(error) => {
+        Err(Refused::Sink(error)) => {
             report.failed += 1;
             tracing::error!(
                 sink,
@@ -182,6 +226,17 @@ fn record(
                 retryable = error.retryable,
                 error = %error,
                 "alert not delivered"
+            );
+        }
+        Err(Refused::WebhookUnavailable(unavailable)) => {
+            report.failed += 1;
+            report.slack_unavailable += 1;
+            tracing::warn!(
+                sink,
+                alert_id = %notification.id(),
+                subject = %notification.subject(),
+                retry_at = %unavailable.retry_at.to_rfc3339(),
+                "alert kept for Slack: its webhook cannot be read"
             );
         }
     }

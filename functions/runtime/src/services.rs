@@ -1,5 +1,6 @@
 //! Assembles [`Tracking`] on AWS from the settings: the DynamoDB store, the ECR registry with
-//! its reader role, SNS and Slack ([`build`]); the CloudWatch gauges for the sweep
+//! its reader role, SNS and Slack ([`build`]; Slack's webhook is read when first needed, so a
+//! secret that cannot be read never stops a function from starting); the CloudWatch gauges for the sweep
 //! ([`attach_gauges`]); the dead-letter queue for the SQS-fed functions
 //! ([`attach_dead_letters`]); the backfill functions' services ([`build_backfill_planner`],
 //! [`build_backfill_copier`]).
@@ -22,11 +23,10 @@ use replwatch_aws::ecr_inventory::EcrInventoryReader;
 use replwatch_aws::ecr_native_backfill::EcrNativeBackfill;
 use replwatch_aws::ecr_repositories::EcrRepositoryCreator;
 use replwatch_aws::region_opt_in::RegionOptIn;
-use replwatch_aws::slack::SlackNotifier;
 use replwatch_aws::sns::{SnsFormat, SnsNotifier};
 use replwatch_aws::sweep_queue::SweepPartQueue;
 use replwatch_aws::tokio_sleeper::TokioSleeper;
-use replwatch_aws::webhook_secret::resolve_webhook_url;
+use replwatch_aws::webhook_secret::SlackWebhook;
 use replwatch_core::Clock;
 use replwatch_core::pipeline::Pipeline;
 
@@ -42,8 +42,6 @@ pub type AwsTracking<C> = Tracking<DynamoExpectationStore, EcrRegistry, C>;
 pub enum StartupError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
-    #[error("Slack webhook {reference}: {message}")]
-    SlackWebhook { reference: String, message: String },
     #[error("HTTP client for blob transfers: {0}")]
     Transfers(String),
 }
@@ -71,7 +69,7 @@ pub async fn build<C: Clock>(
     );
     let pipeline = Pipeline::new(store, registry, clock, settings.pipeline);
 
-    let delivery = delivery(sdk, settings).await?;
+    let delivery = delivery(sdk, settings);
     let tracking = Tracking::new(
         pipeline,
         delivery,
@@ -82,8 +80,8 @@ pub async fn build<C: Clock>(
     Ok(tracking)
 }
 
-/// The alert sinks the settings name: the SNS topic, the Slack webhook.
-async fn delivery(sdk: &SdkConfig, settings: &Settings) -> Result<Delivery, StartupError> {
+/// The alert sinks the settings name: the SNS topic, the Slack webhook (not read yet).
+fn delivery(sdk: &SdkConfig, settings: &Settings) -> Delivery {
     let sns = settings.alert_topic_arn.as_ref().map(|topic| {
         let format = match settings.alert_format {
             AlertFormat::Text => SnsFormat::Text,
@@ -91,24 +89,11 @@ async fn delivery(sdk: &SdkConfig, settings: &Settings) -> Result<Delivery, Star
         };
         SnsNotifier::new(aws_sdk_sns::Client::new(sdk), topic.clone(), format)
     });
-    let slack = match &settings.slack_webhook {
-        None => None,
-        Some(reference) => {
-            let url = resolve_webhook_url(sdk, reference).await.map_err(|e| {
-                StartupError::SlackWebhook {
-                    reference: reference.clone(),
-                    message: e.to_string(),
-                }
-            })?;
-            Some(
-                SlackNotifier::new(url).map_err(|e| StartupError::SlackWebhook {
-                    reference: reference.clone(),
-                    message: e.to_string(),
-                })?,
-            )
-        }
-    };
-    Ok(Delivery { sns, slack })
+    let slack = settings
+        .slack_webhook
+        .as_ref()
+        .map(|reference| SlackWebhook::new(sdk.clone(), reference.clone()));
+    Delivery { sns, slack }
 }
 
 /// Adds the CloudWatch gauges (pending, overdue): the sweep publishes them.
@@ -214,7 +199,7 @@ pub async fn build_backfill_copier<C: Clock>(
         runs: DynamoRunStore::new(dynamodb, settings.table.clone()),
         sleeper: TokioSleeper,
         clock,
-        delivery: delivery(sdk, settings).await?,
+        delivery: delivery(sdk, settings),
         dead_letters: settings
             .dead_letter_queue_url
             .as_ref()

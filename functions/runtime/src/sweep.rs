@@ -2,15 +2,24 @@
 //! when it is split, confirm its own part in rounds and deliver each round's alerts before the
 //! next, stop before the invocation's deadline with the rest left due, publish the gauges and
 //! a heartbeat. A sweep of another part (from the parts queue) only confirms that part.
+//!
+//! Every part that finishes beats (`SweepHeartbeat` 1, counted at its tick's time), so a tick
+//! whose parts all ran counts as many beats as there are parts, and the heartbeat alarm fires
+//! when no tick of its window did: a part that never runs, or keeps failing, is seen, not
+//! hidden by part 0 beating alone. Parts the scheduled sweep could not queue after its
+//! retries are counted (`SweepPartsNotDispatched`), and at every tick it checks that the Slack
+//! webhook can be read (`SlackWebhookUnavailable`), a read only when it could not be before.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, TimeDelta, Utc};
+pub use replwatch_aws::sweep_queue::QueuedPart;
 use replwatch_core::Destination;
 use replwatch_core::alerts::Alert;
 use replwatch_core::metrics::{
-    ALERT_DELIVERY_FAILURES, GaugePublisher, SET_ASIDE_ALERTS, SWEEP_HEARTBEAT, UNDELIVERED_ALERTS,
-    emf_lines, function_counts_line, gauges_from_open_counts,
+    ALERT_DELIVERY_FAILURES, GaugePublisher, SET_ASIDE_ALERTS, SLACK_WEBHOOK_UNAVAILABLE,
+    SWEEP_HEARTBEAT, SWEEP_PARTS_NOT_DISPATCHED, UNDELIVERED_ALERTS, emf_lines,
+    function_counts_line, gauges_from_open_counts,
 };
 use replwatch_core::outbox::{AlertOutbox, Claimed, PendingAlert};
 use replwatch_core::pipeline::PipelineError;
@@ -59,6 +68,8 @@ pub struct SweepSummary {
     pub stopped_early: bool,
     pub open_pending: u64,
     pub open_overdue: u64,
+    /// Parts of this tick the scheduled sweep could not queue (they are not checked now).
+    pub parts_not_dispatched: usize,
     /// Every metric line the sweep wrote to its log, each as it was written (so a sweep cut
     /// off loses none it had written); kept here for tests and the local runner.
     #[serde(skip)]
@@ -75,19 +86,61 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
     ) -> Result<SweepSummary, PipelineError> {
         let parts = self.sweep_parts.as_ref().map_or(1, |(_, parts)| *parts);
         let all = SweepPart::all(parts);
+        let tick = self.pipeline.clock().now();
+        let mut not_dispatched = Vec::new();
         if let Some((queue, _)) = &self.sweep_parts
             && all.len() > 1
-            && let Err(error) = queue.dispatch(&all[1..], self.pipeline.clock().now()).await
+            && let Err(error) = queue.dispatch(&all[1..], tick).await
         {
-            // Those parts wait for the next tick; this one is checked now.
-            tracing::error!(error = %error, parts, "sweep parts not queued");
+            // Those parts wait for the next tick (the heartbeat alarm sees them missing); this
+            // one is checked now.
+            not_dispatched = error.parts.iter().map(|p| p.index).collect();
+            tracing::error!(error = %error, parts = ?not_dispatched, "sweep parts not queued");
         }
-        self.run_sweep_part(deadline, all[0]).await
+        let mut summary = self
+            .run_queued_part(deadline, QueuedPart { part: all[0], tick })
+            .await?;
+        summary.parts_not_dispatched = not_dispatched.len();
+        let now = self.pipeline.clock().now();
+        let mut counts = Vec::new();
+        if !not_dispatched.is_empty() {
+            counts.push((SWEEP_PARTS_NOT_DISPATCHED, not_dispatched.len() as u64));
+        }
+        if let Some(unavailable) = self.delivery.slack_unavailable(now).await {
+            tracing::warn!(error = %unavailable, "Slack webhook unavailable; Slack alerts stay pending");
+            counts.push((SLACK_WEBHOOK_UNAVAILABLE, 1));
+        }
+        if !counts.is_empty() {
+            summary.write_metric_line(function_counts_line(
+                &self.namespace,
+                now,
+                &self.function_name,
+                &counts,
+            ));
+        }
+        Ok(summary)
+    }
+
+    /// One part of one tick ([`Self::run_sweep_part`]), and its heartbeat at the tick's time
+    /// once it finished.
+    pub async fn run_queued_part(
+        &self,
+        deadline: Option<DateTime<Utc>>,
+        queued: QueuedPart,
+    ) -> Result<SweepSummary, PipelineError> {
+        let mut summary = self.run_sweep_part(deadline, queued.part).await?;
+        summary.write_metric_line(function_counts_line(
+            &self.namespace,
+            queued.tick,
+            &self.function_name,
+            &[(SWEEP_HEARTBEAT, 1)],
+        ));
+        Ok(summary)
     }
 
     /// One sweep of `part`. Part 0 (the scheduled one) also sends the pending alerts again and
-    /// publishes the gauges, the undelivered count and the heartbeat; the others only confirm
-    /// their share of the due work.
+    /// publishes the gauges and the undelivered count; the others only confirm their share of
+    /// the due work. The heartbeat is [`Self::run_queued_part`]'s.
     pub async fn run_sweep_part(
         &self,
         deadline: Option<DateTime<Utc>>,
@@ -127,7 +180,7 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
         let write_metrics = |effects: &replwatch_core::pipeline::Effects| {
             let lines = emf_lines(&self.namespace, clock.now(), &effects.metric_points());
             for line in &lines {
-                println!("{line}");
+                write_to_log(line);
             }
             written
                 .lock()
@@ -192,7 +245,6 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
                 summary.open_overdue = open.iter().map(|c| c.overdue).sum();
                 self.publish_gauges(open).await;
             }
-            counts.push((SWEEP_HEARTBEAT, 1));
             if let Some(n) = undelivered {
                 counts.push((UNDELIVERED_ALERTS, n));
             }
@@ -205,9 +257,12 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
             counts.push((ALERT_DELIVERY_FAILURES, failed_deliveries as u64));
         }
         if !counts.is_empty() {
-            let line = function_counts_line(&self.namespace, now, &self.function_name, &counts);
-            println!("{line}");
-            summary.emf.push(line);
+            summary.write_metric_line(function_counts_line(
+                &self.namespace,
+                now,
+                &self.function_name,
+                &counts,
+            ));
         }
         tracing::info!(
             part = part.index,
@@ -278,6 +333,20 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
             tracing::error!(error = %error, "gauges not published");
         }
     }
+}
+
+impl SweepSummary {
+    /// Writes `line` to the log now (CloudWatch extracts its metrics from there) and keeps
+    /// it in [`SweepSummary::emf`].
+    fn write_metric_line(&mut self, line: String) {
+        write_to_log(&line);
+        self.emf.push(line);
+    }
+}
+
+/// One EMF line as its own log event: one `println!` in a Lambda function.
+fn write_to_log(line: &str) {
+    println!("{line}");
 }
 
 /// The response says how many alerts a sweep raised; their details are in the log.

@@ -6,15 +6,17 @@
 //! gauges and its heartbeat.
 //!
 //! Invoked by the schedule (whose event's content is ignored: the table says what is due), or
-//! by the parts queue with one part per message (`{"index": 3, "of": 8}`), which it sweeps
-//! alone. A message that is not a part is logged and dropped: retrying cannot fix it.
+//! by the parts queue with one part per message (`{"index": 3, "of": 8, "tick": "…"}`), which
+//! it sweeps alone; its heartbeat counts at its tick. A message that is not a part is logged
+//! and dropped: retrying cannot fix it. A part whose sweep fails fails the invocation, so SQS
+//! delivers it again and, after the queue's `maxReceiveCount`, moves it to its dead-letter
+//! queue.
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use replwatch_core::SystemClock;
-use replwatch_core::store::SweepPart;
+use replwatch_core::{Clock, SystemClock};
 use replwatch_runtime::settings::Settings;
-use replwatch_runtime::sweep::SweepSummary;
+use replwatch_runtime::sweep::{QueuedPart, SweepSummary};
 use replwatch_runtime::{logging, services};
 
 #[tokio::main]
@@ -34,13 +36,19 @@ async fn main() -> Result<(), Error> {
                     let mut summaries = Vec::new();
                     for record in batch.records {
                         let body = record.body.as_deref().unwrap_or_default();
-                        match serde_json::from_str::<SweepPart>(body) {
-                            Ok(part) if part.index < part.of => {
-                                summaries.push(tracking.run_sweep_part(Some(deadline), part).await?)
-                            }
-                            _ => tracing::error!(
+                        let sent = record
+                            .attributes
+                            .get("SentTimestamp")
+                            .and_then(|ms| ms.parse().ok())
+                            .and_then(chrono::DateTime::from_timestamp_millis)
+                            .unwrap_or_else(|| SystemClock.now());
+                        match QueuedPart::parse(body, sent) {
+                            Ok(queued) => summaries
+                                .push(tracking.run_queued_part(Some(deadline), queued).await?),
+                            Err(error) => tracing::error!(
                                 message_id = record.message_id.as_deref(),
                                 body,
+                                error,
                                 "not a sweep part; dropped"
                             ),
                         }
