@@ -47,6 +47,9 @@ pub const ALERT_DELIVERY_FAILURES: &str = "AlertDeliveryFailures";
 pub const UNDELIVERED_ALERTS: &str = "UndeliveredAlerts";
 /// 1 per finished sweep: its absence is what the heartbeat alarm watches.
 pub const SWEEP_HEARTBEAT: &str = "SweepHeartbeat";
+/// Pushes found in the source without a tracked push (their PUSH event was lost), per
+/// lost-push check ([`crate::lost_pushes`]).
+pub const UNTRACKED_PUSHES: &str = "UntrackedPushes";
 /// EMF: a metric's value array holds at most this many values.
 pub const MAX_VALUES_PER_MEMBER: usize = 100;
 /// EMF: one directive names at most this many metrics.

@@ -8,13 +8,18 @@
 //! Invoked by the schedule (whose event's content is ignored: the table says what is due), or
 //! by the parts queue with one part per message (`{"index": 3, "of": 8}`), which it sweeps
 //! alone. A message that is not a part is logged and dropped: retrying cannot fix it.
+//!
+//! Its own schedule invokes it with `{"check": "lost-pushes", ...}`
+//! ([`replwatch_runtime::lost_pushes`]): then it only looks for pushes of this registry whose
+//! PUSH event was lost, and tracks them.
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use replwatch_core::SystemClock;
 use replwatch_core::store::SweepPart;
+use replwatch_runtime::backfill::this_registry;
+use replwatch_runtime::lost_pushes::LostPushCheck;
 use replwatch_runtime::settings::Settings;
-use replwatch_runtime::sweep::SweepSummary;
 use replwatch_runtime::{logging, services};
 
 #[tokio::main]
@@ -26,9 +31,20 @@ async fn main() -> Result<(), Error> {
     services::attach_gauges(&mut tracking, &sdk, &settings);
     services::attach_sweep_parts(&mut tracking, &sdk, &settings);
     let tracking = &tracking;
+    let source = &this_registry(&settings.home_account, |name| std::env::var(name).ok())?;
+    let source_images = &services::build_source_images(&sdk, &settings);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let deadline = chrono::DateTime::<chrono::Utc>::from(event.context.deadline());
+            if let Some(check) = LostPushCheck::from_payload(&event.payload) {
+                let summary = tracking
+                    .run_lost_push_check(source_images, source, &check, Some(deadline))
+                    .await?;
+                for line in &summary.emf {
+                    println!("{line}");
+                }
+                return Ok(serde_json::to_value(summary)?);
+            }
             let summaries = match serde_json::from_value::<SqsEvent>(event.payload) {
                 Ok(batch) if !batch.records.is_empty() => {
                     let mut summaries = Vec::new();
@@ -52,7 +68,7 @@ async fn main() -> Result<(), Error> {
             for line in summaries.iter().flat_map(|s| &s.emf) {
                 println!("{line}");
             }
-            Ok::<Vec<SweepSummary>, Error>(summaries)
+            Ok::<serde_json::Value, Error>(serde_json::to_value(summaries)?)
         },
     ))
     .await
