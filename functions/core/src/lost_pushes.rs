@@ -106,13 +106,13 @@ pub struct LostPush {
 /// What one run found.
 #[derive(Debug, Default)]
 pub struct LostPushReport {
-    /// Repositories the rules select that were listed.
+    /// Repositories the rules select that were checked to the end.
     pub repositories: usize,
-    /// Images pushed in the window.
+    /// Images pushed in the window, in the repositories listed.
     pub images: usize,
     pub lost: Vec<LostPush>,
-    /// Repositories not listed because the run was out of time (the next run starts
-    /// elsewhere).
+    /// Repositories not checked to the end because the run was out of time (the next run
+    /// starts elsewhere).
     pub repositories_left: usize,
 }
 
@@ -177,27 +177,39 @@ where
         })
         .buffered(REPOSITORY_CONCURRENCY);
     futures_util::pin_mut!(listings);
-    while let Some((repository, images)) = listings.next().await {
-        report.repositories += 1;
-        for record in images?.unwrap_or_default() {
-            let Some(pushed_at) = record.pushed_at.filter(|at| window.holds(*at)) else {
-                continue;
-            };
-            if record.archived {
-                continue;
+    let near_deadline = || deadline.is_some_and(|d| d - pipeline.clock().now() < DEADLINE_MARGIN);
+    'repositories: while let Some((repository, images)) = listings.next().await {
+        let in_window: Vec<(SourceImage, ImageRecord, DateTime<Utc>)> = images?
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|record| !record.archived)
+            .filter_map(|record| {
+                let pushed_at = record.pushed_at.filter(|at| window.holds(*at))?;
+                let image = SourceImage {
+                    registry: source.clone(),
+                    repository: repository.clone(),
+                    digest: record.digest.clone(),
+                };
+                Some((image, record, pushed_at))
+            })
+            .collect();
+        report.images += in_window.len();
+        // Each image is a read or two of the table: many at once, as the sweep confirms.
+        let checks = stream::iter(in_window)
+            .map(|(image, record, pushed_at)| async move {
+                track_untracked(pipeline, &image, &record, pushed_at).await
+            })
+            .buffer_unordered(pipeline.settings().sweep_concurrency.max(1));
+        futures_util::pin_mut!(checks);
+        while let Some(found) = checks.next().await {
+            report.lost.extend(found?);
+            if near_deadline() {
+                // This repository was not finished: it counts as left.
+                break 'repositories;
             }
-            report.images += 1;
-            let image = SourceImage {
-                registry: source.clone(),
-                repository: repository.clone(),
-                digest: record.digest.clone(),
-            };
-            report
-                .lost
-                .extend(track_untracked(pipeline, &image, &record, pushed_at).await?);
         }
-        let near_deadline = deadline.is_some_and(|d| d - pipeline.clock().now() < DEADLINE_MARGIN);
-        if near_deadline {
+        report.repositories += 1;
+        if near_deadline() {
             break;
         }
     }
@@ -639,11 +651,11 @@ mod tests {
         ]);
         let pipeline = pipeline(&registry, now);
         let window = PushWindow::scheduled(now, INTERVAL, MARGIN);
-        // Already past the deadline: one repository, then stop.
+        // Already past the deadline: one image, then stop (its repository counts as left).
         let report = find_lost_pushes(&pipeline, &registry, &source(), window, Some(now))
             .await
             .expect("run");
-        assert_eq!((report.repositories, report.repositories_left), (1, 2));
+        assert_eq!((report.repositories, report.repositories_left), (0, 3));
         assert_eq!(report.lost.len(), 1);
         let first = report.lost[0].image.repository.clone();
         let later = PushWindow::scheduled(now + TimeDelta::minutes(1), INTERVAL, MARGIN);
