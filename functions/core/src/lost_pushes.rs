@@ -249,7 +249,7 @@ where
     } else {
         for tag in &record.tags {
             let latest = store.latest_push(image, Some(tag), None).await?;
-            if !latest.is_some_and(|p| p.pushed_at >= since) {
+            if latest.is_none_or(|p| p.pushed_at < since) {
                 untracked.push(Some(tag.clone()));
             }
         }
