@@ -1,6 +1,6 @@
 //! What a registry holds, listed page by page: `DescribeRepositories` (the prefix filter
 //! applied here, since the API has none) and `DescribeImages` of one repository (every status,
-//! `imageStatus` ANY). The backfill's inventory ([`crate::ecr_inventory`]) reads through these,
+//! `imageStatus` ANY). The backfill's inventory (the `ecr_inventory` module) reads through these,
 //! and so does the lost-push check ([`EcrSourceImages`]), which needs nothing else: a function
 //! that constructs it may call only these two operations.
 
