@@ -106,7 +106,7 @@ pub struct LostPush {
 /// What one run found.
 #[derive(Debug, Default)]
 pub struct LostPushReport {
-    /// Repositories the rules select that were checked to the end.
+    /// Repositories the rules select that were checked to the end (or failed).
     pub repositories: usize,
     /// Images pushed in the window, in the repositories listed.
     pub images: usize,
@@ -114,6 +114,9 @@ pub struct LostPushReport {
     /// Repositories not checked to the end because the run was out of time (the next run
     /// starts elsewhere).
     pub repositories_left: usize,
+    /// Repositories or images that could not be read (listing, table), with the error: the
+    /// others were checked.
+    pub failures: Vec<String>,
 }
 
 /// The repository name prefixes that select every repository some rule selects: none (all)
@@ -179,7 +182,17 @@ where
     futures_util::pin_mut!(listings);
     let near_deadline = || deadline.is_some_and(|d| d - pipeline.clock().now() < DEADLINE_MARGIN);
     'repositories: while let Some((repository, images)) = listings.next().await {
-        let in_window: Vec<(SourceImage, ImageRecord, DateTime<Utc>)> = images?
+        // One repository or image that cannot be read never hides the others: it is reported
+        // and the run goes on.
+        let images = match images {
+            Ok(images) => images,
+            Err(error) => {
+                report.failures.push(format!("{repository}: {error}"));
+                report.repositories += 1;
+                continue;
+            }
+        };
+        let in_window: Vec<(SourceImage, ImageRecord, DateTime<Utc>)> = images
             .unwrap_or_default()
             .into_iter()
             .filter(|record| !record.archived)
@@ -197,12 +210,17 @@ where
         // Each image is a read or two of the table: many at once, as the sweep confirms.
         let checks = stream::iter(in_window)
             .map(|(image, record, pushed_at)| async move {
-                track_untracked(pipeline, &image, &record, pushed_at).await
+                track_untracked(pipeline, &image, &record, pushed_at)
+                    .await
+                    .map_err(|error| format!("{image}: {error}"))
             })
             .buffer_unordered(pipeline.settings().sweep_concurrency.max(1));
         futures_util::pin_mut!(checks);
         while let Some(found) = checks.next().await {
-            report.lost.extend(found?);
+            match found {
+                Ok(lost) => report.lost.extend(lost),
+                Err(failure) => report.failures.push(failure),
+            }
             if near_deadline() {
                 // This repository was not finished: it counts as left.
                 break 'repositories;
@@ -396,6 +414,9 @@ mod tests {
             repository: &RepositoryName,
         ) -> Result<Option<Vec<ImageRecord>>, RegistryError> {
             self.listed.lock().expect("listed").push(repository.clone());
+            if repository.as_str().ends_with("/denied") {
+                return Err(refused("DescribeImages"));
+            }
             Ok(self.images.lock().expect("images").get(repository).cloned())
         }
     }
@@ -664,5 +685,28 @@ mod tests {
             .expect("run");
         assert_eq!(next.lost.len(), 1);
         assert_ne!(next.lost[0].image.repository, first);
+    }
+
+    #[tokio::test]
+    async fn a_repository_that_cannot_be_read_is_reported_and_the_others_are_checked() {
+        let now = t(3600);
+        let registry = registry(vec![
+            ("team-a/denied", record(1, &["v1"], t(3600 - 20 * 60))),
+            ("team-a/web", record(2, &["v1"], t(3600 - 20 * 60))),
+        ]);
+        let pipeline = pipeline(&registry, now);
+        let window = PushWindow::scheduled(now, INTERVAL, MARGIN);
+        let report = find_lost_pushes(&pipeline, &registry, &source(), window, None)
+            .await
+            .expect("run");
+        assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+        assert!(
+            report.failures[0].starts_with("team-a/denied"),
+            "{:?}",
+            report.failures
+        );
+        let lost: Vec<_> = report.lost.iter().map(|l| l.image.clone()).collect();
+        assert_eq!(lost, vec![image("team-a/web", 2)]);
+        assert_eq!((report.repositories, report.repositories_left), (2, 0));
     }
 }

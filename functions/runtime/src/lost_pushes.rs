@@ -69,6 +69,8 @@ pub struct LostPushSummary {
     /// Of those, how many this check tracked (the others a concurrent run just did).
     pub tracked: usize,
     pub repositories_left: usize,
+    /// Repositories or images that could not be read (each logged with its error).
+    pub failures: usize,
     #[serde(skip)]
     pub emf: Vec<String>,
 }
@@ -85,6 +87,9 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Tracking<S, R, C>
         let pipeline = &self.pipeline;
         let window = check.window(pipeline.clock().now());
         let report = find_lost_pushes(pipeline, lister, source, window, deadline).await?;
+        for failure in &report.failures {
+            tracing::error!(error = %failure, "lost-push check: not read");
+        }
         for lost in &report.lost {
             tracing::warn!(
                 image = %lost.image,
@@ -101,6 +106,7 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Tracking<S, R, C>
             untracked_pushes: report.lost.len(),
             tracked: report.lost.iter().filter(|l| l.written).count(),
             repositories_left: report.repositories_left,
+            failures: report.failures.len(),
             emf: vec![function_counts_line(
                 &self.namespace,
                 pipeline.clock().now(),
@@ -122,6 +128,7 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Tracking<S, R, C>
             untracked_pushes = summary.untracked_pushes,
             tracked = summary.tracked,
             repositories_left = summary.repositories_left,
+            failures = summary.failures,
             "lost-push check done"
         );
         Ok(summary)

@@ -43,6 +43,15 @@ async fn main() -> Result<(), Error> {
                 for line in &summary.emf {
                     println!("{line}");
                 }
+                // What was read is tracked; failing the invocation retries it once, then
+                // parks it on the failure queue, whose alarm says so.
+                if summary.failures > 0 {
+                    return Err(format!(
+                        "lost-push check: {} repositories or images not read (see the log)",
+                        summary.failures
+                    )
+                    .into());
+                }
                 return Ok(serde_json::to_value(summary)?);
             }
             let summaries = match serde_json::from_value::<SqsEvent>(event.payload) {
