@@ -140,9 +140,8 @@ fn selecting_prefixes(configuration: &ReplicationConfiguration) -> Vec<String> {
 }
 
 /// Finds the pushes of `source` in `window` that are not tracked, and tracks them as their
-/// PUSH event would have. Stops listing repositories when `deadline` (if any) is near; the
-/// order of repositories turns with each run so that a registry too large for one run is
-/// covered by the next ones.
+/// PUSH event would have. Stops when `deadline` (if any) is near; each run starts at another
+/// repository so that a registry too large for one run is covered by the next ones.
 pub async fn find_lost_pushes<S, R, C, L>(
     pipeline: &Pipeline<S, R, C>,
     lister: &L,
@@ -168,9 +167,11 @@ where
         .filter(|r| !configuration.destinations_for(source, r).is_empty())
         .collect();
     if !repositories.is_empty() {
-        let turn = usize::try_from(window.until.timestamp().max(0) / 60).unwrap_or_default();
+        // A start that moves pseudo-randomly from run to run: a plain minute count would
+        // repeat itself whenever the number of repositories divides the schedule's interval.
+        let mixed = (window.until.timestamp() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         let count = repositories.len();
-        repositories.rotate_left(turn % count);
+        repositories.rotate_left(usize::try_from(mixed).unwrap_or_default() % count);
     }
     let total = repositories.len();
     let listings = stream::iter(repositories)
@@ -678,13 +679,18 @@ mod tests {
             .expect("run");
         assert_eq!((report.repositories, report.repositories_left), (0, 3));
         assert_eq!(report.lost.len(), 1);
-        let first = report.lost[0].image.repository.clone();
-        let later = PushWindow::scheduled(now + TimeDelta::minutes(1), INTERVAL, MARGIN);
-        let next = find_lost_pushes(&pipeline, &registry, &source(), later, Some(now))
-            .await
-            .expect("run");
-        assert_eq!(next.lost.len(), 1);
-        assert_ne!(next.lost[0].image.repository, first);
+        // Later runs, a minute apart, start elsewhere: every repository comes first in turn.
+        let mut firsts = std::collections::BTreeSet::new();
+        for minute in 0..12 {
+            let later = PushWindow::scheduled(now + TimeDelta::minutes(minute), INTERVAL, MARGIN);
+            // A table of its own: what the first run tracked would hide its repository.
+            let pipeline = self::pipeline(&registry, now);
+            let next = find_lost_pushes(&pipeline, &registry, &source(), later, Some(now))
+                .await
+                .expect("run");
+            firsts.extend(next.lost.iter().map(|l| l.image.repository.clone()));
+        }
+        assert_eq!(firsts.len(), 3, "{firsts:?}");
     }
 
     #[tokio::test]
