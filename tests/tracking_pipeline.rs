@@ -7,6 +7,8 @@
 // Joins this binary rather than linking one more: every test binary costs CI minutes.
 #[path = "alert_truth.rs"]
 mod alert_truth;
+#[path = "lost_push_events.rs"]
+mod lost_push_events;
 #[path = "own_health.rs"]
 mod own_health;
 

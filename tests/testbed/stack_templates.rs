@@ -120,19 +120,30 @@ pub fn central_backfill_external_id(
 /// What `template.yaml`'s scheduled rules check sends `backfill-plan` (its target's `Input`),
 /// with the stack's defaults; an error if the default leaves the rules check out.
 pub fn rules_check_input() -> Result<String, Error> {
+    scheduled_input("RulesCheckRule")
+}
+
+/// What `template.yaml`'s scheduled lost-push check sends the sweep (its target's `Input`),
+/// with the stack's defaults; an error if the default leaves the check out.
+pub fn lost_push_check_input() -> Result<String, Error> {
+    scheduled_input("LostPushCheckRule")
+}
+
+/// The `Input` of the first target of the scheduled rule `name`, with the stack's defaults.
+fn scheduled_input(name: &str) -> Result<String, Error> {
     let template = read("template.yaml")?;
     let stack = Stack::new(&template, &HashMap::new(), HashMap::new())?;
-    let rule = &template["Resources"]["RulesCheckRule"];
+    let rule = &template["Resources"][name];
     if !stack.condition(
         rule["Condition"]
             .as_str()
-            .ok_or("RulesCheckRule has no condition")?,
+            .ok_or(format!("{name} has no condition"))?,
     )? {
-        return Err("the rules check is off by default".into());
+        return Err(format!("{name} is off by default").into());
     }
     match stack.value(&rule["Properties"]["Targets"][0]["Input"])? {
         Json::String(input) => Ok(input),
-        other => Err(format!("RulesCheckRule's input is {other}").into()),
+        other => Err(format!("{name}'s input is {other}").into()),
     }
 }
 
@@ -186,9 +197,16 @@ impl<'t> Stack<'t> {
             if parameters.contains_key(name) {
                 continue;
             }
-            let Some(default) = declaration["Default"].as_str() else {
-                continue;
+            // A number's default is written as a YAML number; CloudFormation passes it as text.
+            let default = match (
+                declaration["Default"].as_str(),
+                declaration["Default"].as_u64(),
+            ) {
+                (Some(text), _) => text.to_owned(),
+                (None, Some(number)) => number.to_string(),
+                (None, None) => continue,
             };
+            let default = default.as_str();
             let value = if declaration["Type"].as_str() == Some("CommaDelimitedList") {
                 Json::Array(
                     default

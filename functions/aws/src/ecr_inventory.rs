@@ -13,6 +13,9 @@
 //! [`InventoryOptions::concurrency`] repositories at a time, on clients with adaptive retry so
 //! throttling slows the reads down instead of failing them.
 //!
+//! The listing itself (`DescribeRepositories`, `DescribeImages`) is [`crate::ecr_listing`]'s,
+//! shared with the lost-push check.
+//!
 //! Creation templates: `DescribeRepositoryCreationTemplates` (all pages). A registry that may
 //! not read them (`AccessDenied`) or a partition without the API answers "no templates", with
 //! a warning: the backfill then creates repositories with the source's settings.
@@ -24,10 +27,7 @@ use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use aws_sdk_ecr::Client;
 use aws_sdk_ecr::error::ProvideErrorMetadata;
-use aws_sdk_ecr::types::{
-    DescribeImagesFilter, EncryptionConfiguration, ImageStatusFilter, Repository,
-    RepositoryCreationTemplate,
-};
+use aws_sdk_ecr::types::{EncryptionConfiguration, Repository, RepositoryCreationTemplate};
 use replwatch_core::backfill::inventory::{
     CreationTemplate, Encryption, ImageRecord, RepositoryInventory, RepositorySettings, ResourceTag,
 };
@@ -40,11 +40,12 @@ use replwatch_core::rules::ReplicationConfiguration;
 use tokio::task::JoinSet;
 
 use crate::ecr_clients::{CrossAccountAccess, EcrClients, invalid, registry_error};
+use crate::ecr_listing::{list_repositories, read_images, repository_name};
 use crate::ecr_manifests::read_manifests;
-use crate::ecr_shapes::{image_record, tag_mutability};
+use crate::ecr_shapes::tag_mutability;
 
 /// `maxResults` of a `DescribeImages` page: the API's maximum.
-pub const IMAGES_PAGE_SIZE: i32 = 1000;
+pub use crate::ecr_listing::PAGE_SIZE as IMAGES_PAGE_SIZE;
 /// The encryption ECR gives a repository created without one.
 pub const DEFAULT_ENCRYPTION: &str = "AES256";
 
@@ -112,46 +113,6 @@ impl EcrInventoryReader {
     fn page_size(&self) -> i32 {
         self.options.page_size.clamp(1, IMAGES_PAGE_SIZE)
     }
-
-    /// `DescribeRepositories`, all pages, keeping the names that start with a prefix.
-    async fn list_repositories(
-        &self,
-        client: &Client,
-        registry: &Destination,
-        prefixes: &[String],
-    ) -> Result<Vec<(RepositoryName, RepositorySettings)>, RegistryError> {
-        const OP: &str = "DescribeRepositories";
-        let resource = registry.to_string();
-        let mut selected = Vec::new();
-        let mut next_token: Option<String> = None;
-        loop {
-            let page = client
-                .describe_repositories()
-                .registry_id(registry.registry_id.as_str())
-                .max_results(self.page_size())
-                .set_next_token(next_token.take())
-                .send()
-                .await
-                .map_err(|e| registry_error(OP, resource.clone(), e))?;
-            for repository in page.repositories() {
-                let Some(name) = repository.repository_name() else {
-                    continue;
-                };
-                if !prefixes.is_empty() && !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
-                    continue;
-                }
-                let name = RepositoryName::parse(name)
-                    .map_err(|e| invalid(OP, resource.clone(), e.to_string()))?;
-                let settings = repository_settings(repository)
-                    .map_err(|m| invalid(OP, format!("{registry} {name}"), m))?;
-                selected.push((name, settings));
-            }
-            match page.next_token() {
-                Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
-                _ => return Ok(selected),
-            }
-        }
-    }
 }
 
 impl InventoryReader for EcrInventoryReader {
@@ -169,10 +130,13 @@ impl InventoryReader for EcrInventoryReader {
         prefixes: &[String],
     ) -> Result<Vec<RepositoryInventory>, RegistryError> {
         let client = self.clients.for_registry(registry).await?;
-        let mut pending: VecDeque<_> = self
-            .list_repositories(&client, registry, prefixes)
-            .await?
-            .into();
+        let mut pending = VecDeque::new();
+        for repository in list_repositories(&client, registry, prefixes, self.page_size()).await? {
+            let name = repository_name(registry, &repository)?;
+            let settings = repository_settings(&repository)
+                .map_err(|m| invalid("DescribeRepositories", format!("{registry} {name}"), m))?;
+            pending.push_back((name, settings));
+        }
         let registry = Arc::new(registry.clone());
         let page_size = self.page_size();
         let mut running = JoinSet::new();
@@ -292,7 +256,7 @@ async fn read_repository(
     page_size: i32,
 ) -> Result<Option<RepositoryInventory>, RegistryError> {
     let resource = format!("{registry} {name}");
-    let images = read_images(&client, &registry, &name, page_size, &resource);
+    let images = read_images(&client, &registry, &name, page_size);
     let lifecycle = async {
         let answer = client
             .get_lifecycle_policy()
@@ -334,47 +298,6 @@ async fn read_repository(
         settings,
         images,
     }))
-}
-
-/// `DescribeImages`, all pages; `None` when the repository is gone.
-async fn read_images(
-    client: &Client,
-    registry: &Destination,
-    name: &RepositoryName,
-    page_size: i32,
-    resource: &str,
-) -> Result<Option<Vec<ImageRecord>>, RegistryError> {
-    const OP: &str = "DescribeImages";
-    let mut images = Vec::new();
-    let mut next_token: Option<String> = None;
-    loop {
-        let page = client
-            .describe_images()
-            .registry_id(registry.registry_id.as_str())
-            .repository_name(name.as_str())
-            // Archived images too: they cannot be copied, and the plan says how to restore them.
-            .filter(
-                DescribeImagesFilter::builder()
-                    .image_status(ImageStatusFilter::Any)
-                    .build(),
-            )
-            .max_results(page_size)
-            .set_next_token(next_token.take())
-            .send()
-            .await;
-        let page = match page {
-            Ok(page) => page,
-            Err(e) if e.code() == Some("RepositoryNotFoundException") => return Ok(None),
-            Err(e) => return Err(registry_error(OP, resource.to_owned(), e)),
-        };
-        for detail in page.image_details() {
-            images.push(image_record(detail).map_err(|m| invalid(OP, resource.to_owned(), m))?);
-        }
-        match page.next_token() {
-            Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
-            _ => return Ok(Some(images)),
-        }
-    }
 }
 
 /// The children of the indexes of a repository that holds referrers, where a referrer may

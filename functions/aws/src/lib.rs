@@ -45,6 +45,7 @@ pub mod ecr_clients;
 pub mod ecr_copy;
 pub mod ecr_images;
 pub mod ecr_inventory;
+pub mod ecr_listing;
 pub mod ecr_manifests;
 pub mod ecr_native_backfill;
 pub mod ecr_referrers;

@@ -2,7 +2,8 @@
 //! aws-sdk-ecr clients: the inventory (settings, tags, untagged images, prefix filter), the
 //! copy (manifests as stored, a multi-part blob byte for byte, digest-preserving puts and
 //! their conflicts, repository creation with settings, cross-account through `AssumeRole`,
-//! throttling absorbed by adaptive retry) and ECR's native backfill.
+//! throttling absorbed by adaptive retry) and ECR's native backfill; and the same listing as
+//! the lost-push check reads it (`ecr_listing`).
 //!
 //! Every test works in accounts of its own (`support::unique_account`), so tests share one
 //! test bed without seeing each other's registries.
@@ -13,6 +14,7 @@ use aws_sdk_ecr::types::{ImageIdentifier, ImageTagMutability};
 use replwatch_aws::ecr::CrossAccountAccess;
 use replwatch_aws::ecr_copy::{CopyOptions, EcrCopyRegistry, MIN_PART_SIZE};
 use replwatch_aws::ecr_inventory::{EcrInventoryReader, InventoryOptions};
+use replwatch_aws::ecr_listing::EcrSourceImages;
 use replwatch_aws::ecr_native_backfill::EcrNativeBackfill;
 use replwatch_aws::ecr_repositories::{
     CREATED_BY_TAG_KEY, CREATED_BY_TAG_VALUE, EcrRepositoryCreator,
@@ -24,6 +26,7 @@ use replwatch_core::backfill::port::{
     CopyRegistry, InventoryReader, NativeBackfillApi, NativeBackfillStatus, NativeImageResult,
     NativeStart, PutOutcome, RepositoryCreator,
 };
+use replwatch_core::lost_pushes::SourceImages;
 use replwatch_core::model::AccountId;
 use serde_json::json;
 use support::*;
@@ -895,4 +898,54 @@ async fn native_backfills_start_wait_their_turn_and_report_per_image() {
         }}),
     )
     .await;
+}
+
+#[tokio::test]
+async fn source_images_lists_the_selected_repositories_and_their_images_with_push_times() {
+    let account = unique_account();
+    let ecr = ecr(&account, SOURCE_REGION).await;
+    create_repository(&ecr, "watched/app").await;
+    create_repository(&ecr, "other/tool").await;
+    let before = chrono::Utc::now() - chrono::TimeDelta::seconds(2);
+    let tagged = push_image(&ecr, "watched/app", Some("v1"), "watched-v1").await;
+    let untagged = push_image(&ecr, "watched/app", None, "watched-untagged").await;
+    push_image(&ecr, "other/tool", Some("v1"), "tool").await;
+    let after = chrono::Utc::now() + chrono::TimeDelta::seconds(2);
+
+    let lister = EcrSourceImages::new(
+        config(&account, SOURCE_REGION).await,
+        AccountId::parse(&account).expect("account"),
+    );
+    let registry = destination(SOURCE_REGION, &account);
+    let names = lister
+        .repository_names(&registry, &["watched/".to_owned()])
+        .await
+        .expect("repositories");
+    assert_eq!(names, vec![repository("watched/app")]);
+
+    let mut images: Vec<(String, Vec<String>)> = lister
+        .images(&registry, &repository("watched/app"))
+        .await
+        .expect("images")
+        .expect("the repository exists")
+        .into_iter()
+        .map(|image| {
+            let pushed_at = image.pushed_at.expect("imagePushedAt");
+            assert!(before <= pushed_at && pushed_at <= after, "{pushed_at}");
+            (image.digest.to_string(), image.tags)
+        })
+        .collect();
+    images.sort();
+    let mut expected = vec![
+        (tagged.digest, vec!["v1".to_owned()]),
+        (untagged.digest, Vec::new()),
+    ];
+    expected.sort();
+    assert_eq!(images, expected);
+
+    let gone = lister
+        .images(&registry, &repository("watched/gone"))
+        .await
+        .expect("a missing repository is no error");
+    assert_eq!(gone, None);
 }

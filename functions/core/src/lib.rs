@@ -12,6 +12,7 @@
 //! - [`tracker`]: the read–transition–conditional-write loop every handler shares;
 //! - [`registry`]: the port through which ECR's authoritative answers are read;
 //! - [`pipeline`]: what the functions do with an event or a sweep tick, over the ports;
+//! - [`lost_pushes`]: the scheduled backstop that tracks pushes whose event was lost;
 //! - [`alerts`]: what is told to a human, folded under storms, and the notifier port;
 //! - [`outbox`]: alerts stored with the change that raised them until every sink took them;
 //! - [`metrics`]: per-event metrics as CloudWatch EMF lines, and the gauge publisher port;
@@ -29,6 +30,7 @@ pub mod clock;
 pub mod doctor;
 pub mod events;
 pub mod incident;
+pub mod lost_pushes;
 pub mod metrics;
 pub mod model;
 pub mod outbox;

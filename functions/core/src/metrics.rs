@@ -57,6 +57,9 @@ pub const SWEEP_PARTS_NOT_DISPATCHED: &str = "SweepPartsNotDispatched";
 /// 1 per invocation that needed the Slack webhook and could not read it (the scheduled sweep
 /// checks at every tick): Slack alerts stay pending meanwhile.
 pub const SLACK_WEBHOOK_UNAVAILABLE: &str = "SlackWebhookUnavailable";
+/// Pushes found in the source without a tracked push (their PUSH event was lost), per
+/// lost-push check ([`crate::lost_pushes`]).
+pub const UNTRACKED_PUSHES: &str = "UntrackedPushes";
 /// EMF: a metric's value array holds at most this many values.
 pub const MAX_VALUES_PER_MEMBER: usize = 100;
 /// EMF: one directive names at most this many metrics.

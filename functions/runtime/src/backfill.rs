@@ -80,16 +80,8 @@ impl BackfillSettings {
                     }),
             }
         };
-        let region = get("AWS_REGION").ok_or(SettingsError {
-            variable: "AWS_REGION",
-            message: "must be set (Lambda sets it)".into(),
-        })?;
-        let region = Region::parse(&region).map_err(|e| SettingsError {
-            variable: "AWS_REGION",
-            message: e.to_string(),
-        })?;
         Ok(Self {
-            source: Destination::new(region, home_account.clone()),
+            source: this_registry(home_account, &lookup)?,
             jobs_queue_url: get("BACKFILL_QUEUE_URL"),
             role_name: get("BACKFILL_ROLE_NAME"),
             external_id: get("BACKFILL_EXTERNAL_ID"),
@@ -97,6 +89,25 @@ impl BackfillSettings {
             max_receive_count: count("MAX_RECEIVE_COUNT", 5)?,
         })
     }
+}
+
+/// The registry of this account in this Region (`AWS_REGION`, which Lambda sets): the source
+/// the backfill copies from and the lost-push check lists.
+pub fn this_registry(
+    home_account: &AccountId,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Destination, SettingsError> {
+    let region = lookup("AWS_REGION")
+        .filter(|v| !v.trim().is_empty())
+        .ok_or(SettingsError {
+            variable: "AWS_REGION",
+            message: "must be set (Lambda sets it)".into(),
+        })?;
+    let region = Region::parse(&region).map_err(|e| SettingsError {
+        variable: "AWS_REGION",
+        message: e.to_string(),
+    })?;
+    Ok(Destination::new(region, home_account.clone()))
 }
 
 /// `backfill-plan`'s services.

@@ -5,6 +5,7 @@
 //!   ([`services`] builds it on AWS);
 //! - [`batch`]: an SQS batch of events through the pipeline (track-push, track-replication);
 //! - [`sweep`]: the scheduled sweep;
+//! - [`lost_pushes`]: the scheduled check for pushes whose event was lost;
 //! - [`backfill`]: the backfill's plan and copy functions;
 //! - [`delivery`]: alert sinks;
 //! - [`logging`]: structured JSON logs.
@@ -24,6 +25,7 @@ pub mod backfill;
 pub mod batch;
 pub mod delivery;
 pub mod logging;
+pub mod lost_pushes;
 pub mod services;
 pub mod settings;
 pub mod sweep;

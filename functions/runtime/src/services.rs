@@ -2,7 +2,8 @@
 //! its reader role, SNS and Slack ([`build`]; Slack's webhook is read when first needed, so a
 //! secret that cannot be read never stops a function from starting); the CloudWatch gauges for the sweep
 //! ([`attach_gauges`]); the dead-letter queue for the SQS-fed functions
-//! ([`attach_dead_letters`]); the backfill functions' services ([`build_backfill_planner`],
+//! ([`attach_dead_letters`]); the source listing for the lost-push check
+//! ([`build_source_images`]); the backfill functions' services ([`build_backfill_planner`],
 //! [`build_backfill_copier`]).
 //!
 //! Each function attaches only what it uses, because its IAM role grants only what its code
@@ -20,6 +21,7 @@ use replwatch_aws::ecr::EcrRegistry;
 use replwatch_aws::ecr_clients::CrossAccountAccess;
 use replwatch_aws::ecr_copy::EcrCopyRegistry;
 use replwatch_aws::ecr_inventory::EcrInventoryReader;
+use replwatch_aws::ecr_listing::EcrSourceImages;
 use replwatch_aws::ecr_native_backfill::EcrNativeBackfill;
 use replwatch_aws::ecr_repositories::EcrRepositoryCreator;
 use replwatch_aws::region_opt_in::RegionOptIn;
@@ -120,6 +122,12 @@ pub fn attach_dead_letters<C>(tracking: &mut AwsTracking<C>, sdk: &SdkConfig, se
         .dead_letter_queue_url
         .as_ref()
         .map(|url| DeadLetterQueue::new(aws_sdk_sqs::Client::new(sdk), url.clone()));
+}
+
+/// The source registry's listing, for the sweep's lost-push check: this account's
+/// repositories and images, read with the function's own credentials.
+pub fn build_source_images(sdk: &SdkConfig, settings: &Settings) -> EcrSourceImages {
+    EcrSourceImages::new(sdk.clone(), settings.home_account.clone())
 }
 
 /// `backfill-plan` as deployed.

@@ -11,12 +11,18 @@
 //! and dropped: retrying cannot fix it. A part whose sweep fails fails the invocation, so SQS
 //! delivers it again and, after the queue's `maxReceiveCount`, moves it to its dead-letter
 //! queue.
+//!
+//! Its own schedule invokes it with `{"check": "lost-pushes", ...}`
+//! ([`replwatch_runtime::lost_pushes`]): then it only looks for pushes of this registry whose
+//! PUSH event was lost, and tracks them.
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use replwatch_core::{Clock, SystemClock};
+use replwatch_runtime::backfill::this_registry;
+use replwatch_runtime::lost_pushes::LostPushCheck;
 use replwatch_runtime::settings::Settings;
-use replwatch_runtime::sweep::{QueuedPart, SweepSummary};
+use replwatch_runtime::sweep::QueuedPart;
 use replwatch_runtime::{logging, services};
 
 #[tokio::main]
@@ -28,9 +34,29 @@ async fn main() -> Result<(), Error> {
     services::attach_gauges(&mut tracking, &sdk, &settings);
     services::attach_sweep_parts(&mut tracking, &sdk, &settings);
     let tracking = &tracking;
+    let source = &this_registry(&settings.home_account, |name| std::env::var(name).ok())?;
+    let source_images = &services::build_source_images(&sdk, &settings);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             let deadline = chrono::DateTime::<chrono::Utc>::from(event.context.deadline());
+            if let Some(check) = LostPushCheck::from_payload(&event.payload) {
+                let summary = tracking
+                    .run_lost_push_check(source_images, source, &check, Some(deadline))
+                    .await?;
+                for line in &summary.emf {
+                    println!("{line}");
+                }
+                // What was read is tracked; failing the invocation retries it once, then
+                // parks it on the failure queue, whose alarm says so.
+                if summary.failures > 0 {
+                    return Err(format!(
+                        "lost-push check: {} repositories or images not read (see the log)",
+                        summary.failures
+                    )
+                    .into());
+                }
+                return Ok(serde_json::to_value(summary)?);
+            }
             let summaries = match serde_json::from_value::<SqsEvent>(event.payload) {
                 Ok(batch) if !batch.records.is_empty() => {
                     let mut summaries = Vec::new();
@@ -59,7 +85,7 @@ async fn main() -> Result<(), Error> {
             };
             // The sweep wrote its metric lines itself, each as soon as what it counts was
             // stored (`SweepSummary::emf`).
-            Ok::<Vec<SweepSummary>, Error>(summaries)
+            Ok::<serde_json::Value, Error>(serde_json::to_value(summaries)?)
         },
     ))
     .await
