@@ -1074,3 +1074,35 @@ async fn a_replication_event_from_a_destination_that_refuses_reads_is_left_to_th
     assert_eq!(effects.latencies.len(), 1, "its latency still counts");
     assert!(effects.alerts.is_empty() && effects.applied.is_empty());
 }
+
+#[tokio::test]
+async fn a_source_deleted_while_a_destination_refuses_reads_resolves_nothing() {
+    let world = World::new();
+    let pipeline = world.pipeline();
+    pipeline
+        .handle(&event("push-tagged.json"))
+        .await
+        .expect("push");
+    world.registry.refuse("eu-west-1", true);
+    world.clock.advance(TimeDelta::minutes(31));
+    let mut alerts = sweep_whole(&pipeline).await.effects.alerts;
+    for minutes in [1, 2, 4] {
+        world.clock.advance(TimeDelta::minutes(minutes));
+        alerts.extend(sweep_whole(&pipeline).await.effects.alerts);
+    }
+    assert!(
+        kinds(&alerts).contains(&("eu-west-1".into(), AlertKind::Unconfirmed)),
+        "{alerts:?}"
+    );
+    // The image is deleted in the source: its destinations close without a read in
+    // eu-west-1, which says nothing about eu-west-1 being readable again.
+    *world.registry.source_deleted.lock().expect("lock") = true;
+    world.clock.advance(TimeDelta::minutes(15));
+    let after = sweep_whole(&pipeline).await;
+    assert!(
+        after.effects.alerts.is_empty(),
+        "{:?}",
+        after.effects.alerts
+    );
+    assert!(world.store.read_incidents().iter().all(|i| i.is_open()));
+}

@@ -20,6 +20,11 @@
 //! | the same, tags mutable | IN_PROGRESS / FAILED / else | OVERDUE / FAILED / TAG_LOST and the tag's incident (TAG_DIVERGED: an older push of the tag finished last, or it was changed there) |
 //!
 //! A source image that no longer exists closes everything, silently.
+//!
+//! Each destination is confirmed on its own: a read that fails (in the destination, or in the
+//! source for what the verdict needs) leaves only that destination unconfirmed, retried with
+//! backoff, while the others get their verdicts ([`crate::unreadable`]). A check that fails as
+//! a whole (the store) is put off by [`FAILED_CHECK_RETRY`], out of the due index's head.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
@@ -401,6 +406,7 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
             .replication_status(&image)
             .await
             .map_err(|error| ReadFailure::new(image.registry.clone(), &error));
+        let source_gone = matches!(status, Ok(ImageReplicationStatus::SourceImageNotFound));
         let lookups = SourceLookups::default();
         let findings = future::join_all(targets.iter().map(|t| async {
             match &status {
@@ -418,10 +424,13 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         let mut deleted = vec![false; pushes.len()];
         for (target, finding) in targets.into_iter().zip(findings) {
             let key = target.record.key.clone();
+            // A deleted source settles a destination without a read there: that says nothing
+            // about whether the destination can be read again.
             let unread_before = target
                 .record
                 .unconfirmed
                 .as_ref()
+                .filter(|u| !source_gone || u.failure.location == image.registry)
                 .map(|u| u.failure.incident_key());
             let finding = match finding {
                 Ok(finding) => finding,
