@@ -795,17 +795,19 @@ pub trait Notifier: Send + Sync {
 pub mod samples {
     use chrono::{TimeDelta, TimeZone, Utc};
 
-    use super::{Alert, IncidentFacts};
+    use super::{Alert, IncidentFacts, UnreadableFacts};
     use crate::incident::{DivergenceCause, ResolutionReason};
     use crate::model::{
         AccountId, Destination, Digest, ExpectationKey, Region, RepositoryName, SourceImage,
     };
     use crate::tracking::AlertKind;
+    use crate::unreadable::{ReadFailure, ReadFailureKind};
 
     /// Alert number `n` of `kind`: `team-a/web:v<n>` from us-west-2/111111111111 to
     /// `region`/222222222222, pushed at 2026-11-20 10:00, detected 31 minutes later, with
     /// failure code `ACCESS_DENIED` when it failed; the tag incident kinds name the image
-    /// `sha256:eeee…` as the destination's, opened when detected.
+    /// `sha256:eeee…` as the destination's, opened when detected; UNCONFIRMED names the
+    /// destination's registry refusing `AssumeRole`.
     pub fn sample_alert(kind: AlertKind, region: &str, n: u32) -> Alert {
         let t0 = Utc
             .with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
@@ -840,6 +842,18 @@ pub mod samples {
             incident: None,
             unreadable: None,
         };
+        if kind == AlertKind::Unconfirmed {
+            alert.unreadable = Some(Box::new(UnreadableFacts {
+                opened_at: alert.detected_at,
+                failure: ReadFailure {
+                    location: alert.key.destination.clone(),
+                    kind: ReadFailureKind::Refused,
+                    operation: "AssumeRole".to_owned(),
+                    error: "AccessDenied: User: arn:aws:sts::111111111111:assumed-role/replwatch-sweep/x is not authorized to perform: sts:AssumeRole".to_owned(),
+                },
+                resolved_at: None,
+            }));
+        }
         let cause = match kind {
             AlertKind::TagLost => Some(DivergenceCause::ImmutableHeld),
             AlertKind::TagDiverged | AlertKind::Resolved => {
