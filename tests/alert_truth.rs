@@ -42,12 +42,14 @@ use testbed::{LocalAws, LocalDeployment, PushedImage, unique_account};
 
 const SOURCE_REGION: &str = "us-west-2";
 
-struct World {
-    aws: LocalAws,
-    central: String,
-    deployment: LocalDeployment,
-    destinations: Vec<Destination>,
-    clock: Arc<OffsetClock>,
+/// A source account, the deployment the functions run in, and the clock they read: what every
+/// end-to-end test of the tracking functions starts from (this file's and `own_health.rs`'s).
+pub(crate) struct World {
+    pub(crate) aws: LocalAws,
+    pub(crate) central: String,
+    pub(crate) deployment: LocalDeployment,
+    pub(crate) destinations: Vec<Destination>,
+    pub(crate) clock: Arc<OffsetClock>,
 }
 
 fn destination(region: &str, account: &str) -> Destination {
@@ -60,7 +62,7 @@ fn destination(region: &str, account: &str) -> Destination {
 impl World {
     /// A source account replicating every repository to two Regions of its own and one of a
     /// partner account; `settings` is the test bed's per-destination behaviour.
-    async fn new(settings: impl Fn(&[Destination]) -> serde_json::Value) -> Self {
+    pub(crate) async fn new(settings: impl Fn(&[Destination]) -> serde_json::Value) -> Self {
         let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
         let central = unique_account();
         let partner = unique_account();
@@ -98,7 +100,7 @@ impl World {
     }
 
     /// Creates `repository` in the source, then the rules that replicate it everywhere.
-    async fn replicated_repository(&self, repository: &str) {
+    pub(crate) async fn replicated_repository(&self, repository: &str) {
         self.aws
             .ecr(&self.central, SOURCE_REGION)
             .await
@@ -110,14 +112,14 @@ impl World {
         self.replicate_everything().await;
     }
 
-    async fn tracking(&self, extra: &[(&str, &str)]) -> AwsTracking<Arc<OffsetClock>> {
+    pub(crate) async fn tracking(&self, extra: &[(&str, &str)]) -> AwsTracking<Arc<OffsetClock>> {
         self.deployment
             .tracking(Arc::clone(&self.clock), extra)
             .await
             .expect("tracking")
     }
 
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         self.aws
             .settle_replication(&self.central)
             .await

@@ -15,129 +15,77 @@ use std::sync::Arc;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::TimeDelta;
-use replwatch_core::{AccountId, AlertKind, Clock, Destination, OffsetClock, Region};
+use replwatch_core::metrics::{
+    SLACK_WEBHOOK_UNAVAILABLE, SWEEP_HEARTBEAT, SWEEP_PARTS_NOT_DISPATCHED,
+};
+use replwatch_core::{AlertKind, Clock, Destination, OffsetClock};
 use replwatch_runtime::services::AwsTracking;
 use replwatch_runtime::sweep::QueuedPart;
 use testbed::deployment::Copies;
 use testbed::slack_capture::SlackCapture;
-use testbed::{LocalAws, LocalDeployment, unique_account};
+
+use crate::alert_truth::World;
 
 const SOURCE_REGION: &str = "us-west-2";
-const SLACK_WEBHOOK_UNAVAILABLE: &str = "SlackWebhookUnavailable";
-const SWEEP_HEARTBEAT: &str = "SweepHeartbeat";
-const SWEEP_PARTS_NOT_DISPATCHED: &str = "SweepPartsNotDispatched";
 
-struct World {
-    aws: LocalAws,
-    central: String,
-    deployment: LocalDeployment,
-    destinations: Vec<Destination>,
-    clock: Arc<OffsetClock>,
+/// A `World` whose `team-a/web` replicates everywhere (`settings`: the test bed's
+/// per-destination behaviour).
+async fn world(settings: impl Fn(&[Destination]) -> serde_json::Value) -> World {
+    let world = World::new(settings).await;
+    world.replicated_repository("team-a/web").await;
+    world
 }
 
-fn destination(region: &str, account: &str) -> Destination {
-    Destination::new(
-        Region::parse(region).expect("region"),
-        AccountId::parse(account).expect("account"),
-    )
+/// Pushes an image of `team-a/web` tagged `tag` and lets replication run its course.
+async fn push(world: &World, tag: &str) {
+    world
+        .aws
+        .push_image(&world.central, SOURCE_REGION, "team-a/web", Some(tag), tag)
+        .await
+        .expect("push");
+    world
+        .aws
+        .settle_replication(&world.central)
+        .await
+        .expect("settle");
 }
 
-impl World {
-    /// A source account replicating `team-a/web` to two Regions of its own and one of a
-    /// partner; `settings` is the test bed's per-destination behaviour.
-    async fn new(settings: impl Fn(&[Destination]) -> serde_json::Value) -> Self {
-        let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
-        let central = unique_account();
-        let partner = unique_account();
-        let destinations = vec![
-            destination("us-east-1", &central),
-            destination("ap-southeast-2", &central),
-            destination("eu-west-1", &partner),
-        ];
-        let deployment = LocalDeployment::create(&aws, &central, SOURCE_REGION, &destinations)
-            .await
-            .expect("deployment");
-        aws.configure_replication(&settings(&destinations))
-            .expect("test bed settings");
-        aws.ecr(&central, SOURCE_REGION)
-            .await
-            .create_repository()
-            .repository_name("team-a/web")
-            .send()
-            .await
-            .expect("repository");
-        let rules = serde_json::from_value(serde_json::json!({"rules": [
-            {"destinations": destinations}
-        ]}))
-        .expect("rules");
-        aws.put_replication_configuration(&central, SOURCE_REGION, &rules)
-            .await
-            .expect("replication rules");
-        Self {
-            aws,
-            central,
-            deployment,
-            destinations,
-            clock: Arc::new(OffsetClock::new()),
-        }
-    }
+/// Every queued event through the functions once: the alerts raised and the EMF lines.
+async fn pump(
+    world: &World,
+    tracking: &AwsTracking<Arc<OffsetClock>>,
+) -> (Vec<AlertKind>, Vec<String>) {
+    let report = world
+        .deployment
+        .pump(tracking, &mut |_| Copies::Once)
+        .await
+        .expect("pump");
+    let alerts = report
+        .batches
+        .iter()
+        .flat_map(|b| {
+            assert!(
+                b.response.batch_item_failures.is_empty(),
+                "{:?}",
+                b.response
+            );
+            b.alerts.iter().map(|a| a.kind)
+        })
+        .collect();
+    (alerts, report.emf().cloned().collect())
+}
 
-    async fn tracking(&self, extra: &[(&str, &str)]) -> AwsTracking<Arc<OffsetClock>> {
-        self.deployment
-            .tracking(Arc::clone(&self.clock), extra)
-            .await
-            .expect("the functions start")
-    }
-
-    /// Pushes an image of `team-a/web` tagged `tag` and lets replication run its course.
-    async fn push(&self, tag: &str) {
-        self.aws
-            .push_image(&self.central, SOURCE_REGION, "team-a/web", Some(tag), tag)
-            .await
-            .expect("push");
-        self.aws
-            .settle_replication(&self.central)
-            .await
-            .expect("settle");
-    }
-
-    /// Every queued event through the functions once: the alerts raised and the EMF lines.
-    async fn pump(
-        &self,
-        tracking: &AwsTracking<Arc<OffsetClock>>,
-    ) -> (Vec<AlertKind>, Vec<String>) {
-        let report = self
-            .deployment
-            .pump(tracking, &mut |_| Copies::Once)
-            .await
-            .expect("pump");
-        let alerts = report
-            .batches
-            .iter()
-            .flat_map(|b| {
-                assert!(
-                    b.response.batch_item_failures.is_empty(),
-                    "{:?}",
-                    b.response
-                );
-                b.alerts.iter().map(|a| a.kind)
-            })
-            .collect();
-        (alerts, report.emf().cloned().collect())
-    }
-
-    /// A FIFO queue for the sweep's parts, and its URL.
-    async fn parts_queue(&self, name: &str) -> String {
-        aws_sdk_sqs::Client::new(&self.aws.config(&self.central, SOURCE_REGION).await)
-            .create_queue()
-            .queue_name(name)
-            .attributes(QueueAttributeName::FifoQueue, "true")
-            .send()
-            .await
-            .expect("parts queue")
-            .queue_url
-            .expect("queue url")
-    }
+/// A FIFO queue for the sweep's parts, and its URL.
+async fn parts_queue(world: &World, name: &str) -> String {
+    aws_sdk_sqs::Client::new(&world.aws.config(&world.central, SOURCE_REGION).await)
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .expect("parts queue")
+        .queue_url
+        .expect("queue url")
 }
 
 /// (timestamp in ms, value) of every `metric` in `emf`.
@@ -161,7 +109,7 @@ fn counted(emf: &[String], metric: &str) -> Vec<(i64, f64)> {
 
 #[tokio::test]
 async fn a_slack_webhook_that_cannot_be_read_stops_nothing_and_slack_catches_up_once_it_is_back() {
-    let world = World::new(|d| {
+    let world = world(|d| {
         serde_json::json!({"destinations": {
             d[1].to_string(): {"fail": true, "failure_code": "ACCESS_DENIED"},
         }})
@@ -172,8 +120,8 @@ async fn a_slack_webhook_that_cannot_be_read_stops_nothing_and_slack_catches_up_
     let parameter = "/replwatch/slack-webhook";
     let tracking = world.tracking(&[("SLACK_WEBHOOK_SECRET", parameter)]).await;
 
-    world.push("v1").await;
-    let (alerts, emf) = world.pump(&tracking).await;
+    push(&world, "v1").await;
+    let (alerts, emf) = pump(&world, &tracking).await;
     assert_eq!(alerts, vec![AlertKind::Failed]);
     assert_eq!(
         world
@@ -189,8 +137,8 @@ async fn a_slack_webhook_that_cannot_be_read_stops_nothing_and_slack_catches_up_
 
     // Tracking goes on: a later push is tracked to its verdict and told through SNS.
     world.clock.advance(TimeDelta::seconds(5));
-    world.push("v2").await;
-    let (alerts, _) = world.pump(&tracking).await;
+    push(&world, "v2").await;
+    let (alerts, _) = pump(&world, &tracking).await;
     assert_eq!(alerts, vec![AlertKind::Failed]);
     assert_eq!(
         world
@@ -241,11 +189,8 @@ async fn a_slack_webhook_that_cannot_be_read_stops_nothing_and_slack_catches_up_
 #[tokio::test]
 async fn a_sweep_part_that_cannot_be_queued_is_retried_then_counted_and_its_beat_is_missing() {
     let world =
-        World::new(|d| serde_json::json!({"destinations": {d[0].to_string(): {"paused": true}}}))
-            .await;
-    let queue = world
-        .parts_queue(&format!("sweep-parts-gone-{}.fifo", world.central))
-        .await;
+        world(|d| serde_json::json!({"destinations": {d[0].to_string(): {"paused": true}}})).await;
+    let queue = parts_queue(&world, &format!("sweep-parts-gone-{}.fifo", world.central)).await;
     aws_sdk_sqs::Client::new(&world.aws.config(&world.central, SOURCE_REGION).await)
         .delete_queue()
         .queue_url(&queue)
@@ -256,9 +201,9 @@ async fn a_sweep_part_that_cannot_be_queued_is_retried_then_counted_and_its_beat
         .tracking(&[("SWEEP_PARTS", "4"), ("SWEEP_QUEUE_URL", queue.as_str())])
         .await;
     for i in 0..8 {
-        world.push(&format!("v{i}")).await;
+        push(&world, &format!("v{i}")).await;
     }
-    world.pump(&tracking).await;
+    pump(&world, &tracking).await;
     world.clock.advance(TimeDelta::minutes(31));
 
     let started = std::time::Instant::now();
@@ -301,9 +246,9 @@ async fn a_sweep_part_that_cannot_be_queued_is_retried_then_counted_and_its_beat
 
 #[tokio::test]
 async fn a_parts_queue_back_within_the_retry_gets_every_part_and_each_beats_at_its_tick() {
-    let world = World::new(|_| serde_json::json!({})).await;
+    let world = world(|_| serde_json::json!({})).await;
     let name = format!("sweep-parts-back-{}.fifo", world.central);
-    let queue = world.parts_queue(&name).await;
+    let queue = parts_queue(&world, &name).await;
     let sqs = aws_sdk_sqs::Client::new(&world.aws.config(&world.central, SOURCE_REGION).await);
     sqs.delete_queue()
         .queue_url(&queue)
