@@ -26,6 +26,7 @@
 
 use aws_config::{Region, SdkConfig};
 use chrono::{DateTime, TimeDelta, Utc};
+use replwatch_core::backoff::Backoff;
 use serde_json::Value;
 
 use crate::service_error::{describe, is_transient};
@@ -162,11 +163,13 @@ pub const FIRST_REREAD_AFTER: TimeDelta = TimeDelta::seconds(30);
 /// The longest wait between two reads of a webhook that cannot be read.
 pub const MAX_REREAD_AFTER: TimeDelta = TimeDelta::minutes(5);
 
-/// The wait after the `failures`-th failed read in a row: 30 s, doubling, at most
+/// How a webhook that could not be read is read again: 30 s, doubling, at most
 /// [`MAX_REREAD_AFTER`].
+pub const REREAD_BACKOFF: Backoff = Backoff::new(FIRST_REREAD_AFTER, MAX_REREAD_AFTER);
+
+/// The wait after the `failures`-th failed read in a row ([`REREAD_BACKOFF`]).
 pub fn reread_delay(failures: u32) -> TimeDelta {
-    let factor = 1_i32 << failures.saturating_sub(1).min(10);
-    (FIRST_REREAD_AFTER * factor).min(MAX_REREAD_AFTER)
+    REREAD_BACKOFF.after(failures)
 }
 
 /// Why Slack cannot be posted to now.

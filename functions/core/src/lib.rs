@@ -26,6 +26,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod backfill;
+pub mod backoff;
 pub mod clock;
 pub mod doctor;
 pub mod events;

@@ -29,6 +29,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::Alert;
+use crate::backoff::Backoff;
 use crate::store::StoreError;
 
 /// How long the raiser of an alert has to send it before the sweep may: longer than the
@@ -41,11 +42,12 @@ pub const CLAIM_LEASE: TimeDelta = TimeDelta::minutes(5);
 /// The longest wait between two attempts.
 pub const MAX_RETRY_DELAY: TimeDelta = TimeDelta::minutes(30);
 
-/// The wait after the `attempts`-th failed attempt: one minute, doubling, at most
-/// [`MAX_RETRY_DELAY`].
+/// How a failed delivery is tried again: one minute, doubling, at most [`MAX_RETRY_DELAY`].
+pub const RETRY_BACKOFF: Backoff = Backoff::new(TimeDelta::minutes(1), MAX_RETRY_DELAY);
+
+/// The wait after the `attempts`-th failed attempt ([`RETRY_BACKOFF`]).
 pub fn retry_delay(attempts: u32) -> TimeDelta {
-    let minutes = 1_i64 << attempts.saturating_sub(1).min(10);
-    TimeDelta::minutes(minutes).min(MAX_RETRY_DELAY)
+    RETRY_BACKOFF.after(attempts)
 }
 
 /// One alert not yet delivered to every sink.

@@ -25,6 +25,7 @@ use std::fmt;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::backoff::Backoff;
 use crate::model::Destination;
 use crate::registry::RegistryError;
 use crate::tracking::AlertKind;
@@ -38,11 +39,12 @@ pub const UNREADABLE_GRACE: TimeDelta = TimeDelta::minutes(5);
 /// interval of an overdue one.
 pub const MAX_RETRY_AFTER: TimeDelta = TimeDelta::minutes(15);
 
-/// How long to wait before the `attempts`-th failed attempt's retry: 1, 2, 4, 8, then 15
-/// minutes.
+/// How an unconfirmed destination is tried again: 1, 2, 4, 8, then every 15 minutes.
+pub const RETRY_BACKOFF: Backoff = Backoff::new(TimeDelta::minutes(1), MAX_RETRY_AFTER);
+
+/// How long to wait before the `attempts`-th failed attempt's retry ([`RETRY_BACKOFF`]).
 pub fn retry_after(attempts: u32) -> TimeDelta {
-    let doubled = TimeDelta::minutes(1) * 2_i32.saturating_pow(attempts.saturating_sub(1).min(8));
-    doubled.min(MAX_RETRY_AFTER)
+    RETRY_BACKOFF.after(attempts)
 }
 
 /// What kind of failure keeps a registry unreadable: what the operator must fix differs.
