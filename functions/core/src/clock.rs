@@ -13,6 +13,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+/// The least time a run that works until its invocation's deadline (a sweep, a lost-push
+/// check) keeps in hand before it.
+pub const DEADLINE_MARGIN: TimeDelta = TimeDelta::seconds(10);
+
+/// `at` without its fraction of a second: how DynamoDB's TTL keeps a time, and how ECR's
+/// event times are stamped.
+pub fn whole_seconds(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at)
+}
+
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
 }

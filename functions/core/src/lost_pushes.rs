@@ -31,7 +31,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::stream::{self, StreamExt};
 
 use crate::backfill::inventory::ImageRecord;
-use crate::clock::Clock;
+use crate::clock::{Clock, DEADLINE_MARGIN, whole_seconds};
 use crate::events::{EcrEvent, EventEnvelope, ImageActionKind, ImageEvent};
 use crate::model::{Destination, RepositoryName, SourceImage};
 use crate::pipeline::{Pipeline, PipelineError};
@@ -236,9 +236,6 @@ where
     Ok(report)
 }
 
-/// The least time a run keeps in hand before its invocation's deadline.
-pub const DEADLINE_MARGIN: TimeDelta = TimeDelta::seconds(10);
-
 /// Tracks each tag of `record` (or the untagged image) that has no tracked push at or after
 /// its push time.
 async fn track_untracked<S, R, C>(
@@ -254,17 +251,23 @@ where
 {
     let store = pipeline.store();
     let since = pushed_at - PUSH_TIME_TOLERANCE;
-    let mut untracked: Vec<Option<String>> = Vec::new();
-    if record.tags.is_empty() {
-        // Untagged now: pushed untagged, or its tags moved on since; any push of it counts.
-        if !store
+    let pushed_since = async || -> Result<bool, PipelineError> {
+        Ok(store
             .pushes_of(image)
             .await?
             .iter()
-            .any(|p| p.pushed_at >= since)
-        {
-            untracked.push(None);
+            .any(|p| p.pushed_at >= since))
+    };
+    let mut untracked: Vec<Option<String>> = Vec::new();
+    // A digest whose own push was tracked got the missing tags later, at a time the API does
+    // not give: tracked from now, so its deadline is never earlier than the real one.
+    let digest_tracked = if record.tags.is_empty() {
+        // Untagged now: pushed untagged, or its tags moved on since; any push of it counts.
+        if pushed_since().await? {
+            return Ok(Vec::new());
         }
+        untracked.push(None);
+        false
     } else {
         for tag in &record.tags {
             let latest = store.latest_push(image, Some(tag), None).await?;
@@ -272,18 +275,11 @@ where
                 untracked.push(Some(tag.clone()));
             }
         }
-    }
-    if untracked.is_empty() {
-        return Ok(Vec::new());
-    }
-    // A digest whose own push was tracked got the missing tags later, at a time the API does
-    // not give: tracked from now, so its deadline is never earlier than the real one.
-    let digest_tracked = record.tags.len() > untracked.len()
-        || store
-            .pushes_of(image)
-            .await?
-            .iter()
-            .any(|p| p.pushed_at >= since);
+        if untracked.is_empty() {
+            return Ok(Vec::new());
+        }
+        record.tags.len() > untracked.len() || pushed_since().await?
+    };
     let tracked_at = if digest_tracked {
         whole_seconds(pipeline.clock().now())
     } else {
@@ -319,10 +315,6 @@ where
         });
     }
     Ok(lost)
-}
-
-fn whole_seconds(at: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::clock::whole_seconds;
 use crate::model::{Destination, ExpectationKey, SourceImage};
 use crate::tracking::{ExpectationState, Observation, ReplicationExpectation, TrackingPolicy};
 
@@ -91,7 +92,7 @@ impl TrackedPush {
     /// policy's retention from then.
     pub fn close(&mut self, outcome: PushOutcome, policy: &TrackingPolicy) {
         if let PushOutcome::Confirmed { at, .. } | PushOutcome::Deleted { at } = &outcome {
-            self.expires_at = whole_seconds(*at + policy.retention);
+            self.expires_at = Some(whole_seconds(*at + policy.retention));
         }
         self.outcome = outcome;
     }
@@ -167,14 +168,10 @@ impl TrackedPush {
             record.state = state;
             record.closed_at = Some(at);
             record.next_check_at = None;
-            record.expires_at = whole_seconds(at + policy.retention);
+            record.expires_at = Some(whole_seconds(at + policy.retention));
         }
         record
     }
-}
-
-fn whole_seconds(at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(at.timestamp(), 0)
 }
 
 /// Every destination's record of `pushes` and `records` together, as a reader sees them: a

@@ -39,6 +39,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::whole_seconds;
 use crate::model::{Digest, ExpectationKey};
 use crate::unreadable::{ReadFailure, Unconfirmed, retry_after};
 
@@ -488,7 +489,7 @@ impl ReplicationExpectation {
         } else {
             None
         }
-        .and_then(|at| DateTime::from_timestamp(at.timestamp(), 0));
+        .map(whole_seconds);
     }
 }
 

@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::Tracking;
 
 /// The least time a sweep keeps in hand before its deadline; more when its rounds are slow.
-pub const DEADLINE_MARGIN: TimeDelta = TimeDelta::seconds(10);
+pub use replwatch_core::clock::DEADLINE_MARGIN;
 
 /// How often the gauges (pending and overdue per destination) are counted and published:
 /// the dashboard shows them per 5 minutes.
