@@ -233,10 +233,9 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         future::join(
             stream::iter(by_image)
                 .map(|(image, (pushes, records))| async move {
-                    let retry = (pushes.clone(), records.clone());
-                    let checked = self.check_image(image, pushes, records, memo, now).await;
+                    let checked = self.check_image(image, &pushes, &records, memo, now).await;
                     let put_off = match &checked {
-                        Err(_) => self.put_off(retry.0, retry.1, now).await,
+                        Err(_) => self.put_off(pushes, records, now).await,
                         Ok(_) => true,
                     };
                     (checked, put_off)
@@ -332,8 +331,8 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
     async fn check_image(
         &self,
         image: SourceImage,
-        pushes: Vec<TrackedPush>,
-        records: Vec<ReplicationExpectation>,
+        pushes: &[TrackedPush],
+        records: &[ReplicationExpectation],
         memo: &RoundMemo,
         now: DateTime<Utc>,
     ) -> Result<ImageCheck, PipelineError> {
@@ -345,10 +344,10 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
             self.store.for_image(&image).await?
         };
         let mut targets: Vec<Target> = records
-            .into_iter()
+            .iter()
             .map(|record| Target {
                 push: None,
-                record,
+                record: record.clone(),
                 stored: true,
             })
             .collect();
@@ -501,9 +500,10 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
             }
         }
 
-        for (((mut push, closed), recorded), deleted) in
-            pushes.into_iter().zip(closing).zip(recorded).zip(deleted)
+        for (((push, closed), recorded), deleted) in
+            pushes.iter().zip(closing).zip(recorded).zip(deleted)
         {
+            let mut push = push.clone();
             let outcome = if deleted {
                 PushOutcome::Deleted { at: now }
             } else {
