@@ -329,7 +329,7 @@ impl World {
         states
     }
 
-    async fn published(&self) -> Vec<PublishedAlert> {
+    pub(crate) async fn published(&self) -> Vec<PublishedAlert> {
         self.deployment.published_alerts().await.expect("published")
     }
 }

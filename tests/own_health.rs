@@ -123,16 +123,7 @@ async fn a_slack_webhook_that_cannot_be_read_stops_nothing_and_slack_catches_up_
     push(&world, "v1").await;
     let (alerts, emf) = pump(&world, &tracking).await;
     assert_eq!(alerts, vec![AlertKind::Failed]);
-    assert_eq!(
-        world
-            .deployment
-            .published_alerts()
-            .await
-            .expect("sns")
-            .len(),
-        1,
-        "SNS at once"
-    );
+    assert_eq!(world.published().await.len(), 1, "SNS at once");
     assert_eq!(counted(&emf, SLACK_WEBHOOK_UNAVAILABLE).len(), 1, "{emf:?}");
 
     // Tracking goes on: a later push is tracked to its verdict and told through SNS.
@@ -140,15 +131,7 @@ async fn a_slack_webhook_that_cannot_be_read_stops_nothing_and_slack_catches_up_
     push(&world, "v2").await;
     let (alerts, _) = pump(&world, &tracking).await;
     assert_eq!(alerts, vec![AlertKind::Failed]);
-    assert_eq!(
-        world
-            .deployment
-            .published_alerts()
-            .await
-            .expect("sns")
-            .len(),
-        1
-    );
+    assert_eq!(world.published().await.len(), 1);
 
     // The sweep keeps beating and says why the two alerts are still pending.
     world.clock.advance(TimeDelta::minutes(3));
@@ -172,12 +155,7 @@ async fn a_slack_webhook_that_cannot_be_read_stops_nothing_and_slack_catches_up_
     assert_eq!(messages.len(), 2, "{messages:?}");
     assert!(messages.iter().all(|m| m.to_string().contains("alert id")));
     assert!(
-        world
-            .deployment
-            .published_alerts()
-            .await
-            .expect("sns")
-            .is_empty(),
+        world.published().await.is_empty(),
         "SNS had them already: no repeat"
     );
     // And a third sweep sends nothing again.
