@@ -41,6 +41,7 @@ use replwatch_core::outbox::PendingAlert;
 use replwatch_core::push::TrackedPush;
 use replwatch_core::store::{
     DueWork, ExpectationStore, OpenCount, StoreError, SweepPart, count_open, image_bucket,
+    recheck_budget,
 };
 use replwatch_core::tracking::{ExpectationState, ReplicationExpectation};
 use replwatch_core::unreadable::{ReadIncident, ReadIncidentKey};
@@ -53,6 +54,8 @@ use replwatch_core::unreadable::{ReadIncident, ReadIncidentKey};
 pub const DUE_SHARDS: u32 = 256;
 /// How many shards of the due index are read at once.
 const SHARD_READS_AT_ONCE: usize = 16;
+/// Items asked for per page when counting (DynamoDB also ends a page at 1 MB read).
+const PAGE_ITEMS: usize = 1_000;
 /// The sort-key prefix of destination records.
 const RECORD_PREFIX: &str = "DST#";
 pub const DUE_INDEX: &str = "due";
@@ -184,17 +187,57 @@ impl DynamoExpectationStore {
         }
     }
 
+    /// About `limit` due items of one queue of `part`, earliest first, and whether more were
+    /// left. Each shard's share of what is still wanted, again from the shards that had more,
+    /// until the round is full or nothing is left: a round reads about `limit` items however
+    /// they are spread, without reading every shard's backlog.
+    async fn due_of(
+        &self,
+        queue: DueQueue,
+        until: &str,
+        limit: usize,
+        part: SweepPart,
+    ) -> Result<(Vec<Item>, bool), StoreError> {
+        let mut items: Vec<Item> = Vec::new();
+        let mut shards: Vec<(String, Option<Item>)> = (0..DUE_SHARDS)
+            .filter(|s| part.holds(*s))
+            .map(|s| (queue.shard_name(s), None))
+            .collect();
+        while !shards.is_empty() && items.len() < limit {
+            let per_shard = (limit - items.len()).div_ceil(shards.len());
+            let read = self.due_in_shards(shards, until, None, per_shard).await?;
+            shards = Vec::new();
+            for (shard, shard_items, resume) in read {
+                items.extend(shard_items);
+                if let Some(resume) = resume {
+                    shards.push((shard, Some(resume)));
+                }
+            }
+        }
+        let mut more = !shards.is_empty();
+        let next_check = |item: &Item| match item.get("next_check") {
+            Some(AttributeValue::S(at)) => at.clone(),
+            _ => String::new(),
+        };
+        items.sort_by_key(next_check);
+        if items.len() > limit {
+            items.truncate(limit);
+            more = true;
+        }
+        Ok((items, more))
+    }
+
     /// Up to `limit` items of one shard of the due index from `start`, and where to resume
     /// when more were left.
     async fn due_in_shard(
         &self,
-        shard: u32,
+        shard: String,
         until: &str,
         projection: Option<&'static str>,
         limit: usize,
         start: Option<Item>,
-    ) -> Result<(u32, Vec<Item>, Option<Item>), StoreError> {
-        let name = shard_name(shard);
+    ) -> Result<(String, Vec<Item>, Option<Item>), StoreError> {
+        let name = shard.clone();
         let (items, resume) = self
             .query_all(
                 "Query(due)",
@@ -225,11 +268,11 @@ impl DynamoExpectationStore {
     /// a time, up to `per_shard` from each.
     async fn due_in_shards(
         &self,
-        shards: Vec<(u32, Option<Item>)>,
+        shards: Vec<(String, Option<Item>)>,
         until: &str,
         projection: Option<&'static str>,
         per_shard: usize,
-    ) -> Result<Vec<(u32, Vec<Item>, Option<Item>)>, StoreError> {
+    ) -> Result<Vec<(String, Vec<Item>, Option<Item>)>, StoreError> {
         stream::iter(shards)
             .map(|(shard, start)| self.due_in_shard(shard, until, projection, per_shard, start))
             .buffer_unordered(SHARD_READS_AT_ONCE)
@@ -383,37 +426,16 @@ impl ExpectationStore for DynamoExpectationStore {
         limit: usize,
         part: SweepPart,
     ) -> Result<DueWork, StoreError> {
-        // Each shard's share of what is still wanted, again from the shards that had more,
-        // until the round is full or nothing is left: a round reads about `limit` items
-        // however they are spread, without reading every shard's backlog.
+        // First verdicts, then rechecks within their budget: two sets of shards, so a backlog
+        // of rechecks is never read before a first verdict.
         let until = timestamp(now);
         let mut work = DueWork::default();
-        let mut items: Vec<Item> = Vec::new();
-        let mut shards: Vec<(u32, Option<Item>)> = (0..DUE_SHARDS)
-            .filter(|s| part.holds(*s))
-            .map(|s| (s, None))
-            .collect();
-        while !shards.is_empty() && items.len() < limit {
-            let per_shard = (limit - items.len()).div_ceil(shards.len());
-            let read = self.due_in_shards(shards, &until, None, per_shard).await?;
-            shards = Vec::new();
-            for (shard, shard_items, resume) in read {
-                items.extend(shard_items);
-                if let Some(resume) = resume {
-                    shards.push((shard, Some(resume)));
-                }
-            }
-        }
-        work.more = !shards.is_empty();
-        let next_check = |item: &Item| match item.get("next_check") {
-            Some(AttributeValue::S(at)) => at.clone(),
-            _ => String::new(),
-        };
-        items.sort_by_key(next_check);
-        if items.len() > limit {
-            items.truncate(limit);
-            work.more = true;
-        }
+        let (mut items, more) = self.due_of(DueQueue::First, &until, limit, part).await?;
+        let budget = recheck_budget(limit, items.len());
+        let (rechecks, more_rechecks) =
+            self.due_of(DueQueue::Recheck, &until, budget, part).await?;
+        items.extend(rechecks);
+        work.more = more || more_rechecks;
         for item in items {
             if tag_incidents::is_incident(&item) {
                 work.incidents.push(tag_incidents::from_item(&item)?);
@@ -435,54 +457,122 @@ impl ExpectationStore for DynamoExpectationStore {
     }
 
     async fn open_counts(&self) -> Result<Vec<OpenCount>, StoreError> {
-        // Every open item is in the due index with some `next_check`; the last instant with
-        // a four-digit year (which keeps the string order) selects all of them. Only short
-        // attributes are read: a push's destinations by the name of their list, each list
-        // read once.
-        let end_of_time = "9999-12-31T23:59:59.000000000Z";
-        let shards = self
-            .due_in_shards(
-                (0..DUE_SHARDS).map(|s| (s, None)).collect(),
-                end_of_time,
-                Some("pk, sk, #state, destination_region, destination_account, dset"),
-                usize::MAX,
-            )
+        // Every shard of both queues, 16 at a time, each folded page by page into counts:
+        // what is held at once is one page per shard being read and the counts (one per
+        // destination, state and list of destinations), never the open items, so a backlog
+        // of millions (a Region down for hours) costs read units and time, not memory.
+        let shards: Vec<String> = DueQueue::ALL
+            .into_iter()
+            .flat_map(|queue| (0..DUE_SHARDS).map(move |s| queue.shard_name(s)))
+            .collect();
+        let tallies: Vec<OpenTally> = stream::iter(shards)
+            .map(|shard| self.open_in_shard(shard))
+            .buffer_unordered(SHARD_READS_AT_ONCE)
+            .try_collect()
             .await?;
-        let mut open: Vec<(Destination, ExpectationState, u64)> = Vec::new();
-        let mut sets: HashMap<String, (u64, Item)> = HashMap::new();
-        for item in shards.into_iter().flat_map(|(_, items, _)| items) {
-            if is_push(&item) {
-                let Some(AttributeValue::S(set)) = item.get("dset") else {
-                    return Err(backend_message(
-                        "Query(due)",
-                        "an open push has no dset".to_owned(),
-                    ));
-                };
-                sets.entry(set.clone()).or_insert((0, item.clone())).0 += 1;
-            } else {
-                let read = ItemReader::new(&item);
-                let destination =
-                    read.parsed("destination_region", Region::parse)
-                        .and_then(|region| {
-                            Ok(Destination::new(
-                                region,
-                                read.parsed("destination_account", AccountId::parse)?,
-                            ))
-                        });
-                let state = read.parsed("state", |s| {
-                    ExpectationState::parse(s).ok_or_else(|| format!("{s:?} is no state"))
-                });
-                if let (Ok(destination), Ok(state)) = (destination, state) {
-                    open.push((destination, state, 1));
-                }
-            }
+        let mut total = OpenTally::default();
+        for tally in tallies {
+            total.merge(tally);
         }
-        for (count, sample) in sets.into_values() {
+        let mut open: Vec<(Destination, ExpectationState, u64)> = total
+            .records
+            .into_iter()
+            .map(|((destination, state), n)| (destination, state, n))
+            .collect();
+        for (count, sample) in total.pushes.into_values() {
             for destination in self.destinations_of(&sample).await? {
                 open.push((destination, ExpectationState::Pending, count));
             }
         }
         Ok(count_open(open.iter().map(|(d, s, n)| (d, *s, *n))))
+    }
+}
+
+/// Open items of some shards of the due index, counted: records per destination and state,
+/// pushes per list of destinations (with one push's key, to read the list once).
+#[derive(Default)]
+struct OpenTally {
+    records: HashMap<(Destination, ExpectationState), u64>,
+    pushes: HashMap<String, (u64, Item)>,
+}
+
+impl OpenTally {
+    /// Counts one open item of the due index (read with [`OPEN_COUNT_PROJECTION`]).
+    fn add(&mut self, item: Item) -> Result<(), StoreError> {
+        if is_push(&item) {
+            let Some(AttributeValue::S(set)) = item.get("dset") else {
+                return Err(backend_message(
+                    "Query(due)",
+                    "an open push has no dset".to_owned(),
+                ));
+            };
+            match self.pushes.get_mut(set) {
+                Some((count, _)) => *count += 1,
+                None => {
+                    self.pushes.insert(set.clone(), (1, item));
+                }
+            }
+            return Ok(());
+        }
+        let read = ItemReader::new(&item);
+        let destination = read
+            .parsed("destination_region", Region::parse)
+            .and_then(|region| {
+                Ok(Destination::new(
+                    region,
+                    read.parsed("destination_account", AccountId::parse)?,
+                ))
+            });
+        let state = read.parsed("state", |s| {
+            ExpectationState::parse(s).ok_or_else(|| format!("{s:?} is no state"))
+        });
+        // A tag incident (no destination attributes of a record) is not an open image.
+        if let (Ok(destination), Ok(state)) = (destination, state) {
+            *self.records.entry((destination, state)).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn merge(&mut self, other: OpenTally) {
+        for (key, n) in other.records {
+            *self.records.entry(key).or_default() += n;
+        }
+        for (set, (n, sample)) in other.pushes {
+            self.pushes.entry(set).or_insert((0, sample)).0 += n;
+        }
+    }
+}
+
+/// Only the short attributes the counts need: a push's destinations by the name of their
+/// list, each list read once.
+const OPEN_COUNT_PROJECTION: &str = "pk, sk, #state, destination_region, destination_account, dset";
+
+impl DynamoExpectationStore {
+    /// The open items of one shard, counted page by page.
+    async fn open_in_shard(&self, shard: String) -> Result<OpenTally, StoreError> {
+        // Every open item is in the due index with some `next_check`; the last instant with
+        // a four-digit year (which keeps the string order) selects all of them.
+        let end_of_time = "9999-12-31T23:59:59.000000000Z";
+        let mut tally = OpenTally::default();
+        let mut start = None;
+        loop {
+            let (_, items, resume) = self
+                .due_in_shard(
+                    shard.clone(),
+                    end_of_time,
+                    Some(OPEN_COUNT_PROJECTION),
+                    PAGE_ITEMS,
+                    start,
+                )
+                .await?;
+            for item in items {
+                tally.add(item)?;
+            }
+            match resume {
+                Some(resume) => start = Some(resume),
+                None => return Ok(tally),
+            }
+        }
     }
 }
 
@@ -670,19 +760,44 @@ pub fn sort_key(key: &ExpectationKey) -> String {
     }
 }
 
-/// The due-index partition of the items of partition `pk`.
-pub(crate) fn due_shard(pk: &str) -> String {
-    shard_name(shard_of(pk))
+/// The two queues of the due index, each over [`DUE_SHARDS`] shards: first verdicts (open
+/// pushes, records not yet checked since their deadline) and rechecks of known problems
+/// (records checked before, tag incidents), read in that order ([`recheck_budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DueQueue {
+    First,
+    Recheck,
+}
+
+impl DueQueue {
+    /// The queue of a destination record.
+    pub(crate) fn of(record: &ReplicationExpectation) -> Self {
+        if record.is_recheck() {
+            DueQueue::Recheck
+        } else {
+            DueQueue::First
+        }
+    }
+
+    fn shard_name(self, shard: u32) -> String {
+        match self {
+            DueQueue::First => format!("DUE#{shard}"),
+            DueQueue::Recheck => format!("RECHECK#{shard}"),
+        }
+    }
+
+    /// The due-index partition of the items of partition `pk` in this queue.
+    pub(crate) fn shard(self, pk: &str) -> String {
+        self.shard_name(shard_of(pk))
+    }
+
+    const ALL: [DueQueue; 2] = [DueQueue::First, DueQueue::Recheck];
 }
 
 /// The shard of partition `pk`: shards and sweep parts follow the same stable hash, so part
 /// `i` of `n` reads exactly the shards `s` with `s % n == i` (`n` dividing [`DUE_SHARDS`]).
 fn shard_of(pk: &str) -> u32 {
     image_bucket(pk) % DUE_SHARDS
-}
-
-fn shard_name(shard: u32) -> String {
-    format!("DUE#{shard}")
 }
 
 pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
@@ -736,7 +851,7 @@ fn to_item(record: &ReplicationExpectation, version: u64) -> Item {
     }
     if let Some(next) = record.next_check_at {
         text("next_check", timestamp(next));
-        text("due_shard", due_shard(&pk));
+        text("due_shard", DueQueue::of(record).shard(&pk));
     }
     if let Some(expires) = record.expires_at {
         item.insert(

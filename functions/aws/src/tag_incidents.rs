@@ -19,7 +19,7 @@ use replwatch_core::incident::{Divergence, DivergenceCause, ResolutionReason, Ta
 use replwatch_core::model::{AccountId, Destination, Digest, Region, RepositoryName, TagKey};
 use replwatch_core::store::StoreError;
 
-use crate::dynamodb::{TTL_ATTRIBUTE, due_shard, number, timestamp};
+use crate::dynamodb::{DueQueue, TTL_ATTRIBUTE, number, timestamp};
 use crate::dynamodb_table::{ItemReader, alert_kinds_attribute};
 
 type Item = HashMap<String, AttributeValue>;
@@ -84,7 +84,7 @@ pub fn to_item(incident: &TagIncident, version: u64) -> Item {
     }
     if let Some(next) = incident.next_check_at {
         text("next_check", timestamp(next));
-        text("due_shard", due_shard(&pk));
+        text("due_shard", DueQueue::Recheck.shard(&pk));
     }
     if let Some(alerts) = alert_kinds_attribute(&incident.alerts) {
         item.insert("alerts".to_owned(), alerts);

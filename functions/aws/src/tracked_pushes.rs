@@ -27,7 +27,7 @@ use replwatch_core::store::StoreError;
 use replwatch_core::tracking::ExpectationState;
 use sha2::{Digest as _, Sha256};
 
-use crate::dynamodb::{TTL_ATTRIBUTE, due_shard, number, partition_key, timestamp};
+use crate::dynamodb::{DueQueue, TTL_ATTRIBUTE, number, partition_key, timestamp};
 use crate::dynamodb_table::ItemReader;
 
 type Item = HashMap<String, AttributeValue>;
@@ -132,7 +132,7 @@ pub fn to_item(push: &TrackedPush, version: u64) -> Item {
     }
     if let Some(next) = push.next_check_at() {
         text("next_check", timestamp(next));
-        text("due_shard", due_shard(&pk));
+        text("due_shard", DueQueue::First.shard(&pk));
     }
     text("pk", pk);
     item.insert(

@@ -118,9 +118,14 @@ pub trait ExpectationStore: Send + Sync {
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Open pushes, records and incidents of `part` whose next check is at or before `now`,
-    /// roughly earliest first, about `limit` of them at most; `more` when some were left for
-    /// the next call. Closed ones are never returned. Every item of an image (and of a tag)
-    /// is in the same part.
+    /// roughly earliest first; `more` when some were left for the next call. Closed ones are
+    /// never returned. Every item of an image (and of a tag) is in the same part.
+    ///
+    /// First verdicts (open pushes, and records never checked since their deadline) and
+    /// rechecks of known problems ([`ReplicationExpectation::is_recheck`], tag incidents)
+    /// are read apart: up to `limit` first verdicts, then [`recheck_budget`] rechecks, so a
+    /// backlog of rechecks (a Region down for hours) never delays a first verdict, and the
+    /// rechecks still get a share of every round.
     fn due(
         &self,
         now: DateTime<Utc>,
@@ -171,6 +176,14 @@ pub fn image_bucket(partition_key: &str) -> u32 {
     h ^= h >> 13;
     h = h.wrapping_mul(0xc2b2_ae35);
     h ^ (h >> 16)
+}
+
+/// How many rechecks a round reads beside `first` first verdicts out of `limit`: the room
+/// the first verdicts left, and never less than a quarter of `limit`, so rechecks go on (at a
+/// quarter of the sweep's pace at least) while first verdicts fill every round. A round is
+/// thus at most 1.25 × `limit` items.
+pub fn recheck_budget(limit: usize, first: usize) -> usize {
+    limit.saturating_sub(first).max(limit.div_ceil(4))
 }
 
 /// What a sweep round has to check.
@@ -721,13 +734,15 @@ impl ExpectationStore for InMemoryStore {
                 .then(a.key.cmp(&b.key))
         });
         pushes.sort_by_key(TrackedPush::next_check_at);
-        let more = records.len() + pushes.len() + incidents.len() > limit;
-        // Earliest first across both kinds.
+        let (rechecks, firsts): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(ReplicationExpectation::is_recheck);
+        // First verdicts, earliest first across pushes and records, up to `limit`.
         let (mut taken_records, mut taken_pushes) = (0, 0);
         while taken_records + taken_pushes < limit
-            && (taken_records < records.len() || taken_pushes < pushes.len())
+            && (taken_records < firsts.len() || taken_pushes < pushes.len())
         {
-            let record_at = records.get(taken_records).and_then(|r| r.next_check_at);
+            let record_at = firsts.get(taken_records).and_then(|r| r.next_check_at);
             let push_at = pushes
                 .get(taken_pushes)
                 .and_then(TrackedPush::next_check_at);
@@ -737,10 +752,27 @@ impl ExpectationStore for InMemoryStore {
                 _ => taken_records += 1,
             }
         }
+        let mut more = taken_records + taken_pushes < firsts.len() + pushes.len();
+        let mut records = firsts;
         records.truncate(taken_records);
         pushes.truncate(taken_pushes);
-        // Incidents are few (one per diverged tag): whatever room the round has left.
-        incidents.truncate(limit.saturating_sub(taken_records + taken_pushes));
+        // Then the rechecks, records and incidents earliest first, within their budget.
+        let budget = recheck_budget(limit, taken_records + taken_pushes);
+        more |= rechecks.len() + incidents.len() > budget;
+        let (mut taken_rechecks, mut taken_incidents) = (0, 0);
+        while taken_rechecks + taken_incidents < budget
+            && (taken_rechecks < rechecks.len() || taken_incidents < incidents.len())
+        {
+            let record_at = rechecks.get(taken_rechecks).and_then(|r| r.next_check_at);
+            let incident_at = incidents.get(taken_incidents).and_then(|i| i.next_check_at);
+            match (record_at, incident_at) {
+                (Some(r), Some(i)) if r <= i => taken_rechecks += 1,
+                (_, Some(_)) => taken_incidents += 1,
+                _ => taken_rechecks += 1,
+            }
+        }
+        records.extend(rechecks.into_iter().take(taken_rechecks));
+        incidents.truncate(taken_incidents);
         Ok(DueWork {
             pushes,
             records,
@@ -1300,6 +1332,54 @@ pub mod contract {
         );
     }
 
+    /// A Region down for hours leaves thousands of OVERDUE records due before any new
+    /// deadline: a round still reads every first verdict due, and the rechecks get their
+    /// share beside them.
+    pub async fn rechecks_never_crowd_out_first_verdicts<S: ExpectationStore>(store: S) {
+        let policy = TrackingPolicy::default();
+        for n in 0..12 {
+            let mut overdue = pushed(key(40 + n, Some("v1"), "eu-west-1", "222222222222"), 0);
+            overdue.apply(&Observation::StillInProgress { at: at(31) }, &policy);
+            assert!(overdue.is_recheck());
+            store.save(&overdue, &[]).await.expect("save overdue");
+        }
+        // First verdicts due long after the rechecks: three pushes and one record an event
+        // wrote before its deadline.
+        for n in 0..3 {
+            store
+                .save_push(&tracked(60 + n, Some("new"), &["us-east-1"], 60))
+                .await
+                .expect("save push");
+        }
+        let mut early = pushed(key(63, Some("new"), "eu-west-1", "222222222222"), 60);
+        early.apply(&Observation::StillInProgress { at: at(70) }, &policy);
+        assert!(!early.is_recheck(), "checked only before its deadline");
+        store.save(&early, &[]).await.expect("save early");
+
+        let due = store.due(at(95), 8, SweepPart::WHOLE).await.expect("due");
+        assert_eq!(due.pushes.len(), 3, "every push due is read");
+        let (rechecks, firsts): (Vec<_>, Vec<_>) = due.records.iter().partition(|r| r.is_recheck());
+        assert_eq!(
+            firsts.len(),
+            1,
+            "the record never checked since its deadline"
+        );
+        assert_eq!(
+            rechecks.len(),
+            4,
+            "the room left, at least a quarter of the round"
+        );
+        assert!(due.more);
+
+        // First verdicts filling the whole round still leave the rechecks their quarter.
+        let due = store.due(at(95), 2, SweepPart::WHOLE).await.expect("due");
+        let rechecks = due.records.iter().filter(|r| r.is_recheck()).count();
+        assert_eq!(
+            (due.pushes.len() + due.records.len() - rechecks, rechecks),
+            (2, 1)
+        );
+    }
+
     pub async fn a_round_takes_its_limit_however_the_due_work_is_spread<S: ExpectationStore>(
         store: S,
     ) {
@@ -1615,6 +1695,7 @@ pub mod contract {
                 each_push_of_an_image_and_tag_is_its_own_and_the_latest_before_a_time_is_found,
                 an_incident_reads_back_is_due_while_open_and_raises_with_its_write,
                 a_round_takes_its_limit_however_the_due_work_is_spread,
+                rechecks_never_crowd_out_first_verdicts,
                 a_raised_alert_is_stored_with_its_state_change_and_only_then,
                 the_newest_rules_win_whatever_the_order_they_are_recorded_in,
             );

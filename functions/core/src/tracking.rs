@@ -306,6 +306,20 @@ pub struct ReplicationExpectation {
 }
 
 impl ReplicationExpectation {
+    /// Whether its next check looks again at something already known (OVERDUE, NOT_STARTED,
+    /// unreadable, or a push left PENDING after its deadline check) rather than giving the
+    /// destination its first verdict at the deadline. The due index keeps the two apart so
+    /// that a Region's backlog of known problems never delays other destinations' first
+    /// verdicts ([`crate::store::recheck_budget`]).
+    pub fn is_recheck(&self) -> bool {
+        self.unconfirmed.is_some()
+            || match (self.deadline, self.last_checked_at) {
+                (Some(deadline), Some(checked)) => checked >= deadline,
+                (Some(_), None) => false,
+                (None, _) => true,
+            }
+    }
+
     /// A record not yet stored, with nothing known.
     pub fn new(key: ExpectationKey) -> Self {
         Self {
