@@ -40,6 +40,8 @@ struct ScriptedRegistry {
     status_calls: AtomicUsize,
     tag_calls: AtomicUsize,
     configuration_calls: AtomicUsize,
+    /// Reads made in a refusing Region (each refused).
+    refused_calls: AtomicUsize,
 }
 
 impl ScriptedRegistry {
@@ -87,6 +89,7 @@ impl ScriptedRegistry {
         {
             return Ok(());
         }
+        self.refused_calls.fetch_add(1, Ordering::SeqCst);
         Err(RegistryError {
             operation,
             resource: registry.to_string(),
@@ -1025,6 +1028,66 @@ async fn a_destination_that_refuses_reads_holds_up_no_other_and_is_one_incident_
         world.store.read_incidents().iter().all(|i| !i.is_open()),
         "the incident is over"
     );
+}
+
+/// A Region that is down (here: refusing every read) is tried a few times per round, not
+/// once per image: the other destinations of every push still get their verdicts, and the
+/// down one is left unconfirmed for all of them, as if each had been read.
+#[tokio::test]
+async fn a_round_stops_calling_a_registry_once_it_failed_three_times_in_a_row() {
+    let world = World::new();
+    let pipeline = world.pipeline();
+    world.registry.refuse("eu-west-1", true);
+    for region in ["us-east-1", "ap-southeast-2"] {
+        world.registry.tags(region, &["v1.4.2"]);
+        world
+            .registry
+            .status(region, DestinationReplication::Complete);
+    }
+    let images = 40;
+    for n in 0..images {
+        pipeline
+            .handle(&edited(
+                "push-tagged.json",
+                DIGEST,
+                &format!("sha256:{:064x}", n + 100),
+            ))
+            .await
+            .expect("push");
+    }
+    world.clock.advance(TimeDelta::minutes(31));
+    let report = sweep_whole(&pipeline).await;
+    let refused = world.registry.refused_calls.load(Ordering::SeqCst);
+    assert!(
+        refused < images / 2,
+        "{refused} calls to the down Region for {images} images"
+    );
+    assert!(refused >= 3, "it was tried");
+    assert_eq!(report.unconfirmed, images, "every push left waiting there");
+    assert_eq!(report.skipped_reads, images - refused);
+    assert!(
+        report.effects.alerts.is_empty(),
+        "{:?}",
+        report.effects.alerts
+    );
+    let states = world.states();
+    for region in ["us-east-1", "ap-southeast-2"] {
+        assert_eq!(
+            states
+                .iter()
+                .filter(|(r, s)| r == region && *s == ExpectationState::Replicated)
+                .count(),
+            images,
+            "{region}: every push has its verdict"
+        );
+    }
+
+    // Next round, the same: a few calls, then the Region is taken as down again.
+    world.registry.refused_calls.store(0, Ordering::SeqCst);
+    world.clock.advance(TimeDelta::minutes(1));
+    let again = sweep_whole(&pipeline).await;
+    assert_eq!(again.unconfirmed, images);
+    assert!(world.registry.refused_calls.load(Ordering::SeqCst) < images / 2);
 }
 
 #[tokio::test]

@@ -61,6 +61,9 @@ pub struct SweepSummary {
     /// Destinations of pushes left unconfirmed: a registry their confirmation needs could
     /// not be read. Retried with backoff; the other destinations got their verdicts.
     pub unconfirmed_destinations: usize,
+    /// Registry reads not made because a round had seen the registry down (three failed
+    /// reads in a row): their destinations were left unconfirmed without a call.
+    pub skipped_reads: usize,
     /// Unreadable pending alert records this sweep set aside (their keys are in the log).
     pub set_aside_alerts: usize,
     /// Whether due records were left for the next sweep (time ran out, or a round was
@@ -211,6 +214,7 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
             summary.reconciled += report.reconciled;
             summary.unconfirmed_images += report.failures.len();
             summary.unconfirmed_destinations += report.unconfirmed;
+            summary.skipped_reads += report.skipped_reads;
             summary.alerts.extend(report.effects.alerts);
 
             slowest = slowest.max(clock.now() - started);
@@ -276,6 +280,7 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
             undelivered_alerts = summary.undelivered_alerts,
             unconfirmed_images = summary.unconfirmed_images,
             unconfirmed_destinations = summary.unconfirmed_destinations,
+            skipped_reads = summary.skipped_reads,
             set_aside_alerts = summary.set_aside_alerts,
             stopped_early = summary.stopped_early,
             open_pending = summary.open_pending,

@@ -70,6 +70,9 @@ pub struct SweepReport {
     /// Of those, how many could not even be put off: they are still at the head of the due
     /// index, so another round would read them again.
     pub stuck: usize,
+    /// Registry reads not made because the round had seen that registry down
+    /// ([`DOWN_AFTER_FAILURES`]): their destinations were left unconfirmed at once.
+    pub skipped_reads: usize,
 }
 
 /// How long an image or incident whose check failed as a whole waits before it is tried
@@ -115,13 +118,25 @@ impl TargetFailure {
     }
 }
 
-/// Read incidents one sweep round already knows the state of, so thousands of images waiting
-/// on one registry read its incident once.
+/// What one sweep round already knows about the registries it reads: the read incidents it
+/// saw (so thousands of images waiting on one registry read its incident once), and the
+/// registries whose reads keep failing.
 #[derive(Default)]
 struct RoundMemo {
     open: Mutex<HashSet<ReadIncidentKey>>,
     resolved: Mutex<HashSet<ReadIncidentKey>>,
+    /// Per registry: its reads that failed in a row this round, and the last failure.
+    failing: Mutex<HashMap<Destination, (u32, ReadFailure)>>,
+    /// Reads not made because their registry was down this round.
+    skipped: std::sync::atomic::AtomicUsize,
 }
+
+/// Reads of one registry that fail in a row, with none succeeding between, before a round
+/// takes the registry as down: the rest of the round leaves what needs it unconfirmed without
+/// calling it, so a Region that is down (or an account refusing every read) costs each round
+/// a few failed calls, and their timeouts, instead of one per image; it is tried again the
+/// next round. Three, so that one throttled or dropped call never does it.
+pub const DOWN_AFTER_FAILURES: u32 = 3;
 
 /// One destination of one push to confirm, and where its verdict is kept.
 struct Target {
@@ -176,6 +191,48 @@ struct SourceLookups {
 }
 
 impl RoundMemo {
+    /// `read` of `location`, unless the location is down this round
+    /// ([`DOWN_AFTER_FAILURES`]): then its last failure, without a call.
+    async fn read<T>(
+        &self,
+        location: &Destination,
+        read: impl Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, ReadFailure> {
+        if let Some(failure) = self.down(location) {
+            self.skipped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(failure);
+        }
+        let result = read.await;
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(value) => {
+                failing.remove(location);
+                Ok(value)
+            }
+            Err(error) => {
+                let failure = ReadFailure::new(location.clone(), &error);
+                failing
+                    .entry(location.clone())
+                    .and_modify(|(n, last)| {
+                        *n += 1;
+                        *last = failure.clone();
+                    })
+                    .or_insert((1, failure.clone()));
+                Err(failure)
+            }
+        }
+    }
+
+    fn down(&self, location: &Destination) -> Option<ReadFailure> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(location)
+            .filter(|(n, _)| *n >= DOWN_AFTER_FAILURES)
+            .map(|(_, failure)| failure.clone())
+    }
+
     fn knows(&self, set: &Mutex<HashSet<ReadIncidentKey>>, key: &ReadIncidentKey) -> bool {
         set.lock().unwrap_or_else(|p| p.into_inner()).contains(key)
     }
@@ -282,7 +339,9 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
                 }),
         )
         .await;
-        Ok(report.into_inner().unwrap_or_else(|p| p.into_inner()))
+        let mut report = report.into_inner().unwrap_or_else(|p| p.into_inner());
+        report.skipped_reads = memo.skipped.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(report)
     }
 
     /// Puts off the due pushes and records of an image whose check failed as a whole, so they
@@ -400,17 +459,15 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         }
         // Each destination is confirmed on its own: one that cannot be read is left
         // unconfirmed, and never keeps the others of the push from their verdicts.
-        let status = self
-            .registry
-            .replication_status(&image)
-            .await
-            .map_err(|error| ReadFailure::new(image.registry.clone(), &error));
+        let status = memo
+            .read(&image.registry, self.registry.replication_status(&image))
+            .await;
         let source_gone = matches!(status, Ok(ImageReplicationStatus::SourceImageNotFound));
         let lookups = SourceLookups::default();
         let findings = future::join_all(targets.iter().map(|t| async {
             match &status {
                 Ok(status) => {
-                    self.confirm_destination(&image, status, &t.record.key, &lookups, now)
+                    self.confirm_destination(&image, status, &t.record.key, &lookups, memo, now)
                         .await
                 }
                 Err(failure) => Err(TargetFailure::Unread(failure.clone())),
@@ -618,6 +675,7 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         status: &ImageReplicationStatus,
         key: &ExpectationKey,
         lookups: &SourceLookups,
+        memo: &RoundMemo,
         now: DateTime<Utc>,
     ) -> Result<Finding, TargetFailure> {
         let at = now;
@@ -635,11 +693,16 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
             .into()
         };
         let destination = &key.destination;
-        let tags = self
-            .registry
-            .image_tags(destination, &image.repository, &image.digest)
+        // The first read in the destination: where a Region that is down shows, so the one
+        // the round gates on.
+        let tags = memo
+            .read(
+                destination,
+                self.registry
+                    .image_tags(destination, &image.repository, &image.digest),
+            )
             .await
-            .map_err(&in_destination)?;
+            .map_err(TargetFailure::Unread)?;
         let Some(tag) = &key.tag else {
             if tags.is_some() {
                 return Ok(arrived(TagArrival::Present));
