@@ -39,7 +39,7 @@ use crate::tracking::{Observation, ReplicationExpectation, TagArrival, TrackingP
 
 mod check;
 
-pub use check::SweepReport;
+pub use check::{DOWN_AFTER_FAILURES, SweepReport};
 
 /// How the pipeline behaves; every field has a production default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1082,12 +1082,32 @@ async fn a_round_stops_calling_a_registry_once_it_failed_three_times_in_a_row() 
         );
     }
 
-    // Next round, the same: a few calls, then the Region is taken as down again.
+    // Next round, the rechecks: a few calls, then the Region is taken as down again, and
+    // the images waiting on it alone cost no call at all, not even the source's status.
     world.registry.refused_calls.store(0, Ordering::SeqCst);
+    world.registry.status_calls.store(0, Ordering::SeqCst);
     world.clock.advance(TimeDelta::minutes(1));
     let again = sweep_whole(&pipeline).await;
     assert_eq!(again.unconfirmed, images);
     assert!(world.registry.refused_calls.load(Ordering::SeqCst) < images / 2);
+    assert!(world.registry.status_calls.load(Ordering::SeqCst) < images / 2);
+    assert!(again.effects.alerts.is_empty());
+
+    // Readable again: the next round reads every one and gives its verdict.
+    world.registry.refuse("eu-west-1", false);
+    world.registry.tags("eu-west-1", &["v1.4.2"]);
+    world
+        .registry
+        .status("eu-west-1", DestinationReplication::Complete);
+    world.clock.advance(TimeDelta::minutes(2));
+    let back = sweep_whole(&pipeline).await;
+    assert_eq!((back.unconfirmed, back.skipped_reads), (0, 0));
+    assert!(
+        world
+            .states()
+            .iter()
+            .all(|(_, state)| *state == ExpectationState::Replicated)
+    );
 }
 
 #[tokio::test]

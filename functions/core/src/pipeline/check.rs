@@ -459,9 +459,34 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         }
         // Each destination is confirmed on its own: one that cannot be read is left
         // unconfirmed, and never keeps the others of the push from their verdicts.
-        let status = memo
-            .read(&image.registry, self.registry.replication_status(&image))
-            .await;
+        // Only rechecks of destinations waiting on one registry this round has seen down: no
+        // call at all (not even the source's status), they wait on with its failure.
+        let waiting_on_down = match (pushes.is_empty(), records.first()) {
+            (true, Some(first)) => first
+                .unconfirmed
+                .as_ref()
+                .map(|u| &u.failure.location)
+                .filter(|location| {
+                    records.iter().all(|r| {
+                        r.unconfirmed
+                            .as_ref()
+                            .is_some_and(|u| &u.failure.location == *location)
+                    })
+                })
+                .and_then(|location| memo.down(location)),
+            _ => None,
+        };
+        let status = match waiting_on_down {
+            Some(failure) => {
+                memo.skipped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(failure)
+            }
+            None => {
+                memo.read(&image.registry, self.registry.replication_status(&image))
+                    .await
+            }
+        };
         let source_gone = matches!(status, Ok(ImageReplicationStatus::SourceImageNotFound));
         let lookups = SourceLookups::default();
         let findings = future::join_all(targets.iter().map(|t| async {
