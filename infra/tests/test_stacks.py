@@ -490,3 +490,158 @@ def test_the_backfill_external_id_is_one_rule_in_both_stacks(central):
     # The destination's backfill role requires that id; its reader role, the reader's alone.
     assert required("BackfillRole") == backfill_id("ExternalId")
     assert required("ReaderRole") == {"Ref": "ExternalId"}
+
+
+# ---------------------------------------------------------------- bounded load (README, "Bounded load")
+
+def parameter_default(template: dict[str, Any], name: str) -> int:
+    return int(template["Parameters"][name]["Default"])
+
+
+def resolve(template: dict[str, Any], value: Any, parameters: dict[str, Any]) -> int:
+    """A number as CloudFormation would resolve it with `parameters` (defaults otherwise)."""
+    if isinstance(value, (int, str)):
+        return int(value)
+    if "Ref" in value:
+        name = value["Ref"]
+        return int(parameters.get(name, template["Parameters"][name]["Default"]))
+    if "Fn::FindInMap" in value:
+        mapping, key, attribute = value["Fn::FindInMap"]
+        key = str(resolve(template, key, parameters))
+        return int(template["Mappings"][mapping][key][attribute])
+    raise AssertionError(f"not a number CloudFormation resolves here: {value}")
+
+
+def sqs_event_sources(template: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(resource, function, properties) of every SQS event source: the functions' SQS events
+    and the stack's own event source mappings."""
+    out = []
+    for name, function in resources(template, "AWS::Serverless::Function").items():
+        for event in function["Properties"].get("Events", {}).values():
+            if event["Type"] == "SQS":
+                out.append((name, name, event["Properties"]))
+    for name, mapping in resources(template, "AWS::Lambda::EventSourceMapping").items():
+        props = mapping["Properties"]
+        assert referenced(props["EventSourceArn"]) in resources(template, "AWS::SQS::Queue"), name
+        out.append((name, referenced(props["FunctionName"]), props))
+    return out
+
+
+def test_every_sqs_event_source_has_a_maximum_concurrency_lambda_accepts(central):
+    sources = sqs_event_sources(central)
+    assert {function for _, function, _ in sources} >= {
+        "TrackPushFunction", "TrackReplicationFunction", "SweepFunction", "BackfillCopyFunction"}
+    for name, _, props in sources:
+        maximum = props.get("ScalingConfig", {}).get("MaximumConcurrency")
+        assert maximum is not None, f"{name}: a burst on its queue could take the account's concurrency"
+        # 2 to 1,000 (Lambda API reference, ScalingConfig): the parameter cannot go outside it.
+        if isinstance(maximum, dict) and "Ref" in maximum:
+            parameter = central["Parameters"][maximum["Ref"]]
+            if "AllowedValues" in parameter:
+                allowed = [int(v) for v in parameter["AllowedValues"]]
+            else:
+                allowed = [parameter["MinValue"], parameter["MaxValue"]]
+            condition = central["Resources"][name].get("Condition")
+            if condition == "SplitsSweep":  # only deployed with more than one part
+                allowed = [v for v in allowed if v != 1]
+            assert 2 <= min(allowed) and max(allowed) <= 1000, name
+        else:
+            assert 2 <= resolve(central, maximum, {}) <= 1000, name
+
+
+def sweep_invocations_at_once(template: dict[str, Any], parts: int) -> int:
+    """The most sweeps that run at once with SweepParts = `parts`: each SQS event source's
+    maximum concurrency (the parts queue exists only when the sweep is split) and one for each
+    schedule (its own, and every rule that invokes it: the lost-push check)."""
+    at_once = 0
+    for name, function, props in sqs_event_sources(template):
+        if function != "SweepFunction":
+            continue
+        condition = template["Resources"].get(name, {}).get("Condition")
+        if condition == "SplitsSweep" and parts == 1:
+            continue
+        at_once += resolve(template, props["ScalingConfig"]["MaximumConcurrency"], {"SweepParts": parts})
+    sweep = template["Resources"]["SweepFunction"]["Properties"]
+    at_once += sum(1 for e in sweep["Events"].values() if e["Type"] in ("Schedule", "ScheduleV2"))
+    for rule in resources(template, "AWS::Events::Rule").values():
+        at_once += sum(1 for t in rule["Properties"]["Targets"] if referenced(t["Arn"]) == "SweepFunction")
+    return at_once
+
+
+def test_the_sweep_has_concurrency_of_its_own_for_its_parts_its_tick_and_the_lost_push_check(central):
+    sweep = central["Resources"]["SweepFunction"]["Properties"]
+    reserved = sweep.get("ReservedConcurrentExecutions")
+    assert reserved is not None, "a burst of the tracking functions could starve the sweep"
+    condition, value, otherwise = reserved["Fn::If"]
+    assert central["Conditions"][condition] == {"Fn::Equals": [{"Ref": "ReserveSweepConcurrency"}, "true"]}
+    assert central["Parameters"]["ReserveSweepConcurrency"]["Default"] == "true"
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    assert value == {"Fn::FindInMap": ["SweepConcurrency", {"Ref": "SweepParts"}, "Reserved"]}
+    # Every SweepParts the stack accepts has its row, and each row covers what can run at once:
+    # below it, a part delivered while the others run would be throttled, and after
+    # maxReceiveCount moved to the dead-letter queue.
+    parts_allowed = [int(p) for p in central["Parameters"]["SweepParts"]["AllowedValues"]]
+    assert sorted(int(k) for k in central["Mappings"]["SweepConcurrency"]) == sorted(parts_allowed)
+    for parts in parts_allowed:
+        needed = sweep_invocations_at_once(central, parts)
+        assert needed >= (parts if parts > 1 else 0) + 1, "the parts' mapping and the tick at least"
+        assert resolve(central, value, {"SweepParts": parts}) >= needed, f"SweepParts {parts}"
+
+
+# The functions that read ECR through the tracking registry or the copier, each with a share of
+# the budget. backfill-plan's paged inventory reads (one invocation per trigger) and the
+# lost-push check's listing are outside it (README, "Bounded load").
+BUDGETED = {"TrackPushFunction", "TrackReplicationFunction", "SweepFunction", "BackfillCopyFunction"}
+
+
+def budget_shares(template: dict[str, Any]) -> dict[str, tuple[int, Any]]:
+    """function -> (its percent of the budget, its most containers at once, unresolved)."""
+    shares = {}
+    for name, function in resources(template, "AWS::Serverless::Function").items():
+        variables = function["Properties"].get("Environment", {}).get("Variables", {})
+        assert "ECR_CALLS_PER_SECOND" not in variables, f"{name}: a fixed cap escapes the budget"
+        if "ECR_CALL_BUDGET_PER_SECOND" in variables:
+            assert variables["ECR_CALL_BUDGET_PER_SECOND"] == {"Ref": "EcrCallBudgetPerSecond"}, name
+            shares[name] = (int(variables["ECR_CALL_BUDGET_SHARE"]), variables["ECR_CALL_CONTAINERS"])
+    return shares
+
+
+def per_container_cap(budget: int, share: int, containers: int) -> int:
+    """settings.rs's `ecr_call_cap`: the share divided among the containers, rounded down."""
+    return budget * share // (100 * containers)
+
+
+def test_the_ecr_budget_holds_for_the_account_and_region_however_many_containers_run(central):
+    globals_ = central["Globals"]["Function"]["Environment"]["Variables"]
+    assert not {"ECR_CALLS_PER_SECOND", "ECR_CALL_BUDGET_PER_SECOND"} & set(globals_)
+    shares = budget_shares(central)
+    assert set(shares) == BUDGETED
+    assert sum(share for share, _ in shares.values()) <= 100
+    # Each function divides its share by the most containers it can run at once: its SQS event
+    # source's maximum concurrency, or the sweep's reserved concurrency.
+    for name, (_, containers) in shares.items():
+        if name == "SweepFunction":
+            reserved = central["Resources"][name]["Properties"].get("ReservedConcurrentExecutions")
+            assert reserved and containers == reserved["Fn::If"][1], name
+            continue
+        [(_, _, props)] = [s for s in sqs_event_sources(central) if s[1] == name]
+        assert containers == props.get("ScalingConfig", {}).get("MaximumConcurrency"), name
+    # The defaults give every container at least one call a second, and for any budget,
+    # SweepParts and concurrencies, containers × cap summed over the functions stays within it.
+    budget = parameter_default(central, "EcrCallBudgetPerSecond")
+    for name, (share, containers) in shares.items():
+        assert per_container_cap(budget, share, resolve(central, containers, {})) >= 1, name
+    grid = [
+        {"EcrCallBudgetPerSecond": b, "SweepParts": p, "TrackPushConcurrency": c,
+         "TrackReplicationConcurrency": c * 7 % 1000 + 2, "BackfillCopyConcurrency": 1000 - c}
+        for b in (40, 200, 999, 2000, 100000)
+        for p in central["Parameters"]["SweepParts"]["AllowedValues"]
+        for c in (2, 5, 64, 998)
+    ]
+    for parameters in grid:
+        budget = parameters["EcrCallBudgetPerSecond"]
+        used = 0
+        for name, (share, containers) in shares.items():
+            at_once = resolve(central, containers, parameters)
+            used += at_once * per_container_cap(budget, share, at_once)
+        assert used <= budget, parameters

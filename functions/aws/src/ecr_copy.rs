@@ -123,6 +123,17 @@ impl EcrCopyRegistry {
         &self.options
     }
 
+    /// At most `per_second` steps a second in each Region, counted as clients handed out
+    /// ([`EcrClients::with_call_cap`]): each `DescribeImages`, manifest read, layer check and
+    /// image put takes one, a blob transfer one in each Region (its parts share them). The
+    /// `DescribeImages` it shares
+    /// with the tracking functions is thereby within the copier's part of the stack's budget;
+    /// the write actions have published quotas of their own (`PutImage` 10 a second).
+    pub fn with_call_cap(mut self, per_second: f64) -> Self {
+        self.clients = self.clients.with_call_cap(per_second);
+        self
+    }
+
     /// `UploadLayerPart` of `part`, which starts at byte `offset`; the offset after it.
     #[allow(clippy::too_many_arguments)]
     async fn upload_part(

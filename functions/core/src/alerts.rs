@@ -689,7 +689,7 @@ pub fn unreadable_fix(failure: &ReadFailure, source: &Destination) -> String {
             "Check replwatch's function role in account {account}: it must allow ecr:DescribeImages, ecr:DescribeImageReplicationStatus, ecr:DescribeRepositories and ecr:DescribeRegistry in {region}, and no SCP or repository policy may deny them. `replwatch doctor` names what is missing."
         ),
         ReadFailureKind::Unavailable => format!(
-            "ECR in {region} (account {account}) keeps throttling or failing replwatch's reads. Check the AWS Health Dashboard and the ECR API quotas of the account; lower ECR_CALLS_PER_SECOND if replwatch's own reads are the burst."
+            "ECR in {region} (account {account}) keeps throttling or failing replwatch's reads. Check the AWS Health Dashboard and the ECR API quotas of the account; lower the stack's EcrCallBudgetPerSecond if replwatch's own reads are the burst."
         ),
     };
     format!(

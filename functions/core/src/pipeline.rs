@@ -149,16 +149,113 @@ struct CachedRules {
     checked_at: DateTime<Utc>,
 }
 
-/// Cached replication configurations per source registry.
+/// Cached replication configurations per source registry, and the loads of them under way.
 #[derive(Debug, Default)]
 struct ConfigurationCache {
     entries: Mutex<HashMap<Destination, CachedRules>>,
+    loads: Mutex<HashMap<Destination, Arc<RulesLoads>>>,
+}
+
+/// The loads of one registry's rules (the shared record's `GetItem`, and `DescribeRegistry`
+/// when the record is stale), one at a time: the messages of a cold container's batch all
+/// want the rules at once, and make one load instead of one each.
+#[derive(Debug, Default)]
+struct RulesLoads {
+    /// Held by the load under way.
+    turn: futures_util::lock::Mutex<()>,
+    /// How many loads finished, and the error of the last one if it failed.
+    finished: Mutex<(u64, Option<PipelineError>)>,
+}
+
+impl RulesLoads {
+    fn finished(&self) -> u64 {
+        self.finished.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// The error of the last load, if it failed and finished after `before` loads had.
+    fn failure_since(&self, before: u64) -> Option<PipelineError> {
+        let finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        match &finished.1 {
+            Some(error) if finished.0 > before => Some(same_error(error)),
+            _ => None,
+        }
+    }
+
+    fn finish(&self, error: Option<&PipelineError>) {
+        let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        *finished = (finished.0 + 1, error.map(same_error));
+    }
+}
+
+/// `error` again, for every caller that waited for the load that failed with it. A load fails
+/// on the store or the registry; anything else keeps its message.
+fn same_error(error: &PipelineError) -> PipelineError {
+    match error {
+        PipelineError::Registry(e) => PipelineError::Registry(RegistryError {
+            operation: e.operation,
+            resource: e.resource.clone(),
+            message: e.message.clone(),
+            retryable: e.retryable,
+        }),
+        PipelineError::Store(StoreError::Backend { operation, message }) => {
+            PipelineError::Store(StoreError::Backend {
+                operation,
+                message: message.clone(),
+            })
+        }
+        PipelineError::Store(StoreError::Corrupt { id, message }) => {
+            PipelineError::Store(StoreError::Corrupt {
+                id: id.clone(),
+                message: message.clone(),
+            })
+        }
+        other => PipelineError::Store(StoreError::Backend {
+            operation: "rules load",
+            message: other.to_string(),
+        }),
+    }
 }
 
 impl ConfigurationCache {
     fn get(&self, registry: &Destination) -> Option<CachedRules> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.get(registry).cloned()
+    }
+
+    fn loads(&self, registry: &Destination) -> Arc<RulesLoads> {
+        let mut loads = self.loads.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(loads.entry(registry.clone()).or_default())
+    }
+
+    /// `registry`'s rules from `load`, one load at a time: a caller that waited while another
+    /// loaded takes the rules that load cached when `usable` accepts them, or that load's
+    /// error, instead of loading again.
+    async fn load_once<F>(
+        &self,
+        registry: &Destination,
+        usable: impl Fn(&CachedRules) -> bool,
+        load: impl FnOnce() -> F,
+    ) -> Result<Arc<ReplicationConfiguration>, PipelineError>
+    where
+        F: Future<Output = Result<Arc<ReplicationConfiguration>, PipelineError>>,
+    {
+        let loads = self.loads(registry);
+        let before = loads.finished();
+        let _turn = loads.turn.lock().await;
+        if let Some(error) = loads.failure_since(before) {
+            return Err(error);
+        }
+        if let Some(cached) = self.get(registry)
+            && usable(&cached)
+        {
+            return Ok(cached.configuration);
+        }
+        // A load dropped half-way (its invocation ended) finishes nothing: the next caller
+        // loads. Boxed: a rare allocation, and the callers' futures stay shallow enough for
+        // the compiler's layout depth.
+        let loaded = Box::pin(load()).await;
+        loads.finish(loaded.as_ref().err());
+        loaded
     }
 
     /// Keeps `configuration`, seen at `seen_at`, as `registry`'s rules compared with the
@@ -227,20 +324,36 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
 
     /// The rules of `registry`: from this container's cache while it is fresh, else from the
     /// shared rules record when some container saw them recently, else from
-    /// `DescribeRegistry` (and then recorded for the others).
+    /// `DescribeRegistry` (and then recorded for the others). The callers of one registry
+    /// share one load at a time: a cold container's batch reads the record once, not once a
+    /// message.
     pub async fn configuration(
+        &self,
+        registry: &Destination,
+    ) -> Result<Arc<ReplicationConfiguration>, PipelineError> {
+        let fresh = |c: &CachedRules| {
+            let now = self.clock.now();
+            now - c.checked_at < self.settings.rules_check_interval
+                && now - c.seen_at < self.settings.configuration_ttl
+        };
+        if let Some(c) = self.configurations.get(registry)
+            && fresh(&c)
+        {
+            return Ok(c.configuration);
+        }
+        self.configurations
+            .load_once(registry, fresh, || self.load_configuration(registry))
+            .await
+    }
+
+    /// [`Self::configuration`]'s load: the shared record, else `DescribeRegistry`.
+    async fn load_configuration(
         &self,
         registry: &Destination,
     ) -> Result<Arc<ReplicationConfiguration>, PipelineError> {
         let now = self.clock.now();
         let ttl = self.settings.configuration_ttl;
         let cached = self.configurations.get(registry);
-        if let Some(c) = &cached
-            && now - c.checked_at < self.settings.rules_check_interval
-            && now - c.seen_at < ttl
-        {
-            return Ok(Arc::clone(&c.configuration));
-        }
         let recorded = self.store.recorded_rules(registry).await?;
         let newest = match (cached, recorded) {
             (Some(c), Some(r)) if r.seen_at > c.seen_at => {
@@ -275,6 +388,21 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         {
             return Ok(cached.configuration);
         }
+        self.configurations
+            .load_once(
+                registry,
+                |c| c.seen_at >= not_before,
+                || self.load_configuration_since(registry, not_before),
+            )
+            .await
+    }
+
+    /// [`Self::configuration_since`]'s load: the shared record, else `DescribeRegistry`.
+    async fn load_configuration_since(
+        &self,
+        registry: &Destination,
+        not_before: DateTime<Utc>,
+    ) -> Result<Arc<ReplicationConfiguration>, PipelineError> {
         if let Some(recorded) = self.store.recorded_rules(registry).await?
             && recorded.seen_at >= not_before
         {
@@ -627,5 +755,137 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         };
         effects.record(self.tracker().observe_seeded(&seed, &observation).await?);
         Ok(effects)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures_util::future::join_all;
+
+    use super::*;
+    use crate::model::{AccountId, Region};
+
+    fn source() -> Destination {
+        Destination::new(
+            Region::parse("us-west-2").expect("region"),
+            AccountId::parse("111111111111").expect("account"),
+        )
+    }
+
+    /// A load as a cold container makes it: the record's `GetItem`, then `DescribeRegistry`
+    /// (each a wait on the network), counted, kept in the cache as the pipeline keeps it.
+    async fn counted_load(
+        cache: &ConfigurationCache,
+        loads: &AtomicUsize,
+        fails: bool,
+    ) -> Result<Arc<ReplicationConfiguration>, PipelineError> {
+        loads.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        tokio::task::yield_now().await;
+        if fails {
+            return Err(PipelineError::Registry(RegistryError {
+                operation: "DescribeRegistry",
+                resource: source().to_string(),
+                message: "Rate exceeded".into(),
+                retryable: true,
+            }));
+        }
+        let now = Utc::now();
+        Ok(cache.keep(
+            &source(),
+            Arc::new(ReplicationConfiguration::default()),
+            now,
+            now,
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_wants_the_rules_at_once_makes_one_load() {
+        let cache = ConfigurationCache::default();
+        let loads = AtomicUsize::new(0);
+        let registry = source();
+        let answers =
+            join_all((0..100).map(|_| {
+                cache.load_once(&registry, |_| true, || counted_load(&cache, &loads, false))
+            }))
+            .await;
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            1,
+            "one GetItem, one DescribeRegistry"
+        );
+        let first = answers[0].as_ref().expect("rules");
+        for answer in &answers {
+            assert!(Arc::ptr_eq(first, answer.as_ref().expect("rules")));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_load_fails_the_callers_that_waited_for_it_and_the_next_caller_loads_again() {
+        let cache = ConfigurationCache::default();
+        let loads = AtomicUsize::new(0);
+        let registry = source();
+        let answers =
+            join_all((0..100).map(|_| {
+                cache.load_once(&registry, |_| true, || counted_load(&cache, &loads, true))
+            }))
+            .await;
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            1,
+            "throttled once, not 100 times"
+        );
+        for answer in answers {
+            match answer {
+                Err(PipelineError::Registry(e)) => {
+                    assert_eq!(
+                        (e.operation, e.message.as_str()),
+                        ("DescribeRegistry", "Rate exceeded")
+                    );
+                    assert!(e.retryable);
+                }
+                other => panic!("not the load's error: {other:?}"),
+            }
+        }
+        // A later event tries again.
+        cache
+            .load_once(&registry, |_| true, || counted_load(&cache, &loads, false))
+            .await
+            .expect("rules");
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn rules_the_waiters_cannot_use_are_loaded_again() {
+        let cache = ConfigurationCache::default();
+        let loads = AtomicUsize::new(0);
+        let registry = source();
+        // A load dropped half-way leaves the next caller to load.
+        {
+            let dropped = cache.load_once(
+                &registry,
+                |_| true,
+                || async {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    std::future::pending::<Result<Arc<ReplicationConfiguration>, PipelineError>>()
+                        .await
+                },
+            );
+            let polled = futures_util::FutureExt::now_or_never(dropped);
+            assert!(polled.is_none());
+        }
+        cache
+            .load_once(&registry, |_| true, || counted_load(&cache, &loads, false))
+            .await
+            .expect("rules");
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+        // Cached rules the caller cannot use (seen before what it asks) do not stop its load.
+        cache
+            .load_once(&registry, |_| false, || counted_load(&cache, &loads, false))
+            .await
+            .expect("rules");
+        assert_eq!(loads.load(Ordering::SeqCst), 3);
     }
 }

@@ -186,6 +186,8 @@ impl Registry for ScriptedRegistry {
         _registry: &Destination,
     ) -> Result<ReplicationConfiguration, RegistryError> {
         self.configuration_calls.fetch_add(1, Ordering::SeqCst);
+        // A call on the network: other events of the batch run meanwhile.
+        tokio::task::yield_now().await;
         Ok(self.configuration.lock().expect("lock").clone())
     }
 }
@@ -352,6 +354,31 @@ async fn rules_are_read_once_and_refreshed_by_a_configuration_change() {
         .await
         .expect("push");
     assert_eq!(world.registry.configuration_calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_cold_container_s_batch_of_pushes_reads_the_rules_once() {
+    let world = World::new();
+    let pipeline = world.pipeline();
+    // A batch's 100 messages are handled at once (runtime batch.rs), all before any rules
+    // are cached.
+    let pushes: Vec<EcrEvent> = (0..100)
+        .map(|i| edited("push-tagged.json", DIGEST, &format!("sha256:{i:064x}")))
+        .collect();
+    let handled = futures_util::future::join_all(pushes.iter().map(|e| pipeline.handle(e))).await;
+    for effects in handled {
+        assert_eq!(effects.expect("push").pushes_written, 1);
+    }
+    assert_eq!(
+        world.registry.configuration_calls.load(Ordering::SeqCst),
+        1,
+        "one DescribeRegistry for the batch, not one per message"
+    );
+    assert_eq!(
+        world.store.all().len(),
+        300,
+        "every push to its 3 destinations"
+    );
 }
 
 #[tokio::test]

@@ -196,13 +196,18 @@ pub async fn build_backfill_copier<C: Clock>(
     clock: C,
 ) -> Result<AwsBackfillCopier<C>, StartupError> {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let mut registry = EcrCopyRegistry::new(
+        sdk.clone(),
+        settings.home_account.clone(),
+        backfill_access(backfill),
+    )
+    .map_err(|e| StartupError::Transfers(e.to_string()))?;
+    // Its share of the stack's ECR budget, like the tracking functions'.
+    if let Some(cap) = settings.ecr_calls_per_second {
+        registry = registry.with_call_cap(cap);
+    }
     Ok(BackfillCopier {
-        registry: EcrCopyRegistry::new(
-            sdk.clone(),
-            settings.home_account.clone(),
-            backfill_access(backfill),
-        )
-        .map_err(|e| StartupError::Transfers(e.to_string()))?,
+        registry,
         claims: DynamoBlobClaims::new(dynamodb.clone(), settings.table.clone()),
         runs: DynamoRunStore::new(dynamodb, settings.table.clone()),
         sleeper: TokioSleeper,

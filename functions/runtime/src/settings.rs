@@ -36,8 +36,9 @@ pub struct Settings {
     /// Into how many parts the sweep splits the due work (`SWEEP_PARTS`, 1 to 64), and the
     /// FIFO queue that carries the parts it does not check itself (`SWEEP_QUEUE_URL`).
     pub sweep_parts: u32,
-    /// At most so many ECR calls a second per Region from one container
-    /// (`ECR_CALLS_PER_SECOND`; unset: no cap but the SDK's adaptive retry).
+    /// At most so many ECR calls a second per Region from one container: this function's
+    /// share of the stack's budget ([`ecr_call_cap`]), or `ECR_CALLS_PER_SECOND` when set;
+    /// neither: no cap but the SDK's adaptive retry.
     pub ecr_calls_per_second: Option<f64>,
     pub sweep_queue_url: Option<String>,
     /// The function's name, as a metric dimension.
@@ -104,7 +105,7 @@ impl Settings {
         let sweep_queue_url = get("SWEEP_QUEUE_URL");
         let ecr_calls_per_second = match get("ECR_CALLS_PER_SECOND") {
             Some(_) => Some(number("ECR_CALLS_PER_SECOND", 1.0)?),
-            None => None,
+            None => ecr_call_cap(&get)?.map(|cap| cap as f64),
         };
         if sweep_parts > 1 && sweep_queue_url.is_none() {
             return Err(SettingsError {
@@ -162,6 +163,57 @@ impl Settings {
     }
 }
 
+/// This function's cap on ECR calls a second per Region and container, derived from the
+/// stack's budget so that the budget holds for the account and Region whatever the number of
+/// containers: `ECR_CALL_BUDGET_PER_SECOND` (all of replwatch's ECR calls a second in one
+/// account and Region), `ECR_CALL_BUDGET_SHARE` (the percent of it this function may use) and
+/// `ECR_CALL_CONTAINERS` (the most containers of this function that run at once: its event
+/// source's maximum concurrency, or its reserved concurrency). The cap is the share divided
+/// among the containers, rounded down to whole calls, so containers × cap never exceeds the
+/// share. `None` without a budget; an error when the budget is set without the other two, or
+/// leaves a container less than one call a second (nothing could keep up with that: raise the
+/// budget or lower the concurrency, as the error says).
+pub fn ecr_call_cap(get: &impl Fn(&str) -> Option<String>) -> Result<Option<u64>, SettingsError> {
+    let whole = |variable: &'static str, range: std::ops::RangeInclusive<u64>| {
+        let value = get(variable).ok_or(SettingsError {
+            variable,
+            message: "must be set with ECR_CALL_BUDGET_PER_SECOND".into(),
+        })?;
+        value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or(SettingsError {
+                variable,
+                message: format!(
+                    "{value:?} is not a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            })
+    };
+    if get("ECR_CALL_BUDGET_PER_SECOND").is_none() {
+        return Ok(None);
+    }
+    let budget = whole("ECR_CALL_BUDGET_PER_SECOND", 1..=u64::from(u32::MAX))?;
+    let share = whole("ECR_CALL_BUDGET_SHARE", 1..=100)?;
+    let containers = whole("ECR_CALL_CONTAINERS", 1..=u64::from(u32::MAX))?;
+    let cap = budget * share / (100 * containers);
+    if cap == 0 {
+        let least = (100 * containers).div_ceil(share);
+        return Err(SettingsError {
+            variable: "ECR_CALL_BUDGET_PER_SECOND",
+            message: format!(
+                "{share}% of {budget} calls a second shared by {containers} containers is less \
+                 than one call a second each: raise the budget (EcrCallBudgetPerSecond) to at \
+                 least {least}, or lower this function's maximum concurrency"
+            ),
+        });
+    }
+    Ok(Some(cap))
+}
+
 fn seconds(value: f64) -> TimeDelta {
     TimeDelta::milliseconds((value * 1000.0).round() as i64)
 }
@@ -211,6 +263,113 @@ mod tests {
             from(&pairs).expect("settings").pipeline.policy.sla,
             TimeDelta::seconds(20)
         );
+    }
+
+    fn cap_with(pairs: &[(&str, &str)]) -> Result<Option<f64>, SettingsError> {
+        let mut all = BASE.to_vec();
+        all.extend_from_slice(pairs);
+        from(&all).map(|s| s.ecr_calls_per_second)
+    }
+
+    /// The cap of a function given `share` percent of `budget` over `containers`.
+    fn budget_cap(budget: u64, share: u64, containers: u64) -> Result<Option<f64>, SettingsError> {
+        let (budget, share, containers) = (
+            budget.to_string(),
+            share.to_string(),
+            containers.to_string(),
+        );
+        cap_with(&[
+            ("ECR_CALL_BUDGET_PER_SECOND", &budget),
+            ("ECR_CALL_BUDGET_SHARE", &share),
+            ("ECR_CALL_CONTAINERS", &containers),
+        ])
+    }
+
+    #[test]
+    fn the_ecr_budget_is_divided_among_the_containers_that_can_run_at_once() {
+        // The whole budget to one function of 4 containers: 50 calls a second each.
+        assert_eq!(budget_cap(200, 100, 4), Ok(Some(50.0)));
+        // The template's defaults: the sweep's 60% of 2,000 over SweepParts 4 + 2 containers,
+        // track-replication's 30% over its 64 (9.4 a second, rounded down: 64 × 9 = 576 stays
+        // within its 600).
+        assert_eq!(budget_cap(2000, 60, 6), Ok(Some(200.0)));
+        assert_eq!(budget_cap(2000, 30, 64), Ok(Some(9.0)));
+        // Rounded down: 40% of 1,000 over 3 containers is 133.3 a second, and 3 × 133 = 399
+        // stays within the 400.
+        assert_eq!(budget_cap(1000, 40, 3), Ok(Some(133.0)));
+        // Never more than the share, whatever the numbers.
+        for budget in [1_u64, 7, 99, 100, 999, 2000, 4321] {
+            for share in [1_u64, 5, 33, 40, 50, 100] {
+                for containers in [1_u64, 2, 3, 6, 7, 60, 1000] {
+                    if let Ok(Some(cap)) = budget_cap(budget, share, containers) {
+                        assert!(cap >= 1.0);
+                        assert!(
+                            cap * (containers * 100) as f64 <= (budget * share) as f64,
+                            "{share}% of {budget} over {containers}: {cap} each"
+                        );
+                    }
+                }
+            }
+        }
+        // No budget: no cap (local runs), unless one is given.
+        assert_eq!(cap_with(&[]), Ok(None));
+        assert_eq!(cap_with(&[("ECR_CALLS_PER_SECOND", "4")]), Ok(Some(4.0)));
+    }
+
+    #[test]
+    fn an_explicit_ecr_cap_overrides_the_budget() {
+        assert_eq!(
+            cap_with(&[
+                ("ECR_CALL_BUDGET_PER_SECOND", "2000"),
+                ("ECR_CALL_BUDGET_SHARE", "40"),
+                ("ECR_CALL_CONTAINERS", "60"),
+                ("ECR_CALLS_PER_SECOND", "4"),
+            ]),
+            Ok(Some(4.0))
+        );
+    }
+
+    #[test]
+    fn a_budget_too_small_for_one_call_a_second_per_container_fails_at_start_and_says_what_would_do()
+     {
+        // backfill-copy's 5% of 100 over its 10 containers: half a call a second each.
+        let err = budget_cap(100, 5, 10).expect_err("too small");
+        assert_eq!(err.variable, "ECR_CALL_BUDGET_PER_SECOND");
+        let message = err.to_string();
+        assert!(message.contains("less than one call a second"), "{message}");
+        assert!(message.contains("at least 200"), "{message}");
+        // At that least, one call a second each.
+        assert_eq!(budget_cap(200, 5, 10), Ok(Some(1.0)));
+    }
+
+    #[test]
+    fn a_budget_without_its_share_or_containers_names_what_is_missing() {
+        let err = cap_with(&[
+            ("ECR_CALL_BUDGET_PER_SECOND", "2000"),
+            ("ECR_CALL_CONTAINERS", "6"),
+        ])
+        .expect_err("no share");
+        assert_eq!(err.variable, "ECR_CALL_BUDGET_SHARE");
+        let err = cap_with(&[
+            ("ECR_CALL_BUDGET_PER_SECOND", "2000"),
+            ("ECR_CALL_BUDGET_SHARE", "50"),
+        ])
+        .expect_err("no containers");
+        assert_eq!(err.variable, "ECR_CALL_CONTAINERS");
+        let err = cap_with(&[
+            ("ECR_CALL_BUDGET_PER_SECOND", "2000"),
+            ("ECR_CALL_BUDGET_SHARE", "150"),
+            ("ECR_CALL_CONTAINERS", "6"),
+        ])
+        .expect_err("share over 100");
+        assert_eq!(err.variable, "ECR_CALL_BUDGET_SHARE");
+        let err = cap_with(&[
+            ("ECR_CALL_BUDGET_PER_SECOND", "lots"),
+            ("ECR_CALL_BUDGET_SHARE", "50"),
+            ("ECR_CALL_CONTAINERS", "6"),
+        ])
+        .expect_err("not a number");
+        assert_eq!(err.variable, "ECR_CALL_BUDGET_PER_SECOND");
     }
 
     #[test]
