@@ -40,7 +40,9 @@ struct ScriptedRegistry {
     status_calls: AtomicUsize,
     tag_calls: AtomicUsize,
     configuration_calls: AtomicUsize,
-    /// Reads made in a refusing Region (each refused).
+    /// Regions whose ECR is down: every read there fails as unavailable.
+    down: Mutex<std::collections::HashSet<String>>,
+    /// Reads made in a refusing or down Region (each failed).
     refused_calls: AtomicUsize,
 }
 
@@ -75,12 +77,35 @@ impl ScriptedRegistry {
         }
     }
 
-    /// The read refused in `registry`'s Region, if it refuses.
+    fn down(&self, region: &str, down: bool) {
+        let mut regions = self.down.lock().expect("lock");
+        if down {
+            regions.insert(region.to_owned());
+        } else {
+            regions.remove(region);
+        }
+    }
+
+    /// The read refused in `registry`'s Region, if it refuses, or failed, if it is down.
     fn refused(
         &self,
         operation: &'static str,
         registry: &Destination,
     ) -> Result<(), RegistryError> {
+        if self
+            .down
+            .lock()
+            .expect("lock")
+            .contains(registry.region.as_str())
+        {
+            self.refused_calls.fetch_add(1, Ordering::SeqCst);
+            return Err(RegistryError {
+                operation,
+                resource: registry.to_string(),
+                message: "ServiceUnavailableException: Service Unavailable".into(),
+                retryable: true,
+            });
+        }
         if !self
             .refusing
             .lock()
@@ -1057,14 +1082,14 @@ async fn a_destination_that_refuses_reads_holds_up_no_other_and_is_one_incident_
     );
 }
 
-/// A Region that is down (here: refusing every read) is tried a few times per round, not
-/// once per image: the other destinations of every push still get their verdicts, and the
-/// down one is left unconfirmed for all of them, as if each had been read.
+/// A Region that is down is tried a few times per round, not once per image: the other
+/// destinations of every push still get their verdicts, and the down one is left unconfirmed
+/// for all of them, as if each had been read.
 #[tokio::test]
 async fn a_round_stops_calling_a_registry_once_it_failed_three_times_in_a_row() {
     let world = World::new();
     let pipeline = world.pipeline();
-    world.registry.refuse("eu-west-1", true);
+    world.registry.down("eu-west-1", true);
     for region in ["us-east-1", "ap-southeast-2"] {
         world.registry.tags(region, &["v1.4.2"]);
         world
@@ -1121,7 +1146,7 @@ async fn a_round_stops_calling_a_registry_once_it_failed_three_times_in_a_row() 
     assert!(again.effects.alerts.is_empty());
 
     // Readable again: the next round reads every one and gives its verdict.
-    world.registry.refuse("eu-west-1", false);
+    world.registry.down("eu-west-1", false);
     world.registry.tags("eu-west-1", &["v1.4.2"]);
     world
         .registry
@@ -1135,6 +1160,31 @@ async fn a_round_stops_calling_a_registry_once_it_failed_three_times_in_a_row() 
             .iter()
             .all(|(_, state)| *state == ExpectationState::Replicated)
     );
+}
+
+/// A refusal is not an outage: it fails at once and may be one repository's policy, so every
+/// image is still read there (the others of the registry are not held up by it).
+#[tokio::test]
+async fn refusals_never_take_a_registry_as_down() {
+    let world = World::new();
+    let pipeline = world.pipeline();
+    world.registry.refuse("eu-west-1", true);
+    let images = 10;
+    for n in 0..images {
+        pipeline
+            .handle(&edited(
+                "push-tagged.json",
+                DIGEST,
+                &format!("sha256:{:064x}", n + 300),
+            ))
+            .await
+            .expect("push");
+    }
+    world.clock.advance(TimeDelta::minutes(31));
+    let report = sweep_whole(&pipeline).await;
+    assert_eq!(report.skipped_reads, 0);
+    assert_eq!(world.registry.refused_calls.load(Ordering::SeqCst), images);
+    assert_eq!(report.unconfirmed, images);
 }
 
 #[tokio::test]

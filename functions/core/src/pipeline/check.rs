@@ -43,7 +43,9 @@ use crate::registry::{DestinationReplication, ImageReplicationStatus, Registry, 
 use crate::store::{ExpectationStore, RulesRecord, StoreError, SweepPart};
 use crate::tracker::{Applied, Creation, MAX_ATTEMPTS};
 use crate::tracking::{ExpectationState, Observation, ReplicationExpectation, TagArrival};
-use crate::unreadable::{ReadFailure, ReadIncident, ReadIncidentKey, ReadObservation};
+use crate::unreadable::{
+    ReadFailure, ReadFailureKind, ReadIncident, ReadIncidentKey, ReadObservation,
+};
 
 /// What a sweep did, for its log line and its gauges.
 #[derive(Debug, Default)]
@@ -131,11 +133,12 @@ struct RoundMemo {
     skipped: std::sync::atomic::AtomicUsize,
 }
 
-/// Reads of one registry that fail in a row, with none succeeding between, before a round
-/// takes the registry as down: the rest of the round leaves what needs it unconfirmed without
-/// calling it, so a Region that is down (or an account refusing every read) costs each round
-/// a few failed calls, and their timeouts, instead of one per image; it is tried again the
-/// next round. Three, so that one throttled or dropped call never does it.
+/// Reads of one registry that fail as unavailable (5xx, timeouts, throttling) in a row, with
+/// none succeeding or refused between, before a round takes the registry as down: the rest of
+/// the round leaves what needs it unconfirmed without calling it, so a Region that is down
+/// costs each round a few failed calls, and their timeouts, instead of one per image; it is
+/// tried again the next round. Three, so that one throttled or dropped call never does it.
+/// Refusals never count: they fail at once, and may be one repository's policy alone.
 pub const DOWN_AFTER_FAILURES: u32 = 3;
 
 /// One destination of one push to confirm, and where its verdict is kept.
@@ -212,13 +215,19 @@ impl RoundMemo {
             }
             Err(error) => {
                 let failure = ReadFailure::new(location.clone(), &error);
-                failing
-                    .entry(location.clone())
-                    .and_modify(|(n, last)| {
-                        *n += 1;
-                        *last = failure.clone();
-                    })
-                    .or_insert((1, failure.clone()));
+                if failure.kind == ReadFailureKind::Unavailable {
+                    failing
+                        .entry(location.clone())
+                        .and_modify(|(n, last)| {
+                            *n += 1;
+                            *last = failure.clone();
+                        })
+                        .or_insert((1, failure.clone()));
+                } else {
+                    // A refusal fails at once (nothing to save) and may be one repository's
+                    // policy: the registry's other repositories are still read.
+                    failing.remove(location);
+                }
                 Err(failure)
             }
         }
