@@ -19,8 +19,10 @@
 //!   its FAILED event raises nothing;
 //! - nothing beside a destination silences it: a partner account refusing every read while a
 //!   healthy Region holds overdue images (every one reported, one UNCONFIRMED for the partner
-//!   5 minutes later, later pushes still checked, one RESOLVED once its role is fixed); an
-//!   image whose check fails as a whole (an item of its own garbled) is put off and holds up
+//!   5 minutes later, later pushes still checked, one RESOLVED once its role is fixed); a
+//!   destination Region whose ECR is down (503 on every call) tried a few times a round, not
+//!   once per image, while the other destinations get their verdicts; an image whose check
+//!   fails as a whole (an item of its own garbled) is put off and holds up
 //!   no other; a sweep killed with SIGKILL mid-run loses no alert and no count.
 
 use std::collections::BTreeMap;
@@ -1450,6 +1452,137 @@ async fn a_destination_account_refusing_every_read_silences_no_other_destination
         states.get(&ExpectationState::Replicated),
         Some(&10),
         "each of the five pushes replicated to us-east-1 and the partner: {states:?}"
+    );
+}
+
+/// Every ECR call the functions make in `account` fails as a Region in an outage answers:
+/// HTTP 503 `ServiceUnavailableException` (ECR API Reference, "Common Errors":
+/// "ServiceUnavailable … The request has failed due to a temporary failure of the server",
+/// 503), which the SDK retries before giving up.
+fn ecr_down(world: &World, account: &AccountId, down: bool) {
+    if down {
+        world
+            .aws
+            .control(
+                "POST",
+                "/_localaws/faults",
+                Some(&serde_json::json!({"ecr": {"*": {
+                    "throttle_next": 1_000_000, "account": account.as_str(),
+                    "code": "ServiceUnavailableException", "status": 503,
+                    "message": "Service Unavailable"
+                }}})),
+            )
+            .expect("faults");
+    } else {
+        world
+            .aws
+            .control(
+                "DELETE",
+                &format!("/_localaws/faults?account={account}"),
+                None,
+            )
+            .expect("faults cleared");
+    }
+}
+
+/// ECR calls made in `account` (all operations) since the test bed's counters were last
+/// read for it.
+fn ecr_calls(world: &World, account: &AccountId) -> u64 {
+    let calls = world
+        .aws
+        .control("GET", &format!("/_localaws/calls?account={account}"), None)
+        .expect("calls");
+    world
+        .aws
+        .control(
+            "DELETE",
+            &format!("/_localaws/calls?account={account}"),
+            None,
+        )
+        .expect("calls reset");
+    calls["calls"]
+        .as_array()
+        .map(|calls| calls.iter().filter_map(|c| c["count"].as_u64()).sum())
+        .unwrap_or_default()
+}
+
+/// A destination Region whose ECR is down (every call answered 503): the sweep takes it as
+/// down after a few failed reads each round instead of waiting on every image's retries
+/// there, every other destination gets its verdict at the deadline, one UNCONFIRMED says why
+/// the down one waits, and when it is back one RESOLVED and the real verdicts follow.
+#[tokio::test]
+async fn a_destination_region_that_is_down_is_tried_a_few_times_a_round_and_holds_up_no_other() {
+    let world = World::new(|_| serde_json::json!({})).await;
+    let slow = world.destinations[1].clone();
+    let down = world.destinations[2].clone();
+    world.replicated_repository("team-a/web").await;
+    world.pause(&slow, true);
+    let images = 12;
+    for i in 0..images {
+        world
+            .push("team-a/web", Some(&format!("v{i}")), &format!("web-{i}"))
+            .await;
+    }
+    world.settle().await;
+    // Two images at once, so that the reads in flight before the Region is taken as down are
+    // few enough to count here (64 by default: a round's first 64 images may all try it).
+    let tracking = world.tracking(&[("SWEEP_CONCURRENCY", "2")]).await;
+    assert_eq!(world.pump_every_event(&tracking).await, vec![]);
+    ecr_down(&world, &down.registry_id, true);
+    ecr_calls(&world, &down.registry_id);
+
+    world.clock.advance(TimeDelta::minutes(31));
+    let first = tracking.run_sweep(None).await.expect("sweep");
+    assert_eq!(
+        World::raised(&first.alerts),
+        vec![(AlertKind::Overdue, slow.region.to_string()); images],
+        "the healthy slow Region's verdicts, at the deadline"
+    );
+    assert_eq!(first.unconfirmed_destinations, images);
+    assert_eq!(first.unconfirmed_images, 0);
+    // At most 2 in flight when the third failure arrives: 5 images read there, 7 not.
+    assert!(
+        first.skipped_reads >= images - 5,
+        "{} reads skipped",
+        first.skipped_reads
+    );
+    let calls = ecr_calls(&world, &down.registry_id);
+    // Each failed read is the SDK's attempts (3 in its standard mode): a few reads, not 12.
+    assert!(calls <= 3 * 5, "{calls} calls to the Region that is down");
+
+    // Past the grace: one incident for the Region, whose rechecks cost it a few calls a round.
+    let mut later = Vec::new();
+    for minutes in [2, 2, 4, 8] {
+        world.clock.advance(TimeDelta::minutes(minutes));
+        let sweep = tracking.run_sweep(None).await.expect("sweep");
+        later.extend(sweep.alerts);
+    }
+    assert_eq!(
+        World::raised(&later),
+        vec![(AlertKind::Unconfirmed, down.region.to_string())]
+    );
+    let facts = later[0].unreadable.as_ref().expect("read incident facts");
+    assert!(
+        facts.failure.error.contains("ServiceUnavailable"),
+        "{}",
+        facts.failure.error
+    );
+    assert!(ecr_calls(&world, &down.registry_id) <= 4 * 3 * 5);
+
+    // Back: one RESOLVED, and the images that had arrived there are REPLICATED.
+    ecr_down(&world, &down.registry_id, false);
+    world.clock.advance(TimeDelta::minutes(16));
+    let back = tracking.run_sweep(None).await.expect("sweep");
+    assert_eq!(
+        World::raised(&back.alerts),
+        vec![(AlertKind::Resolved, down.region.to_string())]
+    );
+    assert_eq!((back.unconfirmed_destinations, back.skipped_reads), (0, 0));
+    let states = world.states().await;
+    assert_eq!(
+        states.get(&ExpectationState::Replicated),
+        Some(&(2 * images)),
+        "us-east-1 and the Region that was down: {states:?}"
     );
 }
 
