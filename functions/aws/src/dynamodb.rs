@@ -11,7 +11,8 @@
 //! - `due_shard` and `next_check` only while the item is open: the global secondary index
 //!   `due` on them is sparse, so the sweep reads what is due and nothing else. The due items
 //!   are spread over [`DUE_SHARDS`] partitions by a hash of `pk`, so no key of the index is
-//!   hot (the README has the arithmetic);
+//!   hot (the README has the arithmetic), in two queues (`DueQueue`): first verdicts
+//!   (`DUE#<n>`) and rechecks of known problems (`RECHECK#<n>`), read in that order;
 //! - `expires_at` (epoch seconds) for the table's TTL;
 //! - `version` for conditional writes: a write succeeds only if the version read is still the
 //!   stored one, which is what lets any number of handler copies run at once;
