@@ -15,6 +15,8 @@
 //! one sweep invocation confirms per second when ECR answers in 100 ms, with
 //! `PipelineSettings::sweep_concurrency` images at once.
 
+mod support;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -35,6 +37,7 @@ use replwatch_core::{
     ParsedEvent, PendingAlert, Region, ReplicationConfiguration, ReplicationExpectation,
     RepositoryName, SourceImage, SystemClock, TagIncident, TagKey, parse_event,
 };
+use support::digest;
 
 const CONFIGURATION: &str = r#"{"rules": [
   {"destinations": [{"region": "us-east-1", "registryId": "111111111111"},
@@ -236,20 +239,6 @@ impl Registry for BenchRegistry<'_> {
             .fetch_add(1, Ordering::Relaxed);
         Ok(self.configuration.clone())
     }
-}
-
-/// A digest that, like real ones, differs from its neighbours in its first characters.
-fn digest(i: usize) -> String {
-    let mut x = i as u64;
-    let mut hex = String::with_capacity(64);
-    for _ in 0..4 {
-        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        hex.push_str(&format!("{:016x}", z ^ (z >> 31)));
-    }
-    format!("sha256:{hex}")
 }
 
 fn push_event(i: usize) -> Vec<u8> {

@@ -42,6 +42,8 @@
 //! - **calls to the down Region** per tick, and the alerts raised, by kind and Region (any
 //!   alert about a healthy destination is a false alert, and fails the run).
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -261,18 +263,9 @@ impl Registry for OutageRegistry<'_> {
     }
 }
 
-/// A digest that differs from its neighbours in its first characters, as real ones do.
+/// The digest of image `i`.
 fn digest(i: usize) -> Digest {
-    let mut x = i as u64;
-    let mut hex = String::with_capacity(64);
-    for _ in 0..4 {
-        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        hex.push_str(&format!("{:016x}", z ^ (z >> 31)));
-    }
-    Digest::parse(&format!("sha256:{hex}")).expect("digest")
+    Digest::parse(&support::digest(i)).expect("digest")
 }
 
 /// Seconds, as a whole figure for the report.
