@@ -100,6 +100,33 @@ const MAX_DESTINATIONS: usize = 25;
 /// Wrong verdicts and alerts listed one by one; past that, only counted.
 const LISTED: usize = 10;
 
+/// What a cost is paid to, in the order of [`Phase::by_service`].
+const SERVICES: [&str; 7] = [
+    "DynamoDB",
+    "EventBridge",
+    "SQS",
+    "Lambda",
+    "CloudWatch Logs",
+    "PutMetricData",
+    "inter-Region transfer",
+];
+type Costs = [f64; 7];
+
+/// `costs` per million of `per`, one `service $x` each, and the metric lines' share of the logs.
+fn describe_costs(costs: &Costs, metric_lines: f64, per: f64) -> String {
+    let million = 1e6 / per;
+    let mut parts: Vec<String> = SERVICES
+        .iter()
+        .zip(costs)
+        .map(|(name, usd)| format!("{name} ${:.3}", usd * million))
+        .collect();
+    parts.push(format!(
+        "(of the logs, metric lines ${:.3})",
+        metric_lines * million
+    ));
+    parts.join(", ")
+}
+
 /// A list price, where it was read, and when.
 struct Price {
     what: &'static str,
@@ -176,8 +203,9 @@ struct LogCounts {
     bytes: AtomicU64,
     /// Lines written: log events.
     lines: AtomicU64,
-    /// Bytes of the metric lines among them (newlines included).
+    /// Bytes of the metric lines among them (newlines included), and their number.
     metric_bytes: AtomicU64,
+    metric_lines: AtomicU64,
 }
 
 impl LogCounter {
@@ -186,17 +214,19 @@ impl LogCounter {
         self.0.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.0.lines.fetch_add(1, Ordering::Relaxed);
         self.0.metric_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.0.metric_lines.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// (what CloudWatch Logs ingests: messages without their newline plus
-    /// [`LOG_EVENT_OVERHEAD`] each, of which metric lines)
+    /// What CloudWatch Logs ingests (messages without their newline, plus
+    /// [`LOG_EVENT_OVERHEAD`] each): of every line, of the metric lines.
     fn ingested(&self) -> (u64, u64) {
-        let lines = self.0.lines.load(Ordering::Relaxed);
-        let metric_lines_bytes = self.0.metric_bytes.load(Ordering::Relaxed);
-        let bytes = self.0.bytes.load(Ordering::Relaxed);
+        let ingested = |bytes: &AtomicU64, lines: &AtomicU64| {
+            let lines = lines.load(Ordering::Relaxed);
+            bytes.load(Ordering::Relaxed) - lines + lines * LOG_EVENT_OVERHEAD
+        };
         (
-            bytes - lines + lines * LOG_EVENT_OVERHEAD,
-            metric_lines_bytes,
+            ingested(&self.0.bytes, &self.0.lines),
+            ingested(&self.0.metric_bytes, &self.0.metric_lines),
         )
     }
 }
@@ -231,7 +261,7 @@ struct Phase {
     billed_ms: f64,
     /// What CloudWatch Logs ingests of the handlers' lines (without Lambda's own lines).
     log_bytes: f64,
-    /// The metric lines' share of `log_bytes` (their messages and newlines).
+    /// The metric lines' share of `log_bytes`.
     metric_log_bytes: f64,
     /// Bytes crossing Regions: calls signed for another Region than the central one (both
     /// ways), and forwarded events.
@@ -239,6 +269,8 @@ struct Phase {
     /// Messages handed to the handlers (events with their duplicates).
     messages: f64,
     operations: BTreeMap<String, f64>,
+    /// DynamoDB write units (with the index's) by operation.
+    write_units_by_operation: BTreeMap<String, f64>,
 }
 
 impl Phase {
@@ -255,7 +287,8 @@ impl Phase {
             .iter()
             .filter(|(k, _)| k.starts_with("ecr:") && *k != "ecr:PutImage")
             .map(|(_, n)| n)
-            .sum();
+            .sum::<f64>()
+            + 0.0; // an empty sum is -0.0
         let calls_to_other_regions: f64 = meter["transfer"]
             .as_object()
             .into_iter()
@@ -264,7 +297,18 @@ impl Phase {
             .filter(|(region, _)| *region != SOURCE_REGION && *region != "unsigned")
             .map(|(_, n)| number(&n["request_bytes"]) + number(&n["response_bytes"]))
             .sum();
+        let write_units_by_operation = meter["dynamodb"]["by_operation"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(operation, units)| {
+                let units = number(&units["write_units"]) + number(&units["index_write_units"]);
+                (operation.clone(), units)
+            })
+            .filter(|(_, units)| *units > 0.0)
+            .collect();
         Phase {
+            write_units_by_operation,
             inter_region_bytes: calls_to_other_regions
                 + number(&meter["events"]["forwarded_bytes"]),
             write_units: number(&meter["dynamodb"]["write_units"]),
@@ -280,49 +324,27 @@ impl Phase {
         }
     }
 
-    /// [`Phase::cost`] per million, by what it pays for.
-    fn breakdown(&self, per: f64) -> String {
-        let million = 1e6 / per;
-        let parts = [
-            (
-                "DynamoDB",
-                (self.write_units + self.index_write_units) * price(0) + self.read_units * price(1),
-            ),
-            (
-                "SQS",
-                (self.sqs_sent + self.eventbridge_deliveries + 2.0 * self.messages / SQS_BATCH)
-                    * price(3),
-            ),
-            (
-                "Lambda",
-                self.gb_ms / 1000.0 * price(4) + self.invocations * price(5),
-            ),
-            (
-                "logs",
-                (self.log_bytes + self.invocations * PLATFORM_LOG_BYTES) / 1e9 * price(6),
-            ),
-            ("of it EMF", self.metric_log_bytes / 1e9 * price(6)),
-            ("metric calls", self.metric_calls * price(7)),
-            ("inter-Region", self.inter_region_bytes / 1e9 * price(8)),
-        ];
-        parts
-            .iter()
-            .map(|(name, usd)| format!("{name} ${:.3}", usd * million))
-            .collect::<Vec<_>>()
-            .join(", ")
+    /// What the phase cost, in dollars, by [`SERVICES`].
+    fn by_service(&self) -> Costs {
+        [
+            (self.write_units + self.index_write_units) * price(0) + self.read_units * price(1),
+            self.events_forwarded * price(2),
+            (self.sqs_sent + self.eventbridge_deliveries + 2.0 * self.messages / SQS_BATCH)
+                * price(3),
+            self.gb_ms / 1000.0 * price(4) + self.invocations * price(5),
+            (self.log_bytes + self.invocations * PLATFORM_LOG_BYTES) / 1e9 * price(6),
+            self.metric_calls * price(7),
+            self.inter_region_bytes / 1e9 * price(8),
+        ]
+    }
+
+    /// The metric lines' share of the CloudWatch Logs cost, in dollars.
+    fn metric_lines_cost(&self) -> f64 {
+        self.metric_log_bytes / 1e9 * price(6)
     }
 
     fn cost(&self, per: f64) -> f64 {
-        let units =
-            (self.write_units + self.index_write_units) * price(0) + self.read_units * price(1);
-        let events = self.events_forwarded * price(2);
-        let sqs = (self.sqs_sent + self.eventbridge_deliveries + 2.0 * self.messages / SQS_BATCH)
-            * price(3);
-        let lambda = self.gb_ms / 1000.0 * price(4) + self.invocations * price(5);
-        let logs = (self.log_bytes + self.invocations * PLATFORM_LOG_BYTES) / 1e9 * price(6);
-        let metrics = self.metric_calls * price(7);
-        let transfer = self.inter_region_bytes / 1e9 * price(8);
-        (units + events + sqs + lambda + logs + metrics + transfer) / per
+        self.by_service().iter().sum::<f64>() / per
     }
 }
 
@@ -831,7 +853,8 @@ where
     phase.billed_ms = times
         .iter()
         .map(|t| (t.as_secs_f64() * 1000.0).ceil())
-        .sum();
+        .sum::<f64>()
+        + 0.0; // an empty sum is -0.0
     phase.gb_ms = phase.billed_ms * TRACKING_MEMORY_GB;
     let (logged_after, metric_logged_after) = logs.ingested();
     phase.log_bytes = (logged_after - logged) as f64;
@@ -1006,17 +1029,28 @@ fn report(run: &Run) {
         + run.sweep.write_units
         + run.sweep.index_write_units)
         / pushes;
+    let by_operation = |phase: &Phase| {
+        phase
+            .write_units_by_operation
+            .iter()
+            .map(|(operation, units)| format!("{operation} {:.3}", units / pushes))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!(
-        "DynamoDB write units per push on the happy path (push + check): {happy_path_writes:.2}"
+        "DynamoDB write units per push on the happy path (push + check): {happy_path_writes:.2} (track-push: {}; sweep: {})",
+        by_operation(&run.push),
+        by_operation(&run.sweep)
     );
     // Every push is an image of its own: the sweep confirms one image per push.
     let sweep_seconds = run.sweep.billed_ms / 1000.0;
     let requests: f64 = run.sweep.operations.values().sum();
     println!(
-        "sweep: {} images confirmed in {sweep_seconds:.1} s of handler time ({} invocations): {:.1} images/s per invocation; {requests:.0} requests to the local AWS, {:.0}/s",
+        "sweep: {} images confirmed in {sweep_seconds:.1} s of handler time ({} invocations): {:.1} images/s per invocation; {requests:.0} requests to the local AWS ({:.1} per image), {:.0}/s",
         run.pushes,
         run.sweep.invocations,
         pushes / sweep_seconds.max(f64::EPSILON),
+        requests / pushes,
         requests / sweep_seconds.max(f64::EPSILON)
     );
     let idle = &run.idle_tick;
@@ -1069,13 +1103,42 @@ fn price_per_million(runs: &[Run]) {
             run.destinations,
             (fixed + run.destinations as f64 * per_destination) * 1e6
         );
+        // Where it goes: the push's phases per push, then each destination's event.
+        let mut total: Costs = [0.0; 7];
+        for phase in [&run.delivery_fixed(), &run.push, &run.sweep] {
+            for (sum, usd) in total.iter_mut().zip(phase.by_service()) {
+                *sum += usd / pushes;
+            }
+        }
+        for (sum, usd) in total.iter_mut().zip(run.per_destination_by_service()) {
+            *sum += run.destinations as f64 * usd;
+        }
+        let metric_lines = (run.push.metric_lines_cost() + run.sweep.metric_lines_cost()) / pushes
+            + if run.replication.messages > 0.0 {
+                run.destinations as f64 * run.replication.metric_lines_cost()
+                    / run.replication.messages
+            } else {
+                0.0
+            };
+        println!(
+            "  by service: {}",
+            describe_costs(&total, metric_lines, 1.0)
+        );
         for (name, phase) in [("track-push", &run.push), ("sweep", &run.sweep)] {
-            println!("  {name}, per push: {}", phase.breakdown(pushes));
+            println!(
+                "  {name}, per push: {}",
+                describe_costs(&phase.by_service(), phase.metric_lines_cost(), pushes)
+            );
         }
         if run.replication.messages > 0.0 {
+            let phase = &run.replication;
             println!(
                 "  track-replication, per event handled: {}",
-                run.replication.breakdown(run.replication.messages)
+                describe_costs(
+                    &phase.by_service(),
+                    phase.metric_lines_cost(),
+                    phase.messages
+                )
             );
         }
         for n in [3.0, 25.0] {
@@ -1099,18 +1162,23 @@ impl Run {
         }
     }
 
-    /// What one destination adds per push in this mode: its replication event forwarded,
-    /// delivered and handled (none in lean mode on a day without failures).
-    fn per_destination(&self) -> f64 {
-        if self.replication.messages == 0.0 {
-            return 0.0;
-        }
+    /// What one destination adds per push in this mode, by [`SERVICES`]: its replication
+    /// event forwarded to the central bus (from the destination's Region), delivered to the
+    /// replication queue, and handled (none in lean mode on a day without failures).
+    fn per_destination_by_service(&self) -> Costs {
         let events = self.replication.messages;
-        let handled = self.replication.cost(events);
-        // The event forwarded to the central bus (from the destination's Region), then delivered
-        // to the replication queue.
+        if events == 0.0 || self.delivery.events_forwarded == 0.0 {
+            return [0.0; 7];
+        }
         let forwarded_bytes = self.delivery.inter_region_bytes / self.delivery.events_forwarded;
-        let forwarded = price(2) + price(3) + forwarded_bytes / 1e9 * price(8);
-        handled + forwarded
+        let mut costs = self.replication.by_service().map(|usd| usd / events);
+        costs[1] += price(2);
+        costs[2] += price(3);
+        costs[6] += forwarded_bytes / 1e9 * price(8);
+        costs
+    }
+
+    fn per_destination(&self) -> f64 {
+        self.per_destination_by_service().iter().sum()
     }
 }
