@@ -11,7 +11,11 @@
 //!
 //! Options: `--pushes` (10,000), `--destinations` (5; 1 to 25, ECR's most unique destinations
 //! in a registry's replication configuration: a count outside is brought to the nearest end),
-//! `--repositories` (100), `--mode event|lean` (both when absent), `--ecr-latency-ms` (50).
+//! `--repositories` (100), `--mode event|lean` (both when absent), `--ecr-latency-ms` (50),
+//! `--long-names` (repository names and tags of ECR's maximum length, [`MAX_REPOSITORY_NAME`]
+//! and [`MAX_TAG`], so items, events and metric lines are their largest), `--region-latency`
+//! (each ECR call waits the modelled round trip from the central Region to the Region it
+//! calls, [`ROUND_TRIP_MS`], instead of `--ecr-latency-ms`).
 //!
 //! Each mode (event: every replication event forwarded; lean: only failures) is one run on
 //! fresh accounts of the local AWS (started if `AWS_ENDPOINT_URL` is not set; never reset):
@@ -37,8 +41,19 @@
 //! against the truth (everything arrived, so every destination REPLICATED and no alert; any
 //! other verdict is listed, and an alert a handler raises stops the run with the alerts), and
 //! prints per push: DynamoDB read and write units (with the index), SQS requests, EventBridge
-//! events, Lambda invocations and billed milliseconds, log bytes, metric calls; then the cost
-//! per million pushes at 3 and 25 destinations in both modes, from the price table below.
+//! events, Lambda invocations and billed milliseconds, log bytes (the handlers' JSON log lines
+//! and their metric lines, EMF, each a log event), metric calls, inter-Region bytes; then the
+//! cost per million pushes at 3 and 25 destinations in both modes, from the price table below.
+//! Last, one scheduled sweep with nothing due (what every minute costs, whatever the volume).
+//!
+//! Log bytes are counted as `PutLogEvents` sizes a batch (CloudWatch Logs API reference,
+//! `PutLogEvents`: "the sum of all event messages in UTF-8, plus 26 bytes for each log
+//! event"), each line a log event. Inter-Region bytes are the test bed's `transfer` meter (HTTP
+//! messages of every call signed for a Region other than the central one, both ways) and the
+//! forwarded replication events' JSON: AWS bills data leaving a Region for another at the
+//! source Region's rate (AWS Data Exports user guide, "Understanding data transfer charges";
+//! EventBridge pricing: cross-Region events may incur "additional data transfer charges");
+//! TLS and TCP framing are not counted.
 //!
 //! What is modelled rather than counted, and why: the Lambda event source mapping's own SQS
 //! calls (a `ReceiveMessage` and a `DeleteMessageBatch` per batch of ten: the bench's pump
@@ -85,6 +100,33 @@ const MAX_DESTINATIONS: usize = 25;
 /// Wrong verdicts and alerts listed one by one; past that, only counted.
 const LISTED: usize = 10;
 
+/// What a cost is paid to, in the order of [`Phase::by_service`].
+const SERVICES: [&str; 7] = [
+    "DynamoDB",
+    "EventBridge",
+    "SQS",
+    "Lambda",
+    "CloudWatch Logs",
+    "PutMetricData",
+    "inter-Region transfer",
+];
+type Costs = [f64; 7];
+
+/// `costs` per million of `per`, one `service $x` each, and the metric lines' share of the logs.
+fn describe_costs(costs: &Costs, metric_lines: f64, per: f64) -> String {
+    let million = 1e6 / per;
+    let mut parts: Vec<String> = SERVICES
+        .iter()
+        .zip(costs)
+        .map(|(name, usd)| format!("{name} ${:.3}", usd * million))
+        .collect();
+    parts.push(format!(
+        "(of the logs, metric lines ${:.3})",
+        metric_lines * million
+    ));
+    parts.join(", ")
+}
+
 /// A list price, where it was read, and when.
 struct Price {
     what: &'static str,
@@ -94,7 +136,7 @@ struct Price {
 
 /// us-east-1 list prices as of 2026-12-03 (on-demand, arm64, no free tier). Re-check before
 /// relying on them: the figures below scale linearly with each.
-const PRICES: [Price; 8] = [
+const PRICES: [Price; 9] = [
     Price {
         what: "DynamoDB on-demand, per write request unit",
         usd: 0.625e-6,
@@ -135,19 +177,65 @@ const PRICES: [Price; 8] = [
         usd: 0.01e-3,
         source: "https://aws.amazon.com/cloudwatch/pricing/",
     },
+    Price {
+        what: "Data transfer to another Region, per GB (from US Regions)",
+        usd: 0.02,
+        source: "https://aws.amazon.com/ec2/pricing/on-demand/ (Data Transfer), https://aws.amazon.com/lambda/pricing/",
+    },
 ];
 
 fn price(index: usize) -> f64 {
     PRICES[index].usd
 }
 
-/// Bytes the functions log, counted instead of printed.
+/// CloudWatch Logs' size of a log event beyond its message (`PutLogEvents`' batch size).
+const LOG_EVENT_OVERHEAD: u64 = 26;
+
+/// What the functions log, counted instead of printed: their JSON log lines (the tracing
+/// subscriber's writer) and their metric lines (EMF: the sweep's writer, the batch handlers'
+/// outcomes), one log event per line.
 #[derive(Clone, Default)]
-struct LogCounter(Arc<AtomicU64>);
+struct LogCounter(Arc<LogCounts>);
+
+#[derive(Default)]
+struct LogCounts {
+    /// Bytes written, newlines included.
+    bytes: AtomicU64,
+    /// Lines written: log events.
+    lines: AtomicU64,
+    /// Bytes of the metric lines among them (newlines included), and their number.
+    metric_bytes: AtomicU64,
+    metric_lines: AtomicU64,
+}
+
+impl LogCounter {
+    fn metric_line(&self, line: &str) {
+        let bytes = line.len() as u64 + 1;
+        self.0.bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.0.lines.fetch_add(1, Ordering::Relaxed);
+        self.0.metric_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.0.metric_lines.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What CloudWatch Logs ingests (messages without their newline, plus
+    /// [`LOG_EVENT_OVERHEAD`] each): of every line, of the metric lines.
+    fn ingested(&self) -> (u64, u64) {
+        let ingested = |bytes: &AtomicU64, lines: &AtomicU64| {
+            let lines = lines.load(Ordering::Relaxed);
+            bytes.load(Ordering::Relaxed) - lines + lines * LOG_EVENT_OVERHEAD
+        };
+        (
+            ingested(&self.0.bytes, &self.0.lines),
+            ingested(&self.0.metric_bytes, &self.0.metric_lines),
+        )
+    }
+}
 
 impl Write for LogCounter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.0.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        let lines = buf.iter().filter(|b| **b == b'\n').count() as u64;
+        self.0.lines.fetch_add(lines, Ordering::Relaxed);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -171,10 +259,18 @@ struct Phase {
     /// Billed milliseconds times GB.
     gb_ms: f64,
     billed_ms: f64,
+    /// What CloudWatch Logs ingests of the handlers' lines (without Lambda's own lines).
     log_bytes: f64,
+    /// The metric lines' share of `log_bytes`.
+    metric_log_bytes: f64,
+    /// Bytes crossing Regions: calls signed for another Region than the central one (both
+    /// ways), and forwarded events.
+    inter_region_bytes: f64,
     /// Messages handed to the handlers (events with their duplicates).
     messages: f64,
     operations: BTreeMap<String, f64>,
+    /// DynamoDB write units (with the index's) by operation.
+    write_units_by_operation: BTreeMap<String, f64>,
 }
 
 impl Phase {
@@ -191,8 +287,30 @@ impl Phase {
             .iter()
             .filter(|(k, _)| k.starts_with("ecr:") && *k != "ecr:PutImage")
             .map(|(_, n)| n)
+            .sum::<f64>()
+            + 0.0; // an empty sum is -0.0
+        let calls_to_other_regions: f64 = meter["transfer"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, regions)| regions.as_object().into_iter().flatten())
+            .filter(|(region, _)| *region != SOURCE_REGION && *region != "unsigned")
+            .map(|(_, n)| number(&n["request_bytes"]) + number(&n["response_bytes"]))
             .sum();
+        let write_units_by_operation = meter["dynamodb"]["by_operation"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(operation, units)| {
+                let units = number(&units["write_units"]) + number(&units["index_write_units"]);
+                (operation.clone(), units)
+            })
+            .filter(|(_, units)| *units > 0.0)
+            .collect();
         Phase {
+            write_units_by_operation,
+            inter_region_bytes: calls_to_other_regions
+                + number(&meter["events"]["forwarded_bytes"]),
             write_units: number(&meter["dynamodb"]["write_units"]),
             index_write_units: number(&meter["dynamodb"]["index_write_units"]),
             read_units: number(&meter["dynamodb"]["read_units"]),
@@ -206,16 +324,27 @@ impl Phase {
         }
     }
 
+    /// What the phase cost, in dollars, by [`SERVICES`].
+    fn by_service(&self) -> Costs {
+        [
+            (self.write_units + self.index_write_units) * price(0) + self.read_units * price(1),
+            self.events_forwarded * price(2),
+            (self.sqs_sent + self.eventbridge_deliveries + 2.0 * self.messages / SQS_BATCH)
+                * price(3),
+            self.gb_ms / 1000.0 * price(4) + self.invocations * price(5),
+            (self.log_bytes + self.invocations * PLATFORM_LOG_BYTES) / 1e9 * price(6),
+            self.metric_calls * price(7),
+            self.inter_region_bytes / 1e9 * price(8),
+        ]
+    }
+
+    /// The metric lines' share of the CloudWatch Logs cost, in dollars.
+    fn metric_lines_cost(&self) -> f64 {
+        self.metric_log_bytes / 1e9 * price(6)
+    }
+
     fn cost(&self, per: f64) -> f64 {
-        let units =
-            (self.write_units + self.index_write_units) * price(0) + self.read_units * price(1);
-        let events = self.events_forwarded * price(2);
-        let sqs = (self.sqs_sent + self.eventbridge_deliveries + 2.0 * self.messages / SQS_BATCH)
-            * price(3);
-        let lambda = self.gb_ms / 1000.0 * price(4) + self.invocations * price(5);
-        let logs = (self.log_bytes + self.invocations * PLATFORM_LOG_BYTES) / 1e9 * price(6);
-        let metrics = self.metric_calls * price(7);
-        (units + events + sqs + lambda + logs + metrics) / per
+        self.by_service().iter().sum::<f64>() / per
     }
 }
 
@@ -229,6 +358,8 @@ struct Run {
     push: Phase,
     replication: Phase,
     sweep: Phase,
+    /// One scheduled sweep once nothing was due.
+    idle_tick: Phase,
     alerts: usize,
     /// The first [`LISTED`] alerts published, by subject.
     alert_subjects: Vec<String>,
@@ -245,6 +376,10 @@ struct Options {
     event: bool,
     /// The modelled ECR round trip.
     ecr_latency_ms: usize,
+    /// Repository names and tags of ECR's maximum length.
+    long_names: bool,
+    /// Each ECR call waits [`ROUND_TRIP_MS`] of its Region.
+    region_latency: bool,
 }
 
 fn options() -> Options {
@@ -267,8 +402,78 @@ fn options() -> Options {
         ecr_latency_ms: arg("--ecr-latency-ms").unwrap_or(50),
         event: only != "lean",
         lean: only != "event",
+        long_names: std::env::args().any(|a| a == "--long-names"),
+        region_latency: std::env::args().any(|a| a == "--region-latency"),
     }
 }
+
+/// ECR's longest repository name and tag (ECR API Reference: `Image`, `repositoryName`,
+/// "Length Constraints: Minimum length of 2. Maximum length of 256",
+/// https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_Image.html; `ImageIdentifier`,
+/// `imageTag`, "Minimum length of 1. Maximum length of 300",
+/// https://docs.aws.amazon.com/AmazonECR/latest/APIReference/API_ImageIdentifier.html).
+const MAX_REPOSITORY_NAME: usize = 256;
+const MAX_TAG: usize = 300;
+
+/// Repository `r`: `load/app-<r>`, or with `long`, nested namespaces and a name of exactly
+/// [`MAX_REPOSITORY_NAME`] characters (ECR's pattern: lowercase segments joined by `/`).
+fn repository_name(r: usize, long: bool) -> String {
+    let name = format!("load/app-{r:03}");
+    if !long {
+        return name;
+    }
+    let namespace = "platform-engineering/build-services/";
+    let mut long_name = String::new();
+    while long_name.len() + namespace.len() + name.len() < MAX_REPOSITORY_NAME {
+        long_name.push_str(namespace);
+    }
+    long_name.push_str(&name);
+    let padding = MAX_REPOSITORY_NAME - long_name.len();
+    long_name.push_str(&"x".repeat(padding));
+    long_name
+}
+
+/// The tag of push `i`: `build-<i>`, or with `long`, padded to [`MAX_TAG`] characters.
+fn tag_of(i: usize, long: bool) -> String {
+    let tag = format!("build-{i}-");
+    if !long {
+        return tag.trim_end_matches('-').to_owned();
+    }
+    let padding = MAX_TAG - tag.len();
+    tag + &"x".repeat(padding)
+}
+
+/// Modelled round trips (ms) from the central Region (us-west-2, the bench's source and
+/// central Region) to ECR in each Region: approximate public inter-Region ping times, rounded;
+/// a model, not measured here. Only the sweep's and the events' waits depend on them.
+const ROUND_TRIP_MS: [(&str, u32); 26] = [
+    ("us-west-2", 5),
+    ("us-east-1", 70),
+    ("eu-west-1", 125),
+    ("ap-southeast-2", 140),
+    ("eu-central-1", 145),
+    ("ap-northeast-1", 100),
+    ("sa-east-1", 180),
+    ("ca-central-1", 60),
+    ("ap-south-1", 220),
+    ("us-east-2", 50),
+    ("us-west-1", 22),
+    ("eu-west-2", 135),
+    ("eu-west-3", 140),
+    ("eu-north-1", 160),
+    ("ap-northeast-2", 125),
+    ("ap-northeast-3", 105),
+    ("ap-southeast-1", 165),
+    ("eu-south-1", 160),
+    ("ap-east-1", 145),
+    ("me-south-1", 250),
+    ("af-south-1", 275),
+    ("il-central-1", 220),
+    ("mx-central-1", 60),
+    ("ap-southeast-3", 180),
+    ("eu-central-2", 150),
+    ("ap-south-2", 230),
+];
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -276,18 +481,42 @@ async fn main() -> Result<(), Error> {
     let logs = LogCounter::default();
     let writer = logs.clone();
     logging::init_with_writer("info", move || writer.clone());
+    let metric_lines = logs.clone();
+    logging::set_metric_writer(move |line| metric_lines.metric_line(line));
     let aws = LocalAws::connect_or_start()?;
     println!(
-        "local AWS at {}; {} pushes to {} destinations per mode, {} ms per ECR call",
+        "local AWS at {}; {} pushes to {} destinations per mode, {}; {}",
         aws.endpoint(),
         options.pushes,
         options.destinations,
-        options.ecr_latency_ms
+        if options.region_latency {
+            "ECR calls wait the modelled round trip to their Region (ROUND_TRIP_MS)".to_owned()
+        } else {
+            format!("{} ms per ECR call", options.ecr_latency_ms)
+        },
+        if options.long_names {
+            format!(
+                "repository names of {MAX_REPOSITORY_NAME} characters, tags of {MAX_TAG} (ECR's maximum)"
+            )
+        } else {
+            "repositories load/app-<n>, tags build-<n>".to_owned()
+        }
     );
+    let by_region: serde_json::Map<String, Value> = if options.region_latency {
+        ROUND_TRIP_MS
+            .iter()
+            .map(|(region, ms)| ((*region).to_owned(), Value::from(*ms)))
+            .collect()
+    } else {
+        serde_json::Map::new()
+    };
     aws.control(
         "POST",
         "/_localaws/network",
-        Some(&serde_json::json!({"latency_ms": options.ecr_latency_ms})),
+        Some(&serde_json::json!({
+            "latency_ms": options.ecr_latency_ms,
+            "latency_ms_by_region": by_region,
+        })),
     )?;
     let mut runs = Vec::new();
     let modes = [
@@ -299,11 +528,7 @@ async fn main() -> Result<(), Error> {
             runs.push(run(&aws, &logs, &options, forward).await);
         }
     }
-    aws.control(
-        "POST",
-        "/_localaws/network",
-        Some(&serde_json::json!({"latency_ms": 0})),
-    )?;
+    aws.control("DELETE", "/_localaws/network", None)?;
     let runs = runs.into_iter().collect::<Result<Vec<_>, _>>()?;
     for run in &runs {
         report(run);
@@ -439,7 +664,7 @@ async fn run(
     let deployment =
         LocalDeployment::create_with(aws, &central, SOURCE_REGION, &destinations, forward).await?;
     let repositories: Vec<String> = (0..options.repositories)
-        .map(|r| format!("load/app-{r}"))
+        .map(|r| repository_name(r, options.long_names))
         .collect();
     let source = aws.ecr(&central, SOURCE_REGION).await;
     for repository in &repositories {
@@ -465,8 +690,14 @@ async fn run(
     for (r, repository) in repositories.iter().enumerate() {
         let seed = format!("load-{r}");
         firsts.push(
-            aws.push_image(&central, SOURCE_REGION, repository, Some("build-0"), &seed)
-                .await?,
+            aws.push_image(
+                &central,
+                SOURCE_REGION,
+                repository,
+                Some(&tag_of(0, options.long_names)),
+                &seed,
+            )
+            .await?,
         );
     }
 
@@ -485,7 +716,7 @@ async fn run(
             .repository_name(&first.repository)
             .image_manifest(manifest.to_string())
             .image_manifest_media_type(&first.media_type)
-            .image_tag(format!("build-{i}"))
+            .image_tag(tag_of(i, options.long_names))
             .send()
             .await?;
         let digest = output
@@ -503,7 +734,7 @@ async fn run(
         let report = deployment
             .pump_queue(&tracking, "push", ESM_BATCH, &mut |_| Copies::Once)
             .await?;
-        Ok(handled(report))
+        Ok(handled(report, logs))
     })
     .await?;
 
@@ -521,7 +752,7 @@ async fn run(
         let report = deployment
             .pump_queue(&tracking, "replication", ESM_BATCH, &mut lossy)
             .await?;
-        Ok(handled(report))
+        Ok(handled(report, logs))
     })
     .await?;
 
@@ -554,6 +785,19 @@ async fn run(
     let mut sweep = sweep;
     sweep.gb_ms = sweep.billed_ms * SWEEP_MEMORY_GB;
 
+    // 4. A scheduled sweep with nothing due: what every tick costs at any volume.
+    clock.advance(TimeDelta::minutes(1));
+    let mut idle_tick = phase(aws, logs, || async {
+        let begun = Instant::now();
+        let summary = tracking
+            .run_sweep(Some(clock.now() + SWEEP_TIMEOUT))
+            .await?;
+        let alerts = summary.alerts.iter().map(describe_alert).collect();
+        Ok((1, 0, vec![begun.elapsed()], alerts))
+    })
+    .await?;
+    idle_tick.gb_ms = idle_tick.billed_ms * SWEEP_MEMORY_GB;
+
     let wrong_verdicts = wrong_verdicts(&tracking, &central, &images, &destinations).await?;
     let published = deployment.published_alerts().await?;
     let alerts = published.len();
@@ -577,6 +821,7 @@ async fn run(
         push,
         replication,
         sweep,
+        idle_tick,
         alerts,
         alert_subjects,
         wrong_verdicts,
@@ -592,7 +837,7 @@ where
     Fut: std::future::Future<Output = Result<(usize, usize, Vec<Duration>, Vec<String>), Error>>,
 {
     reset_meter(aws)?;
-    let logged = logs.0.load(Ordering::Relaxed);
+    let (logged, metric_logged) = logs.ingested();
     let (invocations, messages, times, alerts) = work().await?;
     let mut phase = Phase::from_meter(&read_meter(aws)?);
     if !alerts.is_empty() {
@@ -608,15 +853,22 @@ where
     phase.billed_ms = times
         .iter()
         .map(|t| (t.as_secs_f64() * 1000.0).ceil())
-        .sum();
+        .sum::<f64>()
+        + 0.0; // an empty sum is -0.0
     phase.gb_ms = phase.billed_ms * TRACKING_MEMORY_GB;
-    phase.log_bytes = (logs.0.load(Ordering::Relaxed) - logged) as f64;
+    let (logged_after, metric_logged_after) = logs.ingested();
+    phase.log_bytes = (logged_after - logged) as f64;
+    phase.metric_log_bytes = (metric_logged_after - metric_logged) as f64;
     Ok(phase)
 }
 
 /// What [`phase`] needs of a pump: invocations, messages, each invocation's handler time,
-/// alerts raised.
-fn handled(report: PumpReport) -> (usize, usize, Vec<Duration>, Vec<String>) {
+/// alerts raised. The batches' metric lines are counted in `logs`, as Lambda would ingest
+/// them (the functions' `main` writes them to standard output).
+fn handled(report: PumpReport, logs: &LogCounter) -> (usize, usize, Vec<Duration>, Vec<String>) {
+    for line in report.emf() {
+        logs.metric_line(line);
+    }
     let alerts = report
         .batches
         .iter()
@@ -732,7 +984,7 @@ fn report(run: &Run) {
         println!("  alert published: {subject}");
     }
     println!(
-        "{:<14} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>8} {:>7}",
+        "{:<14} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>9} {:>9} {:>9} {:>8} {:>7} {:>10}",
         "per push",
         "WRU",
         "WRU idx",
@@ -742,8 +994,10 @@ fn report(run: &Run) {
         "Lambda",
         "billed ms",
         "log bytes",
+        "of it EMF",
         "metrics",
-        "ECR"
+        "ECR",
+        "x-Region B"
     );
     let delivery = &run.delivery;
     for (name, phase) in [
@@ -753,7 +1007,7 @@ fn report(run: &Run) {
         ("sweep", &run.sweep),
     ] {
         println!(
-            "{:<14} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.3} {:>9.2} {:>9.0} {:>8.4} {:>7.2}",
+            "{:<14} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2} {:>8.3} {:>9.2} {:>9.0} {:>9.0} {:>8.4} {:>7.2} {:>10.0}",
             name,
             phase.write_units / pushes,
             phase.index_write_units / pushes,
@@ -764,8 +1018,10 @@ fn report(run: &Run) {
             phase.invocations / pushes,
             phase.billed_ms / pushes,
             (phase.log_bytes + phase.invocations * PLATFORM_LOG_BYTES) / pushes,
+            phase.metric_log_bytes / pushes,
             phase.metric_calls / pushes,
             phase.ecr_calls / pushes,
+            phase.inter_region_bytes / pushes,
         );
     }
     let happy_path_writes = (run.push.write_units
@@ -773,21 +1029,46 @@ fn report(run: &Run) {
         + run.sweep.write_units
         + run.sweep.index_write_units)
         / pushes;
+    let by_operation = |phase: &Phase| {
+        phase
+            .write_units_by_operation
+            .iter()
+            .map(|(operation, units)| format!("{operation} {:.3}", units / pushes))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!(
-        "DynamoDB write units per push on the happy path (push + check): {happy_path_writes:.2}"
+        "DynamoDB write units per push on the happy path (push + check): {happy_path_writes:.2} (track-push: {}; sweep: {})",
+        by_operation(&run.push),
+        by_operation(&run.sweep)
     );
     // Every push is an image of its own: the sweep confirms one image per push.
     let sweep_seconds = run.sweep.billed_ms / 1000.0;
+    let requests: f64 = run.sweep.operations.values().sum();
     println!(
-        "sweep: {} images confirmed in {sweep_seconds:.1} s of handler time ({} invocations): {:.0} images/s per invocation",
+        "sweep: {} images confirmed in {sweep_seconds:.1} s of handler time ({} invocations): {:.1} images/s per invocation; {requests:.0} requests to the local AWS ({:.1} per image), {:.0}/s",
         run.pushes,
         run.sweep.invocations,
-        pushes / sweep_seconds.max(f64::EPSILON)
+        pushes / sweep_seconds.max(f64::EPSILON),
+        requests / pushes,
+        requests / sweep_seconds.max(f64::EPSILON)
+    );
+    let idle = &run.idle_tick;
+    let ticks_a_month = 43_200.0;
+    println!(
+        "one scheduled sweep with nothing due: {:.1} RRU, {:.0} billed ms, {:.0} log bytes (+{PLATFORM_LOG_BYTES} Lambda's), {} requests, ${:.6}; a month of ticks (one a minute): ${:.2}",
+        idle.read_units,
+        idle.billed_ms,
+        idle.log_bytes,
+        idle.operations.values().sum::<f64>(),
+        idle.cost(1.0),
+        idle.cost(1.0) * ticks_a_month
     );
     for (name, phase) in [
         ("track-push", &run.push),
         ("track-repl.", &run.replication),
         ("sweep", &run.sweep),
+        ("idle tick", &run.idle_tick),
     ] {
         let calls: Vec<String> = phase
             .operations
@@ -816,6 +1097,50 @@ fn price_per_million(runs: &[Run]) {
         let fixed =
             run.delivery_fixed().cost(pushes) + run.push.cost(pushes) + run.sweep.cost(pushes);
         let per_destination = run.per_destination();
+        println!(
+            "{:?} mode, as measured ({} destinations): ${:.2} per million pushes",
+            run.forward,
+            run.destinations,
+            (fixed + run.destinations as f64 * per_destination) * 1e6
+        );
+        // Where it goes: the push's phases per push, then each destination's event.
+        let mut total: Costs = [0.0; 7];
+        for phase in [&run.delivery_fixed(), &run.push, &run.sweep] {
+            for (sum, usd) in total.iter_mut().zip(phase.by_service()) {
+                *sum += usd / pushes;
+            }
+        }
+        for (sum, usd) in total.iter_mut().zip(run.per_destination_by_service()) {
+            *sum += run.destinations as f64 * usd;
+        }
+        let metric_lines = (run.push.metric_lines_cost() + run.sweep.metric_lines_cost()) / pushes
+            + if run.replication.messages > 0.0 {
+                run.destinations as f64 * run.replication.metric_lines_cost()
+                    / run.replication.messages
+            } else {
+                0.0
+            };
+        println!(
+            "  by service: {}",
+            describe_costs(&total, metric_lines, 1.0)
+        );
+        for (name, phase) in [("track-push", &run.push), ("sweep", &run.sweep)] {
+            println!(
+                "  {name}, per push: {}",
+                describe_costs(&phase.by_service(), phase.metric_lines_cost(), pushes)
+            );
+        }
+        if run.replication.messages > 0.0 {
+            let phase = &run.replication;
+            println!(
+                "  track-replication, per event handled: {}",
+                describe_costs(
+                    &phase.by_service(),
+                    phase.metric_lines_cost(),
+                    phase.messages
+                )
+            );
+        }
         for n in [3.0, 25.0] {
             let total = (fixed + n * per_destination) * 1e6;
             println!(
@@ -837,15 +1162,23 @@ impl Run {
         }
     }
 
-    /// What one destination adds per push in this mode: its replication event forwarded,
-    /// delivered and handled (none in lean mode on a day without failures).
-    fn per_destination(&self) -> f64 {
-        if self.replication.messages == 0.0 {
-            return 0.0;
-        }
+    /// What one destination adds per push in this mode, by [`SERVICES`]: its replication
+    /// event forwarded to the central bus (from the destination's Region), delivered to the
+    /// replication queue, and handled (none in lean mode on a day without failures).
+    fn per_destination_by_service(&self) -> Costs {
         let events = self.replication.messages;
-        let handled = self.replication.cost(events);
-        let forwarded = price(2) + price(3);
-        handled + forwarded
+        if events == 0.0 || self.delivery.events_forwarded == 0.0 {
+            return [0.0; 7];
+        }
+        let forwarded_bytes = self.delivery.inter_region_bytes / self.delivery.events_forwarded;
+        let mut costs = self.replication.by_service().map(|usd| usd / events);
+        costs[1] += price(2);
+        costs[2] += price(3);
+        costs[6] += forwarded_bytes / 1e9 * price(8);
+        costs
+    }
+
+    fn per_destination(&self) -> f64 {
+        self.per_destination_by_service().iter().sum()
     }
 }

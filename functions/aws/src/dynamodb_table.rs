@@ -91,6 +91,29 @@ impl<'a> ItemReader<'a> {
         })
     }
 
+    /// The source image named by the item's partition key, `IMG#<region>#<account>#<repository>@<digest>`
+    /// (`dynamodb::partition_key`): for items that do not repeat it in attributes of their own.
+    pub fn source_image_of_key(&self) -> Result<replwatch_core::model::SourceImage, StoreError> {
+        use replwatch_core::model::{AccountId, Destination, Digest, Region, RepositoryName};
+        self.parsed("pk", |pk| {
+            let (region, rest) = pk
+                .strip_prefix("IMG#")
+                .and_then(|rest| rest.split_once('#'))
+                .ok_or("not IMG#<region>#…")?;
+            let (account, image) = rest.split_once('#').ok_or("no account")?;
+            // A repository name never holds `@`; a digest always starts `sha256:`.
+            let (repository, digest) = image.rsplit_once('@').ok_or("no @<digest>")?;
+            Ok::<_, String>(replwatch_core::model::SourceImage {
+                registry: Destination::new(
+                    Region::parse(region).map_err(|e| e.to_string())?,
+                    AccountId::parse(account).map_err(|e| e.to_string())?,
+                ),
+                repository: RepositoryName::parse(repository).map_err(|e| e.to_string())?,
+                digest: Digest::parse(digest).map_err(|e| e.to_string())?,
+            })
+        })
+    }
+
     /// An RFC 3339 time, if present.
     pub fn time(&self, name: &str) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
         self.text(name)?

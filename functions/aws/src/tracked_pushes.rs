@@ -4,7 +4,11 @@
 //! - `pk` is the image's partition key (as for its records), `sk` = `PUSH#TAG#<tag>#<time>`
 //!   or `PUSH#UNTAGGED#<time>`, the time of the push as [`occurrence_stamp`] writes it: every
 //!   push of the same image and tag is its own item, and the latest one before a time is one
-//!   descending query of one item (what a replication event reads);
+//!   descending query of one item (what a replication event reads). The image and the tag are
+//!   read back from the keys, not repeated in attributes: with a repository name and a tag of
+//!   ECR's maximum length (256 and 300 characters) the repetition alone was 0.7 KB, a second
+//!   write unit for every write of the item and of its index entry (items written before keep
+//!   their attributes, which are read first);
 //! - `dests` lists the destinations grouped by account, `<account>:<region>,<region>;…` (a
 //!   push to 25 Regions stays under the 1 KB of one write unit), and `dset` names that list
 //!   with 16 hex digits of its SHA-256, so counting open pushes per destination reads the
@@ -107,16 +111,6 @@ pub fn to_item(push: &TrackedPush, version: u64) -> Item {
     };
     text("sk", push_sort_key(push.tag.as_deref(), push.pushed_at));
     text("schema", SCHEMA_VERSION.to_owned());
-    text("source_region", push.image.registry.region.to_string());
-    text(
-        "source_account",
-        push.image.registry.registry_id.to_string(),
-    );
-    text("repository", push.image.repository.to_string());
-    text("digest", push.image.digest.to_string());
-    if let Some(tag) = &push.tag {
-        text("tag", tag.clone());
-    }
     text("deadline", timestamp(push.deadline));
     text("dset", destination_set(&push.destinations));
     match &push.outcome {
@@ -228,9 +222,24 @@ pub fn from_item(item: &Item) -> Result<TrackedPush, StoreError> {
         },
         other => return Err(read.corrupt(format!("outcome {other:?}"))),
     };
+    // Items written before the image and tag were left to the keys still hold them.
+    let (image, tag) = if read.get("repository").is_some() {
+        (read.source_image()?, read.text("tag")?.map(str::to_owned))
+    } else {
+        let tag = read.parsed("sk", |sk| match sk.strip_prefix(&push_prefix(None)) {
+            Some(_) => Ok(None),
+            None => sk
+                .strip_prefix(PUSH_PREFIX)
+                .and_then(|rest| rest.strip_prefix("TAG#"))
+                .and_then(|rest| rest.rsplit_once('#'))
+                .map(|(tag, _)| Some(tag.to_owned()))
+                .ok_or("neither PUSH#TAG#<tag>#<time> nor PUSH#UNTAGGED#<time>"),
+        })?;
+        (read.source_image_of_key()?, tag)
+    };
     Ok(TrackedPush {
-        image: read.source_image()?,
-        tag: read.text("tag")?.map(str::to_owned),
+        image,
+        tag,
         destinations: destinations("dests")?,
         // The push time is in the sort key (schema 1 kept it in its own attribute).
         pushed_at: match read.time("pushed_at")? {
@@ -285,6 +294,114 @@ mod tests {
             push_sort_key(Some("v1"), times[1]),
             "PUSH#TAG#v1#1790000000"
         );
+    }
+
+    /// The worst case the cost table is sized for: a repository name and a tag of ECR's
+    /// maximum length (API reference: `repositoryName` 256, `imageTag` 300 characters), and
+    /// 25 destinations each in an account of its own (the longest destination list).
+    #[test]
+    fn a_push_with_names_at_ecrs_limits_fits_two_write_units_and_one_with_three_destinations() {
+        let policy = TrackingPolicy::default();
+        let mut repository = "platform-engineering/build-services/".repeat(6);
+        repository.push_str(&"a".repeat(256 - repository.len()));
+        let tag = format!("release-{}", "x".repeat(292));
+        assert_eq!((repository.len(), tag.len()), (256, 300));
+        let image = replwatch_core::model::SourceImage {
+            registry: Destination::new(
+                Region::parse("us-west-2").expect("region"),
+                AccountId::parse("111111111111").expect("account"),
+            ),
+            repository: replwatch_core::model::RepositoryName::parse(&repository)
+                .expect("ECR's longest repository name"),
+            digest: replwatch_core::model::Digest::parse(&format!("sha256:{}", "ab".repeat(32)))
+                .expect("digest"),
+        };
+        let destinations: Vec<Destination> = replwatch_core::store::contract::TWENTY_FIVE_REGIONS
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                Destination::new(
+                    Region::parse(r).expect("region"),
+                    AccountId::parse(&format!("{}", 200_000_000_000u64 + i as u64))
+                        .expect("account"),
+                )
+            })
+            .collect();
+        let pushed_at = DateTime::from_timestamp(1_790_000_000, 0).expect("time");
+        for (count, units) in [(25, 2), (3, 1)] {
+            let mut push = TrackedPush::new(
+                image.clone(),
+                Some(tag.clone()),
+                destinations[..count].to_vec(),
+                pushed_at,
+                &policy,
+            );
+            let open = to_item(&push, 1);
+            push.version = 1;
+            // The repository and the tag are in the keys only.
+            let holding = |text: &str| {
+                open.values()
+                    .filter(|v| matches!(v, AttributeValue::S(s) if s.contains(text)))
+                    .count()
+            };
+            assert_eq!((holding(&repository), holding(&tag)), (1, 1));
+            assert_eq!(from_item(&open).expect("reads back"), push);
+            let mut checked = push.clone();
+            checked.close(
+                PushOutcome::Confirmed {
+                    at: push.deadline,
+                    closed: Vec::new(),
+                    recorded: Vec::new(),
+                },
+                &policy,
+            );
+            let closed = to_item(&checked, 2);
+            let sizes = (item_size(&open), item_size(&closed));
+            assert_eq!(
+                (write_units(sizes.0), write_units(sizes.1)),
+                (units, units),
+                "{count} destinations: {sizes:?} bytes open and closed"
+            );
+            checked.version = 2;
+            assert_eq!(from_item(&closed).expect("reads back"), checked);
+        }
+    }
+
+    /// An item written when the image and the tag were repeated in attributes reads back the
+    /// same.
+    #[test]
+    fn a_push_item_with_its_image_in_attributes_reads_back() {
+        let policy = TrackingPolicy::default();
+        let image = crate::dynamodb::long_named_image();
+        let destination = Destination::new(
+            Region::parse("eu-west-1").expect("region"),
+            AccountId::parse("222222222222").expect("account"),
+        );
+        let at = DateTime::from_timestamp(1_790_000_000, 0).expect("time");
+        for tag in [Some("v1".to_owned()), None] {
+            let push = TrackedPush::new(
+                image.clone(),
+                tag.clone(),
+                vec![destination.clone()],
+                at,
+                &policy,
+            );
+            let mut item = to_item(&push, 1);
+            for (name, value) in [
+                ("source_region", image.registry.region.to_string()),
+                ("source_account", image.registry.registry_id.to_string()),
+                ("repository", image.repository.to_string()),
+                ("digest", image.digest.to_string()),
+            ]
+            .into_iter()
+            .chain(tag.clone().map(|t| ("tag", t)))
+            {
+                item.insert(name.to_owned(), AttributeValue::S(value));
+            }
+            let mut expected = push.clone();
+            expected.version = 1;
+            assert_eq!(from_item(&item).expect("reads back"), expected);
+        }
     }
 
     #[test]

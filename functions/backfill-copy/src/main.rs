@@ -23,7 +23,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let outcome = copier.process_batch(event.payload).await;
         for line in &outcome.emf {
-            println!("{line}");
+            logging::write_metric_line(line);
         }
         Ok::<SqsBatchResponse, Error>(outcome.response)
     }))

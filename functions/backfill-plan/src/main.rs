@@ -26,9 +26,8 @@ async fn main() -> Result<(), Error> {
         move |event: LambdaEvent<serde_json::Value>| async move {
             let input = serde_json::to_vec(&event.payload)?;
             let invocation = planner.handle(&input, &event.context.request_id).await?;
-            // EMF lines go to standard output, where CloudWatch turns them into metrics.
             for line in &invocation.emf {
-                println!("{line}");
+                logging::write_metric_line(line);
             }
             Ok::<PlanInvocation, Error>(invocation)
         },

@@ -1,7 +1,13 @@
 //! Structured JSON logs on standard output, one object per line, as CloudWatch Logs Insights
 //! reads them. `RUST_LOG` filters (default `info`).
 
+use std::sync::OnceLock;
+
 use tracing_subscriber::EnvFilter;
+
+/// Where [`write_metric_line`] writes, when not standard output.
+type MetricWriter = Box<dyn Fn(&str) + Send + Sync>;
+static METRIC_WRITER: OnceLock<MetricWriter> = OnceLock::new();
 
 pub fn init() {
     init_with_default("info");
@@ -30,4 +36,20 @@ where
         .with_target(false)
         .without_time()
         .try_init();
+}
+
+/// Writes one CloudWatch Embedded Metric Format line as its own log event: standard output,
+/// where Lambda sends it to CloudWatch Logs, which extracts the metrics.
+pub fn write_metric_line(line: &str) {
+    match METRIC_WRITER.get() {
+        Some(writer) => writer(line),
+        None => println!("{line}"),
+    }
+}
+
+/// Sends the lines of [`write_metric_line`] to `writer` instead (a benchmark counts their bytes,
+/// which Lambda would ingest as log events, rather than printing thousands of them). The first
+/// call wins, as with the log subscriber; later ones return false.
+pub fn set_metric_writer(writer: impl Fn(&str) + Send + Sync + 'static) -> bool {
+    METRIC_WRITER.set(Box::new(writer)).is_ok()
 }

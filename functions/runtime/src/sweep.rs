@@ -183,7 +183,7 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
         let write_metrics = |effects: &replwatch_core::pipeline::Effects| {
             let lines = emf_lines(&self.namespace, clock.now(), &effects.metric_points());
             for line in &lines {
-                write_to_log(line);
+                crate::logging::write_metric_line(line);
             }
             written
                 .lock()
@@ -344,14 +344,9 @@ impl SweepSummary {
     /// Writes `line` to the log now (CloudWatch extracts its metrics from there) and keeps
     /// it in [`SweepSummary::emf`].
     fn write_metric_line(&mut self, line: String) {
-        write_to_log(&line);
+        crate::logging::write_metric_line(&line);
         self.emf.push(line);
     }
-}
-
-/// One EMF line as its own log event: one `println!` in a Lambda function.
-fn write_to_log(line: &str) {
-    println!("{line}");
 }
 
 /// The response says how many alerts a sweep raised; their details are in the log.

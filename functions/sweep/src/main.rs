@@ -44,7 +44,7 @@ async fn main() -> Result<(), Error> {
                     .run_lost_push_check(source_images, source, &check, Some(deadline))
                     .await?;
                 for line in &summary.emf {
-                    println!("{line}");
+                    logging::write_metric_line(line);
                 }
                 // What was read is tracked; failing the invocation retries it once, then
                 // parks it on the failure queue, whose alarm says so.

@@ -20,9 +20,8 @@ async fn main() -> Result<(), Error> {
     let tracking = &tracking;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let outcome = tracking.process_batch(event.payload).await;
-        // EMF lines go to standard output, where CloudWatch turns them into metrics.
         for line in &outcome.emf {
-            println!("{line}");
+            logging::write_metric_line(line);
         }
         Ok::<SqsBatchResponse, Error>(outcome.response)
     }))

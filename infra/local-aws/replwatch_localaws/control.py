@@ -187,5 +187,6 @@ class LocalAwsApp:
         if network.is_ecr_call(environ):
             network.before_call(environ)
         if cloudwatch_cbor.operation_of(path) is not None:
-            return cloudwatch_cbor.wsgi(environ, start_response, self.moto_app)
-        return self.moto_app(environ, start_response)
+            return meter.metered_transfer(
+                environ, start_response, lambda e, s: cloudwatch_cbor.wsgi(e, s, self.moto_app))
+        return meter.metered_transfer(environ, start_response, self.moto_app)

@@ -60,6 +60,15 @@ reset (``DELETE /_localaws/meter`` or ``POST /moto-api/reset``):
   PublishBatch per started 64 KB of their messages, as SQS's sends.
 - ``logs_bytes``: what PutLogEvents ingests, as its API reference sizes a
   batch: each message's UTF-8 bytes plus 26.
+- ``transfer``: the bytes of each metered request and of its answer as HTTP/1.1
+  messages (request or status line, headers, body; no TLS, TCP or IP framing),
+  by service and by the Region the request is signed for (its credential
+  scope; ``unsigned`` without one): ``{"ecr": {"eu-west-1": {"requests": 2,
+  "request_bytes": 1800, "response_bytes": 900}}}``. A client in one Region
+  calling another Region's endpoint pays inter-Region data transfer on both
+  (AWS bills it to the Region the bytes leave), so a benchmark prices the
+  Regions other than its own. ``events.forwarded_bytes``: the forwarded
+  events' JSON, what a bus-to-bus rule carries to another Region.
 """
 
 from __future__ import annotations
@@ -82,7 +91,7 @@ _WRITE_UNIT = 1024
 _READ_UNIT = 4 * 1024
 _CHUNK = 64 * 1024
 _LOG_EVENT_OVERHEAD = 26
-_SCOPE = re.compile(r"Credential=[^/,\s]+/[0-9]{8}/[^/,\s]+/([^/,\s]+)/aws4_request")
+_SCOPE = re.compile(r"Credential=[^/,\s]+/[0-9]{8}/([^/,\s]+)/([^/,\s]+)/aws4_request")
 
 _DYNAMODB_WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 _DYNAMODB_READS = {"GetItem", "BatchGetItem", "TransactGetItems"}
@@ -100,9 +109,10 @@ def _zero() -> dict[str, Any]:
         "requests": {},
         "dynamodb": {"read_units": 0.0, "write_units": 0, "index_write_units": 0, "by_operation": {}},
         "sqs": {"billed_requests": 0, "eventbridge_deliveries": 0},
-        "events": {"put_entries": 0, "forwarded": 0, "billed_events": 0, "service_events": 0},
+        "events": {"put_entries": 0, "forwarded": 0, "forwarded_bytes": 0, "billed_events": 0, "service_events": 0},
         "sns": {"billed_requests": 0},
         "logs_bytes": 0,
+        "transfer": {},
     }
 
 
@@ -155,7 +165,7 @@ def _form(environ: dict[str, Any]) -> dict[str, list[str]]:
 
 def _service_and_operation(environ: dict[str, Any]) -> tuple[str, str]:
     scope = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
-    service = scope.group(1) if scope else "unsigned"
+    service = scope.group(2) if scope else "unsigned"
     target = environ.get("HTTP_X_AMZ_TARGET")
     if target:
         return service, target.rsplit(".", 1)[-1]
@@ -406,7 +416,63 @@ def record_forwarded(event: dict[str, Any]) -> None:
     size = _entry_size({"Time": event.get("time"), "Source": event.get("source"),
                         "DetailType": event.get("detail-type"), "Detail": json.dumps(event.get("detail")),
                         "Resources": event.get("resources")})
-    _add("events", forwarded=1, billed_events=_units(size, _CHUNK))
+    _add("events", forwarded=1, forwarded_bytes=_utf8(json.dumps(event)), billed_events=_units(size, _CHUNK))
+
+
+# --- bytes on the wire ------------------------------------------------------------
+
+
+def _header_bytes(name: str, value: str) -> int:
+    return len(name) + 2 + _utf8(str(value)) + 2  # "Name: value\r\n"
+
+
+def _request_bytes(environ: dict[str, Any]) -> int:
+    query = environ.get("QUERY_STRING", "")
+    line = f"{environ.get('REQUEST_METHOD', 'GET')} {environ.get('PATH_INFO', '/')}{'?' + query if query else ''} HTTP/1.1\r\n"
+    headers = sum(_header_bytes(key[5:].replace("_", "-"), value)
+                  for key, value in environ.items() if key.startswith("HTTP_"))
+    headers += sum(_header_bytes(key.replace("_", "-"), environ[key])
+                   for key in ("CONTENT_TYPE", "CONTENT_LENGTH") if environ.get(key))
+    try:
+        body = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        body = 0
+    return _utf8(line) + headers + 2 + body
+
+
+def metered_transfer(environ: dict[str, Any], start_response: Any, app: Callable[..., Any]) -> Any:
+    """Runs ``app`` and adds the request's and its answer's bytes to ``transfer``."""
+    if environ.get("PATH_INFO", "").startswith("/moto-api/"):
+        return app(environ, start_response)
+    scope = _SCOPE.search(environ.get("HTTP_AUTHORIZATION", ""))
+    service, region = (scope.group(2), scope.group(1)) if scope else ("unsigned", "unsigned")
+    sent = _request_bytes(environ)
+    head = [0]
+
+    def counting_start_response(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+        head[0] = _utf8(f"HTTP/1.1 {status}\r\n") + sum(_header_bytes(n, v) for n, v in headers) + 2
+        return start_response(status, headers, *exc_info)
+
+    body = app(environ, counting_start_response)
+
+    def chunks() -> Any:
+        received = 0
+        try:
+            for chunk in body:
+                received += len(chunk)
+                yield chunk
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+            with _lock:
+                counters = _state["transfer"].setdefault(service, {}).setdefault(
+                    region, {"requests": 0, "request_bytes": 0, "response_bytes": 0})
+                counters["requests"] += 1
+                counters["request_bytes"] += sent
+                counters["response_bytes"] += head[0] + received
+
+    return chunks()
 
 
 def record_service_events(count: int) -> None:

@@ -29,55 +29,81 @@ before the call reaches moto and while no lock is held, so concurrent requests
 wait concurrently, as they would on a network. Other services (STS, SQS,
 DynamoDB, ...) and the ``/_localaws/*`` control endpoints are not slowed.
 
+- ``latency_ms_by_region``: ``{"eu-west-1": 140, ...}``, the round trip of an
+  ECR API call by the Region it is signed for (its credential scope), instead
+  of ``latency_ms``: a client in one Region calling ECR in several (replwatch's
+  central functions read every destination Region) waits a different round
+  trip for each. Regions not listed wait ``latency_ms``.
+
 ``GET`` reads the settings, ``POST`` merges ``{"latency_ms": 40,
-"stream_mib_per_s": 25}`` (null or 0 turns one off), ``DELETE`` turns both
-off; ``POST /moto-api/reset`` does too.
+"stream_mib_per_s": 25, "latency_ms_by_region": {"eu-west-1": 140}}`` (null
+or 0 turns one off; the map replaces the previous one, ``{}`` or null clears
+it), ``DELETE`` turns all off; ``POST /moto-api/reset`` does too.
 """
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 _KEYS = ("latency_ms", "stream_mib_per_s")
+_BY_REGION = "latency_ms_by_region"
 MIB = 1024 * 1024
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+$")
+_SCOPE_REGION = re.compile(r"Credential=[^/,\s]+/[0-9]{8}/([^/,\s]+)/[^/,\s]+/aws4_request")
 
 _lock = threading.Lock()
 _settings: dict[str, float] = {"latency_ms": 0.0, "stream_mib_per_s": 0.0}
+_by_region: dict[str, float] = {}
+_ABSENT = object()
 
 
 class NetworkError(ValueError):
     pass
 
 
-def get() -> dict[str, float]:
+def get() -> dict[str, Any]:
     with _lock:
-        return dict(_settings)
+        return {**_settings, _BY_REGION: dict(_by_region)}
 
 
-def update(body: Any) -> dict[str, float]:
+def _milliseconds(key: str, value: Any) -> float:
+    if value is None:
+        value = 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise NetworkError(f"{key} must be a number >= 0 or null")
+    return float(value)
+
+
+def update(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise NetworkError('body must be a JSON object like {"latency_ms": 40, "stream_mib_per_s": 25}')
-    unknown = set(body) - set(_KEYS)
+    unknown = set(body) - {*_KEYS, _BY_REGION}
     if unknown:
-        raise NetworkError(f"unknown keys {sorted(unknown)}; allowed: {list(_KEYS)}")
-    new: dict[str, float] = {}
-    for key, value in body.items():
-        if value is None:
-            value = 0
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise NetworkError(f"{key} must be a number >= 0 or null")
-        new[key] = float(value)
+        raise NetworkError(f"unknown keys {sorted(unknown)}; allowed: {[*_KEYS, _BY_REGION]}")
+    new = {key: _milliseconds(key, value) for key, value in body.items() if key in _KEYS}
+    regions = body.get(_BY_REGION, _ABSENT)
+    if regions is not _ABSENT:
+        if regions is None:
+            regions = {}
+        if not isinstance(regions, dict) or not all(isinstance(r, str) and _REGION.match(r) for r in regions):
+            raise NetworkError(f'{_BY_REGION} must map Region names to milliseconds, like {{"eu-west-1": 140}}')
+        regions = {r: _milliseconds(f"{_BY_REGION}[{r}]", ms) for r, ms in regions.items()}
     with _lock:
         _settings.update(new)
-        return dict(_settings)
+        if regions is not _ABSENT:
+            _by_region.clear()
+            _by_region.update({r: ms for r, ms in regions.items() if ms})
+    return get()
 
 
 def clear() -> None:
     with _lock:
         _settings.update(latency_ms=0.0, stream_mib_per_s=0.0)
+        _by_region.clear()
 
 
 def _transfer_seconds(size: int, rate_mib_per_s: float) -> float:
@@ -90,22 +116,27 @@ def is_ecr_call(environ: dict[str, Any]) -> bool:
 
 
 def before_call(environ: dict[str, Any]) -> None:
-    """Wait out one round trip and the sending of the request body."""
+    """Wait out one round trip (to the Region the call is signed for) and the
+    sending of the request body."""
     try:
         size = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         size = 0
-    round_trip(size)
+    scope = _SCOPE_REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
+    round_trip(size, scope.group(1) if scope else None)
 
 
-def round_trip(request_bytes: int) -> None:
+def round_trip(request_bytes: int, region: str | None = None) -> None:
     """One request of ``request_bytes`` and its (small) answer: the round trip
-    and the body's transfer at the stream rate (the registry calls this with
-    the size it read, which a chunked request does not announce)."""
-    settings = get()
-    if not settings["latency_ms"] and not settings["stream_mib_per_s"]:
+    (``region``'s when ``latency_ms_by_region`` lists it) and the body's
+    transfer at the stream rate (the registry calls this with the size it
+    read, which a chunked request does not announce)."""
+    with _lock:
+        latency_ms = _by_region.get(region or "", _settings["latency_ms"])
+        rate = _settings["stream_mib_per_s"]
+    if not latency_ms and not rate:
         return
-    time.sleep(settings["latency_ms"] / 1000 + _transfer_seconds(request_bytes, settings["stream_mib_per_s"]))
+    time.sleep(latency_ms / 1000 + _transfer_seconds(request_bytes, rate))
 
 
 def paced(chunks: Iterable[bytes]) -> Iterator[bytes]:

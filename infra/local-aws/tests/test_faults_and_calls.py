@@ -200,7 +200,8 @@ def test_network_model_delays_ecr_calls_and_downloads_but_not_other_services():
         with pytest.raises(urllib.error.HTTPError) as excinfo:
             http("POST", "/_localaws/network", bad)
         assert excinfo.value.code == 400
-    assert http("POST", "/_localaws/network", {"latency_ms": 200}) == {"latency_ms": 200.0, "stream_mib_per_s": 0.0}
+    assert http("POST", "/_localaws/network", {"latency_ms": 200}) == {
+        "latency_ms": 200.0, "stream_mib_per_s": 0.0, "latency_ms_by_region": {}}
 
     start = time.perf_counter()
     ecr.describe_repositories()
@@ -229,4 +230,33 @@ def test_network_model_delays_ecr_calls_and_downloads_but_not_other_services():
     assert time.perf_counter() - start < 4 * 0.3
 
     http("POST", "/moto-api/reset")
-    assert http("GET", "/_localaws/network") == {"latency_ms": 0.0, "stream_mib_per_s": 0.0}
+    assert http("GET", "/_localaws/network") == {"latency_ms": 0.0, "stream_mib_per_s": 0.0, "latency_ms_by_region": {}}
+
+
+def test_network_latency_by_region_applies_to_the_ecr_calls_signed_for_that_region():
+    far, near = client("ecr", "eu-west-1"), client("ecr", SRC_REGION)
+    for bad in ({"latency_ms_by_region": []}, {"latency_ms_by_region": {"nowhere": 10}},
+                {"latency_ms_by_region": {"eu-west-1": -1}}, {"latency_ms_by_region": {"eu-west-1": "9"}}):
+        with pytest.raises(urllib.error.HTTPError) as excinfo:
+            http("POST", "/_localaws/network", bad)
+        assert excinfo.value.code == 400
+
+    def took(ecr):
+        start = time.perf_counter()
+        ecr.describe_repositories()
+        return time.perf_counter() - start
+
+    assert http("POST", "/_localaws/network", {"latency_ms_by_region": {"eu-west-1": 400}}) == {
+        "latency_ms": 0.0, "stream_mib_per_s": 0.0, "latency_ms_by_region": {"eu-west-1": 400.0}}
+    assert took(far) >= 0.4
+    assert took(near) < 0.4
+    # latency_ms is the round trip of the Regions the map does not list; the map stays.
+    http("POST", "/_localaws/network", {"latency_ms": 100})
+    assert 0.1 <= took(near) < 0.4
+    assert took(far) >= 0.4
+    http("POST", "/_localaws/network", {"latency_ms_by_region": None})
+    assert took(far) < 0.4
+
+    http("POST", "/_localaws/network", {"latency_ms_by_region": {"eu-west-1": 400}})
+    http("POST", "/moto-api/reset")
+    assert http("GET", "/_localaws/network")["latency_ms_by_region"] == {}

@@ -62,9 +62,10 @@ def test_starts_empty_and_resets():
         "requests": {},
         "dynamodb": {"read_units": 0.0, "write_units": 0, "index_write_units": 0, "by_operation": {}},
         "sqs": {"billed_requests": 0, "eventbridge_deliveries": 0},
-        "events": {"put_entries": 0, "forwarded": 0, "billed_events": 0, "service_events": 0},
+        "events": {"put_entries": 0, "forwarded": 0, "forwarded_bytes": 0, "billed_events": 0, "service_events": 0},
         "sns": {"billed_requests": 0},
         "logs_bytes": 0,
+        "transfer": {},
     }
     client("sqs", SRC_REGION).create_queue(QueueName="q")
     assert meter()["requests"] == {"sqs": {"CreateQueue": 1}}
@@ -227,7 +228,8 @@ def test_eventbridge_entries_deliveries_and_forwarding():
         {"Source": "other.app", "DetailType": "Thing", "Detail": "{}"},
     ])
     got = meter()
-    assert got["events"] == {"put_entries": 2, "forwarded": 0, "billed_events": 3, "service_events": 0}
+    assert got["events"] == {"put_entries": 2, "forwarded": 0, "forwarded_bytes": 0, "billed_events": 3,
+                             "service_events": 0}
     # The matching event went to the queue: a SendMessage of 2 chunks, made by EventBridge.
     assert got["sqs"] == {"billed_requests": 2, "eventbridge_deliveries": 1}
     assert len(t.drain(expect=1)) == 1
@@ -244,4 +246,26 @@ def test_bus_to_bus_forwarding_and_service_events():
     ecr.create_repository(repositoryName="web")
     zero()
     push_image(ecr, "web", "v1")  # an ECR PUSH event on B's default bus, forwarded to C's bus
-    assert meter()["events"] == {"put_entries": 0, "forwarded": 1, "billed_events": 1, "service_events": 1}
+    events = meter()["events"]
+    # The whole event travels to the other bus: envelope and detail, a few hundred bytes.
+    assert 300 < events.pop("forwarded_bytes") < 2000
+    assert events == {"put_entries": 0, "forwarded": 1, "billed_events": 1, "service_events": 1}
+
+
+def test_transfer_counts_request_and_answer_bytes_by_service_and_region():
+    far = client("ecr", "eu-west-1")
+    far.create_repository(repositoryName="web")
+    answers = []
+    far.meta.events.register("after-call.ecr.*", lambda http_response, **_: answers.append(len(http_response.content)))
+    zero()
+    far.describe_repositories(repositoryNames=["web"])
+    far.describe_repositories(repositoryNames=["web"])
+    client("sqs", SRC_REGION).list_queues()
+    transfer = meter()["transfer"]
+    assert set(transfer) == {"ecr", "sqs"} and set(transfer["sqs"]) == {SRC_REGION}
+    ecr = transfer["ecr"]["eu-west-1"]
+    assert ecr["requests"] == 2
+    # Each request: its line, its headers (the SigV4 Authorization alone is ~200 bytes) and body.
+    assert 2 * 400 < ecr["request_bytes"] < 2 * 1500
+    # Each answer: its status line and headers, then the body the client read.
+    assert sum(answers) + 2 * 50 < ecr["response_bytes"] < sum(answers) + 2 * 1000
