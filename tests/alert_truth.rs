@@ -709,9 +709,11 @@ async fn a_sweep_split_in_parts_checks_every_push_once() {
 
     let mut checked = Vec::new();
     let mut alerts = 0;
+    let mut emf = Vec::new();
     let scheduled = tracking.run_sweep(None).await.expect("sweep");
     checked.push(scheduled.checked);
     alerts += scheduled.alerts.len();
+    emf.extend(scheduled.emf);
     let queued = sqs
         .receive_message()
         .queue_url(&queue)
@@ -735,12 +737,25 @@ async fn a_sweep_split_in_parts_checks_every_push_once() {
             .expect("part sweep");
         checked.push(summary.checked);
         alerts += summary.alerts.len();
+        emf.extend(summary.emf);
     }
     assert_eq!(
         checked.iter().sum::<usize>(),
         12,
         "each push once: {checked:?}"
     );
+    // Each OVERDUE counted on its own line as it is stored; the 24 arrivals once a round,
+    // one line per destination and part, not one per push.
+    assert_eq!(
+        emf_counts(&emf, "Replicated"),
+        BTreeMap::from([
+            (world.destinations[1].region.to_string(), 12.0),
+            (world.destinations[2].region.to_string(), 12.0)
+        ])
+    );
+    let replicated_lines = emf.iter().filter(|l| l.contains("\"Replicated\"")).count();
+    assert!(replicated_lines <= 2 * 4, "{replicated_lines} lines");
+    assert_eq!(emf.iter().filter(|l| l.contains("\"Overdue\"")).count(), 12);
     assert_eq!(
         alerts, 12,
         "one OVERDUE per push for the paused destination"

@@ -265,6 +265,17 @@ fn seconds(d: TimeDelta) -> f64 {
     d.num_seconds() as f64 + f64::from(d.subsec_nanos()) / 1e9
 }
 
+impl MetricName {
+    /// Whether the sweep may count it once a round instead of as each check is stored:
+    /// `Replicated`, the happy path's one count per destination of every push (25 metric
+    /// lines a push at 25 destinations, most of the sweep's log ingestion). A sweep cut off
+    /// mid-round loses at most that round's `Replicated` counts (their verdicts are stored);
+    /// every problem is counted as soon as it is stored.
+    pub fn counted_per_round(self) -> bool {
+        self == MetricName::Replicated
+    }
+}
+
 /// The EMF lines for `points`, stamped `at`: one line per destination (more when a metric has
 /// over [`MAX_VALUES_PER_MEMBER`] values there), each metric's values of a line in one array.
 /// Write each line as its own log event (one `println!` each in a Lambda function).

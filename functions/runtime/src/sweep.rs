@@ -17,9 +17,9 @@ pub use replwatch_aws::sweep_queue::QueuedPart;
 use replwatch_core::Destination;
 use replwatch_core::alerts::Alert;
 use replwatch_core::metrics::{
-    ALERT_DELIVERY_FAILURES, GaugePublisher, SET_ASIDE_ALERTS, SLACK_WEBHOOK_UNAVAILABLE,
-    SWEEP_HEARTBEAT, SWEEP_PARTS_NOT_DISPATCHED, UNDELIVERED_ALERTS, emf_lines,
-    function_counts_line, gauges_from_open_counts,
+    ALERT_DELIVERY_FAILURES, GaugePublisher, MetricPoint, SET_ASIDE_ALERTS,
+    SLACK_WEBHOOK_UNAVAILABLE, SWEEP_HEARTBEAT, SWEEP_PARTS_NOT_DISPATCHED, UNDELIVERED_ALERTS,
+    emf_lines, function_counts_line, gauges_from_open_counts,
 };
 use replwatch_core::outbox::{AlertOutbox, Claimed, PendingAlert};
 use replwatch_core::pipeline::PipelineError;
@@ -178,10 +178,13 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
 
         let round = self.pipeline.settings().sweep_batch.max(1);
         // Each check's metric lines are written as soon as its writes are stored: a sweep cut
-        // off later (its deadline, a crash, SIGKILL) has already counted what it wrote.
+        // off later (its deadline, a crash, SIGKILL) has already counted what it wrote. The
+        // happy path's counts (`MetricName::counted_per_round`) wait for the end of their
+        // round, folded into one line per destination instead of one per push.
         let written = std::sync::Mutex::new(Vec::new());
-        let write_metrics = |effects: &replwatch_core::pipeline::Effects| {
-            let lines = emf_lines(&self.namespace, clock.now(), &effects.metric_points());
+        let per_round = std::sync::Mutex::new(Vec::new());
+        let write_lines = |points: &[MetricPoint]| {
+            let lines = emf_lines(&self.namespace, clock.now(), points);
             for line in &lines {
                 crate::logging::write_metric_line(line);
             }
@@ -190,13 +193,27 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
                 .unwrap_or_else(|p| p.into_inner())
                 .extend(lines);
         };
+        let write_metrics = |effects: &replwatch_core::pipeline::Effects| {
+            let (folded, now): (Vec<MetricPoint>, Vec<MetricPoint>) = effects
+                .metric_points()
+                .into_iter()
+                .partition(|p| p.name.counted_per_round());
+            write_lines(&now);
+            per_round
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(folded);
+        };
         let mut slowest = TimeDelta::zero();
         loop {
             let started = clock.now();
             let report = self
                 .pipeline
-                .sweep_reporting(round, part, write_metrics)
-                .await?;
+                .sweep_reporting(round, part, &write_metrics)
+                .await;
+            let folded = std::mem::take(&mut *per_round.lock().unwrap_or_else(|p| p.into_inner()));
+            write_lines(&folded);
+            let report = report?;
             for failure in &report.failures {
                 tracing::warn!(error = %failure, "check failed; put off");
             }
