@@ -294,28 +294,16 @@ impl World {
             .send()
             .await
             .expect("scan");
-        let text = |item: &std::collections::HashMap<String, AttributeValue>, name: &str| match item
-            .get(name)
-        {
-            Some(AttributeValue::S(s)) => Some(s.clone()),
-            _ => None,
-        };
+        // Every image's items are under its partition key (`IMG#…`), which names it: push items
+        // do not repeat it in attributes.
         let mut images = std::collections::BTreeSet::new();
         for item in items.items() {
-            if let (Some(region), Some(account), Some(repository), Some(digest)) = (
-                text(item, "source_region"),
-                text(item, "source_account"),
-                text(item, "repository"),
-                text(item, "digest"),
-            ) {
-                images.insert(SourceImage {
-                    registry: Destination::new(
-                        Region::parse(&region).expect("region"),
-                        AccountId::parse(&account).expect("account"),
-                    ),
-                    repository: RepositoryName::parse(&repository).expect("repository"),
-                    digest: Digest::parse(&digest).expect("digest"),
-                });
+            if matches!(item.get("pk"), Some(AttributeValue::S(pk)) if pk.starts_with("IMG#")) {
+                images.insert(
+                    replwatch_aws::dynamodb_table::ItemReader::new(item)
+                        .source_image_of_key()
+                        .expect("an image's partition key"),
+                );
             }
         }
         let store = DynamoExpectationStore::new(dynamodb, self.deployment.table.clone());

@@ -7,6 +7,8 @@
 //! cargo bench -p replwatch-e2e --bench tracking_load -- --pushes 300 --destinations 25
 //! cargo bench -p replwatch-e2e --bench tracking_load -- --pushes 2000 --destinations 3 \
 //!     --mode lean --ecr-latency-ms 100                                # the sweep at 100 ms
+//! cargo bench -p replwatch-e2e --bench tracking_load -- --pushes 1000 --destinations 25 \
+//!     --long-names --region-latency --mode event                      # the README's worst case
 //! ```
 //!
 //! Options: `--pushes` (10,000), `--destinations` (5; 1 to 25, ECR's most unique destinations
