@@ -10,8 +10,9 @@
 //! Options: `--pushes-per-day` (10,000,000), `--scale` (100), `--destinations` (25, one Region
 //! each), `--outage unavailable|stalled` (unavailable), `--outage-minutes` (60),
 //! `--capacity` (images a sweep tick confirms with ECR; default the template's: 4 parts × 200
-//! images/s (`EcrCallsPerSecond`) × 50 s of each 60 s tick, ÷ `--scale`; an image that waits
-//! on a Region down this round, with no ECR call, counts [`WRITE_ONLY_SHARE`] of one).
+//! images/s (each part's share of `EcrCallBudgetPerSecond`) × 50 s of each 60 s tick, ÷
+//! `--scale`; an image that waits on a Region down this round, with no ECR call, counts
+//! [`WRITE_ONLY_SHARE`] of one).
 //!
 //! **Scaling.** Pushes arrive at `pushes-per-day ÷ scale`, spread evenly over each minute,
 //! and each tick of the sweep (once a minute, as `SweepRate`) confirms at most `capacity`
@@ -286,7 +287,7 @@ fn main() {
     let policy = TrackingPolicy::default();
     let settings = PipelineSettings::default();
     let per_minute = options.pushes_per_day / options.scale / 1_440.0;
-    // 4 parts × 200 images/s (the ECR call cap per container) × 50 s of each tick.
+    // 4 parts × 200 images/s (each part's share of the ECR budget) × 50 s of each tick.
     let capacity = options
         .capacity
         .unwrap_or((4.0 * 200.0 * 50.0 / options.scale).round() as usize)
