@@ -61,8 +61,8 @@ pub struct SweepSummary {
     /// Destinations of pushes left unconfirmed: a registry their confirmation needs could
     /// not be read. Retried with backoff; the other destinations got their verdicts.
     pub unconfirmed_destinations: usize,
-    /// Registry reads not made because a round had seen the registry down (three failed
-    /// reads in a row): their destinations were left unconfirmed without a call.
+    /// Registry reads not made because a round had seen the registry down (three reads in a
+    /// row failed as unavailable): their destinations were left unconfirmed without a call.
     pub skipped_reads: usize,
     /// Unreadable pending alert records this sweep set aside (their keys are in the log).
     pub set_aside_alerts: usize,
