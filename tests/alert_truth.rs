@@ -38,7 +38,7 @@ use replwatch_core::{
     Region, ReplicationConfiguration, RepositoryName, SourceImage, TrackingPolicy,
 };
 use replwatch_runtime::services::AwsTracking;
-use testbed::deployment::{Copies, PublishedAlert, QueuedMessage};
+use testbed::deployment::{Copies, PublishedAlert, PumpReport, QueuedMessage};
 use testbed::slack_capture::SlackCapture;
 use testbed::{LocalAws, LocalDeployment, PushedImage, unique_account};
 
@@ -157,23 +157,30 @@ impl World {
                 Copies::Once
             }
         };
-        let report = self
-            .deployment
-            .pump(tracking, &mut lose_a_fifth)
+        self.pump_whole(tracking, &mut lose_a_fifth)
             .await
-            .expect("pump");
-        report
             .batches
             .iter()
-            .flat_map(|b| {
-                assert!(
-                    b.response.batch_item_failures.is_empty(),
-                    "{:?}",
-                    b.response
-                );
-                b.alerts.iter().map(|a| a.kind)
-            })
+            .flat_map(|b| b.alerts.iter().map(|a| a.kind))
             .collect()
+    }
+
+    /// Hands the queued events to the functions as `copies` says; every batch must be
+    /// accepted whole (an item failure would be a retry, not a verdict).
+    pub(crate) async fn pump_whole(
+        &self,
+        tracking: &AwsTracking<Arc<OffsetClock>>,
+        copies: &mut dyn FnMut(&QueuedMessage) -> Copies,
+    ) -> PumpReport {
+        let report = self.deployment.pump(tracking, copies).await.expect("pump");
+        for batch in &report.batches {
+            assert!(
+                batch.response.batch_item_failures.is_empty(),
+                "{:?}",
+                batch.response
+            );
+        }
+        report
     }
 
     /// A sweep past the SLA and one past the recheck interval: every verdict reached.
