@@ -38,6 +38,7 @@ use crate::tracker::{Applied, Creation, MAX_ATTEMPTS, Tracker, TrackerError};
 use crate::tracking::{Observation, ReplicationExpectation, TagArrival, TrackingPolicy};
 
 mod check;
+mod tag_mutability;
 
 pub use check::{DOWN_AFTER_FAILURES, SweepReport};
 
@@ -58,6 +59,10 @@ pub struct PipelineSettings {
     /// How many images a sweep confirms at once: each is one status call and a read per
     /// destination, mostly waiting on ECR.
     pub sweep_concurrency: usize,
+    /// How long a container trusts a destination repository's tag mutability, read to decide
+    /// whether a replication event is worth a look in its destination
+    /// ([`tag_mutability`]).
+    pub repository_settings_ttl: TimeDelta,
 }
 
 impl Default for PipelineSettings {
@@ -68,6 +73,7 @@ impl Default for PipelineSettings {
             rules_check_interval: TimeDelta::seconds(10),
             sweep_batch: 250,
             sweep_concurrency: 64,
+            repository_settings_ttl: TimeDelta::minutes(5),
         }
     }
 }
@@ -287,6 +293,7 @@ pub struct Pipeline<S, R, C> {
     clock: C,
     settings: PipelineSettings,
     configurations: ConfigurationCache,
+    tag_mutability: tag_mutability::TagMutabilityCache,
 }
 
 impl<S, R, C> Pipeline<S, R, C> {
@@ -297,6 +304,7 @@ impl<S, R, C> Pipeline<S, R, C> {
             clock,
             settings,
             configurations: ConfigurationCache::default(),
+            tag_mutability: tag_mutability::TagMutabilityCache::default(),
         }
     }
 
@@ -615,6 +623,41 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         crate::registry::tag_arrival(&self.registry, image, destination, tag).await
     }
 
+    /// Whether the destination of `e` may have kept its tag on another image: only when the
+    /// tag is immutable there (ECR user guide, private image replication considerations).
+    /// Read once per repository and [`PipelineSettings::repository_settings_ttl`] in a
+    /// container. A setting that cannot be read answers no: the push's deadline check looks
+    /// in the destination anyway.
+    async fn may_have_lost_tag(&self, e: &ReplicationEvent) -> bool {
+        let Some(tag) = e.tag.as_deref() else {
+            return false;
+        };
+        let now = self.clock.now();
+        let ttl = self.settings.repository_settings_ttl;
+        let (registry, repository) = (&e.destination, &e.source.repository);
+        if let Some(mutability) = self.tag_mutability.fresh(registry, repository, now, ttl) {
+            return mutability.is_immutable(tag);
+        }
+        match self.registry.tag_mutability(registry, repository).await {
+            Ok(Some(mutability)) => {
+                let immutable = mutability.is_immutable(tag);
+                self.tag_mutability
+                    .keep(registry, repository, mutability, now, ttl);
+                immutable
+            }
+            // No such repository (deleted since?): the look finds what is there.
+            Ok(None) => true,
+            Err(error) => {
+                tracing::warn!(
+                    error = %error,
+                    destination = %e.destination,
+                    "arrival not looked at; the sweep confirms it"
+                );
+                false
+            }
+        }
+    }
+
     /// The push a replication event belongs to: the latest push of its image and tag made at
     /// or before the event, if it is tracked and selected the event's destination.
     async fn push_of(&self, e: &ReplicationEvent) -> Result<Option<TrackedPush>, PipelineError> {
@@ -628,7 +671,8 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
     /// A replication arrived. While its push is open, the arrival writes nothing: the push's
     /// deadline check looks in the destination and counts it; only its latency is taken now
     /// (a duplicate delivered before the check counts it again; one after, or a replay, does
-    /// not). A tag the destination kept on another image opens the tag's incident at once.
+    /// not). A tag the destination kept on another image opens the tag's incident at once;
+    /// only a destination whose tag is immutable is looked at for it.
     /// After the check, an arrival matters only to a destination with a record of its own
     /// (an overdue one): it closes it, late. An event whose push is not tracked (yet) writes
     /// nothing: that push's own check confirms it.
@@ -645,6 +689,10 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
             destination: e.destination.clone(),
             latency: (e.envelope.time - push.pushed_at).max(TimeDelta::zero()),
         };
+        if push.is_open() && !self.may_have_lost_tag(e).await {
+            effects.latencies.push(latency);
+            return Ok(effects);
+        }
         let tag = match self
             .tag_arrival(&e.source, &e.destination, e.tag.as_deref())
             .await

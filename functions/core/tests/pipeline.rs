@@ -39,6 +39,7 @@ struct ScriptedRegistry {
     refusing: Mutex<std::collections::HashSet<String>>,
     status_calls: AtomicUsize,
     tag_calls: AtomicUsize,
+    mutability_calls: AtomicUsize,
     configuration_calls: AtomicUsize,
     /// Regions whose ECR is down: every read there fails as unavailable.
     down: Mutex<std::collections::HashSet<String>>,
@@ -195,6 +196,7 @@ impl Registry for ScriptedRegistry {
         registry: &Destination,
         _repository: &RepositoryName,
     ) -> Result<Option<TagMutability>, RegistryError> {
+        self.mutability_calls.fetch_add(1, Ordering::SeqCst);
         self.refused("DescribeRepositories", registry)?;
         Ok(Some(
             self.mutability
@@ -509,6 +511,166 @@ async fn a_tag_refused_by_an_immutable_destination_is_tag_lost_and_says_who_hold
         .await
         .expect("duplicate");
     assert!(again.alerts.is_empty() && again.applied.is_empty());
+}
+
+/// `name` with its digest, tag and time replaced.
+fn image_event(name: &str, digest: &str, tag: &str, time: (&str, &str)) -> EcrEvent {
+    let text = String::from_utf8(sample(name)).expect("utf-8");
+    assert!(text.contains(time.0), "{name} has no {:?}", time.0);
+    event_from(
+        text.replace(DIGEST, digest)
+            .replace("v1.4.2", tag)
+            .replace(time.0, time.1)
+            .as_bytes(),
+    )
+}
+
+/// No tag can be lost in a repository whose tags are mutable, and the deadline check looks in
+/// the destination anyway: an arrival there is not looked at (no `DescribeImages` across
+/// Regions per event). The setting is read once per repository for the TTL.
+#[tokio::test]
+async fn an_arrival_in_a_mutable_repository_is_not_looked_at_before_its_check() {
+    let world = World::new();
+    let pipeline = world.pipeline();
+    let images: Vec<(String, String)> = (0..5)
+        .map(|i| (format!("sha256:{i:064x}"), format!("v1.4.{i}")))
+        .collect();
+    let pushed_at = ("2026-11-20T10:00:00Z", "2026-11-20T10:00:00Z");
+    let arrived_at = ("2026-11-20T10:04:40Z", "2026-11-20T10:04:40Z");
+    for (digest, tag) in &images {
+        pipeline
+            .handle(&image_event("push-tagged.json", digest, tag, pushed_at))
+            .await
+            .expect("push");
+    }
+    let tags: Vec<&str> = images.iter().map(|(_, t)| t.as_str()).collect();
+    for region in ["eu-west-1", "us-east-1", "ap-southeast-2"] {
+        world.registry.tags(region, &tags);
+    }
+    let mut latencies = 0;
+    for (digest, tag) in &images {
+        let arrival = image_event(
+            "replication-success-cross-account.json",
+            digest,
+            tag,
+            arrived_at,
+        );
+        let effects = pipeline.handle(&arrival).await.expect("replicated");
+        assert!(effects.alerts.is_empty() && effects.applied.is_empty());
+        latencies += effects.latencies.len();
+    }
+    assert_eq!(latencies, 5, "every arrival still gives its latency");
+    assert_eq!(world.registry.tag_calls.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        world.registry.mutability_calls.load(Ordering::SeqCst),
+        1,
+        "one read of the repository's setting for the five arrivals"
+    );
+
+    // Past the TTL the setting is read again.
+    world.clock.advance(TimeDelta::minutes(6));
+    let (digest, tag) = &images[0];
+    let duplicate = image_event(
+        "replication-success-cross-account.json",
+        digest,
+        tag,
+        arrived_at,
+    );
+    pipeline.handle(&duplicate).await.expect("duplicate");
+    assert_eq!(world.registry.mutability_calls.load(Ordering::SeqCst), 2);
+    assert_eq!(world.registry.tag_calls.load(Ordering::SeqCst), 0);
+
+    // The deadline checks confirm every arrival, and nothing is alerted.
+    for region in ["eu-west-1", "us-east-1", "ap-southeast-2"] {
+        world
+            .registry
+            .status(region, DestinationReplication::Complete);
+    }
+    world.clock.set(push_time() + TimeDelta::minutes(31));
+    let report = sweep_whole(&pipeline).await;
+    assert!(
+        report.effects.alerts.is_empty(),
+        "{:?}",
+        report.effects.alerts
+    );
+    assert_eq!(
+        report
+            .effects
+            .applied
+            .iter()
+            .filter(|a| a.record.state == ExpectationState::Replicated)
+            .count(),
+        15
+    );
+}
+
+/// A repository made immutable while a container still trusts it as mutable: the arrival that
+/// lost its tag is not looked at, and the push's deadline check raises TAG_LOST. No alert is
+/// lost; it comes at the deadline instead of at once.
+#[tokio::test]
+async fn a_repository_made_immutable_within_the_ttl_loses_no_tag_alert() {
+    let world = World::new();
+    let pipeline = world.pipeline();
+    let first = ("2026-11-20T10:00:00Z", "2026-11-20T10:00:00Z");
+    pipeline
+        .handle(&image_event("push-tagged.json", DIGEST, "v1.4.2", first))
+        .await
+        .expect("push");
+    world.registry.tags("eu-west-1", &["v1.4.2"]);
+    let first_arrival = ("2026-11-20T10:04:40Z", "2026-11-20T10:04:40Z");
+    pipeline
+        .handle(&image_event(
+            "replication-success-cross-account.json",
+            DIGEST,
+            "v1.4.2",
+            first_arrival,
+        ))
+        .await
+        .expect("replicated");
+
+    // The destination's tags become immutable; the next build of the tag arrives untagged,
+    // the tag kept on the first one.
+    let second = format!("sha256:{}", "e4".repeat(32));
+    world.registry.immutable("eu-west-1");
+    world.registry.tags("eu-west-1", &[]);
+    world.registry.tag_holder("eu-west-1", "v1.4.2", DIGEST);
+    world.registry.tag_holder("us-west-2", "v1.4.2", &second);
+    pipeline
+        .handle(&image_event(
+            "push-tagged.json",
+            &second,
+            "v1.4.2",
+            ("2026-11-20T10:00:00Z", "2026-11-20T10:05:00Z"),
+        ))
+        .await
+        .expect("push");
+    let lost = pipeline
+        .handle(&image_event(
+            "replication-success-cross-account.json",
+            &second,
+            "v1.4.2",
+            ("2026-11-20T10:04:40Z", "2026-11-20T10:09:40Z"),
+        ))
+        .await
+        .expect("replicated");
+    assert!(lost.alerts.is_empty(), "within the TTL: {:?}", lost.alerts);
+    assert_eq!(world.registry.tag_calls.load(Ordering::SeqCst), 0);
+
+    for region in ["eu-west-1", "us-east-1", "ap-southeast-2"] {
+        world
+            .registry
+            .status(region, DestinationReplication::Complete);
+    }
+    world.registry.tags("us-east-1", &["v1.4.2"]);
+    world.registry.tags("ap-southeast-2", &["v1.4.2"]);
+    world.clock.set(push_time() + TimeDelta::minutes(36));
+    let report = sweep_whole(&pipeline).await;
+    assert_eq!(
+        kinds(&report.effects.alerts),
+        vec![("eu-west-1".into(), AlertKind::TagLost)]
+    );
+    let second = Digest::parse(&second).expect("digest");
+    assert_eq!(report.effects.alerts[0].key.image.digest, second);
 }
 
 /// Each case: the destination's tags are immutable or not, which image the tag names there

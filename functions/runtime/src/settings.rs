@@ -148,6 +148,7 @@ impl Settings {
                 rules_check_interval,
                 sweep_batch,
                 sweep_concurrency,
+                ..PipelineSettings::default()
             },
             metric_namespace: get("METRIC_NAMESPACE").unwrap_or_else(|| "replwatch".into()),
             alert_topic_arn: get("ALERT_TOPIC_ARN"),
