@@ -89,8 +89,10 @@ use testbed::{Error, LocalAws, LocalDeployment, unique_account};
 const PLATFORM_LOG_BYTES: f64 = 330.0;
 /// Messages per `ReceiveMessage` and per `DeleteMessageBatch` of an event source mapping.
 const SQS_BATCH: f64 = 10.0;
-/// Messages per invocation of track-push and track-replication (template.yaml's `BatchSize`).
-const ESM_BATCH: usize = 100;
+/// Messages per invocation of track-push (template.yaml's `BatchSize`).
+const PUSH_BATCH: usize = 100;
+/// Messages per invocation of track-replication (template.yaml's `BatchSize`).
+const REPLICATION_BATCH: usize = 250;
 /// The memory of the functions (template.yaml): track-push and track-replication, sweep.
 const TRACKING_MEMORY_GB: f64 = 0.25;
 const SWEEP_MEMORY_GB: f64 = 0.5;
@@ -734,7 +736,7 @@ async fn run(
     // 1. track-push.
     let push = phase(aws, logs, || async {
         let report = deployment
-            .pump_queue(&tracking, "push", ESM_BATCH, &mut |_| Copies::Once)
+            .pump_queue(&tracking, "push", PUSH_BATCH, &mut |_| Copies::Once)
             .await?;
         Ok(handled(report, logs))
     })
@@ -752,7 +754,7 @@ async fn run(
     };
     let replication = phase(aws, logs, || async {
         let report = deployment
-            .pump_queue(&tracking, "replication", ESM_BATCH, &mut lossy)
+            .pump_queue(&tracking, "replication", REPLICATION_BATCH, &mut lossy)
             .await?;
         Ok(handled(report, logs))
     })

@@ -53,6 +53,7 @@ struct Counts {
     query: AtomicUsize,
     describe_registry: AtomicUsize,
     describe_images: AtomicUsize,
+    describe_repositories: AtomicUsize,
     replication_status: AtomicUsize,
 }
 
@@ -228,6 +229,9 @@ impl Registry for BenchRegistry<'_> {
         _: &Destination,
         _: &RepositoryName,
     ) -> Result<Option<TagMutability>, RegistryError> {
+        self.counts
+            .describe_repositories
+            .fetch_add(1, Ordering::Relaxed);
         Ok(Some(TagMutability::Mutable))
     }
     async fn replication_configuration(
@@ -355,6 +359,7 @@ fn main() {
         (&before.save, &counts.save),
         (&before.query, &counts.query),
         (&before.describe_images, &counts.describe_images),
+        (&before.describe_repositories, &counts.describe_repositories),
         (&before.replication_status, &counts.replication_status),
     ] {
         mine.store(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -376,11 +381,12 @@ fn main() {
         (n.load(Ordering::Relaxed) - b.load(Ordering::Relaxed)) as f64 / replications as f64
     };
     println!(
-        "AWS calls per replication event (tagged, {replications} events): GetItem {:.2}, PutItem {:.2}, Query {:.2}, DescribeImages {:.2}, DescribeImageReplicationStatus {:.2}",
+        "AWS calls per replication event (tagged, {replications} events, destinations' tags mutable): GetItem {:.2}, PutItem {:.2}, Query {:.2}, DescribeImages {:.2}, DescribeRepositories {:.4} (once per repository and destination per container and 5 minutes), DescribeImageReplicationStatus {:.2}",
         delta(&counts.get, &before.get),
         delta(&counts.save, &before.save),
         delta(&counts.query, &before.query),
         delta(&counts.describe_images, &before.describe_images),
+        delta(&counts.describe_repositories, &before.describe_repositories),
         delta(&counts.replication_status, &before.replication_status)
     );
 

@@ -18,9 +18,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::backfill::inventory::TagMutability;
 use crate::model::{Destination, RepositoryName};
 
-/// The most repositories one container remembers: beyond it, settings read before the TTL
-/// are dropped, then all of them, so a registry of many repositories costs a bounded memory.
-const MAX_ENTRIES: usize = 4_096;
+/// The most (destination, repository) settings one container remembers, about 5 MB: beyond
+/// it, settings read before the TTL are dropped, then all of them. At 25 destinations that is
+/// every repository of a registry that pushes to up to 1,300 of them within the TTL; past
+/// that, some settings are read again before their TTL.
+const MAX_ENTRIES: usize = 32_768;
 
 /// A repository's setting and when it was read.
 type ReadSetting = (TagMutability, DateTime<Utc>);
