@@ -1,6 +1,7 @@
 //! track-replication: closes expectations from `ECR Replication Action` events forwarded from
 //! every destination Region to the central bus: records the latency, confirms a FAILED result and
-//! its failure code with the status API, and checks the pushed tag is in the destination.
+//! its failure code with the status API, and checks the pushed tag is in the destination where
+//! that repository's tags are immutable (the only place ECR drops a tag on replication).
 //!
 //! Invoked by SQS with EventBridge events as message bodies; reports partial batch failures.
 
