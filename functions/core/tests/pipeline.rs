@@ -19,6 +19,9 @@ use replwatch_core::{
     InMemoryStore, ManualClock, ReplicationConfiguration, RepositoryName, SourceImage,
 };
 
+/// The destination Regions of `replication-configuration.json`.
+const DESTINATIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-2"];
+
 const DIGEST: &str = "sha256:3b1f1c2e4d5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c";
 
 /// ECR as the test says it is.
@@ -53,6 +56,13 @@ impl ScriptedRegistry {
             .lock()
             .expect("lock")
             .insert(region.to_owned(), status);
+    }
+
+    /// ECR says COMPLETE for every destination of the sample rules.
+    fn complete_everywhere(&self) {
+        for region in DESTINATIONS {
+            self.status(region, DestinationReplication::Complete);
+        }
     }
 
     fn tags(&self, region: &str, tags: &[&str]) {
@@ -544,7 +554,7 @@ async fn an_arrival_in_a_mutable_repository_is_not_looked_at_before_its_check() 
             .expect("push");
     }
     let tags: Vec<&str> = images.iter().map(|(_, t)| t.as_str()).collect();
-    for region in ["eu-west-1", "us-east-1", "ap-southeast-2"] {
+    for region in DESTINATIONS {
         world.registry.tags(region, &tags);
     }
     let mut latencies = 0;
@@ -581,11 +591,7 @@ async fn an_arrival_in_a_mutable_repository_is_not_looked_at_before_its_check() 
     assert_eq!(world.registry.tag_calls.load(Ordering::SeqCst), 0);
 
     // The deadline checks confirm every arrival, and nothing is alerted.
-    for region in ["eu-west-1", "us-east-1", "ap-southeast-2"] {
-        world
-            .registry
-            .status(region, DestinationReplication::Complete);
-    }
+    world.registry.complete_everywhere();
     world.clock.set(push_time() + TimeDelta::minutes(31));
     let report = sweep_whole(&pipeline).await;
     assert!(
@@ -656,11 +662,7 @@ async fn a_repository_made_immutable_within_the_ttl_loses_no_tag_alert() {
     assert!(lost.alerts.is_empty(), "within the TTL: {:?}", lost.alerts);
     assert_eq!(world.registry.tag_calls.load(Ordering::SeqCst), 0);
 
-    for region in ["eu-west-1", "us-east-1", "ap-southeast-2"] {
-        world
-            .registry
-            .status(region, DestinationReplication::Complete);
-    }
+    world.registry.complete_everywhere();
     world.registry.tags("us-east-1", &["v1.4.2"]);
     world.registry.tags("ap-southeast-2", &["v1.4.2"]);
     world.clock.set(push_time() + TimeDelta::minutes(36));
@@ -793,11 +795,7 @@ async fn an_untagged_success_for_a_tagged_push_is_left_to_the_push_s_check() {
     // The push's check looks in the destination: the tag's incident, once.
     world.registry.tags("eu-west-1", &["v1.4.2"]);
     world.registry.tags("ap-southeast-2", &["v1.4.2"]);
-    for region in ["us-east-1", "eu-west-1", "ap-southeast-2"] {
-        world
-            .registry
-            .status(region, DestinationReplication::Complete);
-    }
+    world.registry.complete_everywhere();
     world.clock.set(push_time() + TimeDelta::minutes(31));
     let report = sweep_whole(&pipeline).await;
     assert_eq!(
@@ -1088,11 +1086,7 @@ async fn an_image_ecr_completed_but_the_destination_no_longer_shows_is_not_overd
         .expect("push");
     // Every destination COMPLETE by ECR's word; eu-west-1's copy since removed there, and
     // us-east-1 and ap-southeast-2 hold it with its tag.
-    for region in ["us-east-1", "ap-southeast-2", "eu-west-1"] {
-        world
-            .registry
-            .status(region, DestinationReplication::Complete);
-    }
+    world.registry.complete_everywhere();
     world.registry.tags("us-east-1", &["v1.4.2"]);
     world.registry.tags("ap-southeast-2", &["v1.4.2"]);
     world.clock.set(push_time() + TimeDelta::minutes(31));
