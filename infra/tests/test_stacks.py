@@ -101,6 +101,11 @@ def test_every_eventbridge_target_has_a_dead_letter_queue_that_admits_its_rule(c
             dlq = target.get("DeadLetterConfig", {}).get("Arn")
             assert referenced(dlq) == "EventDeliveryDeadLetterQueue", f"{name} target {target['Id']}"
         assert name in admitted, f"the dead-letter queue's policy does not admit {name}"
+    # A SAM schedule makes a rule this test would not see: each needs its dead-letter queue.
+    for name, function in resources(central, "AWS::Serverless::Function").items():
+        for event_name, event in function["Properties"].get("Events", {}).items():
+            if event["Type"] in ("Schedule", "ScheduleV2"):
+                assert "DeadLetterConfig" in event["Properties"], f"{name} {event_name}"
 
 
 def test_every_dead_letter_queue_is_counted_by_the_dead_letter_alarm(central):
@@ -239,6 +244,7 @@ def test_the_metric_namespace_is_one_cloudwatch_and_the_dashboard_accept(central
 def test_state_outlives_the_stack_and_messages_outlive_their_queue_on_the_dead_letter_queue(central):
     table = central["Resources"]["TrackingTable"]
     assert (table.get("DeletionPolicy"), table.get("UpdateReplacePolicy")) == ("Retain", "Retain")
+    assert table["Properties"].get("DeletionProtectionEnabled") is True, "DeleteTable would take it"
     queues = resources(central, "AWS::SQS::Queue")
     for name, queue in queues.items():
         redrive = queue["Properties"].get("RedrivePolicy")
@@ -562,7 +568,7 @@ def sweep_invocations_at_once(template: dict[str, Any], parts: int) -> int:
             continue
         at_once += resolve(template, props["ScalingConfig"]["MaximumConcurrency"], {"SweepParts": parts})
     sweep = template["Resources"]["SweepFunction"]["Properties"]
-    at_once += sum(1 for e in sweep["Events"].values() if e["Type"] in ("Schedule", "ScheduleV2"))
+    at_once += sum(1 for e in sweep.get("Events", {}).values() if e["Type"] in ("Schedule", "ScheduleV2"))
     for rule in resources(template, "AWS::Events::Rule").values():
         at_once += sum(1 for t in rule["Properties"]["Targets"] if referenced(t["Arn"]) == "SweepFunction")
     return at_once
