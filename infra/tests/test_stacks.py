@@ -345,6 +345,8 @@ def test_the_forwarder_keeps_what_it_cannot_deliver_and_forwards_only_the_watche
     [alarm] = resources(forwarder, "AWS::CloudWatch::Alarm").values()
     assert alarm_metrics(alarm) == [("AWS/SQS", "ApproximateNumberOfMessagesVisible", "UndeliveredEvents")]
     assert "Runbook:" in alarm["Properties"]["AlarmDescription"]
+    # The prefix the central alert topic admits.
+    assert alarm["Properties"]["AlarmName"] == {"Fn::Sub": "replwatch-forwarder-${AWS::StackName}"}
     detail = rule["Properties"]["EventPattern"]["detail"]
     assert detail["source-account"] == {"Ref": "SourceAccountIds"}
     assert "Default" not in forwarder["Parameters"]["SourceAccountIds"], "no forwarder without a source filter"
@@ -374,6 +376,10 @@ def test_the_alert_topic_takes_only_encrypted_requests_from_this_account_and_the
             assert statement["Action"] == "sns:Publish"
             [(key, value)] = statement["Condition"]["StringEquals"].items()
             alarm_sources.append((key, referenced(value)))
+            if referenced(value) != "AWS::AccountId":
+                # Another account's alarms: only the forwarders' (their AlarmName's prefix).
+                assert statement["Condition"]["ArnLike"] == {"aws:SourceArn": {"Fn::Sub": (
+                    "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:*:alarm:replwatch-forwarder-*")}}
         else:
             assert principal == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
     # The forwarders' alarms reach it from the accounts the central bus admits, and only those.
