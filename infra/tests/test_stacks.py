@@ -352,6 +352,17 @@ def test_the_forwarder_keeps_what_it_cannot_deliver_and_forwards_only_the_watche
     assert "Default" not in forwarder["Parameters"]["SourceAccountIds"], "no forwarder without a source filter"
 
 
+def test_the_central_rules_take_only_the_watched_registry_s_events(central):
+    rules = resources(central, "AWS::Events::Rule")
+    here = {"account": [{"Ref": "AWS::AccountId"}], "region": [{"Ref": "AWS::Region"}]}
+    for name in ("ImageActionRule", "ReplicationConfigurationRule"):
+        pattern = rules[name]["Properties"]["EventPattern"]
+        assert {k: pattern.get(k) for k in here} == here, name
+    # Forwarded from the destinations' Regions and accounts: the source is in the detail.
+    detail = rules["ReplicationActionRule"]["Properties"]["EventPattern"]["detail"]
+    assert detail == {"source-account": [{"Ref": "AWS::AccountId"}], "source-region": [{"Ref": "AWS::Region"}]}
+
+
 def test_the_alert_topic_takes_only_encrypted_requests_from_this_account_and_the_served_accounts_alarms(central):
     [policy] = resources(central, "AWS::SNS::TopicPolicy").values()
     assert [referenced(t) for t in policy["Properties"]["Topics"]] == ["AlertTopic"]
