@@ -165,8 +165,9 @@ impl LocalDeployment {
                 .send()
                 .await?;
         }
+        // The shipped rule's pattern: only the watched registry's replications.
         let replication_pattern =
-            serde_json::json!({"source": ["aws.ecr"], "detail-type": ["ECR Replication Action"]});
+            stack_templates::central_rule_pattern("ReplicationActionRule", account, region)?;
         events
             .put_rule()
             .name("replwatch-replication")

@@ -147,6 +147,18 @@ fn scheduled_input(name: &str) -> Result<String, Error> {
     }
 }
 
+/// `template.yaml`'s event pattern of its rule `rule` (`ReplicationActionRule`, ...) for the
+/// central stack in `account` and `region`.
+pub fn central_rule_pattern(rule: &str, account: &str, region: &str) -> Result<Json, Error> {
+    let template = read("template.yaml")?;
+    let parameters = HashMap::from([
+        ("AWS::AccountId", Json::from(account)),
+        ("AWS::Region", Json::from(region)),
+    ]);
+    let stack = Stack::new(&template, &parameters, HashMap::new())?;
+    stack.value(&template["Resources"][rule]["Properties"]["EventPattern"])
+}
+
 /// `template.yaml`'s central bus policy for these destination accounts, as one policy
 /// document: the statement of `CentralBusAccountsPolicy` on the bus `bus_arn`.
 pub fn central_bus_policy(destination_accounts: &[&str], bus_arn: &str) -> Result<Json, Error> {
@@ -435,6 +447,23 @@ mod tests {
         assert_eq!(
             central_backfill_external_id("reader-1", None).expect("id"),
             "reader-1"
+        );
+    }
+
+    #[test]
+    fn the_central_replication_rule_takes_only_the_watched_registry_s_results() {
+        let pattern = central_rule_pattern("ReplicationActionRule", "111111111111", "us-west-2")
+            .expect("pattern");
+        assert_eq!(
+            pattern["detail"],
+            serde_json::json!({
+                "source-account": ["111111111111"],
+                "source-region": ["us-west-2"]
+            })
+        );
+        assert_eq!(
+            pattern["detail-type"],
+            serde_json::json!(["ECR Replication Action"])
         );
     }
 
