@@ -689,6 +689,7 @@ async fn a_signed_registry_arrives_whole_through_the_functions_after_a_partial_n
         Some(replwatch_aws::ecr_clients::CrossAccountAccess {
             role_name: "replwatch-backfill".into(),
             external_id: Some("replwatch-local".into()),
+            session_name: "replwatch-test".into(),
         }),
     );
     let source = replwatch_core::model::Destination::new(

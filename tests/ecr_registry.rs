@@ -66,6 +66,7 @@ async fn setup(repository: &str) -> Setup {
         Some(CrossAccountAccess {
             role_name: "replwatch-reader".into(),
             external_id: Some("replwatch-test".into()),
+            session_name: "replwatch-test".into(),
         }),
     );
     Setup {

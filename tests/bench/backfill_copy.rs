@@ -850,6 +850,7 @@ async fn run_once(
         Some(CrossAccountAccess {
             role_name: COPY_ROLE.into(),
             external_id: None,
+            session_name: "replwatch-bench".into(),
         }),
         AdapterOptions {
             part_size: settings.part_mib * MIB,

@@ -42,7 +42,7 @@ pub async fn assumed_role(
     let mut provider =
         AssumeRoleProvider::builder(EcrClients::role_arn(&access.role_name, account, region))
             .configure(base)
-            .session_name("replwatch");
+            .session_name(&access.session_name);
     if let Some(external_id) = &access.external_id {
         provider = provider.external_id(external_id);
     }
@@ -57,6 +57,32 @@ pub struct CrossAccountAccess {
     pub role_name: String,
     /// The external id that role requires, if any.
     pub external_id: Option<String>,
+    /// The `RoleSessionName`: what the other account's CloudTrail shows as the caller, so it
+    /// tells the reader's reads from the copier's writes (the function's name; see
+    /// [`CrossAccountAccess::session_name_for`]).
+    pub session_name: String,
+}
+
+impl CrossAccountAccess {
+    /// `who` as an STS role session name: 2 to 64 of `[A-Za-z0-9_+=,.@-]` (STS API
+    /// reference, `AssumeRole`), any other character replaced by `-`, cut at 64, padded to 2.
+    pub fn session_name_for(who: &str) -> String {
+        let mut name: String = who
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect();
+        while name.len() < 2 {
+            name.push('-');
+        }
+        name
+    }
 }
 
 /// ECR clients per (account, Region), shared by every ECR adapter.

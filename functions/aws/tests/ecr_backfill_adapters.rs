@@ -41,6 +41,7 @@ fn access() -> Option<CrossAccountAccess> {
     Some(CrossAccountAccess {
         role_name: COPY_ROLE.into(),
         external_id: Some("replwatch-test".into()),
+        session_name: "replwatch-test".into(),
     })
 }
 
@@ -948,4 +949,54 @@ async fn source_images_lists_the_selected_repositories_and_their_images_with_pus
         .await
         .expect("a missing repository is no error");
     assert_eq!(gone, None);
+}
+
+/// The other account's CloudTrail names the caller by its role session: each function's own
+/// name, so the copier's writes there are told from the reader's reads.
+#[tokio::test]
+async fn another_account_sees_the_function_s_name_as_the_session() {
+    let (home, other) = (unique_account(), unique_account());
+    let home_account = AccountId::parse(&home).expect("account");
+    let access = CrossAccountAccess {
+        role_name: COPY_ROLE.into(),
+        external_id: Some("replwatch-test".into()),
+        session_name: CrossAccountAccess::session_name_for("replwatch-BackfillCopyFunction-1A2B3C"),
+    };
+    let provider = replwatch_aws::ecr_clients::assumed_role(
+        &config(&home, SOURCE_REGION).await,
+        &home_account,
+        Some(&access),
+        &AccountId::parse(&other).expect("account"),
+        &replwatch_core::model::Region::parse("eu-west-1").expect("region"),
+    )
+    .await
+    .expect("role")
+    .expect("another account takes the role");
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::from(&config(&home, SOURCE_REGION).await)
+            .credentials_provider(provider)
+            .build(),
+    );
+    let caller = sts.get_caller_identity().send().await.expect("caller");
+    assert_eq!(
+        caller.arn(),
+        Some(
+            format!("arn:aws:sts::{other}:assumed-role/{COPY_ROLE}/replwatch-BackfillCopyFunction-1A2B3C")
+                .as_str()
+        )
+    );
+}
+
+#[test]
+fn a_session_name_keeps_to_what_sts_accepts() {
+    assert_eq!(
+        CrossAccountAccess::session_name_for("replwatch-sweep"),
+        "replwatch-sweep"
+    );
+    assert_eq!(CrossAccountAccess::session_name_for("a b/c:d"), "a-b-c-d");
+    assert_eq!(CrossAccountAccess::session_name_for(""), "--");
+    assert_eq!(
+        CrossAccountAccess::session_name_for(&"x".repeat(80)).len(),
+        64
+    );
 }

@@ -65,6 +65,7 @@ async fn each_account_is_asked_with_its_own_credentials() {
         Some(CrossAccountAccess {
             role_name: "replwatch-reader".into(),
             external_id: Some("replwatch-ext".into()),
+            session_name: "replwatch-test".into(),
         }),
     );
     let region = Region::parse(OPT_IN).expect("region");

@@ -44,6 +44,7 @@ pub fn cross_account_access(global: &GlobalOptions) -> Option<CrossAccountAccess
         .map(|role_name| CrossAccountAccess {
             role_name: role_name.clone(),
             external_id: global.external_id.clone(),
+            session_name: "replwatch-cli".into(),
         })
 }
 

@@ -62,6 +62,7 @@ pub async fn build<C: Clock>(
         .map(|role_name| CrossAccountAccess {
             role_name: role_name.clone(),
             external_id: settings.reader_external_id.clone(),
+            session_name: CrossAccountAccess::session_name_for(&settings.function_name),
         });
     let registry = EcrRegistry::for_tracking(
         sdk.clone(),
@@ -145,13 +146,14 @@ pub type AwsBackfillPlanner<C> = BackfillPlanner<
 pub type AwsBackfillCopier<C> =
     BackfillCopier<EcrCopyRegistry, DynamoBlobClaims, DynamoRunStore, TokioSleeper, C>;
 
-fn backfill_access(backfill: &BackfillSettings) -> Option<CrossAccountAccess> {
+fn backfill_access(settings: &Settings, backfill: &BackfillSettings) -> Option<CrossAccountAccess> {
     backfill
         .role_name
         .as_ref()
         .map(|role_name| CrossAccountAccess {
             role_name: role_name.clone(),
             external_id: backfill.external_id.clone(),
+            session_name: CrossAccountAccess::session_name_for(&settings.function_name),
         })
 }
 
@@ -164,7 +166,7 @@ pub fn build_backfill_planner<C: Clock>(
     clock: C,
 ) -> Result<AwsBackfillPlanner<C>, StartupError> {
     let home = settings.home_account.clone();
-    let access = backfill_access(backfill);
+    let access = backfill_access(settings, backfill);
     let queue_url = backfill.jobs_queue_url.clone().ok_or(SettingsError {
         variable: "BACKFILL_QUEUE_URL",
         message: "must be set".into(),
@@ -199,7 +201,7 @@ pub async fn build_backfill_copier<C: Clock>(
     let mut registry = EcrCopyRegistry::new(
         sdk.clone(),
         settings.home_account.clone(),
-        backfill_access(backfill),
+        backfill_access(settings, backfill),
     )
     .map_err(|e| StartupError::Transfers(e.to_string()))?;
     // Its share of the stack's ECR budget, like the tracking functions'.
