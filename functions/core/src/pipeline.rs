@@ -29,7 +29,7 @@ use crate::clock::Clock;
 use crate::events::{EcrEvent, ImageActionKind, ImageEvent, ReplicationEvent, ReplicationResult};
 use crate::incident::{Divergence, DivergenceCause};
 use crate::metrics::{MetricPoint, incident_point, latency_point, points_for};
-use crate::model::{Destination, ExpectationKey, SourceImage, TagKey};
+use crate::model::{Destination, ExpectationKey, TagKey};
 use crate::push::{PushOutcome, TrackedPush};
 use crate::registry::{DestinationReplication, Registry, RegistryError};
 use crate::rules::ReplicationConfiguration;
@@ -612,50 +612,49 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
         })
     }
 
-    /// What became of `tag` when `image` arrived in `destination` (see
-    /// [`crate::registry::tag_arrival`]); `None` while the image is not visible there.
-    async fn tag_arrival(
+    /// What became of the tag of `e` in its destination (see
+    /// [`crate::registry::tag_arrival`]); `None` while the image is not visible there. For an
+    /// open push the answer only decides whether the tag was lost (its deadline check looks in
+    /// the destination anyway), so it is looked for only where it can be: taken as present
+    /// without a look where the destination's tags are mutable.
+    async fn arrival_tag(
         &self,
-        image: &SourceImage,
-        destination: &Destination,
-        tag: Option<&str>,
+        push: &TrackedPush,
+        e: &ReplicationEvent,
     ) -> Result<Option<TagArrival>, RegistryError> {
-        crate::registry::tag_arrival(&self.registry, image, destination, tag).await
+        if push.is_open() && !self.may_have_lost_tag(e).await? {
+            return Ok(Some(TagArrival::Present));
+        }
+        crate::registry::tag_arrival(&self.registry, &e.source, &e.destination, e.tag.as_deref())
+            .await
     }
 
     /// Whether the destination of `e` may have kept its tag on another image: only when the
     /// tag is immutable there (ECR user guide, private image replication considerations).
     /// Read once per repository and [`PipelineSettings::repository_settings_ttl`] in a
-    /// container. A setting that cannot be read answers no: the push's deadline check looks
-    /// in the destination anyway.
-    async fn may_have_lost_tag(&self, e: &ReplicationEvent) -> bool {
+    /// container.
+    async fn may_have_lost_tag(&self, e: &ReplicationEvent) -> Result<bool, RegistryError> {
         let Some(tag) = e.tag.as_deref() else {
-            return false;
+            return Ok(false);
         };
         let now = self.clock.now();
         let ttl = self.settings.repository_settings_ttl;
         let (registry, repository) = (&e.destination, &e.source.repository);
         if let Some(mutability) = self.tag_mutability.fresh(registry, repository, now, ttl) {
-            return mutability.is_immutable(tag);
+            return Ok(mutability.is_immutable(tag));
         }
-        match self.registry.tag_mutability(registry, repository).await {
-            Ok(Some(mutability)) => {
-                let immutable = mutability.is_immutable(tag);
-                self.tag_mutability
-                    .keep(registry, repository, mutability, now, ttl);
-                immutable
-            }
-            // No such repository (deleted since?): the look finds what is there.
-            Ok(None) => true,
-            Err(error) => {
-                tracing::warn!(
-                    error = %error,
-                    destination = %e.destination,
-                    "arrival not looked at; the sweep confirms it"
-                );
-                false
-            }
-        }
+        Ok(
+            match self.registry.tag_mutability(registry, repository).await? {
+                Some(mutability) => {
+                    let immutable = mutability.is_immutable(tag);
+                    self.tag_mutability
+                        .keep(registry, repository, mutability, now, ttl);
+                    immutable
+                }
+                // No such repository (deleted since?): the look finds what is there.
+                None => true,
+            },
+        )
     }
 
     /// The push a replication event belongs to: the latest push of its image and tag made at
@@ -689,14 +688,7 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
             destination: e.destination.clone(),
             latency: (e.envelope.time - push.pushed_at).max(TimeDelta::zero()),
         };
-        if push.is_open() && !self.may_have_lost_tag(e).await {
-            effects.latencies.push(latency);
-            return Ok(effects);
-        }
-        let tag = match self
-            .tag_arrival(&e.source, &e.destination, e.tag.as_deref())
-            .await
-        {
+        let tag = match self.arrival_tag(&push, e).await {
             Ok(tag) => tag,
             Err(error) => {
                 // The push's check (or its record's recheck) confirms this destination on its
