@@ -69,7 +69,7 @@ impl Functions {
             ("AWS_REGION", REGION),
             ("BACKFILL_QUEUE_URL", jobs_queue.as_str()),
             ("BACKFILL_ROLE_NAME", "replwatch-backfill"),
-            ("BACKFILL_EXTERNAL_ID", "replwatch-local"),
+            ("BACKFILL_EXTERNAL_ID", "replwatch-local-backfill"),
         ];
         variables.extend_from_slice(extra);
         let env = deployment.environment(&variables);
@@ -688,7 +688,7 @@ async fn a_signed_registry_arrives_whole_through_the_functions_after_a_partial_n
         replwatch_core::model::AccountId::parse(&account)?,
         Some(replwatch_aws::ecr_clients::CrossAccountAccess {
             role_name: "replwatch-backfill".into(),
-            external_id: Some("replwatch-local".into()),
+            external_id: Some("replwatch-local-backfill".into()),
             session_name: "replwatch-test".into(),
         }),
     );

@@ -263,129 +263,155 @@ fn trusts_account(account: &str) -> String {
     .to_string()
 }
 
-#[tokio::test]
-async fn the_reader_role_admits_only_the_stack_s_roles_with_the_external_id() {
-    use testbed::stack_templates::reader_trust_policy;
+/// The central stack `replwatch`'s function roles in `central` (`template.yaml`'s path and
+/// names, trusting the account as Lambda's service would be), and `replwatch-x`: a role anyone
+/// of that account able to create roles could make. The reader and backfill roles of
+/// `infra/destination-account.yaml`, deployed in `partner` for that stack.
+async fn central_roles(aws: &LocalAws, central: &str, partner: &str) -> CentralRoles {
+    use testbed::stack_templates::{AccountStack, central_function_role_arn};
 
-    let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
-    let (central, partner) = (unique_account(), unique_account());
-    // infra/destination-account.yaml's trust policy, deployed in the partner account.
-    let trust = reader_trust_policy(&central, "ext-1", None).expect("trust policy");
-    aws.create_role(&partner, "replwatch-reader", &trust.to_string())
-        .expect("reader role");
-    for role in ["replwatch-SweepRole-1A2B3C", "ci-deployer"] {
-        aws.create_role(&central, role, &trusts_account(&central))
-            .expect("caller role");
+    let stack = AccountStack {
+        central,
+        central_stack: None,
+        external_id: "reader-1",
+        backfill_external_id: "backfill-1",
+        operator_roles: &[],
+    };
+    for (role, trust) in [
+        ("replwatch-reader", stack.reader_trust_policy()),
+        ("replwatch-backfill", stack.backfill_trust_policy()),
+    ] {
+        let trust = trust.expect("trust policy").to_string();
+        aws.create_role(partner, role, &trust).expect("role");
     }
-    let reader = format!("arn:aws:iam::{partner}:role/replwatch-reader");
-    let as_role = |role: &'static str| {
-        let arn = format!("arn:aws:iam::{central}:role/{role}");
+    let as_role = |arn: String| {
         let aws = aws.clone();
-        let central = central.clone();
+        let central = central.to_owned();
         async move {
+            let (path, name) = arn
+                .split_once(":role")
+                .and_then(|(_, rest)| rest.rsplit_once('/'))
+                .expect("role path and name");
+            aws.create_role_at(
+                &central,
+                &format!("{path}/"),
+                name,
+                &trusts_account(&central),
+            )
+            .expect("central role");
             aws.assumed(&central, &arn, "eu-west-1")
                 .await
                 .expect("caller role")
         }
     };
-    let sweep = as_role("replwatch-SweepRole-1A2B3C").await;
-    assert_eq!(assume(&sweep, &reader, Some("ext-1")).await, Ok(()));
+    let function = |name| central_function_role_arn(central, "replwatch", name).expect("role arn");
+    CentralRoles {
+        sweep: as_role(function("SweepFunction")).await,
+        planner: as_role(function("BackfillPlanFunction")).await,
+        copier: as_role(function("BackfillCopyFunction")).await,
+        look_alike: as_role(format!("arn:aws:iam::{central}:role/replwatch-x")).await,
+        look_alike_on_the_path: as_role(format!(
+            "arn:aws:iam::{central}:role/replwatch/replwatch-sweep2"
+        ))
+        .await,
+        root: aws.config(central, "eu-west-1").await,
+        reader: format!("arn:aws:iam::{partner}:role/replwatch-reader"),
+        backfill: format!("arn:aws:iam::{partner}:role/replwatch-backfill"),
+    }
+}
+
+struct CentralRoles {
+    sweep: aws_config::SdkConfig,
+    planner: aws_config::SdkConfig,
+    copier: aws_config::SdkConfig,
+    look_alike: aws_config::SdkConfig,
+    look_alike_on_the_path: aws_config::SdkConfig,
+    root: aws_config::SdkConfig,
+    reader: String,
+    backfill: String,
+}
+
+#[tokio::test]
+async fn the_reader_role_admits_only_the_tracking_functions_with_the_reader_s_id() {
+    let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let (central, partner) = (unique_account(), unique_account());
+    let roles = central_roles(&aws, &central, &partner).await;
+    let reader = roles.reader.as_str();
     let refused = Err("AccessDenied".to_owned());
+
+    assert_eq!(assume(&roles.sweep, reader, Some("reader-1")).await, Ok(()));
     assert_eq!(
-        assume(&sweep, &reader, None).await,
+        assume(&roles.sweep, reader, None).await,
         refused,
         "no external id"
     );
     assert_eq!(
-        assume(&sweep, &reader, Some("guess")).await,
+        assume(&roles.sweep, reader, Some("backfill-1")).await,
         refused,
-        "another external id"
+        "the backfill's external id"
     );
-    let deployer = as_role("ci-deployer").await;
-    assert_eq!(
-        assume(&deployer, &reader, Some("ext-1")).await,
-        refused,
-        "a role the pattern does not name"
-    );
-    let root = aws.config(&central, "eu-west-1").await;
-    assert_eq!(
-        assume(&root, &reader, Some("ext-1")).await,
-        refused,
-        "the account itself, not a role"
-    );
+    for (caller, who) in [
+        (&roles.look_alike, "a role named like the stack's"),
+        (
+            &roles.look_alike_on_the_path,
+            "another role on the stack's path",
+        ),
+        (&roles.planner, "the backfill, which has its own role"),
+        (&roles.root, "the account itself, not a role"),
+    ] {
+        assert_eq!(
+            assume(caller, reader, Some("reader-1")).await,
+            refused,
+            "{who}"
+        );
+    }
 }
 
 #[tokio::test]
-async fn the_backfill_role_takes_the_external_id_the_central_stack_gives_the_backfill() {
-    use testbed::stack_templates::{AccountStack, central_backfill_external_id};
+async fn only_the_backfill_functions_assume_the_backfill_role_and_only_with_its_own_id() {
+    use testbed::stack_templates::central_backfill_external_id;
 
     let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let (central, partner) = (unique_account(), unique_account());
+    let roles = central_roles(&aws, &central, &partner).await;
+    let backfill = roles.backfill.as_str();
     let refused = Err("AccessDenied".to_owned());
-    // BackfillExternalId set in both stacks, then left empty in both.
-    for backfill_external_id in [Some("backfill-1"), None] {
-        let (central, partner) = (unique_account(), unique_account());
-        // infra/destination-account.yaml (BackfillWriter=true), deployed in the partner account.
-        let stack = AccountStack {
-            central: &central,
-            external_id: "reader-1",
-            backfill_external_id,
-            caller_pattern: None,
-        };
-        for (role, trust) in [
-            ("replwatch-reader", stack.reader_trust_policy()),
-            ("replwatch-backfill", stack.backfill_trust_policy()),
-        ] {
-            let trust = trust.expect("trust policy").to_string();
-            aws.create_role(&partner, role, &trust).expect("role");
-        }
-        // What template.yaml, with the same parameters, gives backfill-plan and backfill-copy.
-        let functions_id = central_backfill_external_id("reader-1", backfill_external_id)
-            .expect("BACKFILL_EXTERNAL_ID");
-        let caller = format!("arn:aws:iam::{central}:role/replwatch-BackfillPlanRole-1A2B3C");
-        aws.create_role(
-            &central,
-            "replwatch-BackfillPlanRole-1A2B3C",
-            &trusts_account(&central),
-        )
-        .expect("caller role");
-        let planner = aws
-            .assumed(&central, &caller, "eu-west-1")
-            .await
-            .expect("caller role");
-        let reader = format!("arn:aws:iam::{partner}:role/replwatch-reader");
-        let backfill = format!("arn:aws:iam::{partner}:role/replwatch-backfill");
-        let case = format!("BackfillExternalId {backfill_external_id:?}");
+    // What template.yaml, with the same parameters, gives backfill-plan and backfill-copy.
+    let functions_id =
+        central_backfill_external_id("reader-1", "backfill-1").expect("BACKFILL_EXTERNAL_ID");
 
+    for (caller, who) in [
+        (&roles.planner, "backfill-plan"),
+        (&roles.copier, "backfill-copy"),
+    ] {
         assert_eq!(
-            assume(&planner, &backfill, Some(&functions_id)).await,
+            assume(caller, backfill, Some(&functions_id)).await,
             Ok(()),
-            "{case}: the backfill role takes the id the backfill functions are given"
+            "{who} with the id the stack gives it"
         );
         assert_eq!(
-            assume(&planner, &reader, Some("reader-1")).await,
-            Ok(()),
-            "{case}: the reader role takes the reader's id"
-        );
-        match backfill_external_id {
-            Some(own) => {
-                assert_eq!(functions_id, own);
-                assert_eq!(
-                    assume(&planner, &backfill, Some("reader-1")).await,
-                    refused,
-                    "{case}: the backfill role refuses the reader's id"
-                );
-                assert_eq!(
-                    assume(&planner, &reader, Some(own)).await,
-                    refused,
-                    "{case}: the reader role refuses the backfill id"
-                );
-            }
-            None => assert_eq!(functions_id, "reader-1", "{case}"),
-        }
-        assert_eq!(
-            assume(&planner, &backfill, None).await,
+            assume(caller, backfill, Some("reader-1")).await,
             refused,
-            "{case}: no external id"
+            "{who} with the reader's id"
+        );
+        assert_eq!(
+            assume(caller, backfill, None).await,
+            refused,
+            "{who} with no id"
+        );
+    }
+    // The supply-chain path: a role the central account could create, named like the stack's,
+    // with the backfill's id (leaked, or read from a function's environment), writes nowhere.
+    for (caller, who) in [
+        (&roles.look_alike, "replwatch-x"),
+        (&roles.look_alike_on_the_path, "replwatch/replwatch-sweep2"),
+        (&roles.sweep, "the sweep, which only reads"),
+        (&roles.root, "the account itself"),
+    ] {
+        assert_eq!(
+            assume(caller, backfill, Some(&functions_id)).await,
+            refused,
+            "{who}"
         );
     }
 }

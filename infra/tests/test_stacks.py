@@ -325,7 +325,9 @@ def test_the_backfill_writes_repository_policies_only_on_repositories_it_created
         actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
         for action in actions:
             if action in {"ecr:CreateRepository", "ecr:PutLifecyclePolicy", "ecr:SetRepositoryPolicy"}:
-                granting.setdefault(action, []).append(statement.get("Condition"))
+                condition = {op: {k: v for k, v in keys.items() if k != "aws:RequestedRegion"}
+                             for op, keys in statement.get("Condition", {}).items()}
+                granting.setdefault(action, []).append(condition)
         assert "ecr:TagResource" not in actions and "ecr:*" not in actions, name
     assert granting == {
         "ecr:CreateRepository": [{"StringEquals": {f"aws:RequestTag/{key}": value}}],
@@ -486,33 +488,90 @@ def test_repository_keys_are_key_arns_or_any(keys, allowed):
     assert bool(re.fullmatch(pattern, keys)) is allowed
 
 
-def test_the_backfill_external_id_is_one_rule_in_both_stacks(central):
+def test_the_backfill_has_its_own_external_id_required_and_hidden_in_both_stacks(central):
     account = load("infra/destination-account.yaml")
-    # Same parameter, same "empty means the reader's" condition, in both stacks.
-    assert central["Parameters"]["BackfillExternalId"]["Default"] == ""
-    for key in ("Type", "Default", "AllowedPattern"):
-        assert central["Parameters"]["BackfillExternalId"][key] == account["Parameters"]["BackfillExternalId"][key]
-    assert central["Conditions"]["HasBackfillExternalId"] == account["Conditions"]["HasBackfillExternalId"] == {
-        "Fn::Not": [{"Fn::Equals": [{"Ref": "BackfillExternalId"}, ""]}]}
-
-    def backfill_id(reader: str) -> dict[str, Any]:
-        return {"Fn::If": ["HasBackfillExternalId", {"Ref": "BackfillExternalId"}, {"Ref": reader}]}
+    backfill = central["Parameters"]["BackfillExternalId"]
+    # Required in the central stack (no default), never shown by DescribeStacks, in both.
+    assert "Default" not in backfill
+    for template in (central, account):
+        for name in ("BackfillExternalId", "ReaderExternalId" if template is central else "ExternalId"):
+            assert template["Parameters"][name]["NoEcho"] is True, name
+    # Never the reader's: a rule refuses the deploy, in both stacks.
+    [central_rule] = central["Rules"]["BackfillHasItsOwnExternalId"]["Assertions"][:1]
+    assert central_rule["Assert"] == {"Fn::Not": [{"Fn::Equals": [
+        {"Ref": "BackfillExternalId"}, {"Ref": "ReaderExternalId"}]}]}
+    account_rule = account["Rules"]["BackfillHasItsOwnExternalId"]
+    assert account_rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "BackfillWriter"}, "true"]}
+    asserted = [a["Assert"] for a in account_rule["Assertions"]]
+    assert {"Fn::Not": [{"Fn::Equals": [{"Ref": "BackfillExternalId"}, ""]}]} in asserted
+    assert {"Fn::Not": [{"Fn::Equals": [{"Ref": "BackfillExternalId"}, {"Ref": "ExternalId"}]}]} in asserted
 
     # The functions that assume the backfill role get that id, and only they.
     given = {name: f["Properties"]["Environment"]["Variables"]["BACKFILL_EXTERNAL_ID"]
              for name, f in resources(central, "AWS::Serverless::Function").items()
              if "BACKFILL_EXTERNAL_ID" in f["Properties"].get("Environment", {}).get("Variables", {})}
-    assert given == {"BackfillPlanFunction": backfill_id("ReaderExternalId"),
-                     "BackfillCopyFunction": backfill_id("ReaderExternalId")}
+    assert given == {"BackfillPlanFunction": {"Ref": "BackfillExternalId"},
+                     "BackfillCopyFunction": {"Ref": "BackfillExternalId"}}
     assert "BACKFILL_EXTERNAL_ID" not in central["Globals"]["Function"]["Environment"]["Variables"]
 
     def required(role: str) -> Any:
-        [trust] = account["Resources"][role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        trust = account["Resources"][role]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
         return trust["Condition"]["StringEquals"]["sts:ExternalId"]
 
     # The destination's backfill role requires that id; its reader role, the reader's alone.
-    assert required("BackfillRole") == backfill_id("ExternalId")
+    assert required("BackfillRole") == {"Ref": "BackfillExternalId"}
     assert required("ReaderRole") == {"Ref": "ExternalId"}
+
+
+def _central_role_arn(central: dict[str, Any], role: str) -> str:
+    """The ARN of the central stack's role `role`, as infra/destination-account.yaml writes it
+    (its CentralAccountId and CentralStackName in place of the central stack's own)."""
+    properties = central["Resources"][role]["Properties"]
+    name = properties["RoleName"]["Fn::Sub"].replace("${AWS::StackName}", "${CentralStackName}")
+    return f"arn:${{AWS::Partition}}:iam::${{CentralAccountId}}:role{properties['Path']}{name}"
+
+
+@pytest.mark.parametrize("role, callers", [
+    ("ReaderRole", ["TrackPushFunction", "TrackReplicationFunction", "SweepFunction"]),
+    ("BackfillRole", ["BackfillPlanFunction", "BackfillCopyFunction"]),
+])
+def test_other_accounts_roles_trust_the_exact_roles_of_the_functions_that_assume_them(central, role, callers):
+    account = load("infra/destination-account.yaml")
+    [functions, *others] = account["Resources"][role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert functions["Principal"] == {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${CentralAccountId}:root"}}
+    assert set(functions["Condition"]) == {"StringEquals", "ArnEquals"}, "no pattern: ArnLike would admit a look-alike"
+    trusted = [arn["Fn::Sub"] for arn in functions["Condition"]["ArnEquals"]["aws:PrincipalArn"]]
+    expected = [_central_role_arn(central, central["Resources"][f]["Properties"]["Role"]["Fn::GetAtt"][0])
+                for f in callers]
+    assert trusted == expected
+    # Under a path of their own, named after the stack: two stacks never share a role.
+    for f in callers:
+        properties = central["Resources"][central["Resources"][f]["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]
+        assert properties["Path"] == "/replwatch/"
+        assert properties["RoleName"]["Fn::Sub"].startswith("${AWS::StackName}-")
+    # The reader's only other statement is the operators' (read-only, optional); the backfill's none.
+    if role == "ReaderRole":
+        [operators] = others
+        assert operators["Fn::If"][0] == "HasOperatorRoles"
+        assert operators["Fn::If"][1]["Condition"]["ArnEquals"] == {"aws:PrincipalArn": {"Ref": "OperatorRoleArns"}}
+    else:
+        assert others == []
+
+
+def test_the_backfill_role_works_only_in_the_regions_it_is_given(central):
+    account = load("infra/destination-account.yaml")
+    statements = account["Resources"]["BackfillRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    for statement in statements:
+        if "Fn::If" in statement:
+            continue  # the KMS grants: only through ECR (kms:ViaService)
+        actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        if all(a.startswith("ecr:") for a in actions):
+            assert statement["Condition"]["StringEquals"]["aws:RequestedRegion"] == {"Ref": "BackfillRegions"}, \
+                statement["Sid"]
+    writes = [s for s in statements if "Fn::If" not in s and {"ecr:PutImage", "ecr:CreateRepository"} & set(
+        [s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
+    for statement in writes:
+        assert statement["Resource"]["Fn::If"][:2] == ["HasBackfillRepositoryArns", {"Ref": "BackfillRepositoryArns"}]
 
 
 # ---------------------------------------------------------------- bounded load (README, "Bounded load")

@@ -618,10 +618,23 @@ impl LocalAws {
     /// checks trust policies when anyone assumes a role in that account (see
     /// `infra/local-aws/replwatch_localaws/trust.py`).
     pub fn create_role(&self, account: &str, name: &str, trust_policy: &str) -> Result<(), Error> {
+        self.create_role_at(account, "/", name, trust_policy)
+    }
+
+    /// [`Self::create_role`] under the IAM path `path` (`/replwatch/`, ...): the role's ARN is
+    /// `arn:aws:iam::<account>:role<path><name>`.
+    pub fn create_role_at(
+        &self,
+        account: &str,
+        path: &str,
+        name: &str,
+        trust_policy: &str,
+    ) -> Result<(), Error> {
         self.iam_query(
             account,
             &format!(
-                "Action=CreateRole&Version=2010-05-08&RoleName={}&AssumeRolePolicyDocument={}",
+                "Action=CreateRole&Version=2010-05-08&Path={}&RoleName={}&AssumeRolePolicyDocument={}",
+                form_encode(path),
                 form_encode(name),
                 form_encode(trust_policy)
             ),

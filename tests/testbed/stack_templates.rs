@@ -29,34 +29,20 @@ pub fn forwarding_pattern(parameters: &Parameters) -> Result<Json, Error> {
     stack.value(pattern)
 }
 
-/// `infra/destination-account.yaml`'s reader role trust policy, for the central account
-/// `central`, the external id, and the caller role name pattern (`None`: its default).
-pub fn reader_trust_policy(
-    central: &str,
-    external_id: &str,
-    caller_pattern: Option<&str>,
-) -> Result<Json, Error> {
-    AccountStack {
-        central,
-        external_id,
-        backfill_external_id: None,
-        caller_pattern,
-    }
-    .trust_policy("ReaderRole")
-}
-
 /// The parameters of one `infra/destination-account.yaml` stack (with `BackfillWriter=true`)
 /// that its roles' trust policies read.
 #[derive(Debug, Clone, Copy)]
 pub struct AccountStack<'a> {
     /// `CentralAccountId`.
     pub central: &'a str,
+    /// `CentralStackName` (`None`: its default).
+    pub central_stack: Option<&'a str>,
     /// `ExternalId`: the central stack's `ReaderExternalId`.
     pub external_id: &'a str,
-    /// `BackfillExternalId` (`None`: its default, empty).
-    pub backfill_external_id: Option<&'a str>,
-    /// `CallerRolePattern` (`None`: its default).
-    pub caller_pattern: Option<&'a str>,
+    /// `BackfillExternalId`: the central stack's.
+    pub backfill_external_id: &'a str,
+    /// `OperatorRoleArns` (empty: its default, none).
+    pub operator_roles: &'a [&'a str],
 }
 
 impl AccountStack<'_> {
@@ -76,13 +62,12 @@ impl AccountStack<'_> {
             ("CentralAccountId", Json::from(self.central)),
             ("ExternalId", Json::from(self.external_id)),
             ("BackfillWriter", Json::from("true")),
+            ("BackfillExternalId", Json::from(self.backfill_external_id)),
+            ("OperatorRoleArns", Json::from(self.operator_roles.to_vec())),
             ("AWS::Partition", Json::from("aws")),
         ]);
-        if let Some(id) = self.backfill_external_id {
-            parameters.insert("BackfillExternalId", Json::from(id));
-        }
-        if let Some(pattern) = self.caller_pattern {
-            parameters.insert("CallerRolePattern", Json::from(pattern));
+        if let Some(name) = self.central_stack {
+            parameters.insert("CentralStackName", Json::from(name));
         }
         let stack = Stack::new(&template, &parameters, HashMap::new())?;
         stack.value(&template["Resources"][role]["Properties"]["AssumeRolePolicyDocument"])
@@ -91,17 +76,17 @@ impl AccountStack<'_> {
 
 /// The external id `template.yaml` gives the functions that assume the backfill role
 /// (`BACKFILL_EXTERNAL_ID` of `backfill-plan` and `backfill-copy`), for its
-/// `ReaderExternalId` and `BackfillExternalId` (`None`: its default, empty). An error if the
-/// two functions were given different ones.
+/// `ReaderExternalId` and `BackfillExternalId`. An error if the two functions were given
+/// different ones.
 pub fn central_backfill_external_id(
     reader_external_id: &str,
-    backfill_external_id: Option<&str>,
+    backfill_external_id: &str,
 ) -> Result<String, Error> {
     let template = read("template.yaml")?;
-    let mut parameters = HashMap::from([("ReaderExternalId", Json::from(reader_external_id))]);
-    if let Some(id) = backfill_external_id {
-        parameters.insert("BackfillExternalId", Json::from(id));
-    }
+    let parameters = HashMap::from([
+        ("ReaderExternalId", Json::from(reader_external_id)),
+        ("BackfillExternalId", Json::from(backfill_external_id)),
+    ]);
     let stack = Stack::new(&template, &parameters, HashMap::new())?;
     let mut given = Vec::new();
     for function in ["BackfillPlanFunction", "BackfillCopyFunction"] {
@@ -114,6 +99,34 @@ pub fn central_backfill_external_id(
     match given.as_slice() {
         [plan, copy] if plan == copy => Ok(plan.clone()),
         _ => Err(format!("the backfill functions get different external ids: {given:?}").into()),
+    }
+}
+
+/// The ARN of the role `template.yaml` gives `function` (`SweepFunction`, ...) in the central
+/// stack `stack` of `account`: its `Path` and `RoleName`.
+pub fn central_function_role_arn(
+    account: &str,
+    stack: &str,
+    function: &str,
+) -> Result<String, Error> {
+    let template = read("template.yaml")?;
+    let parameters = HashMap::from([("AWS::StackName", Json::from(stack))]);
+    let stack = Stack::new(&template, &parameters, HashMap::new())?;
+    let role = match &template["Resources"][function]["Properties"]["Role"] {
+        Yaml::Tagged(tagged) if tagged.tag == "GetAtt" => tagged.value.as_str(),
+        _ => None,
+    }
+    .and_then(|attribute| attribute.strip_suffix(".Arn"))
+    .ok_or(format!("{function} names no role of the stack"))?;
+    let properties = &template["Resources"][role]["Properties"];
+    match (
+        stack.value(&properties["Path"])?,
+        stack.value(&properties["RoleName"])?,
+    ) {
+        (Json::String(path), Json::String(name)) => {
+            Ok(format!("arn:aws:iam::{account}:role{path}{name}"))
+        }
+        other => Err(format!("{role}: path and name are {other:?}").into()),
     }
 }
 
@@ -404,49 +417,66 @@ mod tests {
     }
 
     #[test]
-    fn the_reader_trust_policy_takes_the_caller_pattern_or_leaves_its_condition_out() {
-        let policy = reader_trust_policy("111111111111", "ext-1", None).expect("policy");
-        let condition = &policy["Statement"][0]["Condition"];
-        assert_eq!(condition["StringEquals"]["sts:ExternalId"], "ext-1");
-        assert_eq!(
-            condition["ArnLike"]["aws:PrincipalArn"],
-            "arn:aws:iam::111111111111:role/replwatch-*"
-        );
-        let open = reader_trust_policy("111111111111", "ext-1", Some("")).expect("policy");
-        assert!(open["Statement"][0]["Condition"].get("ArnLike").is_none());
-    }
-
-    #[test]
-    fn the_backfill_trust_policy_and_the_central_stack_take_the_reader_s_id_unless_given_one() {
-        let stack = |backfill_external_id| AccountStack {
+    fn the_account_s_roles_trust_the_central_functions_roles_by_exact_arn() {
+        let stack = AccountStack {
             central: "111111111111",
+            central_stack: Some("rw"),
             external_id: "reader-1",
-            backfill_external_id,
-            caller_pattern: None,
+            backfill_external_id: "backfill-1",
+            operator_roles: &[],
         };
-        let required = |policy: Json| {
-            policy["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"].clone()
+        let trust = |policy: Json| {
+            let statement = &policy["Statement"][0];
+            (
+                statement["Condition"]["StringEquals"]["sts:ExternalId"].clone(),
+                statement["Condition"]["ArnEquals"]["aws:PrincipalArn"].clone(),
+                policy["Statement"].as_array().map(Vec::len),
+            )
         };
-        let own = stack(Some("backfill-1"));
+        let arn =
+            |function| central_function_role_arn("111111111111", "rw", function).expect("arn");
         assert_eq!(
-            required(own.backfill_trust_policy().expect("policy")),
+            trust(stack.reader_trust_policy().expect("policy")),
+            (
+                Json::from("reader-1"),
+                Json::from(vec![
+                    arn("TrackPushFunction"),
+                    arn("TrackReplicationFunction"),
+                    arn("SweepFunction")
+                ]),
+                Some(1)
+            )
+        );
+        assert_eq!(
+            trust(stack.backfill_trust_policy().expect("policy")),
+            (
+                Json::from("backfill-1"),
+                Json::from(vec![
+                    arn("BackfillPlanFunction"),
+                    arn("BackfillCopyFunction")
+                ]),
+                Some(1)
+            )
+        );
+        assert_eq!(
+            arn("SweepFunction"),
+            "arn:aws:iam::111111111111:role/replwatch/rw-sweep"
+        );
+        let operator = "arn:aws:iam::111111111111:role/ops";
+        let with_operator = AccountStack {
+            operator_roles: &[operator],
+            ..stack
+        };
+        let reader = with_operator.reader_trust_policy().expect("policy");
+        assert_eq!(
+            reader["Statement"][1]["Condition"]["ArnEquals"]["aws:PrincipalArn"],
+            Json::from(vec![operator])
+        );
+        let backfill = with_operator.backfill_trust_policy().expect("policy");
+        assert_eq!(backfill["Statement"].as_array().map(Vec::len), Some(1));
+        assert_eq!(
+            central_backfill_external_id("reader-1", "backfill-1").expect("id"),
             "backfill-1"
-        );
-        assert_eq!(
-            required(own.reader_trust_policy().expect("policy")),
-            "reader-1"
-        );
-        assert_eq!(
-            required(stack(None).backfill_trust_policy().expect("policy")),
-            "reader-1"
-        );
-        assert_eq!(
-            central_backfill_external_id("reader-1", Some("backfill-1")).expect("id"),
-            "backfill-1"
-        );
-        assert_eq!(
-            central_backfill_external_id("reader-1", None).expect("id"),
-            "reader-1"
         );
     }
 

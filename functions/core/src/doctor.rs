@@ -1266,8 +1266,8 @@ fn reader_roles(source: &Destination, destinations: &[DestinationFacts]) -> Vec<
                 ),
                 format!(
                     "deploy infra/destination-account.yaml in account {account} with \
-                     CentralAccountId={} and the stack's ReaderExternalId (and a \
-                     CallerRolePattern that admits whoever runs this check)",
+                     CentralAccountId={}, CentralStackName and the stack's ReaderExternalId \
+                     (and the role running this check in OperatorRoleArns)",
                     source.registry_id
                 ),
             ),

@@ -48,6 +48,7 @@ pub struct BackfillSettings {
     /// `BACKFILL_ROLE_NAME`: the role in other accounts that may read and write their
     /// registries (the destination-account stack's writer role).
     pub role_name: Option<String>,
+    /// `BACKFILL_EXTERNAL_ID`: the backfill role's own external id, never the reader's.
     pub external_id: Option<String>,
     /// `COPY_CONCURRENCY`: images one `backfill-copy` invocation copies at once.
     pub copy_concurrency: usize,
@@ -80,11 +81,21 @@ impl BackfillSettings {
                     }),
             }
         };
+        let external_id = get("BACKFILL_EXTERNAL_ID");
+        // Every tracking function and every account's reader role holds the reader's id: were
+        // it the backfill's too, any of them would open write access to every account.
+        if external_id.is_some() && external_id == get("READER_EXTERNAL_ID") {
+            return Err(SettingsError {
+                variable: "BACKFILL_EXTERNAL_ID",
+                message: "must differ from READER_EXTERNAL_ID (the backfill role has its own)"
+                    .into(),
+            });
+        }
         Ok(Self {
             source: this_registry(home_account, &lookup)?,
             jobs_queue_url: get("BACKFILL_QUEUE_URL"),
             role_name: get("BACKFILL_ROLE_NAME"),
-            external_id: get("BACKFILL_EXTERNAL_ID"),
+            external_id,
             copy_concurrency: count("COPY_CONCURRENCY", 4)? as usize,
             max_receive_count: count("MAX_RECEIVE_COUNT", 5)?,
         })
@@ -480,6 +491,26 @@ mod tests {
             _ => None,
         });
         assert_eq!(zero.map_err(|e| e.variable), Err("MAX_RECEIVE_COUNT"));
+    }
+
+    #[test]
+    fn the_backfill_never_takes_the_reader_s_external_id() {
+        let with = |backfill: &'static str| {
+            BackfillSettings::from_lookup(&account(), move |name| match name {
+                "AWS_REGION" => Some("us-west-2".into()),
+                "READER_EXTERNAL_ID" => Some("reader-1".into()),
+                "BACKFILL_EXTERNAL_ID" => Some(backfill.into()),
+                _ => None,
+            })
+        };
+        assert_eq!(
+            with("reader-1").map_err(|e| e.variable),
+            Err("BACKFILL_EXTERNAL_ID")
+        );
+        assert_eq!(
+            with("backfill-1").map(|s| s.external_id),
+            Ok(Some("backfill-1".to_owned()))
+        );
     }
 
     #[test]
