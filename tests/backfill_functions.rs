@@ -225,6 +225,116 @@ async fn a_manual_backfill_fans_out_copies_each_image_once_and_reports_completio
 /// back to its queue (a batch item failure), nothing is counted failed; a transaction
 /// cancelled because one of its items was throttled is retried the same way; once DynamoDB
 /// keeps up, the job is copied and its run completes with nothing failed.
+/// A job someone else put on the queue (its policy keeps them out on AWS; this is the copier's
+/// own check): copying from a registry replwatch does not watch, into a destination its run
+/// did not plan, or for a run never planned. Each is parked with its reason, nothing is copied
+/// and the real run still completes with its own job.
+#[tokio::test]
+async fn a_copy_job_its_run_did_not_plan_from_the_watched_registry_is_refused_and_parked()
+-> Result<(), Error> {
+    let aws = LocalAws::from_env()?;
+    let (account, partner, stranger) = (unique_account(), unique_account(), unique_account());
+    for (owner, name) in [(&account, "watched"), (&stranger, "someone-else")] {
+        aws.ecr(owner, REGION)
+            .await
+            .create_repository()
+            .repository_name("fj/app")
+            .send()
+            .await?;
+        aws.push_image(owner, REGION, "fj/app", Some("v1"), name)
+            .await?;
+    }
+    let Functions {
+        deployment,
+        jobs_queue,
+        planner,
+        copier,
+    } = Functions::deploy(&aws, &account, &[]).await?;
+    let request = serde_json::json!({
+        "repositoryPrefixes": ["fj/"],
+        "destinations": [{"region": DESTINATION_REGION, "registryId": partner}]
+    });
+    planner
+        .handle(request.to_string().as_bytes(), "request-forged")
+        .await?;
+    let [planned] = take_all(&aws, &account, &jobs_queue)
+        .await?
+        .try_into()
+        .map_err(|jobs: Vec<QueuedMessage>| format!("one planned job, not {}", jobs.len()))?;
+    let body: serde_json::Value = serde_json::from_str(&planned.body)?;
+    let forge = |id: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut forged = body.clone();
+        edit(&mut forged);
+        QueuedMessage {
+            queue: "backfill-jobs",
+            message_id: id.to_owned(),
+            body: forged.to_string(),
+        }
+    };
+    let someone_else = serde_json::json!({"region": REGION, "registryId": stranger});
+    let forged = [
+        forge("from-another-registry", &|job| {
+            job["job"]["source"] = someone_else.clone()
+        }),
+        forge("to-an-unplanned-destination", &|job| {
+            job["job"]["destination"] = someone_else.clone()
+        }),
+        forge("of-no-run", &|job| {
+            job["runId"] = "run-nobody-planned".into()
+        }),
+    ];
+    let outcome = copier.process_batch(sqs_event(&forged, REGION)?).await;
+    assert_eq!(
+        (
+            outcome.copied,
+            outcome.failed,
+            outcome.retried,
+            outcome.parked
+        ),
+        (0, 0, 0, 3),
+        "refused, not retried: a forged job never becomes right"
+    );
+
+    let sqs = aws_sdk_sqs::Client::new(&aws.config(&account, REGION).await);
+    let parked = sqs
+        .receive_message()
+        .queue_url(&deployment.dead_letter_queue)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .send()
+        .await?;
+    let mut reasons = BTreeMap::new();
+    for message in parked.messages() {
+        let attributes = message.message_attributes().cloned().unwrap_or_default();
+        let text = |name: &str| {
+            attributes
+                .get(name)
+                .and_then(|a| a.string_value())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        reasons.insert(text("event_id"), text("reason"));
+    }
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(reasons["from-another-registry"].contains("is not the watched registry"));
+    assert!(reasons["to-an-unplanned-destination"].contains("plans no copy to"));
+    assert!(reasons["of-no-run"].contains("was never planned"));
+    // The plan created the partner's repository; nothing reached it, nor the stranger's.
+    let copied = images(&aws, &partner, DESTINATION_REGION, &["fj/app"]).await?;
+    assert!(copied.is_empty(), "nothing reached the partner: {copied:?}");
+    let stranger_images = images(&aws, &stranger, REGION, &["fj/app"]).await?;
+    assert_eq!(
+        stranger_images.len(),
+        1,
+        "only the stranger's own image: {stranger_images:?}"
+    );
+
+    // The planned job still copies and completes its run.
+    let outcome = copier.process_batch(sqs_event(&[planned], REGION)?).await;
+    assert_eq!((outcome.copied, outcome.completed_runs), (1, 1));
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_copy_job_throttled_by_dynamodb_is_retried_by_its_queue_not_counted_failed()
 -> Result<(), Error> {

@@ -19,8 +19,8 @@ use replwatch_core::Clock;
 use replwatch_core::alerts::Notification;
 use replwatch_core::backfill::CopyContext;
 use replwatch_core::backfill::fanout::{
-    CopyJobQueue, CopyMessage, CopyMessageOutcome, FanoutError, PlanPorts, PlanRunReport,
-    copy_message, plan_run,
+    CopyJobQueue, CopyMessage, CopyMessageError, CopyMessageOutcome, FanoutError, PlanPorts,
+    PlanRunReport, copy_message, plan_run,
 };
 use replwatch_core::backfill::port::{
     BlobClaims, CopyRegistry, DestinationAccess, InventoryReader, NativeBackfillApi,
@@ -269,6 +269,8 @@ where
 
 /// `backfill-copy`'s services.
 pub struct BackfillCopier<W, B, S, Z, C> {
+    /// The watched registry: the only source a job may copy from.
+    pub source: Destination,
     pub registry: W,
     pub claims: B,
     pub runs: S,
@@ -393,24 +395,21 @@ where
             Ok(parsed) => parsed,
             Err(error) => {
                 tracing::error!(message_id, error = %error, "malformed copy job parked on the dead-letter queue");
-                let reason = format!("not a copy job: {error}");
-                return match &self.dead_letters {
-                    Some(queue) => match queue.park(body, Some(&message_id), &reason).await {
-                        Ok(()) => MessageResult::Parked,
-                        Err(e) => {
-                            tracing::error!(error = %e, "could not park the job");
-                            MessageResult::Unparked(message_id)
-                        }
-                    },
-                    None => MessageResult::Parked,
-                };
+                return self
+                    .park(body, message_id, &format!("not a copy job: {error}"))
+                    .await;
             }
         };
         let receives = receive_count(&message.attributes);
         let last_attempt = receives >= self.max_receive_count;
-        let result = copy_message(context, &self.runs, &parsed, last_attempt, || {
-            self.clock.now()
-        })
+        let result = copy_message(
+            context,
+            &self.runs,
+            &self.source,
+            &parsed,
+            last_attempt,
+            || self.clock.now(),
+        )
         .await;
         match result {
             Ok(done) => {
@@ -432,10 +431,30 @@ where
                 }
                 MessageResult::Done(Box::new((done, parsed.job.destination.clone())))
             }
-            Err(error) => {
+            Err(CopyMessageError::Refused { reason }) => {
+                tracing::error!(message_id, run_id = parsed.run_id, job = %parsed.job, reason, "copy job refused and parked on the dead-letter queue");
+                self.park(body, message_id, &format!("copy job refused: {reason}"))
+                    .await
+            }
+            Err(error @ CopyMessageError::Retry { .. }) => {
                 tracing::warn!(message_id, run_id = parsed.run_id, receives, error = %error, "copy job will be delivered again");
                 MessageResult::Retry(message_id)
             }
+        }
+    }
+
+    /// Parks `body` on the dead-letter queue with `reason`; a message that cannot be parked
+    /// stays on its queue (delivered again) rather than being lost.
+    async fn park(&self, body: &str, message_id: String, reason: &str) -> MessageResult {
+        match &self.dead_letters {
+            Some(queue) => match queue.park(body, Some(&message_id), reason).await {
+                Ok(()) => MessageResult::Parked,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not park the job");
+                    MessageResult::Unparked(message_id)
+                }
+            },
+            None => MessageResult::Parked,
         }
     }
 }

@@ -209,6 +209,7 @@ pub async fn build_backfill_copier<C: Clock>(
         registry = registry.with_call_cap(cap);
     }
     Ok(BackfillCopier {
+        source: backfill.source.clone(),
         registry,
         claims: DynamoBlobClaims::new(dynamodb.clone(), settings.table.clone()),
         runs: DynamoRunStore::new(dynamodb, settings.table.clone()),

@@ -349,20 +349,60 @@ pub struct CopyMessageOutcome {
     pub completed_run: Option<BackfillRun>,
 }
 
-/// Why a job must be delivered again.
+/// Why a job was not done now.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyMessageError {
+    /// Passing: deliver it again.
     #[error("copy {job}: {message}; will be retried")]
     Retry { job: String, message: String },
+    /// Not a job this stack planned: never copied, never retried (park it with the reason).
+    #[error("copy job refused: {reason}")]
+    Refused { reason: String },
+}
+
+/// Why `message` is not a job the backfill planned from `watched`, the one registry it copies
+/// from; `None` when it is. A job writes images into another account: the queue's policy
+/// keeps others from sending one, and this keeps a job that got in anyway (or a planner bug)
+/// from copying anything its run did not plan.
+pub fn refusal(
+    message: &CopyMessage,
+    run: Option<&BackfillRun>,
+    watched: &Destination,
+) -> Option<String> {
+    let job = &message.job;
+    let Some(run) = run else {
+        return Some(format!("run {} was never planned", message.run_id));
+    };
+    if job.source != *watched {
+        return Some(format!(
+            "its source {} is not the watched registry {watched}",
+            job.source
+        ));
+    }
+    if run.source != job.source {
+        return Some(format!(
+            "run {} copies from {}, not {}",
+            run.id, run.source, job.source
+        ));
+    }
+    if job.destination == job.source || !run.destinations.contains_key(&job.destination) {
+        return Some(format!(
+            "run {} plans no copy to {}",
+            run.id, job.destination
+        ));
+    }
+    None
 }
 
 /// Copies the job of `message` and counts it in its run. A passing error (throttling past
 /// the SDK's retries, a network failure) returns [`CopyMessageError::Retry`] so the queue
 /// delivers it again, unless `last_attempt`: then, like a permanent error, the job is counted
-/// as failed so the run still completes.
+/// as failed so the run still completes. A job its run did not plan from `watched` is
+/// [`CopyMessageError::Refused`] before any ECR call.
 pub async fn copy_message<W, B, Z, S>(
     context: &CopyContext<'_, W, B, Z>,
     runs: &S,
+    watched: &Destination,
     message: &CopyMessage,
     last_attempt: bool,
     now: impl Fn() -> DateTime<Utc>,
@@ -374,6 +414,17 @@ where
     S: BackfillRunStore,
 {
     let job = &message.job;
+    // Runs are written before their jobs are queued (plan_run), and read consistently.
+    let run = runs
+        .run(&message.run_id)
+        .await
+        .map_err(|e| CopyMessageError::Retry {
+            job: job.to_string(),
+            message: format!("its run could not be read: {e}"),
+        })?;
+    if let Some(reason) = refusal(message, run.as_ref(), watched) {
+        return Err(CopyMessageError::Refused { reason });
+    }
     let (outcome, report) = match copy_image(context, job).await {
         Ok(report) => (
             JobOutcome::Copied {
@@ -595,16 +646,18 @@ mod tests {
             let messages: Vec<CopyMessage> = std::mem::take(&mut *lock(&self.queue.0));
             let mut completed = Vec::new();
             for message in &messages {
-                let outcome = copy_message(&context, &self.runs, message, false, Utc::now)
-                    .await
-                    .expect("copied");
+                let outcome =
+                    copy_message(&context, &self.runs, &source(), message, false, Utc::now)
+                        .await
+                        .expect("copied");
                 completed.extend(outcome.completed_run);
             }
             // A redelivery of every message counts nothing and completes nothing again.
             for message in &messages {
-                let outcome = copy_message(&context, &self.runs, message, false, Utc::now)
-                    .await
-                    .expect("copied again");
+                let outcome =
+                    copy_message(&context, &self.runs, &source(), message, false, Utc::now)
+                        .await
+                        .expect("copied again");
                 assert!(!outcome.first_time);
                 assert!(outcome.completed_run.is_none());
             }
@@ -617,6 +670,72 @@ mod tests {
             destinations,
             ..BackfillRequest::default()
         })
+    }
+
+    #[tokio::test]
+    async fn a_job_its_run_did_not_plan_from_the_watched_registry_is_refused_before_any_copy() {
+        let world = World::new(&[]);
+        world.plan(manual(vec![extra()]), "run-1").await;
+        let planned: CopyMessage = lock(&world.queue.0)[0].clone();
+        let stranger = dest("ap-south-1", "999999999999");
+        let forged = |edit: &dyn Fn(&mut CopyMessage)| {
+            let mut message = planned.clone();
+            edit(&mut message);
+            message
+        };
+        let cases = [
+            (
+                "another source",
+                forged(&|m| m.job.source = stranger.clone()),
+                "is not the watched registry",
+            ),
+            (
+                "another destination",
+                forged(&|m| m.job.destination = stranger.clone()),
+                "plans no copy to ap-south-1/999999999999",
+            ),
+            (
+                "back into the source",
+                forged(&|m| m.job.destination = source()),
+                "plans no copy to",
+            ),
+            (
+                "a run never planned",
+                forged(&|m| m.run_id = "run-forged".into()),
+                "run run-forged was never planned",
+            ),
+        ];
+        let claims = InMemoryBlobClaims::new(SystemClock, DEFAULT_CLAIM_TTL);
+        let context = CopyContext {
+            registry: &world.ecr,
+            claims: &claims,
+            sleeper: &NoWait,
+            options: CopyOptions::default(),
+        };
+        let calls_before = world.ecr.total_calls();
+        for (case, message, reason) in cases {
+            match copy_message(&context, &world.runs, &source(), &message, true, Utc::now).await {
+                Err(CopyMessageError::Refused { reason: given }) => {
+                    assert!(given.contains(reason), "{case}: {given}")
+                }
+                other => panic!("{case}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            world.ecr.total_calls(),
+            calls_before,
+            "no ECR call for a refused job"
+        );
+        let run = world.runs.run("run-1").await.expect("read").expect("run");
+        assert_eq!(
+            (run.copied, run.failed),
+            (0, 0),
+            "nothing counted in the real run"
+        );
+        // The planned job itself still copies.
+        copy_message(&context, &world.runs, &source(), &planned, false, Utc::now)
+            .await
+            .expect("the planned job copies");
     }
 
     #[tokio::test]
