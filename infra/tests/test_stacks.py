@@ -574,6 +574,41 @@ def test_the_backfill_role_works_only_in_the_regions_it_is_given(central):
         assert statement["Resource"]["Fn::If"][:2] == ["HasBackfillRepositoryArns", {"Ref": "BackfillRepositoryArns"}]
 
 
+# ---------------------------------------------------------------- who may feed the pipeline
+
+def _queue_policy(central: dict[str, Any], queue: str) -> list[dict[str, Any]]:
+    [policy] = [p for p in resources(central, "AWS::SQS::QueuePolicy").values()
+                if p["Properties"]["Queues"] == [{"Ref": queue}]]
+    return policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+@pytest.mark.parametrize("queue, senders", [
+    ("PushQueue", {"aws:SourceArn": [{"Fn::GetAtt": ["ImageActionRule", "Arn"]},
+                                     {"Fn::GetAtt": ["ReplicationConfigurationRule", "Arn"]}]}),
+    ("ReplicationQueue", {"aws:SourceArn": {"Fn::GetAtt": ["ReplicationActionRule", "Arn"]}}),
+    ("BackfillJobsQueue", {"aws:PrincipalArn": {"Fn::If": [
+        "HasQueueOperators",
+        {"Fn::Split": [",", {"Fn::Join": [",", [{"Fn::GetAtt": ["BackfillPlanRole", "Arn"]},
+                                                 {"Fn::GetAtt": ["BackfillCopyRole", "Arn"]},
+                                                 {"Fn::Join": [",", {"Ref": "QueueOperatorRoleArns"}]}]]}]},
+        [{"Fn::GetAtt": ["BackfillPlanRole", "Arn"]}, {"Fn::GetAtt": ["BackfillCopyRole", "Arn"]}]]}}),
+])
+def test_only_the_stack_s_rules_and_functions_send_to_the_queues_that_feed_it(central, queue, senders):
+    # An explicit deny for everyone else: same-account principals included, whatever their IAM
+    # policies allow (an allow alone would not stop them).
+    [deny] = [s for s in _queue_policy(central, queue) if s["Effect"] == "Deny"]
+    assert deny["Principal"] == "*"
+    assert deny["Action"] == "sqs:SendMessage"
+    assert deny["Resource"] == {"Fn::GetAtt": [queue, "Arn"]}
+    [(operator, exempt)] = deny["Condition"].items()
+    assert operator == "ArnNotEquals", "negated, so a request without the key is denied"
+    for key, value in senders.items():
+        assert exempt[key] == value
+    if queue != "BackfillJobsQueue":
+        assert exempt["aws:PrincipalArn"] == {"Fn::If": [
+            "HasQueueOperators", {"Ref": "QueueOperatorRoleArns"}, {"Ref": "AWS::NoValue"}]}
+
+
 # ---------------------------------------------------------------- bounded load (README, "Bounded load")
 
 def parameter_default(template: dict[str, Any], name: str) -> int:
