@@ -673,8 +673,8 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
     /// not). A tag the destination kept on another image opens the tag's incident at once;
     /// only a destination whose tag is immutable is looked at for it.
     /// After the check, an arrival matters only to a destination with a record of its own
-    /// (an overdue one): it closes it, late. An event whose push is not tracked (yet) writes
-    /// nothing: that push's own check confirms it.
+    /// (an overdue one): it closes it, late, once the destination shows the image. An event
+    /// whose push is not tracked (yet) writes nothing: that push's own check confirms it.
     async fn on_replicated(&self, e: &ReplicationEvent) -> Result<Effects, PipelineError> {
         let now = self.clock.now();
         let mut effects = Effects::default();
@@ -723,11 +723,20 @@ impl<S: ExpectationStore + RulesRecord, R: Registry, C: Clock> Pipeline<S, R, C>
             effects.latencies.push(latency);
             return Ok(effects);
         }
-        // An image not yet visible in the destination is taken on the event's word.
+        // A verdict already given is changed only on what ECR shows: an image not visible in
+        // the destination yet (or an event no rule of ours delivered) leaves the record to its
+        // recheck, which looks again.
+        let Some(tag) = tag else {
+            tracing::info!(
+                destination = %e.destination,
+                "arrival not visible in the destination yet; its recheck confirms it"
+            );
+            return Ok(effects);
+        };
         let observation = Observation::Arrived {
             arrived_at: Some(e.envelope.time),
             observed_at: now,
-            tag: tag.unwrap_or(TagArrival::Present),
+            tag,
         };
         let record = self
             .store

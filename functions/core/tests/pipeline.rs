@@ -937,6 +937,58 @@ async fn the_sweep_confirms_before_alerting_and_reconciles_lost_events_silently(
     );
 }
 
+/// An overdue verdict is changed only on what ECR shows: a SUCCESS event whose image the
+/// destination does not show (ECR not consistent yet, or an event no rule of ours delivered)
+/// closes nothing; once the image is there the same event closes it, late.
+#[tokio::test]
+async fn a_late_arrival_closes_an_overdue_destination_only_once_the_destination_shows_it() {
+    let world = World::new();
+    let pipeline = world.pipeline();
+    pipeline
+        .handle(&event("push-tagged.json"))
+        .await
+        .expect("push");
+    for region in ["eu-west-1", "ap-southeast-2"] {
+        world
+            .registry
+            .status(region, DestinationReplication::Complete);
+        world.registry.tags(region, &["v1.4.2"]);
+    }
+    world
+        .registry
+        .status("us-east-1", DestinationReplication::InProgress);
+    world.clock.set(push_time() + TimeDelta::minutes(31));
+    let report = sweep_whole(&pipeline).await;
+    assert_eq!(
+        kinds(&report.effects.alerts),
+        vec![("us-east-1".into(), AlertKind::Overdue)]
+    );
+
+    world.clock.set(push_time() + TimeDelta::minutes(32));
+    let unseen = pipeline
+        .handle(&event("replication-success.json"))
+        .await
+        .expect("replicated");
+    assert!(unseen.applied.is_empty(), "{:?}", unseen.applied);
+    assert!(
+        world
+            .states()
+            .contains(&("us-east-1".into(), ExpectationState::Overdue))
+    );
+
+    world.registry.tags("us-east-1", &["v1.4.2"]);
+    let seen = pipeline
+        .handle(&event("replication-success.json"))
+        .await
+        .expect("replicated");
+    assert!(seen.alerts.is_empty());
+    assert!(
+        world
+            .states()
+            .contains(&("us-east-1".into(), ExpectationState::Replicated))
+    );
+}
+
 #[tokio::test]
 async fn a_deleted_source_is_never_reported_missing() {
     let world = World::new();
