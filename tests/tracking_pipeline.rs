@@ -448,6 +448,75 @@ async fn malformed_events_are_parked_once_and_counted_and_unknown_ones_skipped()
     assert_eq!(bodies, sent, "parked byte for byte, once each");
 }
 
+/// Events about a registry the stack does not watch (a destination's edited forwarder, a
+/// widened rule) are dropped before any read or write, and counted; the watched registry's own
+/// events still go through.
+#[tokio::test]
+async fn events_about_a_registry_the_stack_does_not_watch_are_dropped_and_counted() {
+    let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let (account, stranger) = (unique_account(), unique_account());
+    let deployment = LocalDeployment::create(&aws, &account, SOURCE_REGION, &[])
+        .await
+        .expect("deployment");
+    let clock = OffsetClock::new();
+    let tracking = deployment.tracking(&clock, &[]).await.expect("tracking");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("events");
+    let sample = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let text = std::fs::read_to_string(dir.join(name)).expect("sample");
+        let mut event: serde_json::Value = serde_json::from_str(&text).expect("json");
+        edit(&mut event);
+        QueuedMessage {
+            queue: "replication",
+            message_id: format!("{name}-{}", event["id"]),
+            body: event.to_string(),
+        }
+    };
+    let messages = [
+        // The watched registry's push: taken.
+        sample("push-tagged.json", &|e| {
+            e["account"] = account.as_str().into()
+        }),
+        // A push in another account, and in the watched account's other Region.
+        sample("push-tagged.json", &|e| {
+            e["account"] = stranger.as_str().into()
+        }),
+        sample("push-tagged.json", &|e| {
+            e["account"] = account.as_str().into();
+            e["region"] = "eu-central-1".into();
+        }),
+        // Replications of another account's images, and of the watched account's other Region.
+        sample("replication-success.json", &|e| {
+            e["detail"]["source-account"] = stranger.as_str().into()
+        }),
+        sample("replication-failed.json", &|e| {
+            e["detail"]["source-account"] = account.as_str().into();
+            e["detail"]["source-region"] = "eu-central-1".into();
+        }),
+    ];
+    let outcome = tracking
+        .process_batch(sqs_event(&messages, SOURCE_REGION).expect("event"))
+        .await;
+    assert!(outcome.response.batch_item_failures.is_empty());
+    assert_eq!(
+        (outcome.handled, outcome.not_watched, outcome.parked),
+        (1, 4, 0)
+    );
+    let line = outcome
+        .emf
+        .iter()
+        .find(|l| l.contains("EventsNotWatched"))
+        .expect("EventsNotWatched metric");
+    let doc: serde_json::Value = serde_json::from_str(line).expect("json");
+    assert_eq!(doc["EventsNotWatched"].as_f64(), Some(4.0));
+    assert!(
+        deployment
+            .dead_letters()
+            .await
+            .expect("dead letters")
+            .is_empty()
+    );
+}
+
 #[tokio::test]
 async fn destinations_forward_only_the_replications_of_the_watched_source_registries() {
     let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));

@@ -257,6 +257,7 @@ impl LocalDeployment {
             ("ALERT_TOPIC_ARN", self.alert_topic.as_str()),
             ("DEAD_LETTER_QUEUE_URL", self.dead_letter_queue.as_str()),
             ("AWS_LAMBDA_FUNCTION_NAME", "replwatch-local"),
+            ("AWS_REGION", self.region.as_str()),
         ]
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

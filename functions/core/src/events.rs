@@ -109,6 +109,16 @@ impl EcrEvent {
             EcrEvent::ConfigurationChange(e) => &e.envelope,
         }
     }
+
+    /// The source registry the event is about: where the image was pushed or deleted, where
+    /// a replication came from, whose rules changed.
+    pub fn source_registry(&self) -> &Destination {
+        match self {
+            EcrEvent::Image(e) => &e.image.registry,
+            EcrEvent::Replication(e) => &e.source.registry,
+            EcrEvent::ConfigurationChange(e) => &e.registry,
+        }
+    }
 }
 
 /// A well-formed event that replwatch deliberately ignores, and why.

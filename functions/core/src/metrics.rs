@@ -57,6 +57,9 @@ pub const SWEEP_PARTS_NOT_DISPATCHED: &str = "SweepPartsNotDispatched";
 /// 1 per invocation that needed the Slack webhook and could not read it (the scheduled sweep
 /// checks at every tick): Slack alerts stay pending meanwhile.
 pub const SLACK_WEBHOOK_UNAVAILABLE: &str = "SlackWebhookUnavailable";
+/// Events about a registry other than the watched one, dropped unread: a rule or forwarder
+/// that someone edited sends them (the stack's rules pin the watched registry).
+pub const EVENTS_NOT_WATCHED: &str = "EventsNotWatched";
 /// Pushes found in the source without a tracked push (their PUSH event was lost), per
 /// lost-push check ([`crate::lost_pushes`]).
 pub const UNTRACKED_PUSHES: &str = "UntrackedPushes";

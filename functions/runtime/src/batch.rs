@@ -3,7 +3,8 @@
 //!
 //! Per message: a malformed event is logged with its event id and field, parked on the
 //! dead-letter queue untouched, and acknowledged (retrying cannot fix it); an event replwatch
-//! does not handle is logged and acknowledged; an event whose handling failed (throttling, a
+//! does not handle, or one about a registry other than the watched one (counted as
+//! `EventsNotWatched`), is logged and acknowledged; an event whose handling failed (throttling, a
 //! store error) is reported as a batch item failure so SQS redelivers only that message, and
 //! after the queue's `maxReceiveCount` moves it to the dead-letter queue itself. The alerts the
 //! batch raised are already stored as pending with their state changes; they are folded,
@@ -15,8 +16,8 @@ use futures_util::future;
 use replwatch_core::alerts::Alert;
 use replwatch_core::events::{ParsedEvent, parse_event};
 use replwatch_core::metrics::{
-    ALERT_DELIVERY_FAILURES, SLACK_WEBHOOK_UNAVAILABLE, dead_lettered_line, emf_lines,
-    function_counts_line,
+    ALERT_DELIVERY_FAILURES, EVENTS_NOT_WATCHED, SLACK_WEBHOOK_UNAVAILABLE, dead_lettered_line,
+    emf_lines, function_counts_line,
 };
 use replwatch_core::outbox::{AlertOutbox, PendingAlert};
 use replwatch_core::pipeline::Effects;
@@ -34,6 +35,8 @@ pub struct BatchOutcome {
     pub emf: Vec<String>,
     pub handled: usize,
     pub skipped: usize,
+    /// Events about a registry other than the watched one, dropped.
+    pub not_watched: usize,
     pub parked: usize,
     /// Problems raised by this batch (before folding into notifications).
     pub alerts: Vec<Alert>,
@@ -59,6 +62,7 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
         for message in handled {
             match message {
                 MessageOutcome::Skipped => outcome.skipped += 1,
+                MessageOutcome::NotWatched => outcome.not_watched += 1,
                 MessageOutcome::Parked => outcome.parked += 1,
                 MessageOutcome::Retry(message_id) => outcome
                     .response
@@ -84,6 +88,9 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
         }
         if delivery.slack_unavailable > 0 {
             counts.push((SLACK_WEBHOOK_UNAVAILABLE, 1));
+        }
+        if outcome.not_watched > 0 {
+            counts.push((EVENTS_NOT_WATCHED, outcome.not_watched as u64));
         }
         if !counts.is_empty() {
             outcome.emf.push(function_counts_line(
@@ -138,6 +145,21 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
                 };
             }
         };
+        if let Some(watched) = &self.watched {
+            let about = event.source_registry();
+            if about != watched {
+                // Never read nor stored: a destination that edited its forwarder, or a rule
+                // someone widened, must not make replwatch track another registry's images.
+                tracing::warn!(
+                    message_id,
+                    event_id = %event.envelope().id,
+                    registry = %about,
+                    watched = %watched,
+                    "event about a registry replwatch does not watch dropped"
+                );
+                return MessageOutcome::NotWatched;
+            }
+        }
         match self.pipeline.handle(&event).await {
             Ok(effects) => {
                 // Pushes and on-time arrivals are the bulk of the traffic: one line each at
@@ -196,6 +218,8 @@ impl<S: ExpectationStore + AlertOutbox + RulesRecord, R: Registry, C: Clock> Tra
 /// What became of one message of a batch.
 enum MessageOutcome {
     Skipped,
+    /// About another registry than the watched one: dropped, counted.
+    NotWatched,
     Parked,
     /// Not handled (or not parked): SQS delivers it again.
     Retry(String),

@@ -44,6 +44,10 @@ pub struct Tracking<S, R, C> {
     pub namespace: String,
     pub function_name: String,
     pub storm_threshold: usize,
+    /// The registry the stack watches (this account, in this Region): events about another
+    /// are dropped and counted ([`replwatch_core::metrics::EVENTS_NOT_WATCHED`]). `None`:
+    /// every event is taken (no `AWS_REGION`, as only a local run has).
+    pub watched: Option<Destination>,
     known_destinations: Mutex<BTreeSet<Destination>>,
     /// When this container last counted the gauges.
     gauges_at: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
@@ -66,6 +70,7 @@ impl<S, R, C> Tracking<S, R, C> {
             namespace: namespace.into(),
             function_name: function_name.into(),
             storm_threshold,
+            watched: None,
             known_destinations: Mutex::new(BTreeSet::new()),
             gauges_at: Mutex::new(None),
         }

@@ -73,13 +73,14 @@ pub async fn build<C: Clock>(
     let pipeline = Pipeline::new(store, registry, clock, settings.pipeline);
 
     let delivery = delivery(sdk, settings);
-    let tracking = Tracking::new(
+    let mut tracking = Tracking::new(
         pipeline,
         delivery,
         settings.metric_namespace.clone(),
         settings.function_name.clone(),
         settings.storm_threshold,
     );
+    tracking.watched = settings.watched_registry();
     Ok(tracking)
 }
 

@@ -5,7 +5,7 @@
 //! names the variable, so a misconfigured stack fails at start-up instead of misbehaving.
 
 use chrono::TimeDelta;
-use replwatch_core::AccountId;
+use replwatch_core::model::{AccountId, Destination, Region};
 use replwatch_core::pipeline::PipelineSettings;
 use replwatch_core::tracking::TrackingPolicy;
 
@@ -43,6 +43,8 @@ pub struct Settings {
     pub sweep_queue_url: Option<String>,
     /// The function's name, as a metric dimension.
     pub function_name: String,
+    /// `AWS_REGION` (Lambda sets it): with the home account, the watched registry.
+    pub region: Option<Region>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -56,6 +58,14 @@ impl Settings {
     /// Reads the settings from the process environment.
     pub fn from_env() -> Result<Self, SettingsError> {
         Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The registry the stack watches: the home account in this Region (`None` without
+    /// `AWS_REGION`).
+    pub fn watched_registry(&self) -> Option<Destination> {
+        self.region
+            .clone()
+            .map(|region| Destination::new(region, self.home_account.clone()))
     }
 
     /// Reads the settings through `lookup` (the environment, or a map in tests).
@@ -133,8 +143,17 @@ impl Settings {
                 });
             }
         };
+        let region = get("AWS_REGION")
+            .map(|region| {
+                Region::parse(&region).map_err(|e| SettingsError {
+                    variable: "AWS_REGION",
+                    message: e.to_string(),
+                })
+            })
+            .transpose()?;
         Ok(Self {
             table: required("TRACKING_TABLE")?,
+            region,
             home_account,
             reader_role_name: get("READER_ROLE_NAME"),
             reader_external_id: get("READER_EXTERNAL_ID"),
