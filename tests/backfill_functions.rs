@@ -49,6 +49,12 @@ async fn images(
     Ok(out)
 }
 
+/// `BACKFILL_ALLOWED_DESTINATIONS` naming `partner` in the destination Region: where the
+/// tests' manual requests copy, outside any replication rule.
+fn allowed(partner: &str) -> String {
+    format!("{DESTINATION_REGION}/{partner}")
+}
+
 /// The backfill functions as the stack wires them, in `account`: the deployment (table,
 /// topic, dead-letter queue), the jobs queue, `backfill-plan` and `backfill-copy` reaching
 /// other accounts through the backfill role; `extra` adds environment variables.
@@ -148,7 +154,15 @@ async fn a_manual_backfill_fans_out_copies_each_image_once_and_reports_completio
         jobs_queue,
         planner,
         copier,
-    } = Functions::deploy(&aws, &account, &[("COPY_CONCURRENCY", "3")]).await?;
+    } = Functions::deploy(
+        &aws,
+        &account,
+        &[
+            ("COPY_CONCURRENCY", "3"),
+            ("BACKFILL_ALLOWED_DESTINATIONS", &allowed(&partner)),
+        ],
+    )
+    .await?;
 
     let request = serde_json::json!({
         "repositoryPrefixes": ["bf/"],
@@ -249,7 +263,12 @@ async fn a_copy_job_its_run_did_not_plan_from_the_watched_registry_is_refused_an
         jobs_queue,
         planner,
         copier,
-    } = Functions::deploy(&aws, &account, &[]).await?;
+    } = Functions::deploy(
+        &aws,
+        &account,
+        &[("BACKFILL_ALLOWED_DESTINATIONS", &allowed(&partner))],
+    )
+    .await?;
     let request = serde_json::json!({
         "repositoryPrefixes": ["fj/"],
         "destinations": [{"region": DESTINATION_REGION, "registryId": partner}]
@@ -354,7 +373,12 @@ async fn a_copy_job_throttled_by_dynamodb_is_retried_by_its_queue_not_counted_fa
         jobs_queue,
         planner,
         copier,
-    } = Functions::deploy(&aws, &account, &[]).await?;
+    } = Functions::deploy(
+        &aws,
+        &account,
+        &[("BACKFILL_ALLOWED_DESTINATIONS", &allowed(&partner))],
+    )
+    .await?;
     let request = serde_json::json!({
         "repositoryPrefixes": ["thr/"],
         "destinations": [{"region": DESTINATION_REGION, "registryId": partner}]
@@ -517,6 +541,26 @@ async fn a_rules_change_backfills_only_the_added_destination_with_or_without_clo
         .report;
     assert!(report.skipped.is_some_and(|r| r.contains("no destination")));
 
+    // A request to copy where the rules do not replicate, to an account no one allowed, is
+    // refused before anything is read or written: invoking the function is not a way into
+    // every account that has a backfill role.
+    let elsewhere = serde_json::json!({
+        "repositoryPrefixes": ["rc/"],
+        "destinations": [{"region": DESTINATION_REGION, "registryId": unique_account()}]
+    });
+    let refused = planner
+        .handle(elsewhere.to_string().as_bytes(), "elsewhere-1")
+        .await
+        .map(|_| ())
+        .expect_err("refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("neither in the replication rules nor in BackfillAllowedDestinations"),
+        "{refused}"
+    );
+    assert!(take_all(&aws, &account, &jobs_queue).await?.is_empty());
+
     // A misspelt manual request is refused with the field named.
     let refused = planner
         .handle(br#"{"repositoryPrefix": ["rc/"]}"#, "bad-1")
@@ -586,7 +630,15 @@ async fn a_tag_backfill_brings_the_signatures_of_what_it_selects_each_after_its_
         planner,
         copier,
         ..
-    } = Functions::deploy(&aws, &account, &[]).await?;
+    } = Functions::deploy(
+        &aws,
+        &account,
+        &[(
+            "BACKFILL_ALLOWED_DESTINATIONS",
+            &format!("{},eu-south-1/{partner}", allowed(&partner)),
+        )],
+    )
+    .await?;
 
     // A second destination in eu-south-1, an opt-in Region the partner has not enabled.
     let request = serde_json::json!({
@@ -750,6 +802,9 @@ async fn a_signed_registry_arrives_whole_through_the_functions_after_a_partial_n
         serde_json::json!({"rules": [{"destinations": [{"region": DESTINATION_REGION, "registryId": partner}]}]}),
     )?;
     aws.put_replication_configuration(&account, REGION, &rules)
+        .await?;
+    // The partner's registry permissions policy admits the source, as ECR requires.
+    aws.allow_replication_from(&partner, DESTINATION_REGION, &account)
         .await?;
     aws.configure_replication(&serde_json::json!({"destinations": {
         destination.clone(): {"fail_tags": ["v2"], "failure_code": "IMAGE_TOO_LARGE"}

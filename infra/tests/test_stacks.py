@@ -609,6 +609,18 @@ def test_only_the_stack_s_rules_and_functions_send_to_the_queues_that_feed_it(ce
             "HasQueueOperators", {"Ref": "QueueOperatorRoleArns"}, {"Ref": "AWS::NoValue"}]}
 
 
+@pytest.mark.parametrize("value, accepted", [
+    ("eu-west-1/222222222222", True), ("us-gov-west-1", True), ("", True),
+    ("222222222222", False), ("eu-west-1/*", False), ("arn:aws:ecr:eu-west-1:222222222222:x", False),
+])
+def test_manual_backfills_copy_only_to_the_rules_destinations_and_the_allowed_ones(central, value, accepted):
+    parameter = central["Parameters"]["BackfillAllowedDestinations"]
+    assert parameter["Default"] == ""
+    assert bool(re.fullmatch(parameter["AllowedPattern"], value)) is accepted
+    variables = central["Resources"]["BackfillPlanFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["BACKFILL_ALLOWED_DESTINATIONS"] == {"Fn::Join": [",", {"Ref": "BackfillAllowedDestinations"}]}
+
+
 # ---------------------------------------------------------------- bounded load (README, "Bounded load")
 
 def parameter_default(template: dict[str, Any], name: str) -> int:

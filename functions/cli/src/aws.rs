@@ -71,14 +71,6 @@ pub async fn home_registry(config: &SdkConfig) -> Result<Destination, AwsSetupEr
 
 /// `REGION` or `REGION/ACCOUNT` (`home` account when absent).
 pub fn parse_destination(value: &str, home: &AccountId) -> Result<Destination, AwsSetupError> {
-    let (region, account) = match value.split_once('/') {
-        Some((region, account)) => (region, account),
-        None => (value, home.as_str()),
-    };
-    Ok(Destination::new(
-        Region::parse(region)
-            .map_err(|e| AwsSetupError::Invalid(format!("--destination {value}: {e}")))?,
-        AccountId::parse(account)
-            .map_err(|e| AwsSetupError::Invalid(format!("--destination {value}: {e}")))?,
-    ))
+    Destination::parse_in(value, home)
+        .map_err(|e| AwsSetupError::Invalid(format!("--destination {value}: {e}")))
 }

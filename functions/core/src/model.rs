@@ -249,6 +249,17 @@ impl Destination {
         }
     }
 
+    /// `REGION/ACCOUNT` as [`Destination`]'s `Display` writes it, or `REGION` alone for one in
+    /// `home`: how operators name a destination (the CLI's `--destination`, the stack's
+    /// `BackfillAllowedDestinations`).
+    pub fn parse_in(value: &str, home: &AccountId) -> Result<Self, InvalidValue> {
+        let (region, account) = match value.split_once('/') {
+            Some((region, account)) => (region, AccountId::parse(account)?),
+            None => (value, home.clone()),
+        };
+        Ok(Self::new(Region::parse(region)?, account))
+    }
+
     /// Whether this destination is in another account than `account` (reads then go through
     /// the destination account's read-only role).
     pub fn is_cross_account(&self, account: &AccountId) -> bool {

@@ -27,7 +27,9 @@ use replwatch_core::backfill::port::{
     RepositoryCreator,
 };
 use replwatch_core::backfill::run::{BackfillRunStore, JobOutcome};
-use replwatch_core::backfill::trigger::{TriggerError, parse_trigger};
+use replwatch_core::backfill::trigger::{
+    BackfillTrigger, TriggerError, parse_trigger, unlisted_destinations,
+};
 use replwatch_core::clock::Sleeper;
 use replwatch_core::metrics::{
     MetricName, MetricPoint, SLACK_WEBHOOK_UNAVAILABLE, dead_lettered_line, emf_lines,
@@ -50,6 +52,9 @@ pub struct BackfillSettings {
     pub role_name: Option<String>,
     /// `BACKFILL_EXTERNAL_ID`: the backfill role's own external id, never the reader's.
     pub external_id: Option<String>,
+    /// `BACKFILL_ALLOWED_DESTINATIONS` (`REGION/ACCOUNT`, comma-separated): where a manual
+    /// request may copy besides the destinations the replication rules name.
+    pub allowed_destinations: Vec<Destination>,
     /// `COPY_CONCURRENCY`: images one `backfill-copy` invocation copies at once.
     pub copy_concurrency: usize,
     /// `MAX_RECEIVE_COUNT`: the jobs queue's redrive `maxReceiveCount`; the delivery with this
@@ -91,11 +96,24 @@ impl BackfillSettings {
                     .into(),
             });
         }
+        let allowed_destinations = get("BACKFILL_ALLOWED_DESTINATIONS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| {
+                Destination::parse_in(d, home_account).map_err(|e| SettingsError {
+                    variable: "BACKFILL_ALLOWED_DESTINATIONS",
+                    message: format!("{d:?}: {e}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             source: this_registry(home_account, &lookup)?,
             jobs_queue_url: get("BACKFILL_QUEUE_URL"),
             role_name: get("BACKFILL_ROLE_NAME"),
             external_id,
+            allowed_destinations,
             copy_concurrency: count("COPY_CONCURRENCY", 4)? as usize,
             max_receive_count: count("MAX_RECEIVE_COUNT", 5)?,
         })
@@ -132,6 +150,8 @@ pub struct BackfillPlanner<I, N, W, S, Q, C, A> {
     pub queue: Q,
     pub clock: C,
     pub source: Destination,
+    /// Where a manual request may copy besides the rules' destinations.
+    pub allowed_destinations: Vec<Destination>,
     pub dead_letters: Option<DeadLetterQueue>,
     pub namespace: String,
     pub function_name: String,
@@ -214,6 +234,27 @@ where
                 return Err(PlanFailure::BadRequest(request));
             }
         };
+        if let BackfillTrigger::Manual(request) = &trigger {
+            if !request.destinations.is_empty() {
+                let configuration = self
+                    .inventory
+                    .replication_configuration(&self.source)
+                    .await
+                    .map_err(FanoutError::from)?;
+                let unlisted =
+                    unlisted_destinations(request, &configuration, &self.allowed_destinations);
+                if !unlisted.is_empty() {
+                    let named: Vec<String> = unlisted.iter().map(ToString::to_string).collect();
+                    let refused = TriggerError::Request(format!(
+                        "destinations {} are neither in the replication rules nor in \
+                         BackfillAllowedDestinations",
+                        named.join(", ")
+                    ));
+                    tracing::error!(error = %refused, "backfill request refused");
+                    return Err(PlanFailure::BadRequest(refused));
+                }
+            }
+        }
         let ports = PlanPorts {
             inventory: &self.inventory,
             access: &self.access,
@@ -510,6 +551,29 @@ mod tests {
             _ => None,
         });
         assert_eq!(zero.map_err(|e| e.variable), Err("MAX_RECEIVE_COUNT"));
+    }
+
+    #[test]
+    fn allowed_destinations_are_region_slash_account_or_a_region_of_this_account() {
+        let with = |allowed: &'static str| {
+            BackfillSettings::from_lookup(&account(), move |name| match name {
+                "AWS_REGION" => Some("us-west-2".into()),
+                "BACKFILL_ALLOWED_DESTINATIONS" => Some(allowed.into()),
+                _ => None,
+            })
+        };
+        let parsed = with("eu-west-1/222222222222, us-east-1").expect("settings");
+        let named: Vec<String> = parsed
+            .allowed_destinations
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(named, ["eu-west-1/222222222222", "us-east-1/111111111111"]);
+        assert_eq!(
+            with("eu-west-1/*").map_err(|e| e.variable),
+            Err("BACKFILL_ALLOWED_DESTINATIONS")
+        );
+        assert!(with("").expect("settings").allowed_destinations.is_empty());
     }
 
     #[test]

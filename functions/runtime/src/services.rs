@@ -181,6 +181,7 @@ pub fn build_backfill_planner<C: Clock>(
         queue: BackfillJobQueue::new(aws_sdk_sqs::Client::new(sdk), queue_url),
         clock,
         source: backfill.source.clone(),
+        allowed_destinations: backfill.allowed_destinations.clone(),
         dead_letters: settings
             .dead_letter_queue_url
             .as_ref()

@@ -142,6 +142,23 @@ pub fn added_destinations(
     )
 }
 
+/// The destinations of `request` that neither the replication rules nor `allowed` name: the
+/// function copies only where replication goes or where its stack was told it may
+/// (`BackfillAllowedDestinations`), so whoever may invoke it cannot point it at any account
+/// that has a backfill role.
+pub fn unlisted_destinations<'a>(
+    request: &'a BackfillRequest,
+    configuration: &ReplicationConfiguration,
+    allowed: &[Destination],
+) -> Vec<&'a Destination> {
+    let named = configuration.all_destinations();
+    request
+        .destinations
+        .iter()
+        .filter(|d| !named.contains(d) && !allowed.contains(d))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +171,28 @@ mod tests {
             Region::parse(region).expect("region"),
             AccountId::parse(account).expect("account"),
         )
+    }
+
+    #[test]
+    fn a_request_may_name_only_the_rules_destinations_and_the_allowed_ones() {
+        let (ruled, allowed, other) = (
+            dest("us-east-1", "111111111111"),
+            dest("eu-west-1", "222222222222"),
+            dest("eu-west-1", "999999999999"),
+        );
+        let request = BackfillRequest {
+            destinations: vec![ruled.clone(), allowed.clone(), other.clone()],
+            ..BackfillRequest::default()
+        };
+        let rules = configuration(std::slice::from_ref(&ruled));
+        assert_eq!(
+            unlisted_destinations(&request, &rules, std::slice::from_ref(&allowed)),
+            vec![&other]
+        );
+        assert_eq!(
+            unlisted_destinations(&request, &rules, &[]),
+            vec![&allowed, &other]
+        );
     }
 
     fn configuration(destinations: &[Destination]) -> ReplicationConfiguration {
