@@ -621,6 +621,32 @@ def test_manual_backfills_copy_only_to_the_rules_destinations_and_the_allowed_on
     assert variables["BACKFILL_ALLOWED_DESTINATIONS"] == {"Fn::Join": [",", {"Ref": "BackfillAllowedDestinations"}]}
 
 
+def _key_prefixes(path: str) -> set[str]:
+    """The partition key prefixes a module of functions/aws writes (`"pk"` items)."""
+    source = (ROOT / "functions/aws/src" / path).read_text()
+    return set(re.findall(r'format!\(\s*"([A-Z]+#)', source))
+
+
+@pytest.mark.parametrize("role, sid, modules", [
+    ("BackfillPlanRole", "RunRecords", ["backfill_runs.rs", "dynamodb_table.rs"]),
+    ("BackfillCopyRole", "RunRecordsAndBlobClaims", ["backfill_runs.rs", "blob_claims.rs"]),
+])
+def test_the_backfill_roles_reach_only_their_own_items_of_the_table(central, role, sid, modules):
+    [statement] = [s for name, s in policy_statements(central) if name == role and s.get("Sid") == sid]
+    prefixes = statement["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+    written = set().union(*(_key_prefixes(m) for m in modules))
+    # Every prefix granted is one the code writes; the tracking records' and pending alerts'
+    # prefixes (written by dynamodb.rs and alert_outbox.rs) are never among them.
+    granted = {p.removesuffix("*") for p in prefixes}
+    assert granted <= written, (granted, written)
+    tracking = _key_prefixes("dynamodb.rs") | _key_prefixes("alert_outbox.rs")
+    assert not granted & (tracking - {"CONFIG#"}), granted & tracking
+    if role == "BackfillCopyRole":
+        assert granted == {"RUN#", "CLAIM#"}
+    else:
+        assert granted == {"RUN#", "CONFIG#"}
+
+
 # ---------------------------------------------------------------- bounded load (README, "Bounded load")
 
 def parameter_default(template: dict[str, Any], name: str) -> int:
