@@ -647,6 +647,28 @@ def test_the_backfill_roles_reach_only_their_own_items_of_the_table(central, rol
         assert granted == {"RUN#", "CONFIG#"}
 
 
+def test_the_alert_topic_takes_subscriptions_only_from_known_endpoints(central):
+    [policy] = resources(central, "AWS::SNS::TopicPolicy").values()
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    [deny] = [s for s in statements if isinstance(s, dict) and s.get("Sid") == "KnownSubscribersOnly"]
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "sns:Subscribe")
+    [(operator, keys)] = deny["Condition"].items()
+    assert operator == "StringNotLike" and list(keys) == ["sns:Endpoint"]
+    [separator, joined] = keys["sns:Endpoint"]["Fn::Split"]
+    [_, endpoints] = joined["Fn::Join"]
+    assert separator == "|"
+    # This account's queues and functions, the chat applications' endpoint, the stack's e-mail
+    # and the parameter's endpoints: nothing else.
+    assert endpoints == [
+        {"Fn::Sub": "arn:${AWS::Partition}:sqs:*:${AWS::AccountId}:*"},
+        {"Fn::Sub": "arn:${AWS::Partition}:lambda:*:${AWS::AccountId}:*"},
+        "https://global.sns-api.chatbot.amazonaws.com",
+        {"Fn::If": ["HasAlertEmail", {"Ref": "AlertEmail"}, "https://global.sns-api.chatbot.amazonaws.com"]},
+        {"Fn::Join": ["|", {"Ref": "AlertSubscriberEndpoints"}]},
+    ]
+    assert re.fullmatch(central["Parameters"]["AlertSubscriberEndpoints"]["AllowedPattern"], "a|b") is None
+
+
 # ---------------------------------------------------------------- bounded load (README, "Bounded load")
 
 def parameter_default(template: dict[str, Any], name: str) -> int:
