@@ -40,6 +40,10 @@ async fn setup(repository: &str) -> Setup {
     aws.put_replication_configuration(&source, "us-west-2", &rules)
         .await
         .expect("rules");
+    // The destination's registry permissions policy admits the source, as ECR requires.
+    aws.allow_replication_from(&other, "eu-west-1", &source)
+        .await
+        .expect("registry policy");
     // The failing destination is keyed by its unique account, so parallel tests are unaffected.
     aws.configure_replication(&serde_json::json!({"destinations": {
         format!("eu-west-1/{other}"): {"paused": true}
@@ -276,6 +280,7 @@ async fn central_roles(aws: &LocalAws, central: &str, partner: &str) -> CentralR
         external_id: "reader-1",
         backfill_external_id: "backfill-1",
         operator_roles: &[],
+        previous_external_id: None,
     };
     for (role, trust) in [
         ("replwatch-reader", stack.reader_trust_policy()),
@@ -414,4 +419,54 @@ async fn only_the_backfill_functions_assume_the_backfill_role_and_only_with_its_
             "{who}"
         );
     }
+}
+
+/// README, "Rotating the external ids": while the other accounts' reader roles take the new id
+/// and the old one, the central functions read with either; once the old one is dropped, it is
+/// refused. No read is refused at any step, so no one is paged for a rotation.
+#[tokio::test]
+async fn an_external_id_rotates_without_a_refused_read() {
+    use testbed::stack_templates::{AccountStack, central_function_role_arn};
+
+    let aws = LocalAws::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let (central, partner) = (unique_account(), unique_account());
+    let stack = |previous_external_id| AccountStack {
+        central: &central,
+        central_stack: None,
+        external_id: "reader-2",
+        backfill_external_id: "backfill-1",
+        operator_roles: &[],
+        previous_external_id,
+    };
+    let rotating = stack(Some("reader-1"))
+        .reader_trust_policy()
+        .expect("trust");
+    aws.create_role(&partner, "replwatch-reader", &rotating.to_string())
+        .expect("reader role");
+    let sweep = central_function_role_arn(&central, "replwatch", "SweepFunction").expect("arn");
+    aws.create_role_at(
+        &central,
+        "/replwatch/",
+        "replwatch-sweep",
+        &trusts_account(&central),
+    )
+    .expect("sweep role");
+    let sweep = aws
+        .assumed(&central, &sweep, "eu-west-1")
+        .await
+        .expect("sweep");
+    let reader = format!("arn:aws:iam::{partner}:role/replwatch-reader");
+    // Step 1 done (the accounts take both), the central stack not yet updated, then updated.
+    for id in ["reader-1", "reader-2"] {
+        assert_eq!(assume(&sweep, &reader, Some(id)).await, Ok(()), "{id}");
+    }
+    // Step 3: the old id dropped.
+    let rotated = stack(None).reader_trust_policy().expect("trust");
+    aws.update_role_trust(&partner, "replwatch-reader", &rotated.to_string())
+        .expect("trust update");
+    assert_eq!(assume(&sweep, &reader, Some("reader-2")).await, Ok(()));
+    assert_eq!(
+        assume(&sweep, &reader, Some("reader-1")).await,
+        Err("AccessDenied".to_owned())
+    );
 }

@@ -518,9 +518,17 @@ def test_the_backfill_has_its_own_external_id_required_and_hidden_in_both_stacks
         trust = account["Resources"][role]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
         return trust["Condition"]["StringEquals"]["sts:ExternalId"]
 
-    # The destination's backfill role requires that id; its reader role, the reader's alone.
-    assert required("BackfillRole") == {"Ref": "BackfillExternalId"}
-    assert required("ReaderRole") == {"Ref": "ExternalId"}
+    # The destination's backfill role requires that id; its reader role, the reader's alone
+    # (each with its previous one while it is rotated).
+    def rotating(current: str, previous: str, condition: str) -> dict[str, Any]:
+        return {"Fn::If": [condition, [{"Ref": current}, {"Ref": previous}], {"Ref": current}]}
+
+    assert required("BackfillRole") == rotating(
+        "BackfillExternalId", "PreviousBackfillExternalId", "RotatesBackfillExternalId")
+    assert required("ReaderRole") == rotating("ExternalId", "PreviousExternalId", "RotatesExternalId")
+    for name in ("PreviousExternalId", "PreviousBackfillExternalId"):
+        assert account["Parameters"][name]["NoEcho"] is True
+        assert account["Parameters"][name]["Default"] == ""
 
 
 def _central_role_arn(central: dict[str, Any], role: str) -> str:

@@ -43,6 +43,8 @@ pub struct AccountStack<'a> {
     pub backfill_external_id: &'a str,
     /// `OperatorRoleArns` (empty: its default, none).
     pub operator_roles: &'a [&'a str],
+    /// `PreviousExternalId`, while the reader's id is rotated (`None`: its default, empty).
+    pub previous_external_id: Option<&'a str>,
 }
 
 impl AccountStack<'_> {
@@ -68,6 +70,9 @@ impl AccountStack<'_> {
         ]);
         if let Some(name) = self.central_stack {
             parameters.insert("CentralStackName", Json::from(name));
+        }
+        if let Some(previous) = self.previous_external_id {
+            parameters.insert("PreviousExternalId", Json::from(previous));
         }
         let stack = Stack::new(&template, &parameters, HashMap::new())?;
         stack.value(&template["Resources"][role]["Properties"]["AssumeRolePolicyDocument"])
@@ -398,6 +403,31 @@ impl<'t> Stack<'t> {
     }
 }
 
+/// The policy document of the `AWS::SQS::QueuePolicy` resource `resource` of the template
+/// `template` (`"template.yaml"`, `"infra/destination-region.yaml"`) as CloudFormation would
+/// deploy it: its parameters from `parameters` (missing ones take their defaults), its
+/// `Fn::GetAtt`s from `attributes` (`("PushQueue.Arn", <the local queue's ARN>)`,
+/// `("ImageActionRule.Arn", <the local rule's ARN>)`, ...). So the local deployment sets the
+/// queue policies the stacks ship, not copies of them.
+pub fn queue_policy(
+    template: &str,
+    resource: &str,
+    parameters: &Parameters,
+    attributes: &[(&str, &str)],
+) -> Result<Json, Error> {
+    let document = read(template)?;
+    let declared = &document["Resources"][resource];
+    if declared["Type"].as_str() != Some("AWS::SQS::QueuePolicy") {
+        return Err(format!("{template}: {resource} is no AWS::SQS::QueuePolicy").into());
+    }
+    let attributes = attributes
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), Json::from(*value)))
+        .collect();
+    let stack = Stack::new(&document, parameters, attributes)?;
+    stack.value(&declared["Properties"]["PolicyDocument"])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,6 +454,7 @@ mod tests {
             external_id: "reader-1",
             backfill_external_id: "backfill-1",
             operator_roles: &[],
+            previous_external_id: None,
         };
         let trust = |policy: Json| {
             let statement = &policy["Statement"][0];
