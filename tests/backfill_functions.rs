@@ -55,6 +55,15 @@ fn allowed(partner: &str) -> String {
     format!("{DESTINATION_REGION}/{partner}")
 }
 
+/// A manual request to copy the repositories under `prefix` to `partner` in the destination
+/// Region.
+fn copy_request(prefix: &str, partner: &str) -> serde_json::Value {
+    serde_json::json!({
+        "repositoryPrefixes": [prefix],
+        "destinations": [{"region": DESTINATION_REGION, "registryId": partner}]
+    })
+}
+
 /// The backfill functions as the stack wires them, in `account`: the deployment (table,
 /// topic, dead-letter queue), the jobs queue, `backfill-plan` and `backfill-copy` reaching
 /// other accounts through the backfill role; `extra` adds environment variables.
@@ -92,6 +101,19 @@ impl Functions {
             planner,
             copier,
         })
+    }
+
+    /// [`Self::deploy`], manual requests allowed to copy to `partner` in the destination Region.
+    async fn deploy_copying_to(
+        aws: &LocalAws,
+        account: &str,
+        partner: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Self, Error> {
+        let allowed = allowed(partner);
+        let mut variables = vec![("BACKFILL_ALLOWED_DESTINATIONS", allowed.as_str())];
+        variables.extend_from_slice(extra);
+        Self::deploy(aws, account, &variables).await
     }
 }
 
@@ -154,20 +176,10 @@ async fn a_manual_backfill_fans_out_copies_each_image_once_and_reports_completio
         jobs_queue,
         planner,
         copier,
-    } = Functions::deploy(
-        &aws,
-        &account,
-        &[
-            ("COPY_CONCURRENCY", "3"),
-            ("BACKFILL_ALLOWED_DESTINATIONS", &allowed(&partner)),
-        ],
-    )
-    .await?;
+    } = Functions::deploy_copying_to(&aws, &account, &partner, &[("COPY_CONCURRENCY", "3")])
+        .await?;
 
-    let request = serde_json::json!({
-        "repositoryPrefixes": ["bf/"],
-        "destinations": [{"region": DESTINATION_REGION, "registryId": partner}]
-    });
+    let request = copy_request("bf/", &partner);
     let planned = planner
         .handle(request.to_string().as_bytes(), "request-1")
         .await?;
@@ -263,16 +275,8 @@ async fn a_copy_job_its_run_did_not_plan_from_the_watched_registry_is_refused_an
         jobs_queue,
         planner,
         copier,
-    } = Functions::deploy(
-        &aws,
-        &account,
-        &[("BACKFILL_ALLOWED_DESTINATIONS", &allowed(&partner))],
-    )
-    .await?;
-    let request = serde_json::json!({
-        "repositoryPrefixes": ["fj/"],
-        "destinations": [{"region": DESTINATION_REGION, "registryId": partner}]
-    });
+    } = Functions::deploy_copying_to(&aws, &account, &partner, &[]).await?;
+    let request = copy_request("fj/", &partner);
     planner
         .handle(request.to_string().as_bytes(), "request-forged")
         .await?;
@@ -373,16 +377,8 @@ async fn a_copy_job_throttled_by_dynamodb_is_retried_by_its_queue_not_counted_fa
         jobs_queue,
         planner,
         copier,
-    } = Functions::deploy(
-        &aws,
-        &account,
-        &[("BACKFILL_ALLOWED_DESTINATIONS", &allowed(&partner))],
-    )
-    .await?;
-    let request = serde_json::json!({
-        "repositoryPrefixes": ["thr/"],
-        "destinations": [{"region": DESTINATION_REGION, "registryId": partner}]
-    });
+    } = Functions::deploy_copying_to(&aws, &account, &partner, &[]).await?;
+    let request = copy_request("thr/", &partner);
     let planned = planner
         .handle(request.to_string().as_bytes(), "request-throttled")
         .await?;
@@ -544,10 +540,7 @@ async fn a_rules_change_backfills_only_the_added_destination_with_or_without_clo
     // A request to copy where the rules do not replicate, to an account no one allowed, is
     // refused before anything is read or written: invoking the function is not a way into
     // every account that has a backfill role.
-    let elsewhere = serde_json::json!({
-        "repositoryPrefixes": ["rc/"],
-        "destinations": [{"region": DESTINATION_REGION, "registryId": unique_account()}]
-    });
+    let elsewhere = copy_request("rc/", &unique_account());
     let refused = planner
         .handle(elsewhere.to_string().as_bytes(), "elsewhere-1")
         .await
