@@ -64,6 +64,10 @@ async fn a_push_reaches_same_and_cross_account_destinations_with_events_and_stat
     aws.put_replication_configuration(&source, SOURCE_REGION, &rules)
         .await
         .expect("replication rules");
+    // The destination's registry permissions policy admits the source, as ECR requires.
+    aws.allow_replication_from(&other, CROSS_ACCOUNT_REGION, &source)
+        .await
+        .expect("registry policy");
     let ecr = aws.ecr(&source, SOURCE_REGION).await;
     ecr.create_repository()
         .repository_name(repository)

@@ -4,6 +4,11 @@
 //! to an SNS topic with an SQS subscription; malformed events to a dead-letter queue. The
 //! functions run in this process, fed from those queues exactly as Lambda's SQS event source
 //! would feed them.
+//!
+//! What a user sets besides the stacks is set too, as the test bed enforces it like AWS: the
+//! queues carry template.yaml's own queue policies (EventBridge delivers to a queue only as its
+//! policy allows), the forwarders' dead-letter queues infra/destination-region.yaml's, and
+//! every destination account's registry lets the watched source account replicate into it.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -31,6 +36,8 @@ pub struct LocalDeployment {
     pub push_queue: String,
     pub replication_queue: String,
     pub dead_letter_queue: String,
+    /// Events the rules could not deliver (template.yaml's `EventDeliveryDeadLetterQueue`).
+    pub event_dead_letter_queue: String,
     pub alert_topic: String,
     pub alert_queue: String,
     pub namespace: String,
@@ -121,20 +128,29 @@ impl LocalDeployment {
         let push_queue = queue("replwatch-push").await?;
         let replication_queue = queue("replwatch-replication").await?;
         let dead_letter_queue = queue("replwatch-dead-letters").await?;
+        let event_dead_letter_queue = queue("replwatch-event-delivery-dead-letters").await?;
         let alert_queue = queue("replwatch-alerts-subscription").await?;
         let queue_arn = |name: &str| format!("arn:aws:sqs:{region}:{account}:{name}");
+        let undelivered = || {
+            aws_sdk_eventbridge::types::DeadLetterConfig::builder()
+                .arn(queue_arn("replwatch-event-delivery-dead-letters"))
+                .build()
+        };
 
         // Source events on the default bus.
         let source_pattern = serde_json::json!({
             "source": ["aws.ecr"],
             "detail-type": ["ECR Image Action", "AWS API Call via CloudTrail"]
         });
-        events
+        let push_rule = events
             .put_rule()
             .name("replwatch-push")
             .event_pattern(source_pattern.to_string())
             .send()
-            .await?;
+            .await?
+            .rule_arn()
+            .ok_or("no rule ARN")?
+            .to_owned();
         events
             .put_targets()
             .rule("replwatch-push")
@@ -142,6 +158,7 @@ impl LocalDeployment {
                 Target::builder()
                     .id("push-queue")
                     .arn(queue_arn("replwatch-push"))
+                    .dead_letter_config(undelivered())
                     .build()?,
             )
             .send()
@@ -168,13 +185,16 @@ impl LocalDeployment {
         // The shipped rule's pattern: only the watched registry's replications.
         let replication_pattern =
             stack_templates::central_rule_pattern("ReplicationActionRule", account, region)?;
-        events
+        let replication_rule = events
             .put_rule()
             .name("replwatch-replication")
             .event_bus_name(CENTRAL_BUS)
             .event_pattern(replication_pattern.to_string())
             .send()
-            .await?;
+            .await?
+            .rule_arn()
+            .ok_or("no rule ARN")?
+            .to_owned();
         events
             .put_targets()
             .rule("replwatch-replication")
@@ -183,14 +203,72 @@ impl LocalDeployment {
                 Target::builder()
                     .id("replication-queue")
                     .arn(queue_arn("replwatch-replication"))
+                    .dead_letter_config(undelivered())
                     .build()?,
             )
             .send()
             .await?;
 
+        // template.yaml's queue policies, for the local rules: one rule here takes both
+        // ImageActionRule's and ReplicationConfigurationRule's events; the scheduled rules are
+        // not deployed (the tests drive the schedules), their would-be ARNs stand in.
+        let not_deployed = |name: &str| format!("arn:aws:events:{region}:{account}:rule/{name}");
+        let (backfill_on_change, rules_check, lost_push_check, sweep_schedule) = (
+            not_deployed("replwatch-backfill-on-rule-change"),
+            not_deployed("replwatch-rules-check"),
+            not_deployed("replwatch-lost-push-check"),
+            not_deployed("replwatch-sweep-schedule"),
+        );
+        let (push_arn, replication_arn, event_dead_letters_arn) = (
+            queue_arn("replwatch-push"),
+            queue_arn("replwatch-replication"),
+            queue_arn("replwatch-event-delivery-dead-letters"),
+        );
+        let attributes = [
+            ("PushQueue.Arn", push_arn.as_str()),
+            ("ReplicationQueue.Arn", replication_arn.as_str()),
+            (
+                "EventDeliveryDeadLetterQueue.Arn",
+                event_dead_letters_arn.as_str(),
+            ),
+            ("ImageActionRule.Arn", push_rule.as_str()),
+            ("ReplicationConfigurationRule.Arn", push_rule.as_str()),
+            ("ReplicationActionRule.Arn", replication_rule.as_str()),
+            ("BackfillOnRuleChangeRule.Arn", backfill_on_change.as_str()),
+            ("RulesCheckRule.Arn", rules_check.as_str()),
+            ("LostPushCheckRule.Arn", lost_push_check.as_str()),
+            ("SweepScheduleRule.Arn", sweep_schedule.as_str()),
+        ];
+        for (policy, url) in [
+            ("PushQueuePolicy", &push_queue),
+            ("ReplicationQueuePolicy", &replication_queue),
+            (
+                "EventDeliveryDeadLetterQueuePolicy",
+                &event_dead_letter_queue,
+            ),
+        ] {
+            let document = stack_templates::queue_policy(
+                "template.yaml",
+                policy,
+                &HashMap::new(),
+                &attributes,
+            )?;
+            aws.set_queue_policy(account, region, url, &document)
+                .await?;
+        }
+
         // Each destination Region forwards its replication events to the central bus
-        // (infra/destination-region.yaml on AWS).
+        // (infra/destination-region.yaml on AWS), and each destination registry of another
+        // account lets this one replicate into it (its registry permissions policy).
         for destination in destinations {
+            if destination.registry_id.as_str() != account {
+                aws.allow_replication_from(
+                    destination.registry_id.as_str(),
+                    destination.region.as_str(),
+                    account,
+                )
+                .await?;
+            }
             forwarder(aws, destination, account, region, forward).await?;
         }
 
@@ -225,6 +303,7 @@ impl LocalDeployment {
             push_queue,
             replication_queue,
             dead_letter_queue,
+            event_dead_letter_queue,
             alert_topic,
             alert_queue,
             namespace: format!("replwatch-local-{account}"),
@@ -507,7 +586,8 @@ pub fn sqs_event(messages: &[QueuedMessage], region: &str) -> Result<SqsEvent, E
 }
 
 /// The forwarding rule of infra/destination-region.yaml in `destination`, towards the central
-/// bus of `account`/`region`, with its dead-letter queue; returns that queue's URL.
+/// bus of `account`/`region`, with its dead-letter queue and that queue's policy (the stack's
+/// `UndeliveredEventsPolicy`); returns that queue's URL.
 async fn forwarder(
     aws: &LocalAws,
     destination: &Destination,
@@ -536,11 +616,27 @@ async fn forwarder(
         .create_queue(dest_account, dest_region, "replwatch-forwarder-undelivered")
         .await?;
     let events = aws_sdk_eventbridge::Client::new(&aws.config(dest_account, dest_region).await);
-    events
+    let rule = events
         .put_rule()
         .name("replwatch-forward-replication")
         .event_pattern(pattern.to_string())
         .send()
+        .await?
+        .rule_arn()
+        .ok_or("no rule ARN")?
+        .to_owned();
+    let undelivered_arn =
+        format!("arn:aws:sqs:{dest_region}:{dest_account}:replwatch-forwarder-undelivered");
+    let policy = stack_templates::queue_policy(
+        "infra/destination-region.yaml",
+        "UndeliveredEventsPolicy",
+        &HashMap::new(),
+        &[
+            ("UndeliveredEvents.Arn", undelivered_arn.as_str()),
+            ("ForwardReplicationActions.Arn", rule.as_str()),
+        ],
+    )?;
+    aws.set_queue_policy(dest_account, dest_region, &undelivered, &policy)
         .await?;
     events
         .put_targets()
@@ -549,12 +645,12 @@ async fn forwarder(
             Target::builder()
                 .id("central-bus")
                 .arn(&bus_arn)
-                .role_arn(format!("arn:aws:iam::{dest_account}:role/replwatch-forwarder"))
+                .role_arn(format!(
+                    "arn:aws:iam::{dest_account}:role/replwatch-forwarder"
+                ))
                 .dead_letter_config(
                     aws_sdk_eventbridge::types::DeadLetterConfig::builder()
-                        .arn(format!(
-                            "arn:aws:sqs:{dest_region}:{dest_account}:replwatch-forwarder-undelivered"
-                        ))
+                        .arn(&undelivered_arn)
                         .build(),
                 )
                 .build()?,

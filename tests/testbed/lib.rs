@@ -209,6 +209,72 @@ impl LocalAws {
         Ok(())
     }
 
+    /// Lets `source_account` replicate into `dest_account`'s registry in `region`: the registry
+    /// permissions policy a user must set in the destination for cross-account replication
+    /// (ECR User Guide, "Granting registry permissions for cross account replication":
+    /// `ecr:ReplicateImage`, and `ecr:CreateRepository` for the repositories it does not have
+    /// yet, for the source account's root). Statements already in the policy stay; the test bed
+    /// refuses a cross-account replication without it, as ECR does.
+    pub async fn allow_replication_from(
+        &self,
+        dest_account: &str,
+        region: &str,
+        source_account: &str,
+    ) -> Result<(), Error> {
+        use aws_sdk_ecr::error::ProvideErrorMetadata as _;
+
+        let ecr = self.ecr(dest_account, region).await;
+        let mut policy = match ecr.get_registry_policy().send().await {
+            Ok(current) => serde_json::from_str(current.policy_text().unwrap_or("{}"))?,
+            Err(e) if e.code() == Some("RegistryPolicyNotFoundException") => {
+                serde_json::json!({"Version": "2012-10-17"})
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut statements = match policy["Statement"].take() {
+            serde_json::Value::Array(statements) => statements,
+            serde_json::Value::Null => Vec::new(),
+            statement => vec![statement],
+        };
+        let sid = format!("ReplicationFrom{source_account}");
+        if statements.iter().any(|s| s["Sid"] == sid.as_str()) {
+            return Ok(());
+        }
+        statements.push(serde_json::json!({
+            "Sid": sid,
+            "Effect": "Allow",
+            "Principal": {"AWS": format!("arn:aws:iam::{source_account}:root")},
+            "Action": ["ecr:CreateRepository", "ecr:ReplicateImage"],
+            "Resource": format!("arn:aws:ecr:{region}:{dest_account}:repository/*")
+        }));
+        policy["Statement"] = serde_json::Value::Array(statements);
+        ecr.put_registry_policy()
+            .policy_text(policy.to_string())
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    /// Sets the access policy of the SQS queue `queue_url` (its `Policy` attribute).
+    pub async fn set_queue_policy(
+        &self,
+        account: &str,
+        region: &str,
+        queue_url: &str,
+        policy: &serde_json::Value,
+    ) -> Result<(), Error> {
+        aws_sdk_sqs::Client::new(&self.config(account, region).await)
+            .set_queue_attributes()
+            .queue_url(queue_url)
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::Policy,
+                policy.to_string(),
+            )
+            .send()
+            .await?;
+        Ok(())
+    }
+
     /// Uploads `bytes` as a blob of `repository` the way a registry client does: in parts of
     /// ECR's largest part size, 10 MiB.
     pub async fn upload_blob(
@@ -439,7 +505,10 @@ impl LocalAws {
     }
 
     /// Creates an SQS queue in `account`/`region` and an EventBridge rule on that account's
-    /// default bus delivering events of `detail_type` from aws.ecr to it. Returns the queue URL.
+    /// default bus delivering events of `detail_type` from aws.ecr to it, with the queue policy
+    /// that lets the rule deliver (EventBridge User Guide, "Using resource-based policies for
+    /// Amazon EventBridge": EventBridge sends to a queue only as its policy allows). Returns the
+    /// queue URL.
     pub async fn event_queue(
         &self,
         account: &str,
@@ -450,21 +519,33 @@ impl LocalAws {
         let url = self.create_queue(account, region, name).await?;
         let events = aws_sdk_eventbridge::Client::new(&self.config(account, region).await);
         let pattern = serde_json::json!({"source": ["aws.ecr"], "detail-type": [detail_type]});
-        events
+        let rule_arn = events
             .put_rule()
             .name(name)
             .event_pattern(pattern.to_string())
             .send()
+            .await?
+            .rule_arn()
+            .ok_or("PutRule returned no rule ARN")?
+            .to_owned();
+        let queue_arn = format!("arn:aws:sqs:{region}:{account}:{name}");
+        let policy = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": "EventsOfTheRule",
+                "Effect": "Allow",
+                "Principal": {"Service": "events.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}}
+            }]
+        });
+        self.set_queue_policy(account, region, &url, &policy)
             .await?;
         events
             .put_targets()
             .rule(name)
-            .targets(
-                Target::builder()
-                    .id("queue")
-                    .arn(format!("arn:aws:sqs:{region}:{account}:{name}"))
-                    .build()?,
-            )
+            .targets(Target::builder().id("queue").arn(queue_arn).build()?)
             .send()
             .await?;
         Ok(url)

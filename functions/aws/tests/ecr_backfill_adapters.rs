@@ -769,6 +769,22 @@ async fn native_backfills_start_wait_their_turn_and_report_per_image() {
         .send()
         .await
         .expect("replication configuration");
+    // The partner's registry permissions policy admits this account, as ECR requires.
+    ecr(&partner, "eu-west-1")
+        .await
+        .put_registry_policy()
+        .policy_text(
+            json!({"Version": "2012-10-17", "Statement": [{
+                "Sid": "ReplicationFromSource", "Effect": "Allow",
+                "Principal": {"AWS": format!("arn:aws:iam::{account}:root")},
+                "Action": ["ecr:CreateRepository", "ecr:ReplicateImage"],
+                "Resource": format!("arn:aws:ecr:eu-west-1:{partner}:repository/*")
+            }]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("partner's registry policy");
     control(
         "POST",
         "/_localaws/replication",

@@ -63,6 +63,15 @@ async fn source_with(aws: &LocalAws, destinations: &[Destination]) -> Result<Str
         },
     )
     .await?;
+    // Each destination registry of another account admits the source, as ECR requires.
+    for destination in destinations {
+        aws.allow_replication_from(
+            destination.registry_id.as_str(),
+            destination.region.as_str(),
+            &account,
+        )
+        .await?;
+    }
     Ok(account)
 }
 

@@ -15,7 +15,9 @@ each of which documents the AWS behaviour it reproduces:
                    GetDownloadUrlForLayer, DescribeImageReplicationStatus,
                    multi-rule replication configurations, ECR events.
 - ``replication``: the replication engine (rules, delays, failures, pausing,
-                   event loss/duplication) driven by ``/_localaws/replication``.
+                   event loss/duplication) driven by ``/_localaws/replication``;
+                   cross-account replication needs the destination's registry
+                   permissions policy.
 - ``backfill``:    StartReplicationBackfill & co., on the replication engine.
 - ``storage_class``: UpdateImageStorageClass (archive / restore), image
                    status, archived images refused to pulls, restore events and
@@ -34,7 +36,14 @@ each of which documents the AWS behaviour it reproduces:
                    replication to a Region either account has not enabled fails.
 - ``trust``:       AssumeRole checks trust policies in accounts that have IAM
                    roles (moto lets anyone assume anything).
-- ``policies``:    policy Condition blocks, for trust and event bus policies.
+- ``policies``:    resource-based policy evaluation (principals, actions,
+                   resources, every cheap condition operator, fail closed on
+                   the rest) and the request context of a request.
+- ``sqs_policy``:  queue policies enforced on SendMessage(Batch) and on
+                   EventBridge deliveries to queues and dead-letter queues.
+- ``sns_policy``:  topic policies enforced on Publish(Batch).
+- ``alarm_actions``: CloudWatch alarm state changes notify their SNS topics,
+                   as the topics' policies allow.
 - ``paging``:      maxResults/nextToken for DescribeRepositories,
                    DescribeImages and ListImages.
 - ``faults``:      ECR and DynamoDB API throttling on demand (``/_localaws/faults``).
@@ -72,8 +81,9 @@ def install() -> None:
     with _install_lock:
         if _installed:
             return
-        from . import (accounts, backfill, calls, ecr, eventbridge, faults, meter, network, paging, referrers,
-                      region_opt_in, registry, replication, load_scale, storage_class, store, templates, trust)
+        from . import (accounts, alarm_actions, backfill, calls, ecr, eventbridge, faults, meter, network, paging,
+                      referrers, region_opt_in, registry, replication, load_scale, sns_policy, sqs_policy,
+                      storage_class, store, templates, trust)
 
         store.install_reset_hook()
         accounts.install()
@@ -91,6 +101,9 @@ def install() -> None:
         calls.install()
         load_scale.install()  # before the meter, which wraps its query
         meter.install()
+        sqs_policy.install()  # wraps the meter's EventBridge -> SQS delivery: refusals are not billed
+        sns_policy.install()
+        alarm_actions.install()
         faults.install()
         network.install()
         _installed = True

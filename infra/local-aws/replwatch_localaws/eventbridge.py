@@ -24,15 +24,18 @@ events" / event structure reference):
   receiving events between AWS accounts"): an ``Allow`` of
   ``events:PutEvents`` for a principal covering the sending account (``*``,
   its id, its root ARN), every condition met, and no ``Deny`` that applies.
-  Conditions as ``policies`` evaluates them, on ``aws:PrincipalAccount``,
-  ``aws:PrincipalOrgID`` (from moto's Organizations), ``events:source`` and
-  ``events:detail-type``; any other key is absent from the request. moto
-  checks none of it.
+  Statements and conditions as ``policies`` evaluates them (fail closed), on
+  ``policies.request_context`` (``aws:PrincipalAccount``,
+  ``aws:PrincipalOrgID`` from moto's Organizations…) plus ``events:source``
+  and ``events:detail-type``. moto checks none of it.
 - An event a rule could not deliver to a bus because of permissions goes at
   once to the target's dead-letter queue (``DeadLetterConfig``) with the
   attributes ``RULE_ARN``, ``TARGET_ARN``, ``ERROR_CODE`` and
   ``ERROR_MESSAGE`` ("Using dead-letter queues to process undelivered
-  events"); without one it is dropped.
+  events"); without one it is dropped. So are deliveries to SQS targets
+  their queue's policy refuses (``sqs_policy``). The dead-letter queue's own
+  policy must let EventBridge send (``events.amazonaws.com``,
+  ``aws:SourceArn`` the rule), else the event is dropped.
 
 ``emit(account, region, detail_type, detail, resources)`` delivers an
 ``aws.ecr`` event to the default bus of that account and Region, in process,
@@ -53,7 +56,7 @@ from typing import Any
 from moto.core.utils import unix_time
 
 from . import meter
-from .policies import as_list, condition_met, org_of
+from .policies import Caller, decide, request_context
 
 # AWS envelope order; moto fills <field> placeholders from the event.
 EVENT_TEMPLATE = (
@@ -80,7 +83,7 @@ def _forward_to_bus(rule: Any, event: dict[str, Any], target: dict[str, Any]) ->
     except Exception:  # target bus does not exist: AWS drops the event too
         return
     sender = rule.account_id
-    if sender != arn.account and not bus_admits(bus.policy, sender, event):
+    if sender != arn.account and not bus_admits(bus.policy, sender, event, bus_arn):
         _dead_letter(rule, target, event, "NO_PERMISSIONS",
                      f"User: arn:aws:sts::{sender}:assumed-role/… is not authorized to perform: "
                      f"events:PutEvents on resource: {bus_arn} because no resource-based policy allows it")
@@ -96,53 +99,40 @@ def _forward_to_bus(rule: Any, event: dict[str, Any], target: dict[str, Any]) ->
         _hops.depth = depth
 
 
-def bus_admits(policy: str | None, sender: str, event: dict[str, Any]) -> bool:
-    """Whether a bus with resource policy ``policy`` takes ``event`` put by account ``sender``."""
-    import json
-
-    if not policy:
-        return False
-    try:
-        statements = as_list(json.loads(policy).get("Statement"))
-    except (TypeError, ValueError, AttributeError):
-        return False
-    context = {
-        "aws:principalaccount": sender,
-        "aws:principalorgid": org_of(sender),
+def bus_admits(policy: str | None, sender: str, event: dict[str, Any], bus_arn: str) -> bool:
+    """Whether the bus ``bus_arn`` with resource policy ``policy`` takes ``event`` put by
+    account ``sender`` (another account: it needs an ``Allow`` that applies, and no ``Deny``)."""
+    caller = Caller(account=sender)
+    context = request_context(caller, bus_arn.split(":")[4], secure_transport=True, extra={
         "events:source": event.get("source"),
         "events:detail-type": event.get("detail-type"),
-    }
-
-    def applies(statement: dict[str, Any]) -> bool:
-        actions = {str(a).lower() for a in as_list(statement.get("Action"))}
-        if not actions & {"events:putevents", "events:*", "*"}:
-            return False
-        principal = statement.get("Principal")
-        if principal != "*":
-            named = as_list(principal.get("AWS")) if isinstance(principal, dict) else []
-            if not any(p in ("*", sender) or str(p).endswith(f":iam::{sender}:root") for p in named):
-                return False
-        return condition_met(statement.get("Condition"), context)
-
-    live = [s for s in statements if isinstance(s, dict) and applies(s)]
-    return any(s.get("Effect") == "Allow" for s in live) and not any(s.get("Effect") == "Deny" for s in live)
+    })
+    return decide(policy, "events:PutEvents", bus_arn, caller, context) == "Allow"
 
 
 def _dead_letter(rule: Any, target: dict[str, Any], event: dict[str, Any], code: str, message: str) -> None:
+    """Sends ``event`` to the target's dead-letter queue, if it has one and the queue's policy
+    lets EventBridge (``events.amazonaws.com``, ``aws:SourceArn`` the rule) send to it; else
+    the event is dropped."""
     import json
 
     from moto.sqs.models import sqs_backends
     from moto.utilities.arns import parse_arn
 
+    from . import sqs_policy
+
     queue_arn = (target.get("DeadLetterConfig") or {}).get("Arn")
     if not queue_arn:
         return
     arn = parse_arn(queue_arn)
+    backend = sqs_backends[arn.account][arn.region]
+    queue = backend.queues.get(arn.resource_id)
+    if queue is None or not sqs_policy.eventbridge_may_send(rule, queue):
+        return
     attributes = {name: {"DataType": "String", "StringValue": value} for name, value in (
         ("RULE_ARN", rule.arn), ("TARGET_ARN", target["Arn"]), ("ERROR_CODE", code), ("ERROR_MESSAGE", message))}
     body = {k: v for k, v in event.items() if k != "ingestion-time"}
-    sqs_backends[arn.account][arn.region].send_message(
-        arn.resource_id, json.dumps(body), message_attributes=attributes)
+    backend.send_message(arn.resource_id, json.dumps(body), message_attributes=attributes)
 
 
 def _is_bus_target(target: dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ AWS facts reproduced (Amazon ECR User Guide, "Private image replication"):
   that moment.
 - "Repository creation": a missing destination repository is created (default
   settings: MUTABLE tags, AES256); settings of the source repository are not
-  copied. Registry permission policies are not checked here. When the
+  copied. When the
   destination registry has a repository creation template with
   ``appliedFor`` REPLICATION matching the name (``templates``: longest
   prefix, else ROOT), the repository gets its tag mutability (and exclusion
@@ -64,8 +64,28 @@ occurring within or to that Region" (User Guide, considerations): a job whose
 destination Region is not enabled in the source or the destination account
 (``region_opt_in``) fails with ``REGION_NOT_ENABLED`` when it runs.
 
+Cross-account replication needs the destination's consent (User Guide,
+"Private registry permissions" / "Granting registry permissions for cross
+account replication": "A registry policy must grant permission for the
+ecr:ReplicateImage API action … You can also grant permission for the
+ecr:CreateRepository permission … If the ecr:CreateRepository permission isn't
+provided, a repository with the same name as the source repository must be
+created manually in your registry. If neither is done, replication fails"):
+a job into another account's registry runs only if that registry's
+permissions policy in the destination Region (``PutRegistryPolicy``, kept by
+moto per account and Region) allows the source account (``Principal``
+``{"AWS": "<account>"}`` or ``arn:aws:iam::<account>:root``, or ``*``)
+``ecr:ReplicateImage`` on the destination repository's ARN, and, when that
+repository does not exist yet, ``ecr:CreateRepository`` too
+(``policies.decide``: a ``Deny`` that applies wins; conditions on
+``policies.request_context``). Otherwise it fails when it runs, with
+``PERMISSION_FAILURE_CODE``, nothing copied, a FAILED event sent (for pushes,
+restores and backfills alike). Replication within one account needs no policy.
+
 The ECR API reference types ``failureCode`` as a free string and documents no
-values; ``DEFAULT_FAILURE_CODE`` is our choice.
+values; ``DEFAULT_FAILURE_CODE`` and ``PERMISSION_FAILURE_CODE`` are our
+choice (the guide says only that replication fails; ``ACCESS_DENIED`` is our
+reading of a refusal).
 """
 
 from __future__ import annotations
@@ -82,10 +102,13 @@ from typing import Any
 from . import region_opt_in, store, templates
 from .ecr import referenced_blobs, referenced_manifests, tag_is_immutable, untag
 from .eventbridge import emit
+from .policies import Caller, decide, request_context
 
 log = logging.getLogger("replwatch_localaws.replication")
 
 DEFAULT_FAILURE_CODE = "ACCESS_DENIED"
+# A cross-account replication the destination's registry permissions policy does not allow.
+PERMISSION_FAILURE_CODE = "ACCESS_DENIED"
 
 _DEST_KEYS = {"delay_seconds", "fail", "fail_tags", "failure_code", "paused"}
 _TOP_KEYS = {"default_delay_seconds", "default_failure_code", "destinations",
@@ -327,6 +350,25 @@ def already_replicated(dest: tuple[str, str], repository: str, digest: str, tag:
     return image is not None and (not tag or tag in image.image_tags)
 
 
+def registry_permits(source_account: str, dest_account: str, dest_region: str, repository: str) -> bool:
+    """Whether the destination registry's permissions policy lets ``source_account`` replicate
+    ``repository`` into it (and create it, when it is missing). Same account: always."""
+    from moto.ecr.models import ecr_backends
+    from moto.utilities.utils import get_partition
+
+    if source_account == dest_account:
+        return True
+    backend = ecr_backends[dest_account][dest_region]
+    policy = getattr(backend, "registry_policy", None)
+    resource = f"arn:{get_partition(dest_region)}:ecr:{dest_region}:{dest_account}:repository/{repository}"
+    caller = Caller(account=source_account)
+    context = request_context(caller, dest_account, secure_transport=True)
+    if decide(policy, "ecr:ReplicateImage", resource, caller, context) != "Allow":
+        return False
+    return repository in backend.repositories or \
+        decide(policy, "ecr:CreateRepository", resource, caller, context) == "Allow"
+
+
 def replicate(job: "Job") -> tuple[str, str | None]:
     """Perform one replication under the destination's settings:
     ``("COMPLETE", None)`` or ``("FAILED", failureCode)``."""
@@ -336,6 +378,8 @@ def replicate(job: "Job") -> tuple[str, str | None]:
         if not (region_opt_in.allows_replication(job.source[0], dest_region)
                 and region_opt_in.allows_replication(dest_account, dest_region)):
             return "FAILED", region_opt_in.FAILURE_CODE
+        if not registry_permits(job.source[0], dest_account, dest_region, job.source[2]):
+            return "FAILED", PERMISSION_FAILURE_CODE
         if settings.get("fail") or (job.tag is not None and job.tag in settings.get("fail_tags", ())):
             return "FAILED", settings.get("failure_code") or _settings["default_failure_code"]
         _copy(dest_account, dest_region, job.source[2], job.snapshot, job.tag)

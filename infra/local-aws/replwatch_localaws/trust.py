@@ -15,10 +15,12 @@ i.e. the test set its IAM up) gets AWS's answer instead (IAM User Guide,
   ``{"AWS": "*"}``, the caller's account id or ``arn:aws:iam::<account>:root``,
   or the caller's own principal ARN: for a caller using an assumed role's
   credentials, that role's ARN, as ``aws:PrincipalArn`` gives it), and its
-  conditions hold (``policies.condition_met``) for the keys ``sts:ExternalId``,
-  ``aws:PrincipalArn``, ``aws:PrincipalAccount``, ``aws:PrincipalOrgID``, and
-  ``aws:PrincipalType`` (``Account`` or ``AssumedRole``); other keys are absent
-  from the request;
+  conditions hold (``policies.condition_met``, fail closed: what it cannot
+  evaluate makes an ``Allow`` not apply and a ``Deny`` apply) for ``sts:ExternalId``
+  and the keys of ``policies.request_context`` (``aws:PrincipalArn``,
+  ``aws:PrincipalAccount``, ``aws:PrincipalOrgID``, ``aws:PrincipalType``
+  ``Account`` or ``AssumedRole``, ``aws:SecureTransport`` ``false``,
+  ``aws:ResourceAccount``…); other keys are absent from the request;
 - a ``Deny`` that applies refuses; otherwise an ``Allow`` that applies admits.
 """
 
@@ -27,50 +29,26 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .policies import as_list, condition_met, org_of
-
-_ACTIONS = {"sts:assumerole", "sts:*", "*"}
-
-
-def _principal_admits(principal: Any, caller_account: str, caller_arn: str | None) -> bool:
-    if principal == "*":
-        return True
-    if not isinstance(principal, dict):
-        return False
-    for value in as_list(principal.get("AWS")):
-        if value in ("*", caller_account) or (caller_arn is not None and value == caller_arn):
-            return True
-        if isinstance(value, str) and value.endswith(f":iam::{caller_account}:root"):
-            return True
-    return False
+from .policies import Caller, as_list, request_context, statement_applies
 
 
 def trust_admits(document: str, caller_account: str, caller_arn: str | None,
-                 external_id: str | None) -> bool:
-    """Whether the trust policy lets the caller (its account, and its role's ARN when it
-    calls with an assumed role's credentials) assume the role."""
+                 external_id: str | None, role_arn: str | None = None) -> bool:
+    """Whether the trust policy of the role ``role_arn`` lets the caller (its account, and its
+    role's ARN when it calls with an assumed role's credentials) assume it."""
     try:
         policy = json.loads(document)
     except (TypeError, ValueError):
         return False
-    context = {
-        "sts:externalid": external_id,
-        "aws:principalarn": caller_arn or f"arn:aws:iam::{caller_account}:root",
-        "aws:principalaccount": caller_account,
-        "aws:principalorgid": org_of(caller_account),
-        "aws:principaltype": "AssumedRole" if caller_arn else "Account",
-    }
-    applying = []
-    for statement in as_list(policy.get("Statement")):
-        if not isinstance(statement, dict):
-            continue
-        actions = {a.lower() for a in as_list(statement.get("Action")) if isinstance(a, str)}
-        if not actions & _ACTIONS:
-            continue
-        if not _principal_admits(statement.get("Principal"), caller_account, caller_arn):
-            continue
-        if condition_met(statement.get("Condition"), context):
-            applying.append(statement.get("Effect"))
+    if not isinstance(policy, dict):
+        return False
+    caller = Caller(account=caller_account, role_arn=caller_arn)
+    parts = (role_arn or "").split(":")
+    context = request_context(caller, parts[4] if len(parts) > 5 else None,
+                              extra={"sts:externalid": external_id})
+    applying = {statement.get("Effect") for statement in as_list(policy.get("Statement"))
+                if isinstance(statement, dict)
+                and statement_applies(statement, "sts:AssumeRole", role_arn or "*", caller, context)}
     return "Allow" in applying and "Deny" not in applying
 
 
@@ -116,7 +94,7 @@ def install() -> None:
             role = roles.get(name)
             admitted = role is not None and trust_admits(
                 role.assume_role_policy_document, caller, caller_role_arn(self.get_access_key()),
-                self._get_param("ExternalId"))
+                self._get_param("ExternalId"), role_arn)
             if not admitted:
                 raise STSClientError(
                     "AccessDenied",

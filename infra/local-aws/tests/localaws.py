@@ -76,15 +76,51 @@ def assumed_client(service: str, region: str, account: str, role: str = "replwat
                         aws_session_token=creds["SessionToken"])
 
 
+def queue_arn(sqs: Any, url: str) -> str:
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def allow_eventbridge(sqs: Any, url: str, *rule_arns: str) -> None:
+    """Adds to the queue's policy what EventBridge needs to deliver the rules' events to it
+    (EventBridge User Guide, "Using resource-based policies for Amazon EventBridge": Amazon SQS
+    permissions), as a user must."""
+    arn = queue_arn(sqs, url)
+    current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"]).get("Attributes", {})
+    policy = json.loads(current["Policy"]) if "Policy" in current else {"Version": "2012-10-17", "Statement": []}
+    policy["Statement"].append({
+        "Sid": f"events-{len(policy['Statement'])}", "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"}, "Action": "sqs:SendMessage", "Resource": arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": list(rule_arns)}},
+    })
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
+
+
+def allow_replication_from(dest_account: str, region: str, *source_accounts: str) -> None:
+    """The destination registry's permissions policy a user sets for cross-account replication
+    (ECR User Guide, "Private registry policy examples"): the source accounts may replicate
+    into, and create, every repository of ``dest_account`` in ``region``."""
+    client("ecr", region, dest_account).put_registry_policy(policyText=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "ReplicationAccessCrossAccount", "Effect": "Allow",
+            "Principal": {"AWS": [f"arn:aws:iam::{a}:root" for a in source_accounts]},
+            "Action": ["ecr:CreateRepository", "ecr:ReplicateImage"],
+            "Resource": f"arn:aws:ecr:{region}:{dest_account}:repository/*",
+        }],
+    }))
+
+
 class EventTap:
-    """An SQS queue behind an EventBridge rule on a default bus."""
+    """An SQS queue behind an EventBridge rule on a default bus (the queue's policy lets the
+    rule deliver)."""
 
     def __init__(self, events: Any, sqs: Any, pattern: dict[str, Any] | None = None) -> None:
         self.sqs = sqs
         name = "tap-" + uuid.uuid4().hex[:8]
         self.url = sqs.create_queue(QueueName=name)["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        events.put_rule(Name=name, EventPattern=json.dumps(pattern or {"source": ["aws.ecr"]}))
+        arn = queue_arn(sqs, self.url)
+        rule_arn = events.put_rule(Name=name, EventPattern=json.dumps(pattern or {"source": ["aws.ecr"]}))["RuleArn"]
+        allow_eventbridge(sqs, self.url, rule_arn)
         events.put_targets(Rule=name, Targets=[{"Id": "q", "Arn": arn}])
 
     def drain(self, expect: int | None = None, timeout: float = 3.0) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ import boto3
 import pytest
 
 from localaws import (
-    A, B, C, ENDPOINT, ENVELOPE_KEYS, SRC_REGION, assumed_client, client, configure, http, tap,
+    A, B, C, ENDPOINT, ENVELOPE_KEYS, SRC_REGION, allow_eventbridge, assumed_client, client, configure, http, tap,
 )
 
 
@@ -155,7 +155,9 @@ def _central_bus_and_forwarder(policy: dict | None):
     central_sqs = client("sqs", "us-east-1", C)
     url = central_sqs.create_queue(QueueName="central")["QueueUrl"]
     qarn = central_sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    central_events.put_rule(Name="all", EventBusName="replwatch", EventPattern=json.dumps({"source": ["my.app"]}))
+    rule_arn = central_events.put_rule(Name="all", EventBusName="replwatch",
+                                       EventPattern=json.dumps({"source": ["my.app"]}))["RuleArn"]
+    allow_eventbridge(central_sqs, url, rule_arn)
     central_events.put_targets(Rule="all", EventBusName="replwatch", Targets=[{"Id": "q", "Arn": qarn}])
     if policy is not None:
         for statement in policy["Statement"]:
@@ -165,7 +167,8 @@ def _central_bus_and_forwarder(policy: dict | None):
     dlq = dest_sqs.create_queue(QueueName="undelivered")["QueueUrl"]
     dlq_arn = dest_sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     dest_events = assumed_client("events", "eu-west-1", B)
-    dest_events.put_rule(Name="forward", EventPattern=json.dumps({"source": ["my.app"]}))
+    forward_arn = dest_events.put_rule(Name="forward", EventPattern=json.dumps({"source": ["my.app"]}))["RuleArn"]
+    allow_eventbridge(dest_sqs, dlq, forward_arn)
     dest_events.put_targets(Rule="forward", Targets=[{"Id": "central", "Arn": bus_arn,
                                                       "DeadLetterConfig": {"Arn": dlq_arn}}])
     return central_sqs, url, dest_sqs, dlq, dest_events

@@ -12,8 +12,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from localaws import (
-    A, B, OCI_MANIFEST, SRC_REGION, assumed_client, build_image, client, configure, download, dumps, flush,
-    push_image, push_index, put_config, sha256, statuses, upload_blob,
+    A, B, OCI_MANIFEST, SRC_REGION, allow_replication_from, assumed_client, build_image, client, configure,
+    download, dumps, flush, push_image, push_index, put_config, sha256, statuses, upload_blob,
 )
 
 REPO = "team-a/web"
@@ -300,6 +300,7 @@ def test_replication_copies_referrers_which_stay_referrers():
     ecr = client("ecr", SRC_REGION)
     ecr.create_repository(repositoryName=REPO)
     put_config(ecr, ([("us-east-1", A), ("eu-west-1", B)], ["team-a/"]))
+    allow_replication_from(B, "eu-west-1", A)
     index = push_index(ecr, REPO, "v1")
     amd64 = index["children"][0]
     on_index = [notation_signature(ecr, index), sbom(ecr, index)]

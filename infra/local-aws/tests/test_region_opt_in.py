@@ -6,7 +6,10 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from localaws import A, B, SRC_REGION, client, configure, flush, http, push_image, put_config, statuses, tap
+from localaws import (
+    A, B, SRC_REGION, allow_replication_from, client, configure, flush, http, push_image, put_config, statuses,
+    tap,
+)
 
 OPT_IN = "eu-south-1"
 REPO = "team-a/web"
@@ -132,6 +135,8 @@ def test_replication_needs_the_region_enabled_in_both_accounts():
     ecr = client("ecr", SRC_REGION)
     ecr.create_repository(repositoryName=REPO)
     put_config(ecr, ([(OPT_IN, A), (OPT_IN, B), ("eu-west-1", B)], None))
+    for region in (OPT_IN, "eu-west-1"):
+        allow_replication_from(B, region, A)
     failures = tap(A, OPT_IN, {"source": ["aws.ecr"], "detail": {"result": ["FAILED"]}})
 
     def push_and_settle(tag):

@@ -14,8 +14,8 @@ import requests
 from botocore.exceptions import ClientError
 
 from localaws import (
-    A, B, ENDPOINT, OCI_INDEX, OCI_MANIFEST, SRC_REGION, build_image, client, configure, dumps, flush, http,
-    image_ids, push_image, push_index, put_config, sha256, tap, upload_blob,
+    A, B, ENDPOINT, OCI_INDEX, OCI_MANIFEST, SRC_REGION, allow_replication_from, build_image, client, configure,
+    dumps, flush, http, image_ids, push_image, push_index, put_config, sha256, tap, upload_blob,
 )
 from test_referrers import IN_TOTO, NOTATION, SPDX, attestation, notation_signature, sbom
 
@@ -185,6 +185,7 @@ def test_push_through_v2_is_a_put_image():
     reg = Registry()
     reg.ecr.create_repository(repositoryName=REPO)
     put_config(reg.ecr, ([(DEST_REGION, B)], None))
+    allow_replication_from(B, DEST_REGION, A)
     configure(default_delay_seconds=60)
     events = tap(A, SRC_REGION)
     image = build_image(layer_sizes=(3 * 1024 * 1024 + 5, 700))

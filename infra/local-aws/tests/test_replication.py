@@ -6,7 +6,7 @@ import re
 import time
 
 from localaws import (
-    A, B, ENVELOPE_KEYS, OCI_CONFIG, SRC_REGION, assumed_client, client, configure,
+    A, B, ENVELOPE_KEYS, OCI_CONFIG, SRC_REGION, allow_replication_from, assumed_client, client, configure,
     download, flush, image_ids, push_image, push_index, put_config, statuses, tap,
 )
 
@@ -31,6 +31,7 @@ def test_push_replicates_cross_region_and_cross_account():
     ecr = client("ecr", SRC_REGION)
     ecr.create_repository(repositoryName=REPO)
     put_config(ecr, ([("us-east-1", A), ("eu-west-1", B)], ["team-a/"]))
+    allow_replication_from(B, "eu-west-1", A)
     push_tap = tap(A, SRC_REGION)
     east_tap = tap(A, "us-east-1")
     eu_tap = tap(B, "eu-west-1", assumed=True)
@@ -121,6 +122,7 @@ def test_prefix_filters_select_repositories_and_rules_union():
         ([("eu-west-1", B)], ["team-b/", "team-a/"]),
         ([("us-east-1", A), ("eu-west-1", B)], ["team-a/w"]),  # same destinations again
     )
+    allow_replication_from(B, "eu-west-1", A)
     a = push_image(ecr, "team-a/web", "1")
     b = push_image(ecr, "team-b/api", "1")
     o = push_image(ecr, "other/tool", "1")
@@ -151,6 +153,7 @@ def test_configured_failure():
     ecr = client("ecr", SRC_REGION)
     ecr.create_repository(repositoryName=REPO)
     put_config(ecr, ([("us-east-1", A), ("eu-west-1", B)], None))
+    allow_replication_from(B, "eu-west-1", A)
     configure(destinations={f"us-east-1/{A}": {"fail": True, "failure_code": "REPLICATION_DENIED"}})
     east_tap = tap(A, "us-east-1")
     image = push_image(ecr, REPO, "v1")
@@ -213,6 +216,7 @@ def test_delay_keeps_in_progress_until_due():
     ecr = client("ecr", SRC_REGION)
     ecr.create_repository(repositoryName=REPO)
     put_config(ecr, ([("us-east-1", A), ("eu-west-1", B)], None))
+    allow_replication_from(B, "eu-west-1", A)
     configure(default_delay_seconds=0.5, destinations={f"eu-west-1/{B}": {"delay_seconds": 60}})
     image = push_image(ecr, REPO, "v1")
     st = statuses(ecr, REPO, image["digest"])
@@ -258,6 +262,7 @@ def test_multi_arch_index_replicates_with_children():
     ecr = client("ecr", SRC_REGION)
     ecr.create_repository(repositoryName=REPO)
     put_config(ecr, ([("eu-west-1", B)], None))
+    allow_replication_from(B, "eu-west-1", A)
     index = push_index(ecr, REPO, "multi")
     flush()
     eu = assumed_client("ecr", "eu-west-1", B)
@@ -295,6 +300,7 @@ def test_drop_rate_one_loses_events_not_images():
     ecr = client("ecr", SRC_REGION)
     ecr.create_repository(repositoryName=REPO)
     put_config(ecr, ([("us-east-1", A), ("eu-west-1", B)], None))
+    allow_replication_from(B, "eu-west-1", A)
     configure(event_drop_rate=1.0, seed=7)
     src_tap = tap(A, SRC_REGION)
     east_tap = tap(A, "us-east-1")

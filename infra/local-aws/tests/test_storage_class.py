@@ -11,8 +11,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from localaws import (
-    A, B, ENDPOINT, ENVELOPE_KEYS, SRC_REGION, assumed_client, client, configure, download, flush, http,
-    image_ids, push_image, put_config, statuses, tap,
+    A, B, ENDPOINT, ENVELOPE_KEYS, SRC_REGION, allow_replication_from, assumed_client, client, configure,
+    download, flush, http, image_ids, push_image, put_config, statuses, tap,
 )
 
 REPO = "team-a/web"
@@ -136,6 +136,7 @@ def test_restore_emits_the_event_when_done_and_replicates_to_the_configured_dest
     image = push_image(ecr, REPO, "v1")  # before any replication configuration: not replicated
     _update(ecr, image["digest"], "ARCHIVE")
     put_config(ecr, ([("us-east-1", A), ("eu-west-1", B)], ["team-a/"]))
+    allow_replication_from(B, "eu-west-1", A)
     events = tap(A, SRC_REGION)
     east_events = tap(A, "us-east-1")
     configure(restore_seconds=60)

@@ -11,8 +11,8 @@ import pytest
 from botocore.exceptions import ClientError
 
 from localaws import (
-    A, B, OCI_CONFIG, OCI_MANIFEST, SRC_REGION, client, dumps, flush, http, image_ids, push_image,
-    put_config, sha256, upload_blob,
+    A, B, OCI_CONFIG, OCI_MANIFEST, SRC_REGION, allow_replication_from, client, dumps, flush, http, image_ids,
+    push_image, put_config, sha256, upload_blob,
 )
 
 DEST = ("eu-west-1", B)
@@ -172,6 +172,7 @@ def test_replication_creates_destination_repositories_from_templates():
     src.create_repository_creation_template(prefix="ROOT", appliedFor=["REPLICATION"],
                                             imageTagMutability="MUTABLE")
     put_config(src, ([DEST], None))
+    allow_replication_from(DEST[1], DEST[0], A)
     for repo in ("team/web/api", "other/svc", "teamster"):
         src.create_repository(repositoryName=repo)
         push_image(src, repo, "v1")
@@ -208,6 +209,7 @@ def test_backfill_creates_destination_repositories_from_templates():
     dst.create_repository_creation_template(prefix="team", appliedFor=["REPLICATION"],
                                             imageTagMutability="IMMUTABLE")
     put_config(src, ([DEST], ["team/"]))
+    allow_replication_from(DEST[1], DEST[0], A)
     src.start_replication_backfill(destination={"region": DEST[0], "registryId": DEST[1]})
     flush()
     repo = dst.describe_repositories(repositoryNames=["team/db"])["repositories"][0]
