@@ -11,6 +11,8 @@ mod alert_truth;
 mod lost_push_events;
 #[path = "own_health.rs"]
 mod own_health;
+#[path = "trust_boundary.rs"]
+mod trust_boundary;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -394,6 +394,16 @@ impl<'t> Stack<'t> {
                     .collect::<Result<_, _>>()?;
                 Json::String(parts.join(separator))
             }
+            "Split" => {
+                let [separator, text] = arguments()?.as_slice() else {
+                    return Err("Split takes two arguments".into());
+                };
+                let separator = separator.as_str().ok_or("Split: separator")?;
+                let Json::String(text) = self.value(text)? else {
+                    return Err("Split of a non-string".into());
+                };
+                Json::Array(text.split(separator).map(Json::from).collect())
+            }
             other => {
                 return Err(
                     format!("intrinsic function {other} is not resolved by the test bed").into(),
@@ -415,10 +425,43 @@ pub fn queue_policy(
     parameters: &Parameters,
     attributes: &[(&str, &str)],
 ) -> Result<Json, Error> {
+    resource_policy(
+        template,
+        resource,
+        "AWS::SQS::QueuePolicy",
+        parameters,
+        attributes,
+    )
+}
+
+/// [`queue_policy`] for the `AWS::SNS::TopicPolicy` resource `resource`; a `Ref` of the topic
+/// (or of a pseudo parameter) is given in `parameters` (`("AlertTopic", <its ARN>)`).
+pub fn topic_policy(
+    template: &str,
+    resource: &str,
+    parameters: &Parameters,
+    attributes: &[(&str, &str)],
+) -> Result<Json, Error> {
+    resource_policy(
+        template,
+        resource,
+        "AWS::SNS::TopicPolicy",
+        parameters,
+        attributes,
+    )
+}
+
+fn resource_policy(
+    template: &str,
+    resource: &str,
+    kind: &str,
+    parameters: &Parameters,
+    attributes: &[(&str, &str)],
+) -> Result<Json, Error> {
     let document = read(template)?;
     let declared = &document["Resources"][resource];
-    if declared["Type"].as_str() != Some("AWS::SQS::QueuePolicy") {
-        return Err(format!("{template}: {resource} is no AWS::SQS::QueuePolicy").into());
+    if declared["Type"].as_str() != Some(kind) {
+        return Err(format!("{template}: {resource} is no {kind}").into());
     }
     let attributes = attributes
         .iter()
