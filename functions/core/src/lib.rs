@@ -45,6 +45,7 @@ pub mod store;
 pub mod tracker;
 pub mod tracking;
 pub mod unreadable;
+pub mod wildcard;
 
 #[cfg(test)]
 mod test_events;

@@ -13,6 +13,8 @@
 
 use serde_json::Value;
 
+use crate::wildcard::{self, Wildcards};
+
 /// What a policy says about one action for one principal on one resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PolicyVerdict {
@@ -82,10 +84,16 @@ impl RegistryPolicy {
 fn applies(statement: &Value, account: &str, action: &str, resource: &str) -> bool {
     let actions = strings(statement.get("Action"));
     let resources = strings(statement.get("Resource"));
-    actions
-        .iter()
-        .any(|pattern| wildcard_match(&pattern.to_ascii_lowercase(), &action.to_ascii_lowercase()))
-        && (resources.is_empty() || resources.iter().any(|p| wildcard_match(p, resource)))
+    actions.iter().any(|pattern| {
+        wildcard::matches(
+            &pattern.to_ascii_lowercase(),
+            &action.to_ascii_lowercase(),
+            Wildcards::StarAndQuestion,
+        )
+    }) && (resources.is_empty()
+        || resources
+            .iter()
+            .any(|p| wildcard::matches(p, resource, Wildcards::StarAndQuestion)))
         && principal_covers(statement.get("Principal"), account)
 }
 
@@ -112,29 +120,6 @@ fn strings(value: Option<&Value>) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
-}
-
-/// IAM's wildcards: `*` any run of characters, `?` any one character.
-pub fn wildcard_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let mut backtrack: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            backtrack = Some((pi, ti));
-            pi += 1;
-        } else if let Some((star, matched)) = backtrack {
-            pi = star + 1;
-            ti = matched + 1;
-            backtrack = Some((star, matched + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 #[cfg(test)]
@@ -198,14 +183,5 @@ mod tests {
             !p.evaluate("111111111111", "ecr:ReplicateImage", RESOURCE)
                 .allowed
         );
-    }
-
-    #[test]
-    fn iam_wildcards() {
-        assert!(wildcard_match("ecr:replicate*", "ecr:replicateimage"));
-        assert!(wildcard_match("a?c*", "abcdef"));
-        assert!(wildcard_match("*", ""));
-        assert!(!wildcard_match("a?c", "ac"));
-        assert!(!wildcard_match("ecr:put*", "ecr:replicateimage"));
     }
 }

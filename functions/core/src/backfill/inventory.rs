@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::backfill::plan::matches_wildcard;
 use crate::model::{Destination, Digest, RepositoryName};
+use crate::wildcard::{self, Wildcards};
 
 /// `imageTagMutability` of a repository. ECR also has the `*_WITH_EXCLUSION` variants, whose
 /// exclusion filters name tags that keep the opposite behaviour.
@@ -31,12 +31,12 @@ impl TagMutability {
         match self {
             TagMutability::Mutable => false,
             TagMutability::Immutable => true,
-            TagMutability::ImmutableWithExclusion { mutable_tags } => {
-                !mutable_tags.iter().any(|f| matches_wildcard(f, tag))
-            }
-            TagMutability::MutableWithExclusion { immutable_tags } => {
-                immutable_tags.iter().any(|f| matches_wildcard(f, tag))
-            }
+            TagMutability::ImmutableWithExclusion { mutable_tags } => !mutable_tags
+                .iter()
+                .any(|f| wildcard::matches(f, tag, Wildcards::Star)),
+            TagMutability::MutableWithExclusion { immutable_tags } => immutable_tags
+                .iter()
+                .any(|f| wildcard::matches(f, tag, Wildcards::Star)),
         }
     }
 }

@@ -35,6 +35,7 @@ use crate::backfill::manifest::is_index_media_type;
 use crate::backfill::referrers::{Referrers, referrer_kind, subject_of};
 use crate::model::{Destination, Digest, RepositoryName};
 use crate::rules::ReplicationConfiguration;
+use crate::wildcard::{self, Wildcards};
 
 /// The longest tag ECR accepts, and so the longest pattern worth writing.
 pub const MAX_TAG_PATTERN_LENGTH: usize = 128;
@@ -81,7 +82,7 @@ impl TagPattern {
     }
 
     pub fn matches(&self, tag: &str) -> bool {
-        matches_wildcard(&self.0, tag)
+        wildcard::matches(&self.0, tag, Wildcards::Star)
     }
 
     pub fn as_str(&self) -> &str {
@@ -106,31 +107,6 @@ impl fmt::Display for TagPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// Whether `text` matches `pattern`, where `*` matches any run of characters. Linear in
-/// practice: on a mismatch, only the last `*` is retried one character further.
-pub(crate) fn matches_wildcard(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().collect();
-    let text: Vec<char> = text.chars().collect();
-    let (mut p, mut t) = (0, 0);
-    let mut last_star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && pattern[p] == '*' {
-            last_star = Some((p, t));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == text[t] {
-            p += 1;
-            t += 1;
-        } else if let Some((star, matched)) = last_star {
-            p = star + 1;
-            t = matched + 1;
-            last_star = Some((star, matched + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|c| *c == '*')
 }
 
 /// Which source images a backfill considers. Empty lists and absent dates select everything.
