@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use replwatch_core::alerts::{Alert, human_duration, short_digest};
+use replwatch_core::alerts::{Alert, human_duration};
 use replwatch_core::store::expectations_of;
 use replwatch_core::{
     AccountId, Destination, Digest, ExpectationState, Region, RepositoryName, SourceImage,
@@ -197,7 +197,10 @@ fn render(scenario: &Scenario, pushes: &[ScenarioPush], states: &States) -> Resu
         let image = &push.image;
         let name = match &image.tag {
             Some(tag) => format!("{}:{tag}", image.repository),
-            None => format!("{}@{}", image.repository, short_digest(&image.digest)),
+            None => match Digest::parse(&image.digest) {
+                Ok(digest) => format!("{}@{}", image.repository, digest.short()),
+                Err(_) => format!("{}@{}", image.repository, image.digest),
+            },
         };
         out.push_str(&format!("{name:<36}"));
         for d in &destinations {

@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use replwatch_core::alerts::{
     Alert, AlertSummary, Notification, Notifier, NotifyError, Severity, human_duration,
-    short_digest,
 };
 use replwatch_core::backfill::run::BackfillRun;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
@@ -474,7 +473,7 @@ fn single_blocks(notification: &Notification, alert: &Alert) -> Vec<Value> {
                 .tag
                 .as_deref()
                 .map(|t| format!("`{}`", escape(t)))
-                .unwrap_or_else(|| format!("(untagged, {})", short_digest(image.digest.as_str()))),
+                .unwrap_or_else(|| format!("(untagged, {})", image.digest.short())),
         ),
         field(
             "Source",

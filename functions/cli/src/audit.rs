@@ -104,7 +104,7 @@ fn print_report(report: &AuditReport, format: OutputFormat) {
                 f.repository.to_string(),
                 f.digest
                     .as_ref()
-                    .map_or("-".into(), |d| short_digest(d.as_str())),
+                    .map_or("-".into(), |d| d.short().to_owned()),
                 f.tag.clone().unwrap_or_else(|| "-".into()),
                 f.detail.clone(),
             ]);
@@ -112,9 +112,4 @@ fn print_report(report: &AuditReport, format: OutputFormat) {
     }
     outln!("\nFindings\n");
     out!("{}", render(&details));
-}
-
-/// `sha256:0123456789ab` (what people compare by eye; JSON carries the full digest).
-fn short_digest(digest: &str) -> String {
-    digest.chars().take("sha256:".len() + 12).collect()
 }

@@ -483,10 +483,7 @@ fn print_report(report: &Report<'_>, format: OutputFormat) {
 /// `DIVERGED (names sha256:3b1f1c2e4d5a)`: the tag's state and the image it names there.
 fn names_other(state: &str, names: Option<&Digest>) -> String {
     match names {
-        Some(digest) => format!(
-            "{state} (names {})",
-            replwatch_core::alerts::short_digest(digest.as_str())
-        ),
+        Some(digest) => format!("{state} (names {})", digest.short()),
         None => state.to_owned(),
     }
 }

@@ -248,11 +248,7 @@ impl Alert {
         let image = &self.key.image;
         match &self.key.tag {
             Some(tag) => format!("{}:{tag}", image.repository),
-            None => format!(
-                "{}@{}",
-                image.repository,
-                short_digest(image.digest.as_str())
-            ),
+            None => format!("{}@{}", image.repository, image.digest.short()),
         }
     }
 
@@ -735,11 +731,6 @@ pub fn cause_sentence(cause: DivergenceCause) -> &'static str {
     }
 }
 
-/// `sha256:3b1f1c2e4d5a` — enough of a digest to recognise it.
-pub fn short_digest(digest: &str) -> &str {
-    digest.get(..19).unwrap_or(digest)
-}
-
 /// `2h 5m`, `31m 4s`, `12s`.
 pub fn human_duration(d: TimeDelta) -> String {
     let total = d.num_seconds().max(0);
@@ -792,6 +783,8 @@ pub trait Notifier: Send + Sync {
 
 /// Sample alerts for the tests of every sink (`test-support` feature).
 #[cfg(any(test, feature = "test-support"))]
+// Test support: a panic is the failure report.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod samples {
     use chrono::{TimeDelta, TimeZone, Utc};
 

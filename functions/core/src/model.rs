@@ -33,6 +33,12 @@ pub enum InvalidValue {
 pub struct Digest(Arc<str>);
 
 impl Digest {
+    /// `sha256:3b1f1c2e4d5a`: enough of a digest to recognise it by eye (alerts, tables); JSON
+    /// and logs carry the whole digest.
+    pub fn short(&self) -> &str {
+        self.0.get(..19).unwrap_or(&self.0)
+    }
+
     pub fn parse(value: &str) -> Result<Self, InvalidValue> {
         let hex = value
             .strip_prefix("sha256:")
