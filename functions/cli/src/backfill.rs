@@ -24,7 +24,7 @@ use replwatch_core::backfill::inventory::RepositoryInventory;
 use replwatch_core::backfill::plan::{ArchivedImage, SettingsSource};
 use replwatch_core::backfill::port::{InventoryReader, refused_destinations};
 use replwatch_core::backfill::run::BackfillRunStore;
-use replwatch_core::backfill::trigger::added_destinations;
+use replwatch_core::backfill::trigger::{added_destinations, backfill_destinations};
 use replwatch_core::backfill::{
     BackfillFilters, BackfillPlan, CancelFlag, CopyContext, CopyJob, CopyOptions,
     DestinationInventory, ExecutionSummary, NativeOutcome, PlanRequest, ProgressEvent,
@@ -96,18 +96,12 @@ pub async fn run(global: &GlobalOptions, args: &BackfillArgs) -> Result<Outcome,
         }
         _ => None,
     };
-    let mut destinations: Vec<Destination> = configuration
-        .all_destinations()
-        .into_iter()
-        .filter(|d| {
-            only_destinations
-                .as_ref()
-                .is_none_or(|only| only.contains(d))
-        })
-        .collect();
-    destinations.extend(extra_destinations.iter().cloned());
-    destinations.retain(|d| *d != source);
-    destinations.dedup();
+    let mut destinations = backfill_destinations(
+        &configuration,
+        only_destinations.as_deref(),
+        &extra_destinations,
+        &source,
+    );
     let opt_in = RegionOptIn::new(config.clone(), home.clone(), cross_account.clone());
     let refused = refused_destinations(&opt_in, &source, &destinations).await;
     destinations.retain(|d| !refused.iter().any(|(r, _)| r == d));

@@ -26,7 +26,9 @@ use crate::backfill::port::{
     RepositoryCreator, refused_destinations,
 };
 use crate::backfill::run::{BackfillRun, BackfillRunStore, JobOutcome, job_id};
-use crate::backfill::trigger::{BackfillRequest, BackfillTrigger, added_destinations};
+use crate::backfill::trigger::{
+    BackfillRequest, BackfillTrigger, added_destinations, backfill_destinations,
+};
 use crate::clock::Sleeper;
 use crate::model::Destination;
 use crate::registry::RegistryError;
@@ -184,18 +186,12 @@ where
     };
 
     let filters = request.filters();
-    let mut destinations: Vec<Destination> = configuration
-        .all_destinations()
-        .into_iter()
-        .filter(|d| {
-            only_destinations
-                .as_ref()
-                .is_none_or(|only| only.contains(d))
-        })
-        .collect();
-    destinations.extend(request.destinations.iter().cloned());
-    destinations.retain(|d| d != source);
-    destinations.dedup();
+    let mut destinations = backfill_destinations(
+        &configuration,
+        only_destinations.as_deref(),
+        &request.destinations,
+        source,
+    );
     let refused = refused_destinations(ports.access, source, &destinations).await;
     destinations.retain(|d| !refused.iter().any(|(r, _)| r == d));
     let source_inventory = ports

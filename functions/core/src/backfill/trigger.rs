@@ -142,6 +142,28 @@ pub fn added_destinations(
     )
 }
 
+/// The destinations a backfill of `source` reads, each once: the rules' (only those `only`
+/// names, when given: the ones a rules change added), then `extra` (a request's own), never the
+/// source itself. The CLI and `backfill-plan` both select them here.
+pub fn backfill_destinations(
+    configuration: &ReplicationConfiguration,
+    only: Option<&[Destination]>,
+    extra: &[Destination],
+    source: &Destination,
+) -> Vec<Destination> {
+    let mut destinations: Vec<Destination> = Vec::new();
+    let ruled = configuration
+        .all_destinations()
+        .into_iter()
+        .filter(|d| only.is_none_or(|only| only.contains(d)));
+    for destination in ruled.chain(extra.iter().cloned()) {
+        if destination != *source && !destinations.contains(&destination) {
+            destinations.push(destination);
+        }
+    }
+    destinations
+}
+
 /// The destinations of `request` that neither the replication rules nor `allowed` name: the
 /// function copies only where replication goes or where its stack was told it may
 /// (`BackfillAllowedDestinations`), so whoever may invoke it cannot point it at any account
@@ -171,6 +193,27 @@ mod tests {
             Region::parse(region).expect("region"),
             AccountId::parse(account).expect("account"),
         )
+    }
+
+    #[test]
+    fn a_backfill_reads_each_destination_once_and_never_its_source() {
+        let (source, a, b, c) = (
+            dest("us-west-2", "111111111111"),
+            dest("us-east-1", "111111111111"),
+            dest("eu-west-1", "222222222222"),
+            dest("ap-south-1", "333333333333"),
+        );
+        let rules = configuration(&[a.clone(), b.clone()]);
+        // A request naming a ruled destination again, not next to it, and the source.
+        let extra = [c.clone(), a.clone(), source.clone(), c.clone()];
+        assert_eq!(
+            backfill_destinations(&rules, None, &extra, &source),
+            vec![a.clone(), b.clone(), c.clone()]
+        );
+        assert_eq!(
+            backfill_destinations(&rules, Some(std::slice::from_ref(&b)), &[], &source),
+            vec![b]
+        );
     }
 
     #[test]
