@@ -38,7 +38,7 @@ use replwatch_core::metrics::{
 use replwatch_core::model::{AccountId, Destination, Region};
 
 use crate::delivery::Delivery;
-use crate::settings::SettingsError;
+use crate::settings::{SettingsError, whole_number};
 
 /// What the backfill functions read from the environment beyond [`crate::settings::Settings`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,18 +73,9 @@ impl BackfillSettings {
     ) -> Result<Self, SettingsError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let count = |variable: &'static str, default: u32| -> Result<u32, SettingsError> {
-            match get(variable) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or(SettingsError {
-                        variable,
-                        message: format!("{v:?} is not a positive whole number"),
-                    }),
-            }
+            get(variable).map_or(Ok(default), |v| {
+                whole_number(variable, &v, 1..=u64::from(u32::MAX)).map(|n| n as u32)
+            })
         };
         let external_id = get("BACKFILL_EXTERNAL_ID");
         // Every tracking function and every account's reader role holds the reader's id: were

@@ -78,18 +78,13 @@ impl Settings {
             })
         };
         let number = |variable: &'static str, default: f64| -> Result<f64, SettingsError> {
-            match get(variable) {
-                None => Ok(default),
-                Some(v) => v
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|n| n.is_finite() && *n > 0.0)
-                    .ok_or(SettingsError {
-                        variable,
-                        message: format!("{v:?} is not a positive number"),
-                    }),
-            }
+            get(variable).map_or(Ok(default), |v| positive_number(variable, &v))
+        };
+        // Counts are whole: `SWEEP_BATCH=0.5` is refused, not truncated to nothing.
+        let count = |variable: &'static str, default: u64| -> Result<u64, SettingsError> {
+            get(variable).map_or(Ok(default), |v| {
+                whole_number(variable, &v, 1..=u64::from(u32::MAX))
+            })
         };
         // SLA_SECONDS exists for local runs and demos, where thirty minutes is too long to wait.
         let sla = match get("SLA_SECONDS") {
@@ -103,9 +98,9 @@ impl Settings {
         let retention = seconds(number("RETENTION_DAYS", 14.0)? * 86_400.0);
         let configuration_ttl = seconds(number("CONFIGURATION_TTL_MINUTES", 5.0)? * 60.0);
         let rules_check_interval = seconds(number("RULES_CHECK_SECONDS", 10.0)?);
-        let sweep_batch = number("SWEEP_BATCH", 250.0)? as usize;
-        let sweep_concurrency = number("SWEEP_CONCURRENCY", 64.0)? as usize;
-        let sweep_parts = number("SWEEP_PARTS", 1.0)? as u32;
+        let sweep_batch = count("SWEEP_BATCH", 250)? as usize;
+        let sweep_concurrency = count("SWEEP_CONCURRENCY", 64)? as usize;
+        let sweep_parts = count("SWEEP_PARTS", 1)? as u32;
         if !(1..=64).contains(&sweep_parts) {
             return Err(SettingsError {
                 variable: "SWEEP_PARTS",
@@ -123,7 +118,7 @@ impl Settings {
                 message: format!("required to split the sweep in {sweep_parts} parts"),
             });
         }
-        let storm_threshold = number("STORM_THRESHOLD", 10.0)? as usize;
+        let storm_threshold = count("STORM_THRESHOLD", 10)? as usize;
         let home_account = required("REPLWATCH_HOME_ACCOUNT")?;
         let home_account = AccountId::parse(&home_account).map_err(|e| SettingsError {
             variable: "REPLWATCH_HOME_ACCOUNT",
@@ -183,6 +178,41 @@ impl Settings {
     }
 }
 
+/// `value` of `variable` as a whole number within `range`: how every count of the settings is
+/// read (the tracking functions' and the backfill's).
+pub fn whole_number(
+    variable: &'static str,
+    value: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, SettingsError> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or(SettingsError {
+            variable,
+            message: format!(
+                "{value:?} is not a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        })
+}
+
+/// `value` of `variable` as a positive, finite number (durations, which may be fractions).
+pub fn positive_number(variable: &'static str, value: &str) -> Result<f64, SettingsError> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .ok_or(SettingsError {
+            variable,
+            message: format!("{value:?} is not a positive number"),
+        })
+}
+
 /// This function's cap on ECR calls a second per Region and container, derived from the
 /// stack's budget so that the budget holds for the account and Region whatever the number of
 /// containers: `ECR_CALL_BUDGET_PER_SECOND` (all of replwatch's ECR calls a second in one
@@ -199,19 +229,7 @@ pub fn ecr_call_cap(get: &impl Fn(&str) -> Option<String>) -> Result<Option<u64>
             variable,
             message: "must be set with ECR_CALL_BUDGET_PER_SECOND".into(),
         })?;
-        value
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| range.contains(n))
-            .ok_or(SettingsError {
-                variable,
-                message: format!(
-                    "{value:?} is not a whole number from {} to {}",
-                    range.start(),
-                    range.end()
-                ),
-            })
+        whole_number(variable, &value, range)
     };
     if get("ECR_CALL_BUDGET_PER_SECOND").is_none() {
         return Ok(None);
@@ -407,5 +425,24 @@ mod tests {
             from(&pairs).expect_err("bad format").variable,
             "ALERT_FORMAT"
         );
+    }
+
+    #[test]
+    fn counts_are_whole_numbers_never_truncated() {
+        for (variable, value) in [
+            ("SWEEP_BATCH", "0.5"),
+            ("SWEEP_CONCURRENCY", "64.9"),
+            ("STORM_THRESHOLD", "0"),
+            ("SWEEP_PARTS", "-1"),
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push((variable, value));
+            let err = from(&pairs).expect_err(value);
+            assert_eq!(err.variable, variable);
+            assert!(err.to_string().contains("whole number"), "{err}");
+        }
+        let mut pairs = BASE.to_vec();
+        pairs.push(("SWEEP_BATCH", " 100 "));
+        assert_eq!(from(&pairs).expect("settings").pipeline.sweep_batch, 100);
     }
 }
