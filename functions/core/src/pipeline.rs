@@ -78,7 +78,7 @@ impl Default for PipelineSettings {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PipelineError {
     #[error(transparent)]
     Tracker(#[from] TrackerError),
@@ -182,43 +182,14 @@ impl RulesLoads {
     fn failure_since(&self, before: u64) -> Option<PipelineError> {
         let finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
         match &finished.1 {
-            Some(error) if finished.0 > before => Some(same_error(error)),
+            Some(error) if finished.0 > before => Some(error.clone()),
             _ => None,
         }
     }
 
     fn finish(&self, error: Option<&PipelineError>) {
         let mut finished = self.finished.lock().unwrap_or_else(|p| p.into_inner());
-        *finished = (finished.0 + 1, error.map(same_error));
-    }
-}
-
-/// `error` again, for every caller that waited for the load that failed with it. A load fails
-/// on the store or the registry; anything else keeps its message.
-fn same_error(error: &PipelineError) -> PipelineError {
-    match error {
-        PipelineError::Registry(e) => PipelineError::Registry(RegistryError {
-            operation: e.operation,
-            resource: e.resource.clone(),
-            message: e.message.clone(),
-            retryable: e.retryable,
-        }),
-        PipelineError::Store(StoreError::Backend { operation, message }) => {
-            PipelineError::Store(StoreError::Backend {
-                operation,
-                message: message.clone(),
-            })
-        }
-        PipelineError::Store(StoreError::Corrupt { id, message }) => {
-            PipelineError::Store(StoreError::Corrupt {
-                id: id.clone(),
-                message: message.clone(),
-            })
-        }
-        other => PipelineError::Store(StoreError::Backend {
-            operation: "rules load",
-            message: other.to_string(),
-        }),
+        *finished = (finished.0 + 1, error.cloned());
     }
 }
 

@@ -45,7 +45,7 @@ impl ImageReplicationStatus {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation} on {resource}: {message}")]
 pub struct RegistryError {
     /// The ECR or STS operation that failed (`DescribeImages`, `AssumeRole`, ...).

@@ -27,7 +27,7 @@ use crate::rules::ReplicationConfiguration;
 use crate::tracking::{ExpectationState, ReplicationExpectation, TrackingPolicy};
 use crate::unreadable::{ReadIncident, ReadIncidentKey};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The record (a destination's, or a push's) changed or appeared since it was read.
     #[error("{item}: changed by someone else since it was read")]
@@ -868,6 +868,8 @@ impl RulesRecord for InMemoryStore {
 /// The behaviour every [`ExpectationStore`] must show. Each function takes a fresh, empty
 /// store; [`crate::expectation_store_contract!`] turns them into one `#[tokio::test]` each.
 #[cfg(any(test, feature = "contract-tests"))]
+// Test support: a panic is the failure report.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod contract {
     use chrono::{TimeDelta, TimeZone, Utc};
 

@@ -34,7 +34,7 @@ pub struct Applied {
     pub alerts: Vec<Alert>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TrackerError {
     #[error(transparent)]
     Store(#[from] StoreError),
