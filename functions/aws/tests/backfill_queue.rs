@@ -1,5 +1,8 @@
 //! The copy-jobs queue on SQS (local AWS): every job arrives once, as JSON `backfill-copy`
 //! reads back, across several `SendMessageBatch` calls.
+// Test code: a panic is the failure report (clippy.toml lets #[test] functions unwrap; this
+// covers their helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

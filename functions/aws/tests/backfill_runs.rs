@@ -1,5 +1,8 @@
 //! The DynamoDB backfill run store against the local AWS, through the same contract as the
 //! in-memory store (`replwatch_core::backfill::run::contract`).
+// Test code: a panic is the failure report (clippy.toml lets #[test] functions unwrap; this
+// covers their helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -6,6 +6,9 @@
 //! aws-sdk-cloudwatch speaks only Smithy RPCv2 CBOR (gzip-compressing large `PutMetricData`
 //! bodies); the test bed answers it (`infra/local-aws/replwatch_localaws/cloudwatch_cbor.py`),
 //! so the plain SDK client is used, as in production.
+// Test code: a panic is the failure report (clippy.toml lets #[test] functions unwrap; this
+// covers their helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};

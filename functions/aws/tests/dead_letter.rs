@@ -1,6 +1,9 @@
 //! The dead-letter queue against the local AWS (`infra/local-aws/start`), through the real
 //! aws-sdk-sqs client: a parked body comes back byte for byte, with why beside it. The server
 //! is shared with other tests, so each test makes its own queue.
+// Test code: a panic is the failure report (clippy.toml lets #[test] functions unwrap; this
+// covers their helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,6 +1,9 @@
 //! The DynamoDB store passes the same contract as the in-memory one, against the local AWS
 //! (`infra/local-aws/start`), through the real aws-sdk-dynamodb client. Each test gets its own
 //! freshly created table.
+// Test code: a panic is the failure report (clippy.toml lets #[test] functions unwrap; this
+// covers their helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -7,6 +7,9 @@
 //!
 //! Every test works in accounts of its own (`support::unique_account`), so tests share one
 //! test bed without seeing each other's registries.
+// Test code: a panic is the failure report (clippy.toml lets #[test] functions unwrap; this
+// covers their helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -2,6 +2,9 @@
 //! `Describe*` in one page): every `nextToken` followed, the page size asked for, the prefix
 //! filter applied, no more repositories read at once than configured, creation templates
 //! paged and mapped, and a registry that may not read templates answering "none".
+// Test code: a panic is the failure report (clippy.toml lets #[test] functions unwrap; this
+// covers their helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! The Region opt-in adapter against the local AWS (`infra/local-aws/`, `region_opt_in.py`):
 //! the home account asked with its own credentials, another account through the assumed role,
 //! and what replication between them needs.
+// Test code: a panic is the failure report (clippy.toml lets #[test] functions unwrap; this
+// covers their helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

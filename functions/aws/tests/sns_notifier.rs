@@ -2,6 +2,9 @@
 //! client: a topic with an SQS queue subscribed to it (the SNS envelope, not raw delivery), so
 //! the test reads exactly what a subscriber gets: subject, message and message attributes. The
 //! server is shared with other tests, so each test makes its own topic and queue.
+// Test code: a panic is the failure report (clippy.toml lets #[test] functions unwrap; this
+// covers their helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};

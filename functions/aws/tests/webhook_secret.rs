@@ -3,6 +3,9 @@
 //! parameter by name and by ARN, and a missing secret; the Slack sink reading its webhook when
 //! first needed, backing off while it cannot, and picking up a restored or rotated one. The
 //! server is shared with other tests, so every name is unique to this run.
+// Test code: a panic is the failure report (clippy.toml lets #[test] functions unwrap; this
+// covers their helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

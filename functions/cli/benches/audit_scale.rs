@@ -17,6 +17,8 @@
 //! exactly that: N missing, N tag lost).
 //!
 //! Output: a table on stdout and one JSON line starting `{"bench":"audit_scale"`.
+// Benchmark code: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::process::Command;

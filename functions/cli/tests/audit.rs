@@ -1,5 +1,8 @@
 //! `replwatch audit` against the local AWS, through the real binary: a destination with every
 //! kind of drift, and one in sync.
+// Test code: a panic is the failure report (clippy.toml lets #[test] functions unwrap; this
+// covers their helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Output};
 

@@ -1,6 +1,9 @@
 //! `replwatch status` against the local AWS, through the real binary: every destination the
 //! rules select with its state, and `--wait` returning on COMPLETE (exit 0), on FAILED with
 //! the failure code (exit 1), and giving up on a destination that stays in progress (exit 1).
+// Test code: a panic is the failure report (clippy.toml lets #[test] functions unwrap; this
+// covers their helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Output};
 

@@ -14,6 +14,8 @@
 //! (`DescribeImageReplicationStatus`, then one `DescribeImages` per destination): the images
 //! one sweep invocation confirms per second when ECR answers in 100 ms, with
 //! `PipelineSettings::sweep_concurrency` images at once.
+// Benchmark code: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -42,6 +42,8 @@
 //!   open record left;
 //! - **calls to the down Region** per tick, and the alerts raised, by kind and Region (any
 //!   alert about a healthy destination is a false alert, and fails the run).
+// Benchmark code: a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

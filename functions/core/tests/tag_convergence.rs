@@ -11,6 +11,9 @@
 //! - once everything has arrived and the sweeps have run, a tag has an open incident in a
 //!   destination exactly where it names another image there than in the source, each incident
 //!   raised its alert once, and every other incident raised has been resolved.
+// Test code: a panic is the failure report (clippy.toml lets #[test] functions unwrap; this
+// covers their helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;

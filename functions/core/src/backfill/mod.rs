@@ -31,6 +31,8 @@ pub mod copy;
 pub mod execute;
 pub mod fanout;
 #[cfg(any(test, feature = "test-support"))]
+// Test support: a panic is the failure report.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod in_memory_ecr;
 pub mod inventory;
 pub mod manifest;

@@ -282,6 +282,8 @@ impl BackfillRunStore for InMemoryRunStore {
 /// The behaviour every [`BackfillRunStore`] must have; run by the in-memory store's tests and
 /// by the DynamoDB store's tests against the local AWS (`contract-tests` feature).
 #[cfg(any(test, feature = "contract-tests"))]
+// Test support: a panic is the failure report.
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod contract {
     use chrono::{TimeZone, Utc};
 
