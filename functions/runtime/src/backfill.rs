@@ -27,18 +27,16 @@ use replwatch_core::backfill::port::{
     RepositoryCreator,
 };
 use replwatch_core::backfill::run::{BackfillRunStore, JobOutcome};
-use replwatch_core::backfill::trigger::{
-    BackfillTrigger, TriggerError, parse_trigger, unlisted_destinations,
-};
+use replwatch_core::backfill::trigger::{TriggerError, parse_trigger};
 use replwatch_core::clock::Sleeper;
 use replwatch_core::metrics::{
     MetricName, MetricPoint, SLACK_WEBHOOK_UNAVAILABLE, dead_lettered_line, emf_lines,
     function_counts_line,
 };
-use replwatch_core::model::{AccountId, Destination, Region};
+use replwatch_core::model::{AccountId, Destination};
 
 use crate::delivery::Delivery;
-use crate::settings::{SettingsError, whole_number};
+use crate::settings::{SettingsError, aws_region, whole_number};
 
 /// What the backfill functions read from the environment beyond [`crate::settings::Settings`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,15 +115,9 @@ pub fn this_registry(
     home_account: &AccountId,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<Destination, SettingsError> {
-    let region = lookup("AWS_REGION")
-        .filter(|v| !v.trim().is_empty())
-        .ok_or(SettingsError {
-            variable: "AWS_REGION",
-            message: "must be set (Lambda sets it)".into(),
-        })?;
-    let region = Region::parse(&region).map_err(|e| SettingsError {
+    let region = aws_region(lookup)?.ok_or(SettingsError {
         variable: "AWS_REGION",
-        message: e.to_string(),
+        message: "must be set (Lambda sets it)".into(),
     })?;
     Ok(Destination::new(region, home_account.clone()))
 }
@@ -225,27 +217,6 @@ where
                 return Err(PlanFailure::BadRequest(request));
             }
         };
-        if let BackfillTrigger::Manual(request) = &trigger {
-            if !request.destinations.is_empty() {
-                let configuration = self
-                    .inventory
-                    .replication_configuration(&self.source)
-                    .await
-                    .map_err(FanoutError::from)?;
-                let unlisted =
-                    unlisted_destinations(request, &configuration, &self.allowed_destinations);
-                if !unlisted.is_empty() {
-                    let named: Vec<String> = unlisted.iter().map(ToString::to_string).collect();
-                    let refused = TriggerError::Request(format!(
-                        "destinations {} are neither in the replication rules nor in \
-                         BackfillAllowedDestinations",
-                        named.join(", ")
-                    ));
-                    tracing::error!(error = %refused, "backfill request refused");
-                    return Err(PlanFailure::BadRequest(refused));
-                }
-            }
-        }
         let ports = PlanPorts {
             inventory: &self.inventory,
             access: &self.access,
@@ -255,7 +226,24 @@ where
             queue: &self.queue,
         };
         let now = self.clock.now();
-        let report = plan_run(&ports, &self.source, trigger, request_id, now).await?;
+        let report = match plan_run(
+            &ports,
+            &self.source,
+            trigger,
+            Some(&self.allowed_destinations),
+            request_id,
+            now,
+        )
+        .await
+        {
+            Ok(report) => report,
+            Err(FanoutError::Refused(reason)) => {
+                let refused = TriggerError::Request(reason);
+                tracing::error!(error = %refused, "backfill request refused");
+                return Err(PlanFailure::BadRequest(refused));
+            }
+            Err(other) => return Err(other.into()),
+        };
         let points: Vec<MetricPoint> = report
             .run
             .iter()

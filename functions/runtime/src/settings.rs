@@ -138,14 +138,7 @@ impl Settings {
                 });
             }
         };
-        let region = get("AWS_REGION")
-            .map(|region| {
-                Region::parse(&region).map_err(|e| SettingsError {
-                    variable: "AWS_REGION",
-                    message: e.to_string(),
-                })
-            })
-            .transpose()?;
+        let region = aws_region(&lookup)?;
         Ok(Self {
             table: required("TRACKING_TABLE")?,
             region,
@@ -176,6 +169,22 @@ impl Settings {
             function_name: get("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "replwatch".into()),
         })
     }
+}
+
+/// `AWS_REGION` (Lambda sets it), if set: with the home account, the registry this stack
+/// watches.
+pub fn aws_region(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Region>, SettingsError> {
+    lookup("AWS_REGION")
+        .filter(|v| !v.trim().is_empty())
+        .map(|region| {
+            Region::parse(&region).map_err(|e| SettingsError {
+                variable: "AWS_REGION",
+                message: e.to_string(),
+            })
+        })
+        .transpose()
 }
 
 /// `value` of `variable` as a whole number within `range`: how every count of the settings is

@@ -28,6 +28,7 @@ use crate::backfill::port::{
 use crate::backfill::run::{BackfillRun, BackfillRunStore, JobOutcome, job_id};
 use crate::backfill::trigger::{
     BackfillRequest, BackfillTrigger, added_destinations, backfill_destinations,
+    unlisted_destinations,
 };
 use crate::clock::Sleeper;
 use crate::model::Destination;
@@ -133,14 +134,21 @@ pub enum FanoutError {
     Queue(#[from] QueueError),
     #[error("plan: {0}")]
     Plan(String),
+    /// A request the stack does not allow: retrying it cannot help.
+    #[error("backfill request refused: {0}")]
+    Refused(String),
 }
 
 /// Plans the backfill `trigger` asks for in `source` and fans it out; `run_id` names the run
-/// (the invocation's request id, the same on Lambda's retries of one event).
+/// (the invocation's request id, the same on Lambda's retries of one event). With `allowed`,
+/// a request naming a destination that neither the rules nor `allowed` name is
+/// [`FanoutError::Refused`] before anything is written ([`unlisted_destinations`]); `None`
+/// takes any.
 pub async fn plan_run<I, N, W, S, Q, A>(
     ports: &PlanPorts<'_, I, N, W, S, Q, A>,
     source: &Destination,
     trigger: BackfillTrigger,
+    allowed: Option<&[Destination]>,
     run_id: &str,
     now: DateTime<Utc>,
 ) -> Result<PlanRunReport, FanoutError>
@@ -167,6 +175,17 @@ where
         }
     };
     let configuration = ports.inventory.replication_configuration(source).await?;
+    if let Some(allowed) = allowed {
+        let unlisted = unlisted_destinations(&request, &configuration, allowed);
+        if !unlisted.is_empty() {
+            let named: Vec<String> = unlisted.iter().map(ToString::to_string).collect();
+            return Err(FanoutError::Refused(format!(
+                "destinations {} are neither in the replication rules nor in \
+                 BackfillAllowedDestinations",
+                named.join(", ")
+            )));
+        }
+    }
     let only_destinations = if configuration_changed {
         let previous = ports.runs.last_configuration(source).await?;
         match added_destinations(previous.as_ref(), &configuration) {
@@ -610,12 +629,15 @@ mod tests {
         }
 
         async fn plan(&self, trigger: BackfillTrigger, run_id: &str) -> PlanRunReport {
-            self.try_plan(trigger, run_id).await.expect("plan runs")
+            self.try_plan(trigger, None, run_id)
+                .await
+                .expect("plan runs")
         }
 
         async fn try_plan(
             &self,
             trigger: BackfillTrigger,
+            allowed: Option<&[Destination]>,
             run_id: &str,
         ) -> Result<PlanRunReport, FanoutError> {
             let ports = PlanPorts {
@@ -626,7 +648,7 @@ mod tests {
                 runs: &self.runs,
                 queue: &self.queue,
             };
-            plan_run(&ports, &source(), trigger, run_id, Utc::now()).await
+            plan_run(&ports, &source(), trigger, allowed, run_id, Utc::now()).await
         }
 
         /// Takes every queued message once, as `backfill-copy` would; returns the completed
@@ -666,6 +688,25 @@ mod tests {
             destinations,
             ..BackfillRequest::default()
         })
+    }
+
+    #[tokio::test]
+    async fn a_request_to_a_destination_the_stack_does_not_allow_is_refused_before_any_write() {
+        let world = World::new(&[]);
+        let refused = world
+            .try_plan(manual(vec![extra()]), Some(&[]), "run-refused")
+            .await;
+        assert!(
+            matches!(&refused, Err(FanoutError::Refused(why)) if why.contains("eu-west-1/222222222222")),
+            "{refused:?}"
+        );
+        assert!(world.runs.run("run-refused").await.expect("read").is_none());
+        assert!(lock(&world.queue.0).is_empty(), "nothing queued");
+        let allowed = world
+            .try_plan(manual(vec![extra()]), Some(&[extra()]), "run-allowed")
+            .await
+            .expect("an allowed destination plans");
+        assert_eq!(allowed.jobs_queued, 3);
     }
 
     #[tokio::test]
@@ -907,7 +948,7 @@ mod tests {
             },
         });
         *lock(&world.queue.1) = 1;
-        let failed = world.try_plan(change.clone(), "request-1").await;
+        let failed = world.try_plan(change.clone(), None, "request-1").await;
         assert!(
             matches!(failed, Err(FanoutError::Queue(_))),
             "the invocation fails: {failed:?}"
