@@ -40,7 +40,7 @@ use replwatch_core::{
 use replwatch_runtime::services::AwsTracking;
 use testbed::deployment::{Copies, PublishedAlert, PumpReport, QueuedMessage};
 use testbed::slack_capture::SlackCapture;
-use testbed::{LocalAws, LocalDeployment, PushedImage, unique_account};
+use testbed::{LocalAws, LocalDeployment, PushedImage, trusting_account, unique_account};
 
 const SOURCE_REGION: &str = "us-west-2";
 
@@ -1330,12 +1330,10 @@ async fn an_image_deleted_before_its_failed_event_raises_nothing() {
 /// The partner account's reader role, changed so it no longer trusts replwatch: every read
 /// there (`AssumeRole` first) is refused, as when someone edits the role's trust policy.
 fn refuse_reads(world: &World, account: &AccountId) {
-    let someone_else = unique_account();
-    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"AWS": someone_else}, "Action": "sts:AssumeRole"}]});
+    let trust = trusting_account(&unique_account());
     world
         .aws
-        .create_role(account.as_str(), "replwatch-reader", &trust.to_string())
+        .create_role(account.as_str(), "replwatch-reader", &trust)
         .expect("reader role");
 }
 
@@ -1439,15 +1437,10 @@ async fn a_destination_account_refusing_every_read_silences_no_other_destination
     // The partner fixes its role: one RESOLVED, and the waiting images get their real
     // verdicts (they had arrived there: no alert).
     // (The test's functions run with the central account's own credentials.)
-    let trust = serde_json::json!({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"AWS": world.central}, "Action": "sts:AssumeRole"}]});
+    let trust = trusting_account(world.central.as_str());
     world
         .aws
-        .update_role_trust(
-            partner.registry_id.as_str(),
-            "replwatch-reader",
-            &trust.to_string(),
-        )
+        .update_role_trust(partner.registry_id.as_str(), "replwatch-reader", &trust)
         .expect("role fixed");
     let fixed = world.tracking(&[]).await;
     world.clock.advance(TimeDelta::minutes(16));

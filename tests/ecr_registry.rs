@@ -10,7 +10,7 @@ use replwatch_core::registry::{DestinationReplication, ImageReplicationStatus, R
 use replwatch_core::{
     AccountId, Destination, Digest, Region, ReplicationConfiguration, RepositoryName, SourceImage,
 };
-use testbed::{LocalAws, unique_account};
+use testbed::{LocalAws, trusting_account, unique_account};
 
 fn destination(region: &str, account: &str) -> Destination {
     Destination::new(
@@ -259,14 +259,6 @@ async fn assume(
         .map(|_| ())
 }
 
-/// A trust policy that lets `account`'s principals assume the role (the central stack's
-/// function roles, as the test bed creates them).
-fn trusts_account(account: &str) -> String {
-    serde_json::json!({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"AWS": account}, "Action": "sts:AssumeRole"}]})
-    .to_string()
-}
-
 /// The central stack `replwatch`'s function roles in `central` (`template.yaml`'s path and
 /// names, trusting the account as Lambda's service would be), and `replwatch-x`: a role anyone
 /// of that account able to create roles could make. The reader and backfill roles of
@@ -301,7 +293,7 @@ async fn central_roles(aws: &LocalAws, central: &str, partner: &str) -> CentralR
                 &central,
                 &format!("{path}/"),
                 name,
-                &trusts_account(&central),
+                &trusting_account(&central),
             )
             .expect("central role");
             aws.assumed(&central, &arn, "eu-west-1")
@@ -448,7 +440,7 @@ async fn an_external_id_rotates_without_a_refused_read() {
         &central,
         "/replwatch/",
         "replwatch-sweep",
-        &trusts_account(&central),
+        &trusting_account(&central),
     )
     .expect("sweep role");
     let sweep = aws

@@ -14,16 +14,9 @@ use std::collections::HashMap;
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use serde_json::Value as Json;
 use testbed::stack_templates::topic_policy;
-use testbed::{LocalAws, LocalDeployment, unique_account};
+use testbed::{LocalAws, LocalDeployment, trusting_account, unique_account};
 
 const REGION: &str = "us-west-2";
-
-/// A trust policy that lets `account`'s principals assume the role.
-fn trusts_account(account: &str) -> String {
-    serde_json::json!({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"AWS": account}, "Action": "sts:AssumeRole"}]})
-    .to_string()
-}
 
 #[tokio::test]
 async fn no_principal_of_the_central_account_can_feed_the_pipeline_s_queues() {
@@ -32,7 +25,7 @@ async fn no_principal_of_the_central_account_can_feed_the_pipeline_s_queues() {
     let deployment = LocalDeployment::create(&aws, &account, REGION, &[])
         .await
         .expect("deployment");
-    aws.create_role(&account, "ci-deployer", &trusts_account(&account))
+    aws.create_role(&account, "ci-deployer", &trusting_account(&account))
         .expect("role");
     let role = format!("arn:aws:iam::{account}:role/ci-deployer");
     let callers = [

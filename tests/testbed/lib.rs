@@ -47,6 +47,15 @@ pub struct LocalAws {
     endpoint: String,
 }
 
+/// A role trust policy that lets any principal of `account` assume the role: what a test gives
+/// a role whose trust is not under test (the central functions' roles, a partner's reader
+/// role trusting someone else).
+pub fn trusting_account(account: &str) -> String {
+    serde_json::json!({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"AWS": account}, "Action": "sts:AssumeRole"}]})
+    .to_string()
+}
+
 /// A fresh twelve-digit account id, distinct for every call in this process and across
 /// processes, so tests that share one test bed never share a registry (replication
 /// configurations are per registry).
